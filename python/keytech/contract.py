@@ -1,0 +1,124 @@
+"""The raw input contract (``contract.yml``) and the user's column-mapping file.
+
+A raw folder may hold ``column_mapping.yml``::
+
+    tables:
+      patents:
+        file: cnrds_patents_2023.csv      # optional: a file name other than patents.csv/.parquet
+        columns:                          # your header -> contract column
+          证券代码: Scode
+          专利申请号: ApplyNo
+
+Headers listed in the contract (the column name or one of its ``aliases``) need no mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+COLUMN_TYPES = ("stock_code", "text", "date", "integer", "number")
+MAPPING_FILE = "column_mapping.yml"
+
+
+class ContractError(ValueError):
+    """The contract or a column-mapping file is malformed."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+    required: bool = True
+    not_null: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    vendor: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    duplicates: str = "error"  # 'error' or 'merge' (duplicates are handled downstream)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+
+@dataclass
+class Mapping:
+    """A user's column-mapping file: optional file names and header renames per table."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def load_contract() -> dict[str, Table]:
+    text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    tables: dict[str, Table] = {}
+    for name, spec in data["tables"].items():
+        columns = []
+        for col in spec["columns"]:
+            if col["type"] not in COLUMN_TYPES:
+                raise ContractError(f"contract.yml: {name}.{col['name']} has unknown type {col['type']!r}")
+            columns.append(
+                Column(
+                    name=col["name"],
+                    type=col["type"],
+                    description=col.get("description", ""),
+                    required=col.get("required", True),
+                    not_null=col.get("not_null", False),
+                    aliases=tuple(col.get("aliases", ())),
+                )
+            )
+        tables[name] = Table(
+            name=name,
+            description=spec.get("description", "").strip(),
+            vendor=spec.get("vendor", ""),
+            key=tuple(spec["key"]),
+            columns=tuple(columns),
+            duplicates=spec.get("duplicates", "error"),
+        )
+    return tables
+
+
+def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
+    """Read ``<raw_dir>/column_mapping.yml`` if present; check that it names real tables/columns."""
+    path = raw_dir / MAPPING_FILE
+    if not path.is_file():
+        return Mapping()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML ({exc}). Fix the file or remove it.") from exc
+    mapping = Mapping(path=path)
+    for table_name, spec in (data.get("tables") or {}).items():
+        if table_name not in contract:
+            raise ContractError(
+                f"{path}: unknown table {table_name!r}; contract tables are {', '.join(contract)}."
+            )
+        spec = spec or {}
+        if spec.get("file"):
+            mapping.files[table_name] = str(spec["file"])
+        renames = {}
+        known = {c.name for c in contract[table_name].columns}
+        for header, target in (spec.get("columns") or {}).items():
+            if target not in known:
+                raise ContractError(
+                    f"{path}: tables.{table_name}.columns maps {header!r} to {target!r}, which is not "
+                    f"a contract column of {table_name}; choose one of {', '.join(sorted(known))}."
+                )
+            renames[str(header)] = target
+        mapping.columns[table_name] = renames
+    return mapping

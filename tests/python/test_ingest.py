@@ -1,0 +1,101 @@
+"""Raw-folder validation and landing: every problem reported at once, with file, row, column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import MINIMAL_RAW, write_raw
+from keytech.ingest import ValidationFailed, detect_encoding, ingest, validate
+
+
+def test_minimal_folder_lands_with_lineage(minimal_raw: Path, tmp_path: Path):
+    landing = tmp_path / "landing"
+    manifest = ingest(minimal_raw, landing)
+    tables = manifest["tables"]
+    assert tables["firm_info"]["description_rows_skipped"] == 2
+    assert tables["city_yearbook"]["description_rows_skipped"] == 1
+    assert tables["city_yearbook"]["encoding"] == "gbk"
+    assert tables["city_yearbook"]["header_map"]["GdpPerCapita"] == "人均地区生产总值(元)"
+    rows = duckdb.sql(f"select Stkcd, Ctnm, _source_row from '{landing}/firm_info.parquet' order by 3").fetchall()
+    # header is line 1, two description rows are lines 2-3: data starts on line 4
+    assert rows == [("000001", "深圳", 4), ("000001", "深圳", 5), ("600001", "南京市", 6)]
+    # stock codes land exactly as written (padding happens in dbt staging)
+    assert duckdb.sql(f"select Stkcd from '{landing}/balance_sheet.parquet' order by _source_row").fetchall()[0] == ("1",)
+    # optional columns absent from the file land as null
+    assert duckdb.sql(f"select count(A001212000) from '{landing}/balance_sheet.parquet'").fetchall() == [(0,)]
+    saved = json.loads((landing / "_manifest.json").read_text(encoding="utf-8"))
+    assert saved["tables"]["patents"]["data_rows"] == 3
+    # the duplicated patent row is a warning, not an error
+    assert any("merged" in w for w in saved["warnings"])
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path):
+    files = dict(MINIMAL_RAW)
+    del files["cash_flow.csv"]
+    files["balance_sheet.csv"] = files["balance_sheet.csv"].replace("A002000000", "Liabilities")
+    files["income_statement.csv"] = files["income_statement.csv"].replace("800000000", "8亿")
+    files["patents.csv"] = files["patents.csv"].replace(",3\n", ",three\n", 1)
+    files["pilot_list.csv"] += "2015,2015-07-21,某智能工厂试点示范,丙公司,广东省,深圳市,流程制造,\n"
+    files["firm_info.csv"] = files["firm_info.csv"].replace("2005-06-01", "1805-06-01", 1)
+    raw = write_raw(tmp_path / "raw", files)
+    with pytest.raises(ValidationFailed) as caught:
+        validate(raw)
+    problems = caught.value.problems
+    errors = {(p.table, p.column) for p in problems if p.severity == "error"}
+    assert ("cash_flow", None) in errors
+    assert ("balance_sheet", "A002000000") in errors
+    assert ("income_statement", "B001101000") in errors
+    assert ("patents", "CitedTimes") in errors
+    assert ("pilot_list", None) in errors  # duplicate key
+    assert ("firm_info", "Listdt") in errors  # date out of range
+    message = str(caught.value)
+    assert "missing file cash_flow.csv or cash_flow.parquet" in message
+    assert "missing column A002000000" in message
+    # file, row and value of the type error
+    bad_amount = next(p for p in problems if p.column == "B001101000")
+    assert bad_amount.file == "income_statement.csv" and bad_amount.rows == [2] and bad_amount.values == ["8亿"]
+    bad_count = next(p for p in problems if p.column == "CitedTimes")
+    assert bad_count.rows == [2] and bad_count.values == ["three"]
+    duplicate = next(p for p in problems if p.table == "pilot_list")
+    assert duplicate.rows == [2, 3]
+
+
+def test_column_mapping_file_maps_vendor_headers(tmp_path: Path):
+    files = dict(MINIMAL_RAW)
+    files["balance_sheet.csv"] = files["balance_sheet.csv"].replace("A002000000", "TotalLiab")
+    files["column_mapping.yml"] = "tables:\n  balance_sheet:\n    columns:\n      TotalLiab: A002000000\n"
+    raw = write_raw(tmp_path / "raw", files)
+    manifest = ingest(raw, tmp_path / "landing")
+    assert manifest["tables"]["balance_sheet"]["header_map"]["A002000000"] == "TotalLiab"
+
+
+def test_mapping_to_unknown_column_is_a_clear_error(tmp_path: Path):
+    files = dict(MINIMAL_RAW)
+    files["column_mapping.yml"] = "tables:\n  balance_sheet:\n    columns:\n      TotalLiab: Liabilities\n"
+    raw = write_raw(tmp_path / "raw", files)
+    with pytest.raises(ValueError, match="not a contract column of balance_sheet"):
+        validate(raw)
+
+
+def test_empty_file_and_failed_ingest_leave_landing_untouched(minimal_raw: Path, tmp_path: Path):
+    landing = tmp_path / "landing"
+    ingest(minimal_raw, landing)
+    before = (landing / "patents.parquet").read_bytes()
+    (minimal_raw / "patents.csv").write_bytes(b"")
+    with pytest.raises(ValidationFailed, match="patents.csv.*empty"):
+        ingest(minimal_raw, landing)
+    assert (landing / "patents.parquet").read_bytes() == before
+
+
+def test_encoding_detection(tmp_path: Path):
+    text = "城市,年份\n深圳,2015\n"
+    (tmp_path / "u.csv").write_bytes(text.encode("utf-8"))
+    (tmp_path / "g.csv").write_bytes(text.encode("gbk"))
+    (tmp_path / "b.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert detect_encoding(tmp_path / "u.csv") == "utf-8"
+    assert detect_encoding(tmp_path / "g.csv") == "gb18030"
+    assert detect_encoding(tmp_path / "b.csv") == "utf-8"
