@@ -1,0 +1,295 @@
+"""The `keytech` command line. Run `keytech --help` or `keytech <command> --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from keytech import paths
+
+SYNTHETIC_NOTE = (
+    "NOTE: the bundled data is SYNTHETIC (made by `keytech synth` with planted effects). "
+    "Results computed on it demonstrate the pipeline; they are not findings."
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING = 0, 1, 2, 3
+
+
+class UserError(RuntimeError):
+    """A mistake the user can fix; printed without a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def _say(args, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, flush=True)
+
+
+def is_synthetic(raw_dir: Path | None = None) -> bool:
+    return ((raw_dir or paths.raw_dir()) / "_truth.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------ synth
+def cmd_synth(args) -> int:
+    from keytech.synth import generate
+
+    out = Path(args.out) if args.out else paths.raw_dir()
+    start = time.perf_counter()
+    truth = generate(args.scale, args.seed, out, progress=not args.quiet)
+    rows = truth.get("rows_written", truth.get("row_counts", {}))
+    _say(args, f"Wrote synthetic raw data ({args.scale}, seed {args.seed}) to {out} "
+               f"in {time.perf_counter() - start:.1f} s")
+    for table, count in rows.items():
+        _say(args, f"  {table:18} {count:>10,} rows")
+    _say(args, SYNTHETIC_NOTE)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------- validate
+def cmd_validate(args) -> int:
+    from keytech.ingest import validate
+
+    raw = Path(args.raw_dir) if args.raw_dir else paths.raw_dir()
+    problems, reports = validate(raw)
+    for report in reports:
+        extra = f", {report.description_rows_skipped} description row(s) skipped" if report.description_rows_skipped else ""
+        _say(args, f"  ok {report.file:24} {report.data_rows:>10,} rows ({report.format}"
+                   f"{', ' + report.encoding if report.encoding else ''}{extra})")
+    for problem in problems:
+        _say(args, "  " + problem.render())
+    _say(args, f"{raw} satisfies the input contract.")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ build
+def cmd_build(args) -> int:
+    from keytech.build import BuildOptions, build_warehouse
+
+    options = BuildOptions(
+        raw_dir=Path(args.raw_dir) if args.raw_dir else paths.raw_dir(),
+        landing_dir=paths.landing_dir(),
+        warehouse=paths.warehouse_path(),
+        ipc_matching="strict" if args.strict_ipc else "hierarchical",
+        use_ipc_supplement=not args.no_ipc_supplement,
+        select=args.select,
+        quiet=not args.verbose,
+    )
+    _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
+    _say(args, "[2/3] dbt build (models + dbt tests) into a new file, swapped in on success …")
+    outcome = build_warehouse(options)
+    timing = outcome["timings"]
+    _say(args, f"      landed in {timing['validate_and_land']:.1f} s; dbt build {timing['dbt_build']:.1f} s "
+               f"→ {outcome['warehouse']}")
+    if args.skip_checks:
+        _say(args, "[3/3] Checks skipped (--skip-checks): estimation will refuse to run until `keytech check` passes.")
+        return EXIT_OK
+    _say(args, "[3/3] Great Expectations checks on the marts …")
+    return cmd_check(args)
+
+
+# ------------------------------------------------------------------------------------------ check
+def cmd_check(args) -> int:
+    from keytech.quality import failures, run_checks
+
+    record = run_checks()
+    if record["passed"]:
+        _say(args, f"      all checks passed (fingerprint {record['data_fingerprint']}); "
+                   f"report: {record['html_path']}")
+        return EXIT_OK
+    print("Data checks FAILED:", file=sys.stderr)
+    for line in failures(record):
+        print("  " + line, file=sys.stderr)
+    print(f"See {record['html_path']}. Fix the data (or the expectation in python/keytech/quality.py "
+          "if it is wrong) and run `keytech build` again.", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------------------- estimate
+def cmd_estimate(args) -> int:
+    from keytech import estimation
+
+    if args.list:
+        for spec_id, description in estimation.list_specs():
+            print(f"{spec_id:32} {description}")
+        return EXIT_OK
+    run_id = estimation.run_estimation(
+        only=args.only or None, force=args.force, placebo_draws=args.placebo_draws,
+        seed=args.seed, progress=not args.quiet,
+    )
+    estimation.render_tables(run_id)
+    _say(args, estimation.table3_vs_paper(run_id, synthetic=is_synthetic()))
+    _say(args, f"Run {run_id} stored in results.estimates; tables in {paths.output_dir() / 'tables'}, "
+               f"figures in {paths.output_dir() / 'figures'}.")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------- summary
+def cmd_summary(args) -> int:
+    from keytech.warehouse import connect
+
+    db = paths.warehouse_path()
+    with connect(db) as con:
+        funnel = con.execute(
+            "select step_order, step, firms_kept, firm_years_kept, firm_years_dropped "
+            "from marts.rpt_sample_funnel order by step_order").fetchall()
+        counts = {
+            name: con.execute(f"select count(*) from marts.{name}").fetchone()[0]
+            for name in ("dim_firms", "dim_cities", "fct_patents", "fct_patent_ipc_codes",
+                         "fct_firm_years", "rpt_analysis_panel")
+        }
+        share = con.execute(
+            "select avg(case when is_key_tech then 1.0 else 0.0 end) from marts.fct_patents where is_invention"
+        ).fetchone()[0]
+        recon = con.execute(
+            "select disposition, sum(raw_rows) from marts.rpt_patent_reconciliation group by 1 order by 2 desc"
+        ).fetchall()
+    print("\nSample funnel (2010–2019):")
+    print(f"  {'step':42} {'firms':>7} {'firm-years':>11} {'dropped':>9}")
+    for _, step, firms, years, dropped in funnel:
+        print(f"  {step:42} {firms:>7,} {years:>11,} {dropped:>9,}")
+    print("\nMart row counts:")
+    for name, count in counts.items():
+        print(f"  marts.{name:26} {count:>10,}")
+    print(f"\nKey-technology share of invention applications: {share:.1%}" if share is not None else "")
+    print("Raw patent rows by disposition: " + ", ".join(f"{d} {n:,}" for d, n in recon))
+    print(f"\nWarehouse: {db}")
+    print("Try:  duckdb -readonly " + str(db) + " \\\n"
+          "        \"select year, avg(apply_inv_zl) as key_tech, avg(apply_inv_nozl) as non_key, avg(policy) "
+          "from marts.rpt_analysis_panel group by year order by year\"")
+    if is_synthetic():
+        print(SYNTHETIC_NOTE)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    _say(args, SYNTHETIC_NOTE + "\n")
+    args.scale, args.seed, args.out = args.scale or "small", args.seed, None
+    cmd_synth(args)
+    args.raw_dir, args.strict_ipc, args.no_ipc_supplement, args.select = None, False, False, None
+    args.skip_checks, args.verbose = False, False
+    code = cmd_build(args)
+    if code != EXIT_OK:
+        return code
+    cmd_summary(args)
+    try:
+        from keytech import estimation  # noqa: F401
+    except ImportError:
+        return EXIT_OK
+    args.list, args.only, args.force = False, ["table3"], False
+    args.placebo_draws = 100
+    return cmd_estimate(args)
+
+
+# ------------------------------------------------------------------------------------------ parser
+EXAMPLES = {
+    "synth": "keytech synth --scale tiny --seed 1 --out /tmp/raw",
+    "validate": "keytech validate --raw-dir /data/csmar_2024",
+    "build": "keytech build                       # data/raw → data/warehouse.duckdb\n"
+             "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc",
+    "check": "keytech check",
+    "estimate": "keytech estimate --list\n  keytech estimate --only table3 event_study\n  keytech estimate --placebo-draws 1000 --seed 7",
+    "summary": "keytech summary",
+    "demo": "keytech demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keytech",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent(
+            """\
+            KeyTech Panel: raw vendor extracts → clean firm-year panel (dbt on DuckDB) → the
+            specifications of Pi & Luo's intelligent-manufacturing pilot study.
+
+            Typical flow:
+              keytech synth --scale small      # synthetic raw data into data/raw (or bring your own)
+              keytech build                    # validate, land, dbt build, checks
+              keytech estimate                 # every specification → results.estimates + tables
+
+            Locations: raw folder data/raw (KEYTECH_RAW_DIR), warehouse data/warehouse.duckdb
+            (KEYTECH_DB), outputs output/ (KEYTECH_OUTPUT_DIR)."""
+        ),
+        epilog="Exit codes: 0 ok, 1 failed (validation, build or checks), 2 usage error, 3 missing prerequisite.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show dbt's own output and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    def add(name: str, help_text: str, func):
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog="Example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).", cmd_synth)
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small",
+                   help="tiny (tests), small (demo) or paper (~3,500 firms, millions of patents)")
+    p.add_argument("--seed", type=int, default=20250101, help="random seed; same seed, same files")
+    p.add_argument("--out", help="output folder (default: the raw folder, data/raw)")
+
+    p = add("validate", "Check a raw folder against the input contract; report every problem at once.", cmd_validate)
+    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
+
+    p = add("build", "Validate and land the raw folder, run `dbt build`, then the data checks.", cmd_build)
+    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
+    p.add_argument("--strict-ipc", action="store_true", help="match IPC codes exactly (no inheritance from ancestors)")
+    p.add_argument("--no-ipc-supplement", action="store_true", help="do not use the H01L/H10 revision supplement")
+    p.add_argument("--select", help="dbt selection, e.g. 'marts.rpt_analysis_panel+' (default: everything)")
+    p.add_argument("--skip-checks", action="store_true", help="skip the Great Expectations checks")
+
+    add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
+
+    p = add("estimate", "Run the specification registry on the marts; store results and tables.", cmd_estimate)
+    p.add_argument("--only", nargs="+", metavar="SPEC", help="spec ids or groups (table3, event_study, robust, placebo)")
+    p.add_argument("--list", action="store_true", help="list the specifications and exit")
+    p.add_argument("--force", action="store_true", help="run even when the last data checks failed")
+    p.add_argument("--placebo-draws", type=int, default=500, help="placebo reassignments (default 500)")
+    p.add_argument("--seed", type=int, default=12345, help="seed for the placebo draws")
+
+    add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
+
+    p = add("demo", "Synthetic data → build → checks → summary → Table 3 next to the paper.", cmd_demo)
+    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale")
+    p.add_argument("--seed", type=int, default=20250101, help="random seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from keytech.build import BuildFailed
+    from keytech.contract import ContractError
+    from keytech.ingest import ValidationFailed
+    from keytech.warehouse import WarehouseMissing
+
+    try:
+        return args.func(args)
+    except (ValidationFailed, BuildFailed, ContractError, UserError) as exc:
+        if args.verbose:
+            raise
+        print(str(exc), file=sys.stderr)
+        return getattr(exc, "code", EXIT_FAILED)
+    except (WarehouseMissing, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(str(exc), file=sys.stderr)
+        return EXIT_MISSING
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""`keytech check`: Great Expectations suites on the marts, saved as JSON, HTML and a warehouse row.
+
+dbt's own tests (keys, relationships, accepted values, timing, reconciliation) run inside
+`dbt build`; these suites add what dbt tests express poorly: value ranges, null fractions and
+distributions. GX 1.x has no working DuckDB SQL data source, so each mart is read into pandas
+(read-only) and validated as a whole-dataframe batch in an ephemeral context.
+
+Every run appends a row to ``results.check_runs`` (check_run_id, checked_at, passed,
+data_fingerprint, details_json); the estimation layer refuses to run when the latest row failed or
+was computed on other marts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import uuid
+from pathlib import Path
+
+from keytech import paths
+from keytech.warehouse import connect, mart_fingerprint, table_exists
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+# Suites as data: mart -> list of (expectation class name, keyword arguments).
+SUITES: dict[str, list[tuple[str, dict]]] = {
+    "rpt_analysis_panel": [
+        ("ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["stkcd", "year"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "year", "min_value": 2010, "max_value": 2019}),
+        ("ExpectColumnValuesToBeInSet", {"column": "policy", "value_set": [0, 1]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "ifdome", "value_set": [0, 1]}),
+        ("ExpectColumnMeanToBeBetween", {"column": "policy", "min_value": 0.02, "max_value": 0.98}),
+        ("ExpectColumnValuesToBeBetween", {"column": "apply_inv_zl", "min_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "apply_inv_nozl", "min_value": 0}),
+        ("ExpectColumnMeanToBeBetween", {"column": "ln_apply_inv_zl", "min_value": 0.0, "max_value": 6.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "roa", "min_value": -1.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "kd", "min_value": 0.0, "max_value": 2.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "lnage", "min_value": 0.0, "max_value": 5.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "ki", "min_value": 0.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "saleshare", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "infor", "min_value": 0.0, "max_value": 20000.0}),
+        *[
+            ("ExpectColumnValuesToNotBeNull", {"column": column})
+            for column in ("stkcd", "year", "city_code", "province_code", "industry_code", "policy",
+                           "roa", "lnage", "ki", "ifdome", "ln_size", "kd", "ln_meangdp", "infor",
+                           "ln_finsgov", "ln_fdi")
+        ],
+    ],
+    "fct_firm_years": [
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["stkcd", "year"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "year", "min_value": 2008, "max_value": 2022}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "city_code", "mostly": 0.95}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "size", "mostly": 0.9}),
+        ("ExpectColumnValuesToBeBetween", {"column": "kd", "min_value": 0.0, "max_value": 5.0, "mostly": 0.99}),
+    ],
+    "fct_patents": [
+        ("ExpectColumnValuesToBeUnique", {"column": "patent_id"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "patent_type", "value_set": ["invention", "utility_model", "design"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "application_year", "min_value": 2008, "max_value": 2022}),
+        ("ExpectColumnValuesToBeBetween", {"column": "citations", "min_value": 0}),
+        ("ExpectColumnMeanToBeBetween", {"column": "is_invention", "min_value": 0.05, "max_value": 0.95}),
+    ],
+    "fct_patent_ipc_codes": [
+        ("ExpectColumnValuesToBeInSet", {"column": "match_level",
+                                         "value_set": ["exact", "main_group", "subclass", "class", "supplement", "none"]}),
+        ("ExpectColumnValuesToMatchRegex", {"column": "ipc_code", "regex": r"^[A-H]\d{2}[A-Z](\d{1,4}/\d{2,6})?$"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "ipc_code"}),
+    ],
+    "dim_cities": [
+        ("ExpectColumnValuesToBeUnique", {"column": "city_code"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "longitude", "min_value": 73, "max_value": 136}),
+        ("ExpectColumnValuesToBeBetween", {"column": "latitude", "min_value": 18, "max_value": 54}),
+        ("ExpectColumnValuesToBeBetween", {"column": "first_treated_year", "min_value": 2016, "max_value": 2019}),
+    ],
+    "dim_firms": [
+        ("ExpectColumnValuesToBeUnique", {"column": "stkcd"}),
+        ("ExpectColumnValuesToMatchRegex", {"column": "stkcd", "regex": r"^\d{6}$"}),
+    ],
+}
+
+
+def _run_suites(frames: dict) -> dict:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # progress-bar config is cosmetic
+        pass
+    source = context.data_sources.add_pandas("marts")
+    outcome: dict = {}
+    for mart, expectations in SUITES.items():
+        frame = frames[mart]
+        asset = source.add_dataframe_asset(name=mart)
+        batch = asset.add_batch_definition_whole_dataframe(f"{mart}_all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{mart}_suite"))
+        for name, kwargs in expectations:
+            suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{mart}_validation", data=batch, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": frame})
+        outcome[mart] = {
+            "success": bool(result.success),
+            "rows": int(len(frame)),
+            "expectations": [
+                {
+                    "type": r.expectation_config.type,
+                    "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"},
+                    "success": bool(r.success),
+                    "observed_value": _jsonable(r.result.get("observed_value")),
+                    "unexpected_count": r.result.get("unexpected_count"),
+                    "unexpected_percent": r.result.get("unexpected_percent"),
+                    "partial_unexpected_list": _jsonable(r.result.get("partial_unexpected_list", [])[:5]),
+                }
+                for r in result.results
+            ],
+        }
+    return outcome
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _dbt_test_summary() -> dict:
+    results = paths.project_root() / "target" / "run_results.json"
+    if not results.is_file():
+        return {"available": False}
+    data = json.loads(results.read_text(encoding="utf-8"))
+    tests = [r for r in data.get("results", []) if r["unique_id"].startswith("test.")]
+    statuses: dict[str, int] = {}
+    for r in tests:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return {"available": True, "tests": len(tests), "statuses": statuses,
+            "generated_at": data.get("metadata", {}).get("generated_at")}
+
+
+def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = None) -> dict:
+    """Validate the marts, write output/checks/latest.{json,html} and a results.check_runs row."""
+    with connect(db_path) as con:
+        missing = [m for m in SUITES if not table_exists(con, "marts", m)]
+        if missing:
+            raise RuntimeError(f"marts missing from the warehouse: {', '.join(missing)}; run `keytech build`.")
+        frames = {m: con.execute(f"select * from marts.{m}").df() for m in SUITES}
+        fingerprint = mart_fingerprint(con)
+    suites = _run_suites(frames)
+    dbt_tests = _dbt_test_summary()
+    passed = all(s["success"] for s in suites.values())
+    record = {
+        "check_run_id": uuid.uuid4().hex[:12],
+        "checked_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "passed": passed,
+        "data_fingerprint": fingerprint,
+        "suites": suites,
+        "dbt_tests": dbt_tests,
+    }
+    with connect(db_path, read_only=False) as con:
+        con.execute("create schema if not exists results")
+        con.execute(
+            "create table if not exists results.check_runs (check_run_id varchar primary key, "
+            "checked_at timestamp, passed boolean, data_fingerprint varchar, details_json varchar)"
+        )
+        con.execute(
+            "insert into results.check_runs values (?, ?, ?, ?, ?)",
+            [record["check_run_id"], record["checked_at"], passed, fingerprint, json.dumps(record)],
+        )
+    target = Path(out_dir) if out_dir else paths.output_dir() / "checks"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "latest.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    (target / "latest.html").write_text(render_html(record), encoding="utf-8")
+    record["json_path"] = str(target / "latest.json")
+    record["html_path"] = str(target / "latest.html")
+    return record
+
+
+def failures(record: dict) -> list[str]:
+    lines = []
+    for mart, suite in record["suites"].items():
+        for e in suite["expectations"]:
+            if not e["success"]:
+                lines.append(f"marts.{mart}: {e['type']} {e['kwargs']} — observed {e['observed_value']}, "
+                             f"unexpected {e['unexpected_count']} e.g. {e['partial_unexpected_list']}")
+    return lines
+
+
+def render_html(record: dict) -> str:
+    rows = []
+    for mart, suite in record["suites"].items():
+        for e in suite["expectations"]:
+            status = "pass" if e["success"] else "FAIL"
+            rows.append(
+                f"<tr class='{status.lower()}'><td>marts.{html.escape(mart)}</td><td>{html.escape(e['type'])}</td>"
+                f"<td><code>{html.escape(json.dumps(e['kwargs'], ensure_ascii=False))}</code></td>"
+                f"<td>{status}</td><td>{html.escape(str(e['observed_value']))}</td>"
+                f"<td>{html.escape(str(e['unexpected_count']))}</td></tr>"
+            )
+    verdict = "All checks passed" if record["passed"] else "Some checks FAILED"
+    dbt = record["dbt_tests"]
+    dbt_line = (f"dbt tests in the last build: {dbt['tests']} ({dbt['statuses']})" if dbt.get("available")
+                else "dbt test results not found (target/run_results.json)")
+    return f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>KeyTech data checks</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}tr.fail{{background:#fdd}}</style>
+<h1>Data checks — {verdict}</h1>
+<p>Run {record['check_run_id']} at {record['checked_at']} UTC; marts fingerprint <code>{record['data_fingerprint']}</code>.
+{html.escape(dbt_line)}.</p>
+<table><tr><th>mart</th><th>expectation</th><th>arguments</th><th>status</th><th>observed</th><th>unexpected</th></tr>
+{''.join(rows)}</table></html>"""
