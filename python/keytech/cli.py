@@ -168,6 +168,16 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------------- contract-doc
+def cmd_contract_doc(args) -> int:
+    from keytech.contract import render_markdown
+
+    target = Path(args.out) if args.out else paths.project_root() / "docs" / "input-contract.md"
+    target.write_text(render_markdown(), encoding="utf-8")
+    _say(args, f"Wrote {target}")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     _say(args, SYNTHETIC_NOTE + "\n")
@@ -198,6 +208,7 @@ EXAMPLES = {
     "estimate": "keytech estimate --list\n  keytech estimate --only table3 event_study\n  keytech estimate --placebo-draws 1000 --seed 7",
     "summary": "keytech summary",
     "demo": "keytech demo",
+    "contract-doc": "keytech contract-doc",
 }
 
 
@@ -256,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="seed for the placebo draws")
 
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
+
+    p = add("contract-doc", "Regenerate docs/input-contract.md from python/keytech/contract.yml.", cmd_contract_doc)
+    p.add_argument("--out", help="output file (default docs/input-contract.md)")
 
     p = add("demo", "Synthetic data → build → checks → summary → Table 3 next to the paper.", cmd_demo)
     p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale")

@@ -122,3 +122,72 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
             renames[str(header)] = target
         mapping.columns[table_name] = renames
     return mapping
+
+
+CONTRACT_DOC_HEADER = """# Raw input contract
+
+A raw folder (default `data/raw/`; `KEYTECH_RAW_DIR` or `keytech build --raw-dir` to change it)
+holds **one file per table**, named `<table>.csv` or `<table>.parquet` (or any name given in
+`column_mapping.yml`). CSV files may be UTF-8 (with or without BOM) or GBK/GB18030 — the encoding
+is detected — and may carry vendor description or unit rows directly under the header (CSMAR
+exports have two, yearbook extracts one): a leading row in which no typed column holds a value of
+its type is skipped and counted in `data/landing/_manifest.json`.
+
+`keytech validate` checks a folder and reports **every** problem at once: a missing file or column
+(naming both), a value of the wrong type (file, row, column, value), an empty required value,
+a date outside 1900–2100, duplicate keys (with examples). `keytech build` runs the same validation
+and then lands each table as `data/landing/<table>.parquet` — contract column names, every value as
+text, plus `_source_file` and `_source_row` (the line in the raw CSV, header = line 1; the row index
+for Parquet) — which dbt reads as its sources. Nothing is landed unless every table passes.
+
+## Bringing your own extracts: `column_mapping.yml`
+
+Headers listed below (the contract name or any alias) are recognised without configuration,
+case-insensitively. For any other header, put a `column_mapping.yml` in the raw folder:
+
+```yaml
+tables:
+  patents:
+    file: cnrds_invention_2023.csv   # optional: a file name other than patents.csv/.parquet
+    columns:                          # your header: contract column
+      专利申请号: ApplyNo
+      IPC分类号: IPC
+  balance_sheet:
+    columns:
+      TotalLiab: A002000000
+```
+
+Extra columns are ignored (and listed as a warning). Optional columns (`required: no`) may be
+absent and land as empty. No SQL needs to change.
+
+## Types
+
+| type | accepted values |
+|---|---|
+| `stock_code` | 1–6 digits; left-padded with zeros to 6 characters in staging (`1` → `000001`) |
+| `text` | anything; trimmed, empty → null |
+| `date` | `YYYY-MM-DD`, `YYYY/MM/DD`, `YYYYMMDD` or `YYYY-MM-DD HH:MM:SS`, years 1900–2100 |
+| `integer` | whole number |
+| `number` | decimal number with a dot, no thousands separators |
+
+_This file is generated from `python/keytech/contract.yml` by `keytech contract-doc`; a test keeps
+them identical._
+"""
+
+
+def render_markdown(contract: dict[str, Table] | None = None) -> str:
+    """The input-contract document (docs/input-contract.md), generated from contract.yml."""
+    contract = contract or load_contract()
+    parts = [CONTRACT_DOC_HEADER]
+    for table in contract.values():
+        parts.append(f"\n## `{table.name}` — {table.vendor}\n\n{table.description}\n")
+        parts.append(f"Key: {', '.join(f'`{k}`' for k in table.key)}"
+                     + (" (duplicates are merged downstream and reconciled)" if table.duplicates == "merge" else
+                        " (must be unique)") + ".\n")
+        parts.append("| column | type | required | must be filled | description | also accepted headers |")
+        parts.append("|---|---|---|---|---|---|")
+        for c in table.columns:
+            aliases = ", ".join(f"`{a}`" for a in c.aliases)
+            parts.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | "
+                         f"{'yes' if c.not_null else 'no'} | {c.description} | {aliases} |")
+    return "\n".join(parts) + "\n"

@@ -99,3 +99,11 @@ def test_encoding_detection(tmp_path: Path):
     assert detect_encoding(tmp_path / "u.csv") == "utf-8"
     assert detect_encoding(tmp_path / "g.csv") == "gb18030"
     assert detect_encoding(tmp_path / "b.csv") == "utf-8"
+
+
+def test_input_contract_doc_is_generated_from_the_contract():
+    from keytech import paths
+    from keytech.contract import render_markdown
+
+    doc = (paths.project_root() / "docs" / "input-contract.md").read_text(encoding="utf-8")
+    assert doc == render_markdown(), "run `keytech contract-doc` after editing contract.yml"
