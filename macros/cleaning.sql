@@ -1,0 +1,42 @@
+{#- Cleaning helpers used by the staging models. -#}
+
+{#- A vendor stock code as 6-character text: Excel and some vendors drop leading zeros
+    (`600` → `000600`). Longer codes are kept as they are (lpad would truncate them). -#}
+{% macro clean_stock_code(column) -%}
+    case
+        when length(trim({{ column }})) < 6 then lpad(trim({{ column }}), 6, '0')
+        else trim({{ column }})
+    end
+{%- endmacro %}
+
+{#- A vendor date in any of the contract formats: YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD. -#}
+{% macro parse_vendor_date(column) -%}
+    cast(
+        coalesce(
+            try_strptime({{ column }}, '%Y-%m-%d'),
+            try_strptime({{ column }}, '%Y/%m/%d'),
+            try_strptime({{ column }}, '%Y%m%d')
+        ) as date
+    )
+{%- endmacro %}
+
+{#- The characters Python's str.isspace() accepts, as an RE2 character class body. Used to
+    trim and to remove whitespace exactly as python/keytech/ipc.py does (str.strip(),
+    "".join(s.split())). -#}
+{% macro whitespace_class() -%}
+    [\t\n\x{0B}\f\r \x{1C}-\x{1F}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]
+{%- endmacro %}
+
+{% macro strip_whitespace(expression) -%}
+    regexp_replace({{ expression }}, '^{{ whitespace_class() }}+|{{ whitespace_class() }}+$', '', 'g')
+{%- endmacro %}
+
+{% macro remove_whitespace(expression) -%}
+    regexp_replace({{ expression }}, '{{ whitespace_class() }}', '', 'g')
+{%- endmacro %}
+
+{#- A place name as printed by a vendor, ready to be looked up: full-width characters to
+    ASCII, all whitespace removed. -#}
+{% macro clean_place_name(column) -%}
+    nullif({{ remove_whitespace(fullwidth_to_ascii(column)) }}, '')
+{%- endmacro %}
