@@ -43,7 +43,7 @@ def cmd_synth(args) -> int:
     out = Path(args.out) if args.out else paths.raw_dir()
     start = time.perf_counter()
     truth = generate(args.scale, args.seed, out, progress=not args.quiet)
-    rows = truth.get("rows_written", truth.get("row_counts", {}))
+    rows = truth.get("rows", {})
     _say(args, f"Wrote synthetic raw data ({args.scale}, seed {args.seed}) to {out} "
                f"in {time.perf_counter() - start:.1f} s")
     for table, count in rows.items():
