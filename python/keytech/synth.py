@@ -5,8 +5,8 @@
 the pilot cities and their first treated years, pilot firms, row counts per file, every planted
 mess and the true key-tech / non-key invention counts per year.
 
-The files imitate the vendors' exports, with their mess (see the README of the synthetic data in
-``docs`` and the report in ``_truth.json``):
+The files imitate the vendors' exports, with their mess (each planted mess is counted in
+``_truth.json``):
 
 * ``city_yearbook.csv`` in GBK with the Chinese yearbook headers and one unit row under the header;
 * CSMAR tables (``firm_info``, ``balance_sheet``, ``income_statement``, ``cash_flow``) with two
@@ -658,13 +658,13 @@ def _financials(w: World) -> None:
     f = fy["firm"].to_numpy()
     t = fy["year"].to_numpy() - FIRST_YEAR
     nrow = len(fy)
-    a0 = np.exp(rng.normal(math.log(3e9), 1.1, n))
+    a0 = np.exp(rng.normal(math.log(1.8e9), 1.1, n))  # ~3e9 mid-panel
     growth = rng.normal(0.08, 0.05, n)
     assets = a0[f] * np.exp(growth[f] * t + rng.normal(0, 0.08, nrow))
     lev = np.clip(rng.beta(4, 5, n)[f] * 0.8 + 0.1 + rng.normal(0, 0.03, nrow), 0.05, 0.95)
     turnover = np.clip(rng.uniform(0.3, 1.2, n)[f] * np.exp(rng.normal(0, 0.1, nrow)), 0.05, 3)
     revenue = assets * turnover
-    margin = rng.normal(0.05, 0.03, n)[f] + rng.normal(0, 0.05, nrow)
+    margin = rng.normal(0.06, 0.03, n)[f] + rng.normal(0, 0.04, nrow)
     profit = revenue * margin
     inv_share = rng.uniform(0.05, 0.25, n)[f] * np.exp(rng.normal(0, 0.15, nrow))
     inventory = assets * inv_share
@@ -729,15 +729,15 @@ def _yearbook(w: World) -> None:
     t = np.arange(ny)
     # common growth path (no city-specific trend tied to treatment)
     growth = np.cumsum(np.r_[0, np.linspace(0.10, 0.05, ny - 1)])
-    gdppc0 = np.exp(10.45 + 0.40 * size + rng.normal(0, 0.25, nc))
+    gdppc0 = np.clip(np.exp(10.45 + 0.35 * size + rng.normal(0, 0.25, nc)), 12_000, 85_000)
     gdppc = gdppc0[:, None] * np.exp(growth[None, :] + rng.normal(0, 0.03, (nc, ny)))
     pop0 = np.clip(np.exp(5.8 + 0.55 * size + rng.normal(0, 0.3, nc)), 100, 3000)
     pop = pop0[:, None] * np.exp(0.004 * t[None, :] + rng.normal(0, 0.005, (nc, ny)))
     pen = (0.06 + 0.022 * t)[None, :] * np.exp(0.15 * size + rng.normal(0, 0.1, nc))[:, None]
-    internet = pop * np.clip(pen, 0.01, 0.9)
+    internet = pop * np.clip(pen, 0.01, 0.45)
     budget = gdppc * pop * np.clip(rng.normal(0.12, 0.03, nc), 0.05, 0.3)[:, None]
-    fdi = np.exp(9.0 + 1.1 * size + rng.normal(0, 0.7, nc))[:, None] * np.exp(
-        rng.normal(0.03, 0.2, (nc, ny)) .cumsum(axis=1))
+    fdi = np.exp(9.0 + 0.9 * size + rng.normal(0, 0.7, nc))[:, None] * np.exp(
+        rng.normal(0.03, 0.08, (nc, ny)).cumsum(axis=1))
     fdi[rng.random(nc) < 0.05, :] = 0.0  # some cities report no FDI
     ind_emp = pop * np.clip(rng.normal(0.05, 0.02, nc), 0.01, 0.2)[:, None] * np.exp(rng.normal(0, 0.03, (nc, ny)))
     tot_emp = ind_emp * np.clip(rng.normal(2.4, 0.4, nc), 1.5, 4)[:, None]
