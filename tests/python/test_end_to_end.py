@@ -1,0 +1,148 @@
+"""End-to-end: tiny synthetic raw data → landing → dbt build → checks, then independent checks of
+the marts against the generator's truth and the plain-Python IPC matcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import write_raw
+from keytech import paths
+from keytech.build import BuildOptions, build_warehouse
+from keytech.ipc import Concordance, normalise_ipc_list
+from keytech.synth import generate
+
+pytestmark = pytest.mark.slow
+
+PANEL_COLUMNS = {
+    "stkcd", "year", "city_code", "province_code", "industry_code", "apply_inv_zl", "apply_inv_nozl",
+    "ln_apply_inv_zl", "ln_apply_inv_nozl", "apply_inv_zl_joint", "policy", "roa", "lnage", "ki",
+    "ifdome", "size", "kd", "meangdp", "infor", "finsgov", "fdi", "sale", "saleshare",
+}
+PATENT_COLUMNS = {
+    "patent_id", "stkcd", "application_date", "application_year", "patent_type", "is_invention",
+    "n_ipc_codes", "n_applicants", "is_joint", "is_granted", "grant_year", "citations", "is_key_tech",
+}
+IPC_COLUMNS = {
+    "patent_id", "ipc_position", "ipc_raw", "ipc_code", "ipc_subclass", "ipc_class", "is_key_tech",
+    "match_level",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("e2e")
+    raw = root / "raw"
+    truth = generate("tiny", 7, raw, progress=False)
+    warehouse = root / "warehouse.duckdb"
+    build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / "landing", warehouse=warehouse, quiet=True))
+    return {"root": root, "raw": raw, "truth": truth, "db": warehouse, "landing": root / "landing"}
+
+
+def _query(db: Path, sql: str):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _columns(db: Path, table: str) -> set[str]:
+    return {r[0] for r in _query(db, f"select column_name from information_schema.columns "
+                                     f"where table_schema = 'marts' and table_name = '{table}'")}
+
+
+def test_public_marts_exist_with_their_columns(built):
+    db = built["db"]
+    assert PANEL_COLUMNS <= _columns(db, "rpt_analysis_panel")
+    assert PATENT_COLUMNS <= _columns(db, "fct_patents")
+    assert IPC_COLUMNS <= _columns(db, "fct_patent_ipc_codes")
+    for mart in ("dim_firms", "dim_cities", "fct_firm_years", "rpt_sample_funnel",
+                 "rpt_patent_reconciliation", "rpt_analysis_panel_window2022"):
+        assert _columns(db, mart), f"marts.{mart} missing"
+    schemas = {r[0] for r in _query(db, "select distinct table_schema from information_schema.tables")}
+    assert {"staging", "intermediate", "marts"} <= schemas
+
+
+def test_reconciliation_total_equals_raw_patent_rows(built):
+    (total,) = _query(built["db"], "select sum(raw_rows) from marts.rpt_patent_reconciliation")[0]
+    assert total == built["truth"]["rows"]["patents"]
+    by = dict(_query(built["db"], "select disposition, sum(raw_rows) from marts.rpt_patent_reconciliation group by 1"))
+    planted = built["truth"]["patents"]
+    assert by["merged_duplicate"] == planted["exact_duplicate_rows"]
+    assert by["unmatched_firm"] == planted["unmatched_firm_rows"]
+    assert by["outside_window"] == planted["out_of_window_rows"]
+    (kept,) = _query(built["db"], "select count(*) from marts.fct_patents")[0]
+    assert by["kept"] == kept
+
+
+def test_key_tech_flags_equal_plain_python_matcher(built):
+    seeds = paths.seeds_dir()
+    concordance = Concordance.from_csv(seeds / "sei_ipc_concordance.csv", seeds / "ipc_revision_supplement.csv")
+    rows = _query(built["db"], "select ipc_code, match_level, is_key_tech from marts.fct_patent_ipc_codes")
+    assert rows
+    mismatches = [(code, level, key) for code, level, key in rows
+                  if concordance.match(code).match_level != level or concordance.match(code).is_key_tech != key]
+    assert not mismatches[:10]
+    levels = {level for _, level, _ in rows}
+    assert {"exact", "main_group", "supplement", "none"} <= levels
+
+
+def test_ipc_tokens_equal_plain_python_normalisation(built):
+    landed = built["landing"] / "patents.parquet"
+    con = duckdb.connect(str(built["db"]), read_only=True)
+    try:
+        sql_codes = {}
+        for patent_id, position, code in con.execute(
+                "select patent_id, ipc_position, ipc_code from marts.fct_patent_ipc_codes").fetchall():
+            sql_codes.setdefault(patent_id, []).append((position, code))
+        patents = con.execute(
+            f"select p.patent_id, l.IPC from marts.fct_patents p join read_parquet('{landed}') l "
+            "on p.stkcd = lpad(l.Scode, 6, '0') and p.application_number = l.ApplyNo "
+            "where p.is_invention qualify row_number() over (partition by p.patent_id order by l._source_row) = 1"
+        ).fetchall()
+    finally:
+        con.close()
+    assert patents
+    for patent_id, raw in patents:
+        expected = [(t.position, t.code) for t in normalise_ipc_list(raw) if t.code is not None]
+        assert sorted(sql_codes.get(patent_id, [])) == expected, (patent_id, raw)
+
+
+def test_patent_counts_equal_truth(built):
+    truth = built["truth"]
+    by_year = dict(_query(built["db"], "select application_year, count(*) from marts.fct_patents "
+                                       "where is_invention and is_key_tech group by 1"))
+    assert {str(k): v for k, v in by_year.items()} == {
+        k: v for k, v in truth["key_inventions_by_year"].items() if v}
+
+
+def test_funnel_reconciles_with_panel(built):
+    funnel = _query(built["db"], "select step_order, firm_years_kept, firm_years_dropped "
+                                 "from marts.rpt_sample_funnel order by step_order")
+    for (_, kept_before, _), (_, kept_after, dropped) in zip(funnel, funnel[1:]):
+        assert kept_before - dropped == kept_after
+    (panel_rows,) = _query(built["db"], "select count(*) from marts.rpt_analysis_panel")[0]
+    assert funnel[-1][1] == panel_rows > 0
+
+
+def test_policy_timing_matches_truth(built):
+    first = dict(_query(built["db"], "select city_code, first_treated_year from marts.dim_cities "
+                                     "where first_treated_year is not null"))
+    truth_cities = built["truth"]["pilot"]["cities"]
+    assert first == {c["city_code"]: int(c["first_treated_year"]) for c in truth_cities}
+
+
+def test_policy_timing_on_a_hand_made_city(tmp_path: Path):
+    raw = write_raw(tmp_path / "raw", encodings={"city_yearbook.csv": "gbk"})
+    db = tmp_path / "w.duckdb"
+    build_warehouse(BuildOptions(raw_dir=raw, landing_dir=tmp_path / "landing", warehouse=db, quiet=True))
+    # 深圳 had its first pilot announced on 2015-07-21: treated from 2016.
+    assert _query(db, "select first_treated_year, n_pilot_units from marts.dim_cities where city_code = '440300'") == [(2016, 1)]
+    policy = dict(_query(db, "select year, policy from marts.fct_firm_years where stkcd = '000001'"))
+    assert policy == {2015: 0, 2016: 1}
+    (nanjing,) = _query(db, "select first_treated_year from marts.dim_cities where city_code = '320100'")[0]
+    assert nanjing is None
