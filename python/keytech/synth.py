@@ -465,7 +465,8 @@ def _firms(w: World) -> None:
     core = np.array([_SYLLABLES[a] + _SYLLABLES[b] for a, b in zip(s1, s2)], dtype=object)
     short = np.array([c + _IND_WORDS[k] for c, k in zip(core, iw)], dtype=object)
     cname = cities["city_name"].to_numpy()
-    full = np.array([f"{cname[c]}{s}股份有限公司" for c, s in zip(city, short)], dtype=object)
+    full = np.array([f"{cname[c]}{s.removesuffix('股份')}股份有限公司" for c, s in zip(city, short)],
+                    dtype=object)
     subsidiary = np.array([f"{cname[c]}{k}智能装备有限公司" for c, k in zip(city, core)], dtype=object)
     ownership = rng.choice(_OWNERSHIP[0], n, p=_OWNERSHIP[1])
 
@@ -1293,7 +1294,15 @@ def _truth(w: World, files: dict) -> dict:
         "key_inventions_joint_by_year": by_year(main & (pr["kind"] == 0) & pr["joint"]),
         "utility_models_by_year": by_year(main & (pr["kind"] == 2)),
         "designs_by_year": by_year(main & (pr["kind"] == 3)),
-        "analysis_sample": {"funnel": funnel, **sample},
+        "analysis_sample": {
+            "definition": (
+                "firm-years 2010-2019 of firm_info, dropping in this order: pilot firms (Stkcd in "
+                "pilot_list), firms listed after 2014-12-31, delisted firms, CSRC section J, ST/*ST "
+                "firm-years, firm-years printed with an unknown city (未知市), firm-years with an empty "
+                "Estbdt or Ownership in that row, an empty consolidated statement value, or an empty "
+                "yearbook control (GdpPerCapita, Population, InternetUsers, BudgetExpenditure, FdiUsed) "
+                "for the firm's city-year"),
+            "funnel": funnel, **sample},
         "mechanisms": {},
     }
 
