@@ -1,0 +1,103 @@
+{{ config(materialized='table') }}
+
+{#- Every landed patent row with exactly one disposition. Precedence (first that applies):
+      1 merged_duplicate     a later row (by _source_row) for the same stock code and
+                             application number; the first row stands for the patent
+      2 unmatched_firm       the stock code is not in firm_info (any year)
+      3 unknown_patent_type  the patent type is not 发明 / 实用新型 / 外观设计
+      4 outside_window       application year outside panel_start_year..panel_end_year
+      5 unparseable_ipc      an invention whose IPC string yields no parseable code
+                             (including an empty IPC string)
+      6 kept
+    Duplicates come first because a repeat adds nothing whatever its content; firm and type
+    before the window because they are data problems worth fixing in any year; the IPC check
+    last because it only matters for patents that would otherwise be counted. -#}
+
+with patent_rows as (
+    select * from {{ ref('int_patent_rows_ranked') }}
+),
+
+tokens as (
+    select * from {{ ref('int_patent_ipc_tokens_parsed') }}
+),
+
+firm_years as (
+    select * from {{ ref('stg_csmar__firm_years') }}
+),
+
+listed_firms as (
+    select distinct stkcd
+    from firm_years
+),
+
+token_counts as (
+    select
+        patent_id,
+        count(*) as n_ipc_tokens,
+        count(ipc_code) as n_ipc_codes
+    from tokens
+    group by patent_id
+),
+
+joined as (
+    select
+        patent_rows.*,
+        listed_firms.stkcd is not null as is_listed_firm,
+        coalesce(token_counts.n_ipc_tokens, 0) as n_ipc_tokens,
+        coalesce(token_counts.n_ipc_codes, 0) as n_ipc_codes
+    from patent_rows
+    left join listed_firms
+        on patent_rows.stkcd = listed_firms.stkcd
+    left join token_counts
+        on patent_rows.patent_id = token_counts.patent_id
+),
+
+dispositioned as (
+    select
+        *,
+        case
+            when occurrence_rank > 1 then 'merged_duplicate'
+            when not is_listed_firm then 'unmatched_firm'
+            when patent_type is null then 'unknown_patent_type'
+            when application_year not between {{ var('panel_start_year') }}
+                and {{ var('panel_end_year') }} then 'outside_window'
+            when patent_type = 'invention' and n_ipc_codes = 0 then 'unparseable_ipc'
+            else 'kept'
+        end as disposition,
+        case
+            when occurrence_rank > 1 and is_exact_duplicate
+                then 'exact duplicate of an earlier row; the first row is kept'
+            when occurrence_rank > 1
+                then 'same stock code and application number as an earlier row with '
+                    || 'different content; the first row (lowest _source_row) is kept'
+            when not is_listed_firm then 'stock code not found in firm_info'
+            when patent_type is null
+                then 'patent type not recognised as 发明, 实用新型 or 外观设计'
+            when application_year not between {{ var('panel_start_year') }}
+                and {{ var('panel_end_year') }}
+                then 'application year outside {{ var("panel_start_year") }}-'
+                    || '{{ var("panel_end_year") }}'
+            when patent_type = 'invention' and n_ipc_tokens = 0
+                then 'invention without IPC codes'
+            when patent_type = 'invention' and n_ipc_codes = 0
+                then 'invention whose IPC tokens are all unparseable'
+            else 'kept'
+        end as reason
+    from joined
+),
+
+final as (
+    select
+        *,
+        case disposition
+            when 'kept' then 1
+            when 'merged_duplicate' then 2
+            when 'unmatched_firm' then 3
+            when 'unknown_patent_type' then 4
+            when 'outside_window' then 5
+            when 'unparseable_ipc' then 6
+        end as disposition_order
+    from dispositioned
+)
+
+select * from final

@@ -1,0 +1,49 @@
+with tokens as (
+    select * from {{ ref('int_patent_ipc_tokens_parsed') }}
+),
+
+codes as (
+    select * from {{ ref('int_ipc_codes_matched') }}
+),
+
+patents as (
+    select * from {{ ref('int_patents_dispositioned') }}
+),
+
+kept_patents as (
+    select patent_id
+    from patents
+    where disposition = 'kept'
+),
+
+parsed_tokens as (
+    select tokens.*
+    from tokens
+    inner join kept_patents
+        on tokens.patent_id = kept_patents.patent_id
+    where tokens.ipc_code is not null
+),
+
+final as (
+    select
+        parsed_tokens.patent_id,
+        parsed_tokens.ipc_position,
+        parsed_tokens.ipc_raw,
+        parsed_tokens.ipc_code,
+        parsed_tokens.ipc_subclass,
+        parsed_tokens.ipc_class,
+        parsed_tokens.main_group,
+        parsed_tokens.ipc_position = min(parsed_tokens.ipc_position) over (
+            partition by parsed_tokens.patent_id
+        ) as is_main_code,
+        codes.match_level,
+        codes.sei_rule_ids,
+        codes.sei_codes,
+        codes.sei_industry_codes,
+        codes.is_key_tech
+    from parsed_tokens
+    inner join codes
+        on parsed_tokens.ipc_code = codes.ipc_code
+)
+
+select * from final

@@ -1,0 +1,126 @@
+{%- set rule = key_tech_rule() -%}
+
+with patents as (
+    select * from {{ ref('int_patents_dispositioned') }}
+),
+
+patent_codes as (
+    select * from {{ ref('fct_patent_ipc_codes') }}
+),
+
+kept as (
+    select *
+    from patents
+    where disposition = 'kept'
+),
+
+code_summary as (
+    select
+        patent_id,
+        count(*) as n_ipc_codes,
+        arg_min(ipc_code, ipc_position) as main_ipc_code,
+        bool_or(is_key_tech) as has_key_tech_code,
+        bool_or(is_key_tech and is_main_code) as has_key_tech_main_code,
+        list_sort(
+            list_distinct(flatten(list(sei_industry_codes) filter (where is_key_tech)))
+        ) as any_code_sei_industry_codes,
+        list_sort(
+            list_distinct(
+                flatten(list(sei_industry_codes) filter (where is_key_tech and is_main_code))
+            )
+        ) as main_code_sei_industry_codes
+    from patent_codes
+    group by patent_id
+),
+
+applicants as (
+    select
+        patent_id,
+        len(
+            list_distinct(
+                list_filter(
+                    list_transform(
+                        string_split({{ fullwidth_to_ascii('applicants_string') }}, ';'),
+                        lambda applicant: {{ strip_whitespace('applicant') }}
+                    ),
+                    lambda applicant: applicant <> ''
+                )
+            )
+        ) as n_applicants
+    from kept
+),
+
+joined as (
+    select
+        kept.patent_id,
+        kept.stkcd,
+        kept.application_number,
+        kept.application_date,
+        kept.application_year,
+        kept.patent_type,
+        kept.patent_type = 'invention' as is_invention,
+        coalesce(code_summary.n_ipc_codes, 0) as n_ipc_codes,
+        applicants.n_applicants,
+        coalesce(applicants.n_applicants > 1, false) as is_joint,
+        kept.grant_date is not null as is_granted,
+        kept.grant_date,
+        year(kept.grant_date) as grant_year,
+        kept.citations,
+        code_summary.main_ipc_code,
+        {%- if rule == 'main' %}
+        coalesce(code_summary.has_key_tech_main_code, false) as has_key_tech_code_by_rule,
+        code_summary.main_code_sei_industry_codes as rule_sei_industry_codes,
+        {%- else %}
+        coalesce(code_summary.has_key_tech_code, false) as has_key_tech_code_by_rule,
+        code_summary.any_code_sei_industry_codes as rule_sei_industry_codes,
+        {%- endif %}
+        kept._source_file,
+        kept._source_row
+    from kept
+    left join code_summary
+        on kept.patent_id = code_summary.patent_id
+    left join applicants
+        on kept.patent_id = applicants.patent_id
+),
+
+classified as (
+    select
+        * exclude (rule_sei_industry_codes),
+        is_invention and has_key_tech_code_by_rule as is_key_tech,
+        case
+            when is_invention and has_key_tech_code_by_rule
+                then coalesce(rule_sei_industry_codes, []::integer[])
+            else []::integer[]
+        end as sei_industry_codes
+    from joined
+),
+
+final as (
+    select
+        patent_id,
+        stkcd,
+        application_number,
+        application_date,
+        application_year,
+        patent_type,
+        is_invention,
+        n_ipc_codes,
+        n_applicants,
+        is_joint,
+        is_granted,
+        grant_date,
+        grant_year,
+        citations,
+        is_key_tech,
+        main_ipc_code,
+        has_key_tech_code_by_rule,
+        sei_industry_codes,
+        {%- for industry in range(1, 10) %}
+        list_contains(sei_industry_codes, {{ industry }}) as is_sei_{{ industry }},
+        {%- endfor %}
+        _source_file,
+        _source_row
+    from classified
+)
+
+select * from final
