@@ -1,0 +1,93 @@
+"""Result containers shared by every estimator."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass
+class TermEstimate:
+    term: str
+    estimate: float
+    std_error: float | None = None
+    t_stat: float | None = None
+    p_value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    diagnostics: dict[str, Any] | None = None
+
+
+@dataclass
+class SpecResult:
+    spec_id: str
+    terms: list[TermEstimate]
+    nobs: int | None
+    adj_r2: float | None
+    fixed_effects: str
+    vcov: str
+    sample: str
+    main_term: str
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def term(self, name: str) -> TermEstimate:
+        for t in self.terms:
+            if t.term == name:
+                return t
+        raise KeyError(f"{self.spec_id} has no term {name!r}; terms: {[t.term for t in self.terms]}")
+
+    @property
+    def main(self) -> TermEstimate:
+        return self.term(self.main_term)
+
+
+def term_from_normal(term: str, estimate: float, se: float, df: float | None = None, level: float = 0.95, **diag) -> TermEstimate:
+    """A term with t/p/CI from a t(df) distribution (normal when df is None)."""
+    if se is None or not np.isfinite(se) or se <= 0:
+        return TermEstimate(term, float(estimate), None, None, None, None, None, diag or None)
+    t = estimate / se
+    if df is None or not np.isfinite(df):
+        p = 2 * stats.norm.sf(abs(t))
+        q = stats.norm.ppf(0.5 + level / 2)
+    else:
+        p = 2 * stats.t.sf(abs(t), df)
+        q = stats.t.ppf(0.5 + level / 2, df)
+    return TermEstimate(term, float(estimate), float(se), float(t), float(p), float(estimate - q * se), float(estimate + q * se), diag or None)
+
+
+def clean_float(x: Any) -> float | None:
+    """float or None for NaN/inf/None (for JSON and SQL)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively convert numpy scalars/arrays and NaN to JSON-safe values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return clean_float(obj)
+    return obj
+
+
+def stars(p: float | None) -> str:
+    if p is None or not np.isfinite(p):
+        return ""
+    return "***" if p < 0.01 else "**" if p < 0.05 else "*" if p < 0.10 else ""

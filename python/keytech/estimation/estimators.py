@@ -1,0 +1,395 @@
+"""One function per estimator kind; each takes a :class:`Spec`, the prepared panel and the run
+context and returns a list of :class:`SpecResult` (one per subsample when the spec splits)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from keytech.estimation import panel as pnl
+from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.registry import Spec
+
+
+@dataclass
+class RunContext:
+    placebo_draws: int = 500
+    seed: int = 20240601
+    progress: bool = False
+    fe_labels: dict[str, str] = field(default_factory=dict)
+    truth: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _demeaner(spec: Spec):
+    import pyfixest as pf
+
+    return pf.MapDemeaner(fixef_tol=spec.fixef_tol, fixef_maxiter=100_000)
+
+
+def formula(outcome: str, rhs: list[str] | tuple[str, ...], fixed_effects: tuple[str, ...] | list[str]) -> str:
+    # spaces around '+' matter: see _cluster_columns
+    f = f"{outcome} ~ {' + '.join(rhs) if rhs else '1'}"
+    if fixed_effects:
+        f += f" | {' + '.join(fixed_effects)}"
+    return f
+
+
+def _cluster_columns(df: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Cluster variables, copied under a new name when they are also fixed effects.
+
+    pyfixest 0.60's nested-FE small-sample count matches cluster names against the FE names in
+    formula order but applies the flags to the FE columns in (hash-randomised) internal order, so
+    clustering on a variable that is itself a FE (e.g. firm) can give a process-dependent df_k.
+    Clustering on a renamed copy makes pyfixest detect nesting from the data instead — correct
+    and deterministic.
+    """
+    if spec.vcov.kind != "cluster":
+        return df, ()
+    names = []
+    for c in spec.vcov.cluster:
+        if c in spec.fixed_effects:
+            alias = f"cl__{c}"
+            if alias not in df.columns:
+                df = df.assign(**{alias: df[c]})
+            names.append(alias)
+        else:
+            names.append(c)
+    return df, tuple(names)
+
+
+def _vcov_arg(spec: Spec, cluster_cols: tuple[str, ...]):
+    if spec.vcov.kind == "cluster":
+        return {"CRV1": "+".join(cluster_cols)}
+    return spec.vcov.pyfixest()
+
+
+def prepare_spec_data(spec: Spec, df: pd.DataFrame) -> pd.DataFrame:
+    """Derived regressors added and the spec's sample filter applied."""
+    out = pnl.add_derived(df, spec.extra_regressors, spec.options)
+    if spec.sample_query:
+        out = out.query(spec.sample_query, engine="python")
+    return out
+
+
+def sample_description(spec: Spec, n_complete: int, nobs: int, extra: str = "") -> str:
+    filt = "all rows" if not spec.sample_query else spec.sample_query
+    s = f"{spec.panel} [{filt}]; complete cases {n_complete}; used {nobs}"
+    if n_complete != nobs:
+        s += f" ({n_complete - nobs} dropped: singletons/separation)"
+    return s + (f"; {extra}" if extra else "")
+
+
+def _fe_desc(spec: Spec, ctx: RunContext, fe: tuple[str, ...] | None = None) -> str:
+    fe = spec.fixed_effects if fe is None else fe
+    return " + ".join(ctx.fe_labels.get(f, f) for f in fe) if fe else "none"
+
+
+def terms_from_fit(fit, names: list[str] | None = None, rename: dict[str, str] | None = None) -> list[TermEstimate]:
+    tidy = fit.tidy()
+    rename = rename or {}
+    out = []
+    for coef, row in tidy.iterrows():
+        if names is not None and coef not in names:
+            continue
+        out.append(
+            TermEstimate(
+                term=rename.get(coef, coef),
+                estimate=float(row["Estimate"]),
+                std_error=float(row["Std. Error"]),
+                t_stat=float(row["t value"]),
+                p_value=float(row["Pr(>|t|)"]),
+                ci_low=float(row["2.5%"]),
+                ci_high=float(row["97.5%"]),
+            )
+        )
+    return out
+
+
+def _fit(kind: str, spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[str, ...] | None = None):
+    """Run pyfixest feols/fepois; returns (fit, captured warning messages, cluster columns)."""
+    import pyfixest as pf
+
+    fe = spec.fixed_effects if fe is None else fe
+    data, cl = _cluster_columns(data, spec)
+    fml = formula(spec.outcome, rhs, fe)
+    fn = pf.feols if kind == "ols" else pf.fepois
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fn(fml, data=data, vcov=_vcov_arg(spec, cl), fixef_rm=spec.fixef_rm if fe else "none", demeaner=_demeaner(spec))
+    return fit, relevant_warnings(caught), cl
+
+
+def relevant_warnings(caught) -> list[str]:
+    """Messages worth keeping (collinearity, separation, ...); drops library deprecation noise."""
+    keep = set()
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, FutureWarning, PendingDeprecationWarning)):
+            continue
+        if "deprecated" in str(w.message).lower():
+            continue
+        keep.add(" ".join(str(w.message).split()))
+    return sorted(keep)
+
+
+def _complete_cases(spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[str, ...] | None = None) -> int:
+    fe = spec.fixed_effects if fe is None else fe
+    cols = [spec.outcome, *rhs, *fe, *(spec.vcov.cluster if spec.vcov.kind == "cluster" else ())]
+    return int(data[cols].notna().all(axis=1).sum())
+
+
+def _adj_r2(fit) -> float | None:
+    v = getattr(fit, "_adj_r2", None)
+    try:
+        v = float(np.asarray(v).ravel()[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------- OLS / Poisson
+
+
+def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") -> SpecResult:
+    data = prepare_spec_data(spec, df)
+    rhs = list(spec.regressors)
+    fit, msgs, _ = _fit(kind, spec, data, rhs)
+    n_complete = _complete_cases(spec, data, rhs)
+    diag: dict[str, Any] = {"formula": formula(spec.outcome, rhs, spec.fixed_effects), "fixef_rm": spec.fixef_rm}
+    if msgs:
+        diag["warnings"] = msgs
+    dropped = [c for c in rhs if c not in fit._coefnames]
+    if dropped:
+        diag["dropped_collinear"] = dropped
+    if spec.vcov.kind == "cluster":
+        diag["n_clusters"] = [int(g) for g in np.atleast_1d(fit._G)][: len(spec.vcov.cluster)]
+    diag["df_k"] = int(np.asarray(fit._df_k).ravel()[0]) if getattr(fit, "_df_k", None) is not None else None
+    if kind == "poisson":
+        b = float(fit.coef()[spec.treatment])
+        diag["exp_coef_minus_1"] = float(np.exp(b) - 1)
+        for attr in ("_pseudo_r2", "deviance"):
+            val = getattr(fit, attr, None)
+            if val is not None:
+                try:
+                    diag[attr.strip("_")] = float(np.asarray(val).ravel()[0])
+                except (TypeError, ValueError):
+                    pass
+        if ctx.truth and "beta_key" in ctx.truth:
+            diag["planted_beta_key"] = ctx.truth["beta_key"]
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms_from_fit(fit),
+        nobs=int(fit._N),
+        adj_r2=_adj_r2(fit) if kind == "ols" else None,
+        fixed_effects=_fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, n_complete, int(fit._N)),
+        main_term=spec.treatment,
+        diagnostics=diag,
+    )
+
+
+def fit_poisson(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    return fit_ols(spec, df, ctx, kind="poisson")
+
+
+# --------------------------------------------------------------------------- event study
+
+
+def joint_wald(beta: np.ndarray, vcov: np.ndarray, df_denominator: float | None) -> dict[str, float]:
+    """Wald test of beta = 0: chi2 and F (with ``df_denominator``, e.g. G-1 when clustered)."""
+    beta = np.asarray(beta, dtype=float)
+    W = float(beta @ np.linalg.pinv(vcov) @ beta)
+    q = len(beta)
+    out = {"wald_chi2": W, "df": q, "p_chi2": float(stats.chi2.sf(W, q)), "F": W / q}
+    if df_denominator is not None and np.isfinite(df_denominator):
+        out["df_denominator"] = float(df_denominator)
+        out["p_F"] = float(stats.f.sf(W / q, q, df_denominator))
+    out["p_value"] = out.get("p_F", out["p_chi2"])
+    return out
+
+
+def fit_event_study(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    o = spec.options
+    kmin, kmax, base = int(o.get("k_min", -5)), int(o.get("k_max", 3)), int(o.get("base", -1))
+    data = prepare_spec_data(spec, df)
+    D = pnl.event_time_dummies(data["rel_time"], kmin, kmax, base)
+    data = pd.concat([data, D], axis=1)
+    rhs = [*D.columns, *spec.extra_regressors, *spec.controls]
+    fit, msgs, _ = _fit("ols", spec, data, rhs)
+    ks = [k for k in range(kmin, kmax + 1) if k != base]
+    rename = {pnl.event_dummy_name(k): pnl.event_term_label(k) for k in ks}
+    terms = terms_from_fit(fit, rename=rename)
+    terms.append(TermEstimate(pnl.event_term_label(base), 0.0, diagnostics={"reference_period": True}))
+    names = list(fit._coefnames)
+    V = np.asarray(fit._vcov)
+    b = np.asarray(fit._beta_hat)
+    G = int(np.min(fit._G)) if spec.vcov.kind == "cluster" else None
+    dfd = (G - 1) if G else float(fit._N - fit._df_k)
+
+    def test(ks_sel: list[int]) -> dict[str, Any]:
+        idx = [names.index(pnl.event_dummy_name(k)) for k in ks_sel if pnl.event_dummy_name(k) in names]
+        if not idx:
+            return {}
+        res = joint_wald(b[idx], V[np.ix_(idx, idx)], dfd)
+        res["periods"] = ks_sel
+        return res
+
+    pre = [k for k in ks if k < base]
+    post = [k for k in ks if k >= 0]
+    used = data.loc[data[[spec.outcome, *rhs]].notna().all(axis=1)]
+    binned = np.clip(used["rel_time"], kmin, kmax)
+    counts = {str(k): int((binned == k).sum()) for k in range(kmin, kmax + 1)}
+    diag = {
+        "pretrend_test": test(pre),
+        "post_test": test(post),
+        "k_min": kmin,
+        "k_max": kmax,
+        "base": base,
+        "binning": f"k<{kmin} binned into {kmin}; k>{kmax} binned into {kmax}; never-treated: all dummies 0",
+        "obs_per_period": counts,
+        "formula": formula(spec.outcome, rhs, spec.fixed_effects),
+    }
+    if msgs:
+        diag["warnings"] = msgs
+    n_complete = _complete_cases(spec, data, rhs)
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=int(fit._N),
+        adj_r2=_adj_r2(fit),
+        fixed_effects=_fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, n_complete, int(fit._N)),
+        main_term=pnl.event_term_label(0),
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------- negative binomial
+
+
+def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    from pyfixest.estimation import demean
+
+    from keytech.estimation.negbin import fenegbin
+
+    data = prepare_spec_data(spec, df)
+    rhs = list(spec.regressors)
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=[spec.outcome, *rhs, *spec.fixed_effects, *cl])
+    fe = spec.fixed_effects or ("__const",)
+    if not spec.fixed_effects:
+        sample = sample.assign(__const=0)
+    fe_codes = pnl.factorize_columns(sample, fe)
+    X = sample[rhs].to_numpy(dtype=float)
+    y = sample[spec.outcome].to_numpy(dtype=float)
+    # drop regressors collinear with the FE (or each other), as pyfixest does
+    Xd, _ = demean(np.ascontiguousarray(X), fe_codes, np.ones(len(y)), tol=1e-10, maxiter=100_000)
+    keep_cols: list[int] = []
+    for j in range(X.shape[1]):
+        cand = keep_cols + [j]
+        if np.linalg.matrix_rank(Xd[:, cand], tol=1e-9 * max(1.0, np.abs(Xd[:, cand]).max())) == len(cand):
+            keep_cols.append(j)
+    dropped = [rhs[j] for j in range(len(rhs)) if j not in keep_cols]
+    names = [rhs[j] for j in keep_cols]
+    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=min(spec.fixef_tol, 1e-8), drop_singletons=spec.fixef_rm == "singleton")
+    used = sample.loc[res.keep]
+    if spec.vcov.kind == "cluster":
+        cl_codes = pnl.factorize_columns(used, cl)
+        V, G = res.vcov_cluster(cl_codes, pnl.factorize_columns(used, fe))
+    else:
+        V, G = res.vcov_iid, None
+    se = np.sqrt(np.diag(V))
+    terms = [term_from_normal(n, b, s) for n, b, s in zip(names, res.coef, se)]
+    diag: dict[str, Any] = {
+        "theta": res.theta,
+        "theta_se": res.theta_se,
+        "alpha": res.alpha,
+        "loglik": res.loglik,
+        "iterations": res.n_iter,
+        "converged": res.converged,
+        "dropped_all_zero_groups_obs": res.n_dropped_zero,
+        "dropped_singleton_obs": res.n_dropped_singleton,
+        "exp_coef_minus_1": float(np.exp(res.coef[0]) - 1),
+        "inference": "normal (z), as for GLMs in fixest/pyfixest",
+        "algorithm": "IRLS with weighted alternating-projection demeaning + ML theta (fenegbin-style)",
+    }
+    if G is not None:
+        diag["n_clusters"] = G
+    if dropped:
+        diag["dropped_collinear"] = dropped
+    if ctx.truth and "beta_key" in ctx.truth:
+        diag["planted_beta_key"] = ctx.truth["beta_key"]
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=res.nobs,
+        adj_r2=None,
+        fixed_effects=_fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, len(sample), res.nobs),
+        main_term=spec.treatment,
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------- registry of kinds
+
+
+def _staggered(name: str) -> Callable:
+    def run(spec: Spec, df: pd.DataFrame, ctx: RunContext):
+        from keytech.estimation import staggered
+
+        return getattr(staggered, name)(spec, df, ctx)
+
+    return run
+
+
+def _placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext):
+    from keytech.estimation.placebo import fit_placebo
+
+    return fit_placebo(spec, df, ctx)
+
+
+ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = {
+    "ols": fit_ols,
+    "poisson": fit_poisson,
+    "negbin": fit_negbin,
+    "event_study": fit_event_study,
+    "staggered_dcdh": _staggered("fit_dcdh"),
+    "staggered_bacon": _staggered("fit_bacon"),
+    "staggered_sunab": _staggered("fit_sunab"),
+    "staggered_did2s": _staggered("fit_did2s"),
+    "placebo": _placebo,
+}
+
+
+def run_spec(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> list[SpecResult]:
+    """Run one spec (and its subsamples when it has a ``split``)."""
+    if spec.estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {spec.estimator!r}; known: {', '.join(ESTIMATORS)}")
+    fn = ESTIMATORS[spec.estimator]
+    if not spec.split:
+        return [fn(spec, df, ctx)]
+    by = spec.split["by"]
+    at = spec.split.get("at")
+    if at == "median":
+        med = df[by].median()
+        groups = {f"{by}<=median": df[df[by] <= med], f"{by}>median": df[df[by] > med]}
+    else:
+        groups = {f"{by}={v}": g for v, g in df.groupby(by, dropna=True)}
+    out = []
+    for label, sub in groups.items():
+        r = fn(spec, sub, ctx)
+        r.spec_id = f"{spec.id}@{label}"
+        r.sample = f"{r.sample}; split {label}"
+        out.append(r)
+    return out

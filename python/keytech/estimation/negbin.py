@@ -1,0 +1,252 @@
+"""Negative binomial (NB2) regression with high-dimensional fixed effects.
+
+pyfixest has no negative binomial; this follows the approach of ``fixest::fenegbin``:
+
+* the mean is ``mu = exp(X b + FE)`` and ``Var(y) = mu + mu^2 / theta`` (NB2; ``alpha = 1/theta``);
+* for a given ``theta`` the coefficients solve a GLM by IRLS (Fisher scoring) with working weights
+  ``w = mu / (1 + mu/theta)`` and working response ``z = eta + (y - mu)/mu``; the fixed effects are
+  never estimated: ``z`` and ``X`` are demeaned with weights ``w`` by alternating projections
+  (``pyfixest.estimation.demean``), ``b`` is the weighted least-squares slope of the demeaned
+  variables and the new linear predictor is ``z - residual`` (Frisch–Waugh–Lovell), as in ppmlhdfe;
+* ``theta`` is updated by one-dimensional maximum likelihood given ``mu``; the two steps alternate
+  until the log-likelihood and the coefficients stop changing (coordinate ascent on the joint
+  likelihood, with step halving if the likelihood falls);
+* groups whose outcome is always zero carry no information and are dropped (iteratively, with
+  singletons), like fixest and pyfixest's fepois.
+
+Variance: inverse expected information of ``b`` with the fixed effects partialled out
+(``X~' W X~``; the NB2 information is block-diagonal in (b, FE) and theta), and a cluster-robust
+sandwich on the partialled scores ``x~_i (y_i - mu_i)/(1 + mu_i/theta)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, special
+
+from keytech.estimation.ssc import cluster_ssc
+
+
+@dataclass
+class NegBinResult:
+    coef: np.ndarray
+    names: list[str]
+    vcov_iid: np.ndarray
+    theta: float
+    theta_se: float
+    loglik: float
+    n_iter: int
+    converged: bool
+    nobs: int
+    keep: np.ndarray  # mask over the input rows that were used
+    mu: np.ndarray
+    x_tilde: np.ndarray
+    score_resid: np.ndarray
+    n_dropped_zero: int = 0
+    n_dropped_singleton: int = 0
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 / self.theta
+
+    def vcov_cluster(self, clusters: np.ndarray, fe_codes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """CRV1 sandwich clustered by ``clusters`` (codes for the used rows, 1 or 2 columns).
+
+        Small-sample factor as pyfixest's default ``ssc()`` (see :mod:`keytech.estimation.ssc`).
+        Returns the matrix and the (minimum) number of clusters.
+        """
+        clusters = np.asarray(clusters)
+        if clusters.ndim == 1:
+            clusters = clusters[:, None]
+        bread = self.vcov_iid
+        scores = self.x_tilde * self.score_resid[:, None]
+        k = len(self.coef)
+
+        def meat(codes: np.ndarray) -> np.ndarray:
+            _, inv = np.unique(codes, return_inverse=True)
+            g = np.zeros((inv.max() + 1, k))
+            np.add.at(g, inv, scores)
+            return g.T @ g
+
+        if clusters.shape[1] == 1:
+            parts = [(clusters[:, 0], 1.0)]
+        else:
+            a, b = clusters[:, 0], clusters[:, 1]
+            _, ab = np.unique(np.column_stack([a, b]), axis=0, return_inverse=True)
+            parts = [(a, 1.0), (b, 1.0), (ab.ravel(), -1.0)]
+        factor, G = cluster_ssc(
+            n=self.nobs, k=k, fe_codes=fe_codes, cluster_codes=clusters
+        )
+        v = sum(sign * (bread @ meat(codes) @ bread) for codes, sign in parts)
+        return factor * v, G
+
+
+def nb2_loglik(y: np.ndarray, mu: np.ndarray, theta: float) -> float:
+    return float(
+        np.sum(
+            special.gammaln(y + theta)
+            - special.gammaln(theta)
+            - special.gammaln(y + 1)
+            + theta * np.log(theta / (theta + mu))
+            + y * np.log(mu / (theta + mu))
+        )
+    )
+
+
+def _theta_ml(y: np.ndarray, mu: np.ndarray, start: float) -> float:
+    """argmax_theta of the NB2 log-likelihood given mu (bounded 1-D search on log theta)."""
+
+    def neg(lt: float) -> float:
+        return -nb2_loglik(y, mu, float(np.exp(lt)))
+
+    lo, hi = np.log(1e-4), np.log(1e7)
+    res = optimize.minimize_scalar(neg, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12, "maxiter": 500})
+    return float(np.exp(res.x))
+
+
+def _theta_se(y: np.ndarray, mu: np.ndarray, theta: float) -> float:
+    d2 = np.sum(
+        special.polygamma(1, y + theta)
+        - special.polygamma(1, theta)
+        + 1.0 / theta
+        - 2.0 / (theta + mu)
+        + (y + theta) / (theta + mu) ** 2
+    )
+    return float(np.sqrt(-1.0 / d2)) if d2 < 0 else float("nan")
+
+
+def _drop_uninformative(y: np.ndarray, fe: np.ndarray, drop_singletons: bool) -> tuple[np.ndarray, int, int]:
+    keep = np.ones(len(y), dtype=bool)
+    n_zero = n_single = 0
+    changed = True
+    while changed:
+        changed = False
+        for j in range(fe.shape[1]):
+            codes = fe[keep, j]
+            _, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+            sums = np.bincount(inv, weights=y[keep])
+            bad_zero = sums[inv] == 0
+            bad_single = (counts[inv] == 1) & drop_singletons
+            bad = bad_zero | bad_single
+            if bad.any():
+                idx = np.flatnonzero(keep)[bad]
+                n_zero += int((bad_zero & ~bad_single).sum())
+                n_single += int(bad_single.sum())
+                keep[idx] = False
+                changed = True
+    return keep, n_zero, n_single
+
+
+def fenegbin(
+    y: np.ndarray,
+    X: np.ndarray,
+    fe: np.ndarray,
+    names: list[str] | None = None,
+    *,
+    tol: float = 1e-10,
+    maxiter: int = 500,
+    fixef_tol: float = 1e-10,
+    drop_singletons: bool = True,
+) -> NegBinResult:
+    """Fit NB2 with fixed effects ``fe`` (n x F integer codes, F >= 1).
+
+    Rows with missing values must be removed by the caller. Returns a :class:`NegBinResult` whose
+    ``keep`` marks the rows used (all-zero outcome groups and singletons removed).
+    """
+    from pyfixest.estimation import demean
+
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    fe = np.asarray(fe)
+    if fe.ndim == 1:
+        fe = fe[:, None]
+    if fe.shape[1] == 0:
+        raise ValueError("fenegbin needs at least one fixed effect (add a constant FE for none)")
+    names = names or [f"x{i}" for i in range(X.shape[1])]
+    keep, n_zero, n_single = _drop_uninformative(y, fe, drop_singletons)
+    yk, Xk = y[keep], X[keep]
+    fek = np.asfortranarray(np.column_stack([np.unique(fe[keep, j], return_inverse=True)[1] for j in range(fe.shape[1])]).astype(np.uint64))
+    n, k = Xk.shape
+
+    def wdemean(M: np.ndarray, w: np.ndarray) -> np.ndarray:
+        out, ok = demean(np.ascontiguousarray(M), fek, w, tol=fixef_tol, maxiter=100_000)
+        if not ok:
+            raise RuntimeError("fixed-effect demeaning did not converge")
+        return out
+
+    # start: Poisson IRLS from mu0 = (y + mean(y)) / 2 for two steps, then theta enters (ML update
+    # after every IRLS step)
+    mu = (yk + yk.mean()) / 2.0
+    eta = np.log(mu)
+    theta = np.inf
+    beta = np.zeros(k)
+    history: list[float] = []
+    converged = False
+    ll_old = -np.inf
+    it = 0
+    for it in range(1, maxiter + 1):
+        th = theta if np.isfinite(theta) else 1e8
+        w = mu / (1.0 + mu / th)
+        z = eta + (yk - mu) / mu
+        D = wdemean(np.column_stack([z, Xk]), w)
+        zt, Xt = D[:, 0], D[:, 1:]
+        sw = np.sqrt(w)
+        beta_new = np.linalg.lstsq(Xt * sw[:, None], zt * sw, rcond=None)[0]
+        eta_new = z - (zt - Xt @ beta_new)
+        # step halving on the linear predictor (eta is linear in b and the FE, so a convex
+        # combination is again a valid linear predictor) if the likelihood falls
+        ll_cur = nb2_loglik(yk, mu, th)
+        step = 1.0
+        while True:
+            eta_try = eta + step * (eta_new - eta)
+            mu_try = np.exp(eta_try)
+            ll_try = nb2_loglik(yk, mu_try, th)
+            if ll_try >= ll_cur - 1e-12 * abs(ll_cur) or step < 1e-4:
+                break
+            step /= 2
+        eta, mu = eta_try, mu_try
+        beta_prev = beta
+        beta = beta_prev + step * (beta_new - beta_prev)
+        if it >= 2:
+            theta = _theta_ml(yk, mu, th)
+        ll = nb2_loglik(yk, mu, theta if np.isfinite(theta) else 1e8)
+        history.append(ll)
+        dbeta = float(np.max(np.abs(beta - beta_prev)) / (1.0 + np.max(np.abs(beta))))
+        if it > 3 and abs(ll - ll_old) / (0.1 + abs(ll)) < tol and dbeta < 1e-9:
+            converged = True
+            break
+        ll_old = ll
+
+    # final quantities at the optimum (beta from one more exact WLS at the final mu/theta)
+    w = mu / (1.0 + mu / theta)
+    z = eta + (yk - mu) / mu
+    D = wdemean(np.column_stack([z, Xk]), w)
+    zt, Xt = D[:, 0], D[:, 1:]
+    sw = np.sqrt(w)
+    beta = np.linalg.lstsq(Xt * sw[:, None], zt * sw, rcond=None)[0]
+    info = (Xt * w[:, None]).T @ Xt
+    vcov = np.linalg.inv(info)
+    score_resid = (yk - mu) / (1.0 + mu / theta)
+    return NegBinResult(
+        coef=beta,
+        names=list(names),
+        vcov_iid=vcov,
+        theta=float(theta),
+        theta_se=_theta_se(yk, mu, theta),
+        loglik=nb2_loglik(yk, mu, theta),
+        n_iter=it,
+        converged=converged,
+        nobs=n,
+        keep=keep,
+        mu=mu,
+        x_tilde=Xt,
+        score_resid=score_resid,
+        n_dropped_zero=n_zero,
+        n_dropped_singleton=n_single,
+        history=history,
+    )

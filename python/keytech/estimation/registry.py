@@ -1,0 +1,249 @@
+"""The specification registry: ``keytech/specs.yml`` → typed :class:`Spec` objects.
+
+A specification is data. Adding a plain regression means adding a YAML entry; only a new *kind*
+of estimator needs code (see :data:`keytech.estimation.estimators.ESTIMATORS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
+
+PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022")
+
+
+class RegistryError(ValueError):
+    """The registry file is malformed or a selection names no spec."""
+
+
+@dataclass(frozen=True)
+class Vcov:
+    """Variance estimator: ``iid``, ``hetero`` or cluster-robust (CRV1) by one or two variables."""
+
+    kind: str  # iid | hetero | cluster
+    cluster: tuple[str, ...] = ()
+
+    def pyfixest(self) -> str | dict[str, str]:
+        if self.kind == "iid":
+            return "iid"
+        if self.kind == "hetero":
+            return "hetero"
+        return {"CRV1": "+".join(self.cluster)}
+
+    def describe(self) -> str:
+        if self.kind == "cluster":
+            return f"cluster({', '.join(self.cluster)})"
+        return self.kind
+
+    @classmethod
+    def parse(cls, raw: Any) -> "Vcov":
+        if isinstance(raw, str):
+            if raw in ("iid", "hetero"):
+                return cls(raw)
+            raise RegistryError(f"unknown vcov {raw!r}; use iid, hetero or {{cluster: var}}")
+        if isinstance(raw, dict) and set(raw) == {"cluster"}:
+            cl = raw["cluster"]
+            cl = (cl,) if isinstance(cl, str) else tuple(cl)
+            if not 1 <= len(cl) <= 2:
+                raise RegistryError("cluster needs one or two variables")
+            return cls("cluster", cl)
+        raise RegistryError(f"cannot read vcov {raw!r}")
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """What the paper publishes for a specification (None where it publishes nothing)."""
+
+    coef: float | None = None
+    se: float | None = None
+    stars: int | None = None
+    nobs: int | None = None
+    adj_r2: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    id: str
+    group: str
+    label: str
+    description: str
+    estimator: str
+    panel: str
+    outcome: str
+    treatment: str
+    controls: tuple[str, ...]  # resolved variable names
+    control_sets: tuple[str, ...]  # the names as written (sets or variables), for table rows
+    extra_regressors: tuple[str, ...]
+    fixed_effects: tuple[str, ...]
+    fixed_effects_name: str
+    vcov: Vcov
+    sample: str  # named filter or pandas query string ('' = all rows)
+    sample_query: str
+    fixef_rm: str
+    fixef_tol: float
+    split: dict[str, Any] | None
+    options: dict[str, Any] = field(default_factory=dict)
+    paper: PaperNumbers | None = None
+    table: str | None = None
+    table_panel: str | None = None
+
+    @property
+    def regressors(self) -> tuple[str, ...]:
+        return (self.treatment, *self.extra_regressors, *self.controls)
+
+    def has_controls(self, set_name: str) -> bool:
+        return set_name in self.control_sets
+
+    def fe_description(self, labels: dict[str, str]) -> str:
+        if not self.fixed_effects:
+            return "none"
+        return " + ".join(labels.get(f, f) for f in self.fixed_effects)
+
+
+@dataclass(frozen=True)
+class Registry:
+    specs: tuple[Spec, ...]
+    control_sets: dict[str, tuple[str, ...]]
+    fixed_effect_sets: dict[str, tuple[str, ...]]
+    fe_labels: dict[str, str]
+    filters: dict[str, str]
+    groups: tuple[str, ...]
+
+    def get(self, spec_id: str) -> Spec:
+        for spec in self.specs:
+            if spec.id == spec_id:
+                return spec
+        raise RegistryError(f"no spec {spec_id!r}; known: {', '.join(s.id for s in self.specs)}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.specs]
+
+    def select(self, only: list[str] | None) -> list[Spec]:
+        """Specs named by ``only``: exact ids, group names (table3, event_study, robust, placebo,
+        staggered, ...) or id prefixes. ``None`` or empty selects every spec, in registry order."""
+        if not only:
+            return list(self.specs)
+        chosen: set[str] = set()
+        for token in only:
+            token = token.strip()
+            hits = [
+                s.id
+                for s in self.specs
+                if s.id == token or s.group == token or s.id.startswith(token) or token in _aliases(s)
+            ]
+            if not hits:
+                raise RegistryError(
+                    f"--only {token!r} matches no specification. Known ids: {', '.join(self.ids)}; "
+                    f"groups: {', '.join(self.groups)}."
+                )
+            chosen.update(hits)
+        return [s for s in self.specs if s.id in chosen]
+
+
+def _aliases(spec: Spec) -> tuple[str, ...]:
+    # 'staggered' selects robust_staggered_*; 'cluster' selects robust_cluster_*
+    parts = spec.id.split("_")
+    return tuple(parts[1:2]) if spec.id.startswith("robust_") else ()
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def parse_registry(raw: dict[str, Any]) -> Registry:
+    if not isinstance(raw, dict) or "specs" not in raw:
+        raise RegistryError("registry needs a top-level 'specs' list")
+    control_sets = {k: _as_tuple(v) for k, v in (raw.get("control_sets") or {}).items()}
+    fe_sets = {k: _as_tuple(v) for k, v in (raw.get("fixed_effect_sets") or {}).items()}
+    fe_labels = dict(raw.get("fixed_effect_labels") or {})
+    filters = {k: (v or "") for k, v in (raw.get("filters") or {}).items()}
+    defaults = dict(raw.get("defaults") or {})
+    specs: list[Spec] = []
+    seen: set[str] = set()
+    for entry in raw["specs"]:
+        merged = {**defaults, **entry}
+        sid = merged.get("id")
+        if not sid or sid in seen:
+            raise RegistryError(f"spec id missing or duplicated: {sid!r}")
+        seen.add(sid)
+        try:
+            specs.append(_parse_spec(merged, control_sets, fe_sets, filters))
+        except RegistryError as exc:
+            raise RegistryError(f"spec {sid}: {exc}") from exc
+    groups = tuple(dict.fromkeys(s.group for s in specs))
+    return Registry(tuple(specs), control_sets, fe_sets, fe_labels, filters, groups)
+
+
+def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
+    written_controls = _as_tuple(m.get("controls"))
+    controls: list[str] = []
+    for name in written_controls:
+        controls.extend(control_sets.get(name, (name,)))
+    fe_raw = m.get("fixed_effects", "none")
+    if isinstance(fe_raw, str):
+        if fe_raw not in fe_sets:
+            raise RegistryError(f"unknown fixed-effect set {fe_raw!r}")
+        fe, fe_name = fe_sets[fe_raw], fe_raw
+    else:
+        fe, fe_name = _as_tuple(fe_raw), "+".join(_as_tuple(fe_raw))
+    sample = m.get("sample") or "all"
+    query = filters.get(sample, sample if sample != "all" else "")
+    panel = m.get("panel", PANELS[0])
+    if panel not in PANELS:
+        raise RegistryError(f"unknown panel {panel!r}; use one of {PANELS}")
+    paper = m.get("paper")
+    fixef_rm = m.get("fixef_rm", "singleton")
+    if fixef_rm not in ("singleton", "none"):
+        raise RegistryError("fixef_rm must be 'singleton' or 'none'")
+    for required in ("estimator", "outcome", "treatment"):
+        if not m.get(required):
+            raise RegistryError(f"missing {required!r}")
+    return Spec(
+        id=m["id"],
+        group=m.get("group") or m["id"].split("_")[0],
+        label=str(m.get("label") or m["id"]),
+        description=" ".join(str(m.get("description", "")).split()),
+        estimator=m["estimator"],
+        panel=panel,
+        outcome=m["outcome"],
+        treatment=m["treatment"],
+        controls=tuple(dict.fromkeys(controls)),
+        control_sets=written_controls,
+        extra_regressors=_as_tuple(m.get("extra_regressors")),
+        fixed_effects=fe,
+        fixed_effects_name=fe_name,
+        vcov=Vcov.parse(m.get("vcov", "iid")),
+        sample=sample,
+        sample_query=query,
+        fixef_rm=fixef_rm,
+        fixef_tol=float(m.get("fixef_tol", 1e-10)),
+        split=m.get("split"),
+        options=dict(m.get("options") or {}),
+        paper=PaperNumbers(**paper) if paper else None,
+        table=m.get("table"),
+        table_panel=m.get("table_panel"),
+    )
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime: float) -> Registry:
+    with open(path, encoding="utf-8") as fh:
+        return parse_registry(yaml.safe_load(fh))
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Read and validate the registry (default: the packaged ``specs.yml``)."""
+    p = Path(path) if path else SPECS_FILE
+    return _load_cached(str(p), p.stat().st_mtime)

@@ -1,0 +1,187 @@
+"""Run the registry against the warehouse and store the results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from keytech import warehouse
+from keytech.estimation import panel as pnl
+from keytech.estimation import store
+from keytech.estimation.base import SpecResult, TermEstimate
+from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.gate import check_gate
+from keytech.estimation.registry import Registry, load_registry
+
+DEFAULT_SEED = 20240601
+DEFAULT_PLACEBO_DRAWS = 500
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the project when available, else the package version."""
+    import keytech
+
+    try:
+        root = Path(keytech.__file__).resolve().parents[2]
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"{out.stdout.strip()} (keytech {keytech.__version__})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"keytech {keytech.__version__}"
+
+
+def load_truth() -> dict[str, Any] | None:
+    """The synthetic generator's planted truth (``<raw_dir>/_truth.json``), if present."""
+    try:
+        from keytech import paths
+
+        p = paths.raw_dir() / "_truth.json"
+        if p.is_file():
+            return json.loads(p.read_text(encoding="utf-8"))
+    except Exception:
+        return None
+    return None
+
+
+def list_specs(registry: Registry | None = None) -> list[tuple[str, str]]:
+    """(spec id, description) for every registered specification, in registry order."""
+    reg = registry or load_registry()
+    return [(s.id, s.description) for s in reg.specs]
+
+
+def _error_result(spec_id: str, exc: BaseException) -> SpecResult:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return SpecResult(
+        spec_id=spec_id,
+        terms=[TermEstimate("(error)", float("nan"))],
+        nobs=None,
+        adj_r2=None,
+        fixed_effects="",
+        vcov="",
+        sample="",
+        main_term="(error)",
+        diagnostics={"error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb[-6:])},
+    )
+
+
+def run_estimation(
+    only: list[str] | None = None,
+    force: bool = False,
+    placebo_draws: int = DEFAULT_PLACEBO_DRAWS,
+    seed: int = DEFAULT_SEED,
+    db_path: str | Path | None = None,
+    progress: bool = True,
+    *,
+    render: bool = True,
+    out_dir: str | Path | None = None,
+    synthetic: bool | None = None,
+    registry: Registry | None = None,
+    strict: bool = False,
+) -> str:
+    """Estimate the selected specs on the warehouse marts and append them to the results store.
+
+    ``only``: spec ids, groups (table3, event_study, robust, placebo, staggered, cluster) or id
+    prefixes; None runs everything. Refuses (``ChecksNotPassed``) unless the latest
+    ``keytech check`` passed on the current marts, or ``force``. A spec that fails is recorded with
+    term ``(error)`` and the error in ``diagnostics_json``; with ``strict`` the run raises instead.
+    Returns the run id.
+    """
+    from tqdm.auto import tqdm
+
+    reg = registry or load_registry()
+    specs = reg.select(only)
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+    # 1. gate + fingerprint (read-only), then close
+    with warehouse.connect(db_path) as con:
+        gate = check_gate(con, force=force)
+    if gate["status"] == "forced":
+        print(f"WARNING: {gate['message']}", file=sys.stderr)
+
+    truth = load_truth()
+    syn = synthetic if synthetic is not None else truth is not None
+    ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=truth)
+
+    # 2. read the panels the selection needs (each read opens and closes a read-only connection)
+    panels: dict[str, pd.DataFrame | BaseException] = {}
+    for name in dict.fromkeys(s.panel for s in specs):
+        try:
+            panels[name] = pnl.load_panel(name, db_path)
+        except warehouse.WarehouseMissing as exc:
+            panels[name] = exc
+
+    # 3. estimate
+    results: list[SpecResult] = []
+    timings: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    bar = tqdm(specs, desc="estimating", disable=not progress, unit="spec")
+    for spec in bar:
+        bar.set_postfix_str(spec.id)
+        t0 = time.perf_counter()
+        df = panels[spec.panel]
+        try:
+            if isinstance(df, BaseException):
+                raise df
+            results.extend(run_spec(spec, df, ctx))
+        except Exception as exc:  # record and continue; strict re-raises
+            if strict:
+                raise
+            results.append(_error_result(spec.id, exc))
+            failures[spec.id] = f"{type(exc).__name__}: {exc}"
+            tqdm.write(f"  {spec.id} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        timings[spec.id] = round(time.perf_counter() - t0, 3)
+    bar.close()
+
+    # 4. store (the only read-write step)
+    import pyfixest
+
+    reg_text = json.dumps([s.id for s in reg.specs])
+    params = {
+        "only": only,
+        "force": force,
+        "placebo_draws": placebo_draws,
+        "seed": seed,
+        "specs": [s.id for s in specs],
+        "gate": gate,
+        "synthetic": syn,
+        "truth": {k: truth[k] for k in ("beta_key", "beta_nonkey") if k in truth} if truth else None,
+        "timings_seconds": timings,
+        "failures": failures,
+        "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
+        "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
+    }
+    finished = datetime.now(timezone.utc).replace(tzinfo=None)
+    store.write_run(
+        db_path,
+        {
+            "run_id": run_id,
+            "started_at": started,
+            "finished_at": finished,
+            "data_fingerprint": gate["fingerprint"],
+            "code_version": code_version(),
+            "parameters": params,
+        },
+        results,
+    )
+    if failures:
+        print(f"{len(failures)} spec(s) failed: {', '.join(failures)} (details in results.estimates term '(error)')", file=sys.stderr)
+    if render:
+        from keytech.estimation.report import render_tables
+
+        render_tables(run_id, db_path=db_path, out_dir=out_dir, synthetic=syn, registry=reg)
+    return run_id

@@ -1,0 +1,419 @@
+"""Heterogeneity-robust staggered difference-in-differences.
+
+* :func:`dcdh_weights` — de Chaisemartin & D'Haultfoeuille (2020, AER) weights of a two-way FE
+  coefficient: by Frisch–Waugh–Lovell ``beta = sum_it e_it y_it / sum_{D=1} e_it`` where ``e`` is the
+  residual of the treatment on the fixed effects (and controls); under parallel trends
+  ``beta = sum_{D=1} w_it TE_it`` with ``w_it = e_it / sum_{D=1} e``, and negative ``w`` mean that
+  some treated cells enter with negative weight.
+* :func:`bacon_decomposition` — Goodman-Bacon (2021, J. Econometrics) decomposition of the firm+year
+  TWFE coefficient on a balanced panel into 2x2 DiDs and their weights (Theorem 1).
+* :func:`fit_sunab` — Sun & Abraham (2021) interaction-weighted event-study/ATT estimator.
+* :func:`fit_did2s` — Gardner (2021) two-stage DID (pyfixest ``did2s``), whose pooled estimate
+  equals the Borusyak–Jaravel–Spiess imputation estimator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keytech.estimation import panel as pnl
+from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.estimators import (
+    RunContext,
+    _adj_r2,
+    _cluster_columns,
+    _complete_cases,
+    _fe_desc,
+    _fit,
+    formula,
+    prepare_spec_data,
+    relevant_warnings,
+    sample_description,
+    terms_from_fit,
+)
+from keytech.estimation.registry import Spec
+
+# --------------------------------------------------------------------------- dCDH weights
+
+
+def dcdh_weights(
+    df: pd.DataFrame,
+    outcome: str,
+    treatment: str,
+    fixed_effects: list[str] | tuple[str, ...],
+    controls: list[str] | tuple[str, ...] = (),
+    tol: float = 1e-10,
+) -> dict[str, Any]:
+    """Weights attached to the treated observations by the TWFE coefficient of ``treatment``.
+
+    ``df`` must already be the estimation sample (complete cases, singletons removed). Returns the
+    FWL coefficient, the weights of treated rows (summing to one) and summary statistics.
+    """
+    from pyfixest.estimation import demean
+
+    y = df[outcome].to_numpy(float)
+    d = df[treatment].to_numpy(float)
+    C = df[list(controls)].to_numpy(float) if controls else np.zeros((len(df), 0))
+    M = np.column_stack([y, d, C])
+    if fixed_effects:
+        M, ok = demean(np.ascontiguousarray(M), pnl.factorize_columns(df, fixed_effects), np.ones(len(df)), tol=tol, maxiter=100_000)
+    else:
+        M = M - M.mean(axis=0)
+    yt, dt, Ct = M[:, 0], M[:, 1], M[:, 2:]
+    if Ct.shape[1]:
+        dt = dt - Ct @ np.linalg.lstsq(Ct, dt, rcond=None)[0]
+    treated = d == 1
+    eps = dt
+    beta = float(eps @ yt / (eps @ d))
+    w = eps[treated] / eps[treated].sum()
+    n1 = int(treated.sum())
+    W = w * n1  # normalised to mean one
+    sigma_w = float(np.sqrt(np.mean((W - 1.0) ** 2)))
+    neg = w < 0
+    return {
+        "beta_fwl": beta,
+        "weights": w,
+        "treated_index": df.index[treated],
+        "n_treated": n1,
+        "n_negative": int(neg.sum()),
+        "share_negative": float(neg.mean()) if n1 else float("nan"),
+        "sum_negative": float(w[neg].sum()),
+        "sum_positive": float(w[~neg].sum()),
+        "sigma_w": sigma_w,
+        "sigma_fe": float(abs(beta) / sigma_w) if sigma_w > 0 else float("inf"),
+    }
+
+
+def fit_dcdh(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    data = prepare_spec_data(spec, df)
+    rhs = list(spec.regressors)
+    fit, msgs, _ = _fit("ols", spec, data, rhs)
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = pnl.estimation_sample(data, [spec.outcome, *rhs], spec.fixed_effects, cl, spec.fixef_rm)
+    kept_controls = [c for c in [*spec.extra_regressors, *spec.controls] if c in fit._coefnames]
+    res = dcdh_weights(sample, spec.outcome, spec.treatment, spec.fixed_effects, kept_controls, tol=spec.fixef_tol)
+    b_fit = float(fit.coef()[spec.treatment])
+    # weights by cohort x relative time (sum of weights, number of negative cells)
+    tr = sample.loc[res["treated_index"], ["first_treated_year", "rel_time"]].assign(w=res["weights"])
+    by_cell = (
+        tr.groupby(["first_treated_year", "rel_time"])["w"]
+        .agg(["sum", "count", lambda s: int((s < 0).sum())])
+        .reset_index()
+        .rename(columns={"sum": "weight", "count": "n", "<lambda_0>": "n_negative"})
+    )
+    diag = {
+        k: v for k, v in res.items() if k not in ("weights", "treated_index")
+    } | {
+        "beta_twfe_pyfixest": b_fit,
+        "fwl_check_abs_diff": abs(res["beta_fwl"] - b_fit),
+        "weights_by_cohort_period": by_cell.to_dict(orient="records"),
+        "note": "weights of the column (5) TWFE coefficient on treated obs; sigma_fe = |beta|/sd(w) "
+        "is the smallest SD of treatment effects compatible with a true ATT of zero",
+    }
+    if msgs:
+        diag["warnings"] = msgs
+    terms = terms_from_fit(fit, names=[spec.treatment])
+    terms += [
+        TermEstimate("dcdh:share_negative_weights", res["share_negative"]),
+        TermEstimate("dcdh:sum_negative_weights", res["sum_negative"]),
+        TermEstimate("dcdh:sigma_fe", res["sigma_fe"]),
+    ]
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=int(fit._N),
+        adj_r2=_adj_r2(fit),
+        fixed_effects=_fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, _complete_cases(spec, data, rhs), int(fit._N)),
+        main_term=spec.treatment,
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------- Goodman-Bacon
+
+
+def balanced_subpanel(df: pd.DataFrame, outcome: str, unit: str = "stkcd", time: str = "year") -> pd.DataFrame:
+    """Units observed (with the outcome) in every period of the panel's year range."""
+    sub = df.dropna(subset=[outcome])
+    T = sub[time].nunique()
+    counts = sub.groupby(unit)[time].transform("nunique")
+    return sub.loc[counts == T]
+
+
+def bacon_decomposition(
+    df: pd.DataFrame,
+    outcome: str,
+    cohort: str = "first_treated_year",
+    unit: str = "stkcd",
+    time: str = "year",
+) -> dict[str, Any]:
+    """Goodman-Bacon decomposition of ``y ~ D | unit + time`` on a balanced panel.
+
+    ``cohort`` holds each unit's first treated period (NaN = never treated); ``D = time >= cohort``.
+    Cohorts first treated after the last period count as never treated; units treated in every
+    period ("always treated") are their own group with D̄ = 1 and act like never treated in
+    comparisons (they are controls whose treatment does not change).
+    """
+    years = np.sort(df[time].unique())
+    T = len(years)
+    counts = df.groupby(unit)[time].nunique()
+    if (counts != T).any():
+        raise ValueError("bacon_decomposition needs a balanced panel")
+    first = df.groupby(unit)[cohort].first()
+    first = first.where(first <= years[-1])  # treated after the window = never treated here
+    group = first.fillna(np.inf)
+    y = df[outcome].to_numpy(float)
+    g_obs = df[unit].map(group).to_numpy(float)
+    t_obs = df[time].to_numpy()
+    D = (t_obs >= g_obs).astype(float)
+    # double demeaning (balanced) -> FWL residual of D on unit and time FE
+    dfD = pd.DataFrame({"u": df[unit].to_numpy(), "t": t_obs, "D": D, "y": y})
+    Dt = dfD["D"] - dfD.groupby("u")["D"].transform("mean") - dfD.groupby("t")["D"].transform("mean") + D.mean()
+    yt = dfD["y"] - dfD.groupby("u")["y"].transform("mean") - dfD.groupby("t")["y"].transform("mean") + y.mean()
+    VD = float(np.mean(Dt**2))
+    beta_twfe = float((Dt @ yt) / (Dt @ Dt))
+
+    units_by_group = group.groupby(group).size()
+    N = units_by_group.sum()
+    share = (units_by_group / N).to_dict()
+    dbar = {g: float(np.mean(years >= g)) for g in units_by_group.index}  # inf -> 0, <=first -> 1
+    ybar = pd.DataFrame({"g": g_obs, "t": t_obs, "y": y}).groupby(["g", "t"])["y"].mean()
+
+    def mean_y(g: float, mask: np.ndarray) -> float:
+        return float(ybar.loc[g].loc[years[mask]].mean())
+
+    comps: list[dict[str, Any]] = []
+    timing = sorted(g for g in units_by_group.index if 0 < dbar[g] < 1)
+    untreated_like = [g for g in units_by_group.index if dbar[g] in (0.0, 1.0)]
+    for k in timing:
+        pre, post = years < k, years >= k
+        for u in untreated_like:
+            nk, nu = share[k], share[u]
+            nku = nk / (nk + nu)
+            s = (nk + nu) ** 2 * nku * (1 - nku) * dbar[k] * (1 - dbar[k]) / VD
+            est = (mean_y(k, post) - mean_y(k, pre)) - (mean_y(u, post) - mean_y(u, pre))
+            kind = "treated_vs_never" if dbar[u] == 0 else "treated_vs_always"
+            comps.append({"type": kind, "treated": k, "control": u, "estimate": est, "weight": s})
+    for i, k in enumerate(timing):  # k earlier, l later
+        for l in timing[i + 1 :]:
+            nk, nl = share[k], share[l]
+            nkl = nk / (nk + nl)
+            Dk, Dl = dbar[k], dbar[l]
+            pre, mid, post = years < k, (years >= k) & (years < l), years >= l
+            s_early = ((nk + nl) * (1 - Dl)) ** 2 * nkl * (1 - nkl) * ((Dk - Dl) / (1 - Dl)) * ((1 - Dk) / (1 - Dl)) / VD
+            est_early = (mean_y(k, mid) - mean_y(k, pre)) - (mean_y(l, mid) - mean_y(l, pre))
+            comps.append({"type": "early_vs_later", "treated": k, "control": l, "estimate": est_early, "weight": s_early})
+            s_late = ((nk + nl) * Dk) ** 2 * nkl * (1 - nkl) * (Dl / Dk) * ((Dk - Dl) / Dk) / VD
+            est_late = (mean_y(l, post) - mean_y(l, mid)) - (mean_y(k, post) - mean_y(k, mid))
+            comps.append({"type": "later_vs_earlier", "treated": l, "control": k, "estimate": est_late, "weight": s_late})
+    table = pd.DataFrame(comps)
+    summary = {}
+    if len(table):
+        for kind, g in table.groupby("type"):
+            wsum = g["weight"].sum()
+            summary[kind] = {"weight": float(wsum), "estimate": float((g["weight"] * g["estimate"]).sum() / wsum) if wsum else float("nan")}
+    decomposed = float((table["weight"] * table["estimate"]).sum()) if len(table) else float("nan")
+    return {
+        "beta_twfe": beta_twfe,
+        "beta_decomposed": decomposed,
+        "weight_total": float(table["weight"].sum()) if len(table) else 0.0,
+        "by_type": summary,
+        "comparisons": table,
+        "n_units": int(N),
+        "n_periods": int(T),
+        "VD": VD,
+    }
+
+
+def fit_bacon(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    data = prepare_spec_data(spec, df)
+    bal = balanced_subpanel(data, spec.outcome)
+    res = bacon_decomposition(bal, spec.outcome)
+    # TWFE on the balanced sub-panel with the spec's variance, for the reported SE
+    fit, msgs, _ = _fit("ols", spec, bal, [spec.treatment], fe=("stkcd", "year"))
+    terms = terms_from_fit(fit, names=[spec.treatment])
+    for kind, v in res["by_type"].items():
+        terms.append(TermEstimate(f"bacon:{kind}", v["estimate"], diagnostics={"weight": v["weight"]}))
+    comps = res.pop("comparisons")
+    diag = res | {
+        "comparisons": comps.to_dict(orient="records"),
+        "beta_twfe_pyfixest": float(fit.coef()[spec.treatment]),
+        "note": "balanced sub-panel, firm+year FE, no controls (the decomposition is exact only there)",
+    }
+    if msgs:
+        diag["warnings"] = msgs
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=int(fit._N),
+        adj_r2=_adj_r2(fit),
+        fixed_effects=_fe_desc(spec, ctx, ("stkcd", "year")),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, len(bal), int(fit._N), f"balanced sub-panel of {res['n_units']} firms x {res['n_periods']} years"),
+        main_term=spec.treatment,
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------- Sun & Abraham
+
+
+def sunab_dummies(data: pd.DataFrame, kmin: int, kmax: int, base: int) -> tuple[pd.DataFrame, dict[str, tuple[int, int]]]:
+    """Cohort x binned relative-time dummies (never treated: all zero)."""
+    cohort = data["first_treated_year"]
+    rel = np.clip(data["rel_time"], kmin, kmax)
+    cols: dict[str, np.ndarray] = {}
+    cells: dict[str, tuple[int, int]] = {}
+    for c in sorted(cohort.dropna().unique()):
+        for k in range(kmin, kmax + 1):
+            if k == base:
+                continue
+            v = ((cohort == c) & (rel == k)).to_numpy(float)
+            if v.sum() == 0:
+                continue
+            name = f"sa_c{int(c)}_{pnl.event_dummy_name(k)}"
+            cols[name] = v
+            cells[name] = (int(c), k)
+    return pd.DataFrame(cols, index=data.index), cells
+
+
+def fit_sunab(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    o = spec.options
+    kmin, kmax, base = int(o.get("k_min", -5)), int(o.get("k_max", 3)), int(o.get("base", -1))
+    data = prepare_spec_data(spec, df)
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    data = data.dropna(subset=[spec.outcome, *spec.extra_regressors, *spec.controls, *spec.fixed_effects, *cl])
+    Dm, cells = sunab_dummies(data, kmin, kmax, base)
+    data = pd.concat([data, Dm], axis=1)
+    rhs = [*Dm.columns, *spec.extra_regressors, *spec.controls]
+    fit, msgs, _ = _fit("ols", spec, data, rhs)
+    names = list(fit._coefnames)
+    b = pd.Series(np.asarray(fit._beta_hat), index=names)
+    V = pd.DataFrame(np.asarray(fit._vcov), index=names, columns=names)
+    G = int(np.min(fit._G)) if spec.vcov.kind == "cluster" else None
+    dfree = (G - 1) if G else float(fit._N - fit._df_k)
+    # cell sizes on the estimation sample (fit._data: rows pyfixest used, singletons removed)
+    used = fit._data
+    n_cell = {name: float(used[name].sum()) for name in cells}
+    present = [n for n in cells if n in b.index]
+    dropped = [n for n in cells if n not in b.index]
+
+    def aggregate(sel: list[str]) -> tuple[float, float] | None:
+        sel = [n for n in sel if n in present and n_cell[n] > 0]
+        if not sel:
+            return None
+        w = np.array([n_cell[n] for n in sel])
+        w = w / w.sum()
+        est = float(w @ b[sel].to_numpy())
+        se = float(np.sqrt(w @ V.loc[sel, sel].to_numpy() @ w))
+        return est, se
+
+    terms: list[TermEstimate] = []
+    att = aggregate([n for n, (c, k) in cells.items() if k >= 0])
+    if att is None:
+        raise ValueError("no post-treatment cohort x period cells in the sample")
+    terms.append(term_from_normal("att", att[0], att[1], df=dfree))
+    per_k = {}
+    for k in range(kmin, kmax + 1):
+        if k == base:
+            terms.append(TermEstimate(pnl.event_term_label(k), 0.0, diagnostics={"reference_period": True}))
+            continue
+        agg = aggregate([n for n, (c, kk) in cells.items() if kk == k])
+        if agg is not None:
+            terms.append(term_from_normal(pnl.event_term_label(k), agg[0], agg[1], df=dfree))
+            per_k[k] = agg[0]
+    diag: dict[str, Any] = {
+        "cells": {n: {"cohort": c, "k": k, "n": n_cell[n], "coef": float(b[n]) if n in b.index else None} for n, (c, k) in cells.items()},
+        "weights": "per period: cohort shares of the period's treated observations; ATT: post cells weighted by their number of observations",
+        "control_group": "never treated (and not-yet-binned leads via the cohort x period dummies)",
+        "dropped_cells_collinear": dropped,
+        "formula": formula(spec.outcome, ["<cohort x rel_time dummies>", *spec.extra_regressors, *spec.controls], spec.fixed_effects),
+    }
+    if msgs:
+        diag["warnings"] = msgs
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=int(fit._N),
+        adj_r2=_adj_r2(fit),
+        fixed_effects=_fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, len(data), int(fit._N)),
+        main_term="att",
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------- did2s / BJS
+
+
+def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    import warnings
+
+    import pyfixest as pf
+
+    if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
+        raise ValueError("did2s needs one cluster variable")
+    data = prepare_spec_data(spec, df)
+    fe = list(spec.fixed_effects)
+    if not fe:
+        raise ValueError("did2s needs fixed effects in the first stage")
+    cl = spec.vcov.cluster[0]
+    covs = [*spec.extra_regressors, *spec.controls]
+    data = data.dropna(subset=[spec.outcome, spec.treatment, *covs, *fe, cl])
+    n_complete = len(data)
+    # first stage is fitted on untreated rows: drop their singletons, then treated rows whose FE
+    # levels never occur among the remaining untreated rows (their counterfactual is not identified)
+    untreated = data[data[spec.treatment] == 0]
+    untreated = pnl.estimation_sample(untreated, [spec.outcome, *covs], fe, (), spec.fixef_rm)
+    treated = data[data[spec.treatment] == 1]
+    ok = np.ones(len(treated), dtype=bool)
+    for f in fe:
+        ok &= treated[f].isin(set(untreated[f])).to_numpy()
+    n_unidentified = int((~ok).sum())
+    sample = pd.concat([untreated, treated.loc[ok]]).sort_index()
+    sample = sample.assign(**{spec.treatment: sample[spec.treatment].astype(int)})
+    first = f"~ {' + '.join(covs) if covs else '0'} | {' + '.join(fe)}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = pf.did2s(sample, yname=spec.outcome, first_stage=first, second_stage=f"~ {spec.treatment}", treatment=spec.treatment, cluster=cl)
+    msgs = relevant_warnings(caught)
+    tidy = fit.tidy()
+    row = tidy.loc[[i for i in tidy.index if spec.treatment in str(i)][0]]
+    G = int(np.min(np.atleast_1d(fit._G)))
+    term = TermEstimate(
+        "att",
+        float(row["Estimate"]),
+        float(row["Std. Error"]),
+        float(row["t value"]),
+        float(row["Pr(>|t|)"]),
+        float(row["2.5%"]),
+        float(row["97.5%"]),
+    )
+    diag: dict[str, Any] = {
+        "first_stage": f"{spec.outcome} {first} (untreated observations only)",
+        "second_stage": f"residualised {spec.outcome} ~ {spec.treatment}",
+        "treated_obs_dropped_unidentified_fe": n_unidentified,
+        "untreated_obs": len(untreated),
+        "treated_obs": int(ok.sum()),
+        "n_clusters": G,
+        "vcov": "Gardner (2021) GMM-corrected, clustered",
+    }
+    if msgs:
+        diag["warnings"] = msgs
+    return SpecResult(
+        spec_id=spec.id,
+        terms=[term],
+        nobs=len(sample),
+        adj_r2=None,
+        fixed_effects=_fe_desc(spec, ctx) + " (first stage)",
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, n_complete, len(sample)),
+        main_term="att",
+        diagnostics=diag,
+    )
