@@ -1,0 +1,122 @@
+{#- One row per name a vendor may print for a prefecture-level city, mapped to its code:
+      1 official        the official name, e.g. 深圳市, 延边朝鲜族自治州
+      2 suffix_removed  the official name without 市 / 地区 / 盟 / 自治州, e.g. 深圳, 延边朝鲜族
+      3 short_form      for 自治州 also without the ethnic names, bare and with 州,
+                        e.g. 延边, 延边州, 黔东南州
+      4 alias           seeds/city_name_aliases.csv (older names: 襄樊市, 毕节地区, 莱芜市 ...)
+      5 alias_suffix_removed  an alias without its suffix, e.g. 莱芜
+    A name that resolves to more than one city at its best priority is ambiguous and left out
+    (rows printing it stay unmatched and are quarantined). -#}
+
+with cities as (
+    select * from {{ ref('cn_prefecture_cities') }}
+),
+
+aliases as (
+    select * from {{ ref('city_name_aliases') }}
+),
+
+official as (
+    select
+        city_name as lookup_name,
+        city_code,
+        1 as match_priority,
+        'official' as match_type
+    from cities
+),
+
+suffix_removed as (
+    select
+        regexp_replace(city_name, '(自治州|地区|盟|市)$', '') as lookup_name,
+        city_code,
+        2 as match_priority,
+        'suffix_removed' as match_type
+    from cities
+),
+
+autonomous_prefectures as (
+    select
+        city_code,
+        regexp_replace(
+            regexp_replace(city_name, '自治州$', ''),
+            '((朝鲜|土家|苗|藏|羌|彝|布依|侗|哈尼|壮|傣|白|景颇|傈僳|回|蒙古|柯尔克孜|哈萨克)族?)+$',
+            ''
+        ) as base_name
+    from cities
+    where city_name like '%自治州'
+),
+
+short_forms as (
+    select
+        base_name as lookup_name,
+        city_code,
+        3 as match_priority,
+        'short_form' as match_type
+    from autonomous_prefectures
+    union all
+    select
+        base_name || '州' as lookup_name,
+        city_code,
+        3 as match_priority,
+        'short_form' as match_type
+    from autonomous_prefectures
+),
+
+alias_names as (
+    select
+        {{ clean_place_name('alias') }} as lookup_name,
+        city_code,
+        4 as match_priority,
+        'alias' as match_type
+    from aliases
+),
+
+alias_suffix_removed as (
+    select
+        regexp_replace(lookup_name, '(自治州|地区|盟|市)$', '') as lookup_name,
+        city_code,
+        5 as match_priority,
+        'alias_suffix_removed' as match_type
+    from alias_names
+),
+
+candidates as (
+    select * from official
+    union all
+    select * from suffix_removed
+    union all
+    select * from short_forms
+    union all
+    select * from alias_names
+    union all
+    select * from alias_suffix_removed
+),
+
+usable as (
+    select *
+    from candidates
+    where length(lookup_name) >= 2
+),
+
+best as (
+    select *
+    from usable
+    qualify match_priority = min(match_priority) over (partition by lookup_name)
+),
+
+unambiguous as (
+    select
+        lookup_name,
+        min(city_code) as city_code,
+        min(match_priority) as match_priority,
+        min(match_type) as match_type
+    from best
+    group by lookup_name
+    having count(distinct city_code) = 1
+),
+
+final as (
+    select * from unambiguous
+)
+
+select * from final

@@ -1,0 +1,48 @@
+{#- One row per landed pilot-list row with the city code its printed city resolves to and a
+    check of the printed province. Rows with an unknown city cannot treat any city: they are
+    quarantined (and so visible), never silently dropped. -#}
+
+with pilot_projects as (
+    select * from {{ ref('stg_miit__pilot_projects') }}
+),
+
+city_names as (
+    select * from {{ ref('int_city_names_unioned') }}
+),
+
+cities as (
+    select * from {{ ref('cn_prefecture_cities') }}
+),
+
+province_names as (
+    select * from {{ ref('int_province_names_unioned') }}
+),
+
+matched as (
+    select
+        pilot_projects.*,
+        city_names.city_code,
+        city_names.match_type as city_match_type,
+        cities.province_code,
+        province_names.province_code as printed_province_code
+    from pilot_projects
+    left join city_names
+        on {{ clean_place_name('pilot_projects.city_name_raw') }} = city_names.lookup_name
+    left join cities
+        on city_names.city_code = cities.city_code
+    left join province_names
+        on {{ clean_place_name('pilot_projects.province_name_raw') }}
+        = province_names.lookup_name
+),
+
+final as (
+    select
+        * exclude (printed_province_code),
+        case
+            when province_name_raw is null or city_code is null then null
+            else coalesce(printed_province_code = province_code, false)
+        end as is_province_consistent
+    from matched
+)
+
+select * from final

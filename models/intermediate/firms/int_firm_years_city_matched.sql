@@ -1,0 +1,92 @@
+{#- One row per landed firm_info row, with the city code its printed city resolves to
+    (int_city_names_unioned), the city's province, a check of the printed province, and the
+    industry section of a valid CSRC 2012 division code. When a firm has two rows in the same
+    fiscal year, the one with the latest fiscal year end (then the higher _source_row) is kept
+    (is_kept) and the other quarantined. An unknown city or industry code leaves the column
+    null (the firm-year is then flagged missing data) and the row is quarantined. -#}
+
+with firm_years as (
+    select * from {{ ref('stg_csmar__firm_years') }}
+),
+
+city_names as (
+    select * from {{ ref('int_city_names_unioned') }}
+),
+
+cities as (
+    select * from {{ ref('cn_prefecture_cities') }}
+),
+
+province_names as (
+    select * from {{ ref('int_province_names_unioned') }}
+),
+
+industries as (
+    select * from {{ ref('csrc_2012_industries') }}
+),
+
+matched as (
+    select
+        firm_years.*,
+        city_names.city_code,
+        city_names.match_type as city_match_type,
+        cities.province_code,
+        province_names.province_code as printed_province_code,
+        industries.industry_code as valid_industry_code,
+        industries.section_code as industry_section
+    from firm_years
+    left join city_names
+        on {{ clean_place_name('firm_years.city_name_raw') }} = city_names.lookup_name
+    left join cities
+        on city_names.city_code = cities.city_code
+    left join province_names
+        on {{ clean_place_name('firm_years.province_name_raw') }}
+        = province_names.lookup_name
+    left join industries
+        on firm_years.industry_code = industries.industry_code
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by stkcd, fiscal_year
+            order by fiscal_year_end_date desc, _source_file desc, _source_row desc
+        ) as firm_year_rank
+    from matched
+),
+
+final as (
+    select
+        stkcd,
+        fiscal_year as year,
+        fiscal_year_end_date,
+        short_name,
+        industry_code as industry_code_raw,
+        valid_industry_code as industry_code,
+        industry_section,
+        province_name_raw,
+        city_name_raw,
+        city_code,
+        city_match_type,
+        province_code,
+        case
+            when province_name_raw is null or city_code is null then null
+            else coalesce(printed_province_code = province_code, false)
+        end as is_province_consistent,
+        establishment_date,
+        listing_date,
+        listing_status,
+        delisting_date,
+        st_flag,
+        is_st,
+        ownership,
+        is_state_owned,
+        firm_year_rank,
+        firm_year_rank = 1 as is_kept,
+        _source_file,
+        _source_row
+    from ranked
+)
+
+select * from final

@@ -1,0 +1,32 @@
+{#- One row per firm and application year with patents, counting the kept patents
+    (fct_patents) behind the Table 2 outcomes. Grants and citations are counted by application
+    year (the cohort filed that year), as of the extraction date. -#}
+
+with patents as (
+    select * from {{ ref('fct_patents') }}
+),
+
+final as (
+    select
+        stkcd,
+        application_year as year,
+        count(*) filter (where is_invention and is_key_tech) as apply_inv_zl,
+        count(*) filter (where is_invention and not is_key_tech) as apply_inv_nozl,
+        count(*) filter (where is_invention and is_key_tech and is_joint)
+            as apply_inv_zl_joint,
+        count(*) filter (where is_invention and is_key_tech and is_granted)
+            as grant_inv_zl,
+        cast(
+            coalesce(
+                sum(citations) filter (where is_invention and is_key_tech and is_granted),
+                0
+            ) as bigint
+        ) as cite_inv_zl,
+        count(*) filter (where is_invention) as apply_inv,
+        count(*) filter (where patent_type = 'utility_model') as apply_utility_models,
+        count(*) filter (where patent_type = 'design') as apply_designs
+    from patents
+    group by stkcd, application_year
+)
+
+select * from final

@@ -1,0 +1,216 @@
+{%- set listing_cutoff_year = var('sample_end_year') - var('min_listing_years') -%}
+
+with firm_years as (
+    select * from {{ ref('int_firm_years_city_matched') }}
+),
+
+firms as (
+    select * from {{ ref('dim_firms') }}
+),
+
+cities as (
+    select * from {{ ref('dim_cities') }}
+),
+
+financials as (
+    select * from {{ ref('int_financials_joined') }}
+),
+
+city_years as (
+    select * from {{ ref('int_city_years_matched') }}
+),
+
+patent_counts as (
+    select * from {{ ref('int_firm_year_patent_counts') }}
+),
+
+panel_firm_years as (
+    select *
+    from firm_years
+    where
+        is_kept
+        and year between {{ var('panel_start_year') }} and {{ var('panel_end_year') }}
+),
+
+kept_city_years as (
+    select *
+    from city_years
+    where is_kept
+),
+
+joined as (
+    select
+        panel_firm_years.stkcd,
+        panel_firm_years.year,
+        panel_firm_years.city_code,
+        cities.province_code,
+        panel_firm_years.industry_code,
+        panel_firm_years.industry_section,
+        panel_firm_years.is_st,
+        panel_firm_years.is_state_owned,
+        panel_firm_years.ownership,
+        firms.establishment_date,
+        firms.listing_date,
+        firms.is_pilot_firm,
+        firms.is_delisted,
+        cities.first_treated_year,
+        financials.total_assets,
+        financials.total_liabilities,
+        financials.operating_revenue,
+        financials.net_profit,
+        financials.operating_cash_flow,
+        financials.capital_expenditure,
+        financials.dividends_interest_paid,
+        financials.long_term_borrowings,
+        financials.fixed_assets,
+        financials.inventories,
+        kept_city_years.gdp_per_capita,
+        kept_city_years.population_10k,
+        kept_city_years.internet_users_10k,
+        kept_city_years.budget_expenditure_10k_yuan,
+        kept_city_years.fdi_used_10k_usd,
+        coalesce(patent_counts.apply_inv_zl, 0) as apply_inv_zl,
+        coalesce(patent_counts.apply_inv_nozl, 0) as apply_inv_nozl,
+        coalesce(patent_counts.apply_inv_zl_joint, 0) as apply_inv_zl_joint,
+        coalesce(patent_counts.grant_inv_zl, 0) as grant_inv_zl,
+        coalesce(patent_counts.cite_inv_zl, 0) as cite_inv_zl
+    from panel_firm_years
+    left join firms
+        on panel_firm_years.stkcd = firms.stkcd
+    left join cities
+        on panel_firm_years.city_code = cities.city_code
+    left join financials
+        on panel_firm_years.stkcd = financials.stkcd
+        and panel_firm_years.year = financials.year
+    left join kept_city_years
+        on panel_firm_years.city_code = kept_city_years.city_code
+        and panel_firm_years.year = kept_city_years.year
+    left join patent_counts
+        on panel_firm_years.stkcd = patent_counts.stkcd
+        and panel_firm_years.year = patent_counts.year
+),
+
+variables as (
+    select
+        *,
+        case
+            when city_code is null then null
+            when first_treated_year is not null and year >= first_treated_year then 1
+            else 0
+        end as policy,
+        net_profit / nullif(total_assets, 0) as roa,
+        case
+            when year - year(establishment_date) + 1 >= 1
+                then ln(year - year(establishment_date) + 1)
+        end as lnage,
+        total_assets / nullif(operating_revenue, 0) as ki,
+        case
+            when ownership is not null then cast(is_state_owned as integer)
+        end as ifdome,
+        total_assets as size,
+        total_liabilities / nullif(total_assets, 0) as kd,
+        gdp_per_capita as meangdp,
+        internet_users_10k / nullif(population_10k, 0) * 10000 as infor,
+        budget_expenditure_10k_yuan * 10000 as finsgov,
+        fdi_used_10k_usd * 10000 as fdi,
+        operating_revenue as sale
+    from joined
+),
+
+with_share as (
+    select
+        *,
+        case
+            when industry_code is not null
+                then sale / nullif(sum(sale) over (partition by industry_code, year), 0)
+        end as saleshare
+    from variables
+),
+
+flagged as (
+    select
+        *,
+        coalesce(
+            listing_date > make_date({{ listing_cutoff_year }}, 12, 31), false
+        ) as is_listed_under_min_years,
+        coalesce(is_delisted, false) as is_delisted_firm,
+        coalesce(industry_section = 'J', false) as is_financial,
+        (
+            city_code is null
+            or province_code is null
+            or industry_code is null
+            or policy is null
+            or roa is null
+            or lnage is null
+            or ki is null
+            or ifdome is null
+            or size is null
+            or kd is null
+            or meangdp is null
+            or infor is null
+            or finsgov is null
+            or fdi is null
+            or sale is null
+            or saleshare is null
+            or not (size > 0 and meangdp > 0 and finsgov > 0 and sale > 0 and fdi >= 0)
+        ) as has_missing_data,
+        year between {{ var('sample_start_year') }} and {{ var('sample_end_year') }}
+            as is_in_sample_window
+    from with_share
+),
+
+final as (
+    select
+        stkcd,
+        year,
+        city_code,
+        province_code,
+        industry_code,
+        industry_section,
+        apply_inv_zl,
+        apply_inv_nozl,
+        apply_inv_zl_joint,
+        grant_inv_zl,
+        cite_inv_zl,
+        policy,
+        first_treated_year,
+        roa,
+        lnage,
+        ki,
+        ifdome,
+        size,
+        kd,
+        meangdp,
+        infor,
+        finsgov,
+        fdi,
+        sale,
+        saleshare,
+        total_liabilities,
+        net_profit,
+        operating_cash_flow,
+        capital_expenditure,
+        dividends_interest_paid,
+        long_term_borrowings,
+        fixed_assets,
+        inventories,
+        coalesce(is_pilot_firm, false) as is_pilot_firm,
+        is_listed_under_min_years,
+        is_delisted_firm,
+        is_st,
+        is_financial,
+        has_missing_data,
+        is_in_sample_window,
+        is_in_sample_window
+        and not (
+            coalesce(is_pilot_firm, false)
+            or is_listed_under_min_years
+            or is_delisted_firm
+            or is_st
+            or is_financial
+            or has_missing_data
+        ) as is_in_analysis_sample
+    from flagged
+)
+
+select * from final

@@ -1,0 +1,1 @@
+{{ analysis_panel(var('sample_end_year')) }}

@@ -1,0 +1,1 @@
+{{ analysis_panel(var('extended_sample_end_year')) }}

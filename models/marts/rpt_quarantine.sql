@@ -1,0 +1,200 @@
+{#- Every row-level rejection or repair that removes information, with where it came from.
+    Nothing is dropped silently: each rule below names the landed table, file, row, column and
+    value, and says what happened to the row. -#}
+
+with firm_years as (
+    select * from {{ ref('int_firm_years_city_matched') }}
+),
+
+city_years as (
+    select * from {{ ref('int_city_years_matched') }}
+),
+
+pilot_projects as (
+    select * from {{ ref('int_pilot_projects_city_matched') }}
+),
+
+statement_duplicates as (
+    select * from {{ ref('int_financial_statement_duplicates') }}
+),
+
+patents as (
+    select * from {{ ref('int_patents_dispositioned') }}
+),
+
+ipc_tokens as (
+    select * from {{ ref('int_patent_ipc_tokens_parsed') }}
+),
+
+firm_unknown_cities as (
+    select
+        'firm_info' as source_table,
+        _source_file,
+        _source_row,
+        'Ctnm' as column_name,
+        city_name_raw as value,
+        'unknown_city' as rejection_code,
+        'city name not found among prefecture-level cities, their short forms or aliases; '
+        || 'the firm-year gets no city (no city controls, no policy) and is flagged '
+        || 'has_missing_data' as reason
+    from firm_years
+    where city_code is null
+),
+
+firm_unknown_industries as (
+    select
+        'firm_info' as source_table,
+        _source_file,
+        _source_row,
+        'Nnindcd' as column_name,
+        industry_code_raw as value,
+        'unknown_industry_code' as rejection_code,
+        'not a CSRC 2012 division code; the firm-year gets no industry and is flagged '
+        || 'has_missing_data' as reason
+    from firm_years
+    where industry_code is null
+),
+
+firm_duplicate_years as (
+    select
+        'firm_info' as source_table,
+        _source_file,
+        _source_row,
+        'Accper' as column_name,
+        cast(fiscal_year_end_date as varchar) as value,
+        'duplicate_firm_year' as rejection_code,
+        'second row of the firm in fiscal year ' || year
+        || '; the row with the latest fiscal year end is used' as reason
+    from firm_years
+    where not is_kept
+),
+
+yearbook_unknown_cities as (
+    select
+        'city_yearbook' as source_table,
+        _source_file,
+        _source_row,
+        'CityName' as column_name,
+        city_name_raw as value,
+        'unknown_city' as rejection_code,
+        'city name not found among prefecture-level cities, their short forms or aliases; '
+        || 'row not used' as reason
+    from city_years
+    where city_code is null
+),
+
+yearbook_duplicate_city_years as (
+    select
+        'city_yearbook' as source_table,
+        _source_file,
+        _source_row,
+        'CityName' as column_name,
+        city_name_raw as value,
+        'duplicate_city_year' as rejection_code,
+        'another row resolves to the same city (' || city_code || ') and year ' || year
+        || '; the row printing the current name is used' as reason
+    from city_years
+    where city_code is not null and not is_kept
+),
+
+pilot_unknown_cities as (
+    select
+        'pilot_list' as source_table,
+        _source_file,
+        _source_row,
+        'City' as column_name,
+        city_name_raw as value,
+        'unknown_city' as rejection_code,
+        'city name not found; this pilot project treats no city' as reason
+    from pilot_projects
+    where city_code is null
+),
+
+statement_duplicate_rows as (
+    select
+        source_table,
+        _source_file,
+        _source_row,
+        'Accper' as column_name,
+        cast(report_date as varchar) as value,
+        'duplicate_statement' as rejection_code,
+        'second consolidated annual row for firm ' || stkcd || ' in ' || year
+        || '; the first row is used' as reason
+    from statement_duplicates
+),
+
+patent_rejections as (
+    select
+        'patents' as source_table,
+        _source_file,
+        _source_row,
+        case disposition
+            when 'unmatched_firm' then 'Scode'
+            when 'unknown_patent_type' then 'PatentType'
+            when 'merged_duplicate' then 'ApplyNo'
+            else 'IPC'
+        end as column_name,
+        case disposition
+            when 'unmatched_firm' then stkcd
+            when 'unknown_patent_type' then patent_type_raw
+            when 'merged_duplicate' then application_number
+            else ipc_string
+        end as value,
+        case
+            when disposition = 'merged_duplicate' then 'conflicting_duplicate'
+            when disposition = 'unparseable_ipc' and n_ipc_tokens = 0 then 'missing_ipc'
+            when disposition = 'unparseable_ipc' then 'no_parseable_ipc'
+            else disposition
+        end as rejection_code,
+        reason
+    from patents
+    where
+        disposition in ('unmatched_firm', 'unknown_patent_type', 'unparseable_ipc')
+        or (disposition = 'merged_duplicate' and not is_exact_duplicate)
+),
+
+unparseable_tokens as (
+    select
+        'patents' as source_table,
+        patents._source_file,
+        patents._source_row,
+        'IPC' as column_name,
+        ipc_tokens.ipc_raw as value,
+        'unparseable_ipc_token' as rejection_code,
+        'IPC token at position ' || ipc_tokens.ipc_position
+        || ' does not parse as an IPC code; ignored (patent '
+        || patents.disposition || ')' as reason
+    from ipc_tokens
+    inner join patents
+        on ipc_tokens.patent_id = patents.patent_id
+        and patents.occurrence_rank = 1
+    where
+        ipc_tokens.ipc_code is null
+        and patents.disposition in ('kept', 'unparseable_ipc')
+),
+
+unioned as (
+    select * from firm_unknown_cities
+    union all
+    select * from firm_unknown_industries
+    union all
+    select * from firm_duplicate_years
+    union all
+    select * from yearbook_unknown_cities
+    union all
+    select * from yearbook_duplicate_city_years
+    union all
+    select * from pilot_unknown_cities
+    union all
+    select * from statement_duplicate_rows
+    union all
+    select * from patent_rejections
+    union all
+    select * from unparseable_tokens
+),
+
+final as (
+    select * from unioned
+)
+
+select * from final

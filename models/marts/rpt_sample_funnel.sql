@@ -1,0 +1,1 @@
+{{ sample_funnel(var('sample_end_year')) }}
