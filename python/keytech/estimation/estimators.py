@@ -316,6 +316,7 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "loglik": res.loglik,
         "iterations": res.n_iter,
         "converged": res.converged,
+        "theta_at_poisson_bound": res.theta_at_bound,
         "dropped_all_zero_groups_obs": res.n_dropped_zero,
         "dropped_singleton_obs": res.n_dropped_singleton,
         "exp_coef_minus_1": float(np.exp(res.coef[0]) - 1),

@@ -29,6 +29,9 @@ from scipy import optimize, special
 from keytech.estimation.ssc import cluster_ssc
 
 
+THETA_POISSON = 1e6  # theta beyond this is treated as "no overdispersion" (Poisson limit)
+
+
 @dataclass
 class NegBinResult:
     coef: np.ndarray
@@ -44,6 +47,7 @@ class NegBinResult:
     mu: np.ndarray
     x_tilde: np.ndarray
     score_resid: np.ndarray
+    theta_at_bound: bool = False
     n_dropped_zero: int = 0
     n_dropped_singleton: int = 0
     history: list[float] = field(default_factory=list)
@@ -187,6 +191,8 @@ def fenegbin(
     beta = np.zeros(k)
     history: list[float] = []
     converged = False
+    theta_fixed = False
+    big = 0
     ll_old = -np.inf
     it = 0
     for it in range(1, maxiter + 1):
@@ -199,8 +205,10 @@ def fenegbin(
         beta_new = np.linalg.lstsq(Xt * sw[:, None], zt * sw, rcond=None)[0]
         eta_new = z - (zt - Xt @ beta_new)
         # step halving on the linear predictor (eta is linear in b and the FE, so a convex
-        # combination is again a valid linear predictor) if the likelihood falls
-        ll_cur = nb2_loglik(yk, mu, th)
+        # combination is again a valid linear predictor) if the likelihood falls. Not in the first
+        # iteration: the starting eta = log((y + mean y)/2) is not of the form X b + FE, and
+        # mixing it in would leave an over-fitted, invalid predictor.
+        ll_cur = nb2_loglik(yk, mu, th) if it > 1 else -np.inf
         step = 1.0
         while True:
             eta_try = eta + step * (eta_new - eta)
@@ -212,8 +220,13 @@ def fenegbin(
         eta, mu = eta_try, mu_try
         beta_prev = beta
         beta = beta_prev + step * (beta_new - beta_prev)
-        if it >= 2:
+        if it >= 2 and not theta_fixed:
             theta = _theta_ml(yk, mu, th)
+            # no overdispersion: theta runs off to infinity (the Poisson limit) and coordinate
+            # ascent crawls; once it is beyond THETA_POISSON twice in a row, fix it there
+            big = big + 1 if theta > THETA_POISSON else 0
+            if big >= 2:
+                theta, theta_fixed = THETA_POISSON, True
         ll = nb2_loglik(yk, mu, theta if np.isfinite(theta) else 1e8)
         history.append(ll)
         dbeta = float(np.max(np.abs(beta - beta_prev)) / (1.0 + np.max(np.abs(beta))))
@@ -246,6 +259,7 @@ def fenegbin(
         mu=mu,
         x_tilde=Xt,
         score_resid=score_resid,
+        theta_at_bound=theta_fixed,
         n_dropped_zero=n_zero,
         n_dropped_singleton=n_single,
         history=history,

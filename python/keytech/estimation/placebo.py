@@ -165,6 +165,7 @@ def fit_placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "placebo_q025": float(np.quantile(B, 0.025)) if n_draws else None,
         "placebo_q975": float(np.quantile(B, 0.975)) if n_draws else None,
         "p_empirical": ge / n_draws if n_draws else None,
+        "n_draws_as_extreme": ge,
         "p_empirical_plus1": (ge + 1) / (n_draws + 1),
         "draws": [float(f"{x:.6g}") for x in B],
         "fast_path_check": {

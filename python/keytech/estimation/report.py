@@ -152,7 +152,7 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
         forb = d["by_type"].get("later_vs_earlier", {}).get("weight", 0.0)
         return f"late-vs-early w={forb:.3f}"
     if spec.estimator == "placebo" and "p_empirical" in d:
-        return f"p_emp={d['p_empirical']:.3f} ({d['n_draws']} draws)"
+        return f"p_emp={d['p_empirical']:.3f} ({d.get('n_draws_as_extreme', '?')}/{d['n_draws']} draws)"
     if spec.estimator == "staggered_did2s":
         return "imputation"
     if spec.id == "robust_anticipation":
@@ -364,7 +364,8 @@ def plot_placebo(est: pd.DataFrame, out_dir: Path, synthetic: bool, spec_id: str
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("Placebo coefficient of Policy (column 5 specification)")
     ax.set_ylabel("Draws")
-    ax.set_title(f"Placebo: random pilot cities and timing — empirical p = {d['p_empirical']:.3f}", fontsize=10)
+    n_ext = d.get("n_draws_as_extreme", int(round(d["p_empirical"] * len(draws))))
+    ax.set_title(f"Placebo: random pilot cities and timing — empirical p = {d['p_empirical']:.3f} ({n_ext}/{len(draws)} draws as extreme)", fontsize=10)
     ax.legend(fontsize=8)
     if synthetic:
         fig.text(0.01, 0.01, SYNTHETIC_NOTE, fontsize=7, color="#a00")
