@@ -160,11 +160,31 @@ def cmd_summary(args) -> int:
     print(f"\nKey-technology share of invention applications: {share:.1%}" if share is not None else "")
     print("Raw patent rows by disposition: " + ", ".join(f"{d} {n:,}" for d, n in recon))
     print(f"\nWarehouse: {db}")
-    print("Try:  duckdb -readonly " + str(db) + " \\\n"
-          "        \"select year, avg(apply_inv_zl) as key_tech, avg(apply_inv_nozl) as non_key, avg(policy) "
-          "from marts.rpt_analysis_panel group by year order by year\"")
+    print("Try:  .venv/bin/keytech sql \"select year, avg(apply_inv_zl) as key_tech, avg(apply_inv_nozl) "
+          "as non_key, avg(policy) as policy from marts.rpt_analysis_panel group by year order by year\"")
     if is_synthetic():
         print(SYNTHETIC_NOTE)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- sql
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from keytech.warehouse import connect
+
+    with connect() as con:
+        try:
+            relation = con.sql(args.query)
+        except duckdb.Error as exc:
+            raise UserError(f"Query failed: {exc}") from exc
+        if relation is None:
+            return EXIT_OK
+        frame = relation.limit(args.limit).df()
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 50, "display.width", 200):
+        print(frame.to_string(index=False))
     return EXIT_OK
 
 
@@ -209,6 +229,7 @@ EXAMPLES = {
     "summary": "keytech summary",
     "demo": "keytech demo",
     "contract-doc": "keytech contract-doc",
+    "sql": "keytech sql \"select * from marts.rpt_sample_funnel order by step_order\"",
 }
 
 
@@ -268,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
 
+    p = add("sql", "Run a read-only SQL query on the warehouse and print the result.", cmd_sql)
+    p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel")
+    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+
     p = add("contract-doc", "Regenerate docs/input-contract.md from python/keytech/contract.yml.", cmd_contract_doc)
     p.add_argument("--out", help="output file (default docs/input-contract.md)")
 
@@ -289,8 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     from keytech.warehouse import WarehouseMissing
 
     try:
+        from keytech.estimation import ChecksNotPassed, RegistryError
+
+        user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed, RegistryError)
+    except ImportError:
+        user_errors = (ValidationFailed, BuildFailed, ContractError, UserError)
+    try:
         return args.func(args)
-    except (ValidationFailed, BuildFailed, ContractError, UserError) as exc:
+    except user_errors as exc:
         if args.verbose:
             raise
         print(str(exc), file=sys.stderr)

@@ -123,6 +123,16 @@ def _run_suites(frames: dict) -> dict:
     return outcome
 
 
+def _suite_columns(mart: str) -> str:
+    """Only the columns a suite looks at are read: marts such as fct_patent_ipc_codes are wide."""
+    columns: list[str] = []
+    for _, kwargs in SUITES[mart]:
+        for column in [kwargs.get("column"), *kwargs.get("column_list", [])]:
+            if column and column not in columns:
+                columns.append(column)
+    return ", ".join(f'"{c}"' for c in columns) if columns else "1 as one"
+
+
 def _jsonable(value):
     try:
         json.dumps(value)
@@ -150,7 +160,7 @@ def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = N
         missing = [m for m in SUITES if not table_exists(con, "marts", m)]
         if missing:
             raise RuntimeError(f"marts missing from the warehouse: {', '.join(missing)}; run `keytech build`.")
-        frames = {m: con.execute(f"select * from marts.{m}").df() for m in SUITES}
+        frames = {m: con.execute(f"select {_suite_columns(m)} from marts.{m}").df() for m in SUITES}
         fingerprint = mart_fingerprint(con)
     suites = _run_suites(frames)
     dbt_tests = _dbt_test_summary()
