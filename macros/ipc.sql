@@ -1,58 +1,42 @@
 {#- IPC normalisation building blocks. They implement python/keytech/ipc.py's rules
     (normalise_ipc_code / normalise_ipc_list); tests/python compares the two row by row.
 
-    Per raw IPC string: full-width → ASCII (fullwidth_to_ascii, the NFKC part that matters),
+    Per raw IPC string: NFKC's one-character → ASCII mappings (macro nfkc_ascii_pairs),
     split on ';' or ',', strip whitespace, drop empty tokens. Per token: upper case, remove all
     whitespace, remove edition suffixes such as (2006.01), then parse
     <section A-H><class 2 digits><subclass A-Z>[<main group 1-4 digits><'/', ':' or '-'>
     <subgroup 1-6 digits>]; main group without leading zeros, subgroup padded to 2 digits. -#}
 
-{% macro ipc_code_pattern() -%}
-    ^([A-H])(\d{2})([A-Z])(?:(\d{1,4})[/:\-](\d{1,6}))?$
-{%- endmacro %}
-
 {% macro ipc_edition_suffix_pattern() -%}
     \(\d{4}(\.\d{1,2})?\)
 {%- endmacro %}
 
-{#- The compact form of one token: upper case, no whitespace, no edition suffix. -#}
-{% macro ipc_compact_token(token) -%}
-    regexp_replace(
-        {{ remove_whitespace('upper(' ~ token ~ ')') }},
-        '{{ ipc_edition_suffix_pattern() }}',
-        '',
-        'g'
-    )
-{%- endmacro %}
-
-{#- The named parts of a compact token (a struct; all parts '' when it does not parse). -#}
-{% macro ipc_token_parts(compact) -%}
-    regexp_extract(
-        {{ compact }},
-        '{{ ipc_code_pattern() }}',
-        ['section', 'class_digits', 'subclass_letter', 'group_digits', 'subgroup_digits']
-    )
-{%- endmacro %}
-
-{#- The normalised code built from the parts, or null when the token did not parse. -#}
-{% macro ipc_code_from_parts(parts, is_parsed) -%}
+{#- Remove edition suffixes such as (2006.01) from an upper-cased, whitespace-free token. -#}
+{% macro ipc_remove_edition_suffix(base) -%}
     case
-        when {{ is_parsed }}
-            then
-                {{ parts }}.section
-                || {{ parts }}.class_digits
-                || {{ parts }}.subclass_letter
-                || case
-                    when {{ parts }}.group_digits = '' then ''
-                    else
-                        cast(cast({{ parts }}.group_digits as integer) as varchar)
-                        || '/'
-                        || case
-                            when length({{ parts }}.subgroup_digits) < 2
-                                then lpad({{ parts }}.subgroup_digits, 2, '0')
-                            else {{ parts }}.subgroup_digits
-                        end
-                end
+        when contains({{ base }}, '(')
+            then regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
+        else {{ base }}
+    end
+{%- endmacro %}
+
+{#- The normalised code of a compact token, or null when it does not parse: a bare
+    subclass as is; a group code with the main group's leading zeros dropped (0000 → 0) and a
+    one-digit subgroup padded (/6 → /06). Pure expression (no CTE), so it can run inside a
+    list lambda. -#}
+{% macro ipc_code_of(compact) -%}
+    case
+        when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z]') then {{ compact }}
+        when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z]\d{1,4}[/:\-]\d{1,6}')
+            then regexp_replace(
+                regexp_replace(
+                    {{ compact }},
+                    '^([A-H]\d{2}[A-Z])0*(\d+)[/:\-](\d+)$',
+                    '\1\2/\3'
+                ),
+                '/(\d)$',
+                '/0\1'
+            )
     end
 {%- endmacro %}
 

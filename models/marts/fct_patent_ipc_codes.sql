@@ -33,9 +33,7 @@ final as (
         parsed_tokens.ipc_subclass,
         parsed_tokens.ipc_class,
         parsed_tokens.main_group,
-        parsed_tokens.ipc_position = min(parsed_tokens.ipc_position) over (
-            partition by parsed_tokens.patent_id
-        ) as is_main_code,
+        parsed_tokens.is_main_code,
         codes.match_level,
         codes.sei_rule_ids,
         codes.sei_codes,

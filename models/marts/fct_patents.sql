@@ -18,7 +18,7 @@ code_summary as (
     select
         patent_id,
         count(*) as n_ipc_codes,
-        arg_min(ipc_code, ipc_position) as main_ipc_code,
+        max(ipc_code) filter (where is_main_code) as main_ipc_code,
         bool_or(is_key_tech) as has_key_tech_code,
         bool_or(is_key_tech and is_main_code) as has_key_tech_main_code,
         list_sort(
@@ -40,8 +40,8 @@ applicants as (
             list_distinct(
                 list_filter(
                     list_transform(
-                        string_split({{ fullwidth_to_ascii('applicants_string') }}, ';'),
-                        lambda applicant: {{ strip_whitespace('applicant') }}
+                        string_split_regex(applicants_string, '[;；]'),
+                        lambda applicant: trim(replace(applicant, '　', ' '))
                     ),
                     lambda applicant: applicant <> ''
                 )

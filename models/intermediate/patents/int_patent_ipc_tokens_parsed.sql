@@ -4,105 +4,201 @@
     python/keytech/ipc.py normalise_ipc_list: tokens that parse carry ipc_code, junk tokens
     carry ipc_code = null. Distinct key: the normalised code, or for a junk token its
     upper-cased whitespace-free text; the first position wins; ipc_position renumbers the
-    distinct tokens (junk included) 1, 2, ... in raw order, so position 1 is the main code. -#}
+    distinct tokens (junk included) 1, 2, ... in raw order, so position 1 is the main code.
+
+    NFKC: characters that NFKC maps to one ASCII character are translated (macro
+    nfkc_ascii_pairs), using only the pairs whose characters occur in the data.
+
+    Performance: each patent's tokens are processed as lists (no window functions), and the
+    NFKC and full Unicode whitespace handling run only for strings that are not plain
+    printable ASCII (for those, whitespace is the space character alone). -#}
 
 with patent_rows as (
     select * from {{ ref('int_patent_rows_ranked') }}
 ),
 
-first_occurrences as (
+ipc_strings as (
     select
         patent_id,
-        {{ fullwidth_to_ascii('ipc_string') }} as ipc_text
+        ipc_string
     from patent_rows
     where occurrence_rank = 1 and ipc_string is not null
+),
+
+classified as (
+    select
+        patent_id,
+        ipc_string,
+        regexp_full_match(ipc_string, '[ -~]*') as is_printable_ascii
+    from ipc_strings
+),
+
+nfkc_pairs as (
+    select * from {{ nfkc_ascii_pairs() }}
+),
+
+occurring_characters as (
+    select distinct unnest(regexp_extract_all(ipc_string, '[^ -~]')) as source_character
+    from classified
+    where not is_printable_ascii
+),
+
+nfkc_mapping as (
+    select
+        coalesce(string_agg(nfkc_pairs.source_character, '' order by nfkc_pairs.source_character), '')
+            as source_characters,
+        coalesce(string_agg(nfkc_pairs.ascii_character, '' order by nfkc_pairs.source_character), '')
+            as ascii_characters
+    from nfkc_pairs
+    inner join occurring_characters
+        on nfkc_pairs.source_character = occurring_characters.source_character
+),
+
+normalised as (
+    select
+        classified.patent_id,
+        case
+            when classified.is_printable_ascii then classified.ipc_string
+            else translate(
+                classified.ipc_string,
+                nfkc_mapping.source_characters,
+                nfkc_mapping.ascii_characters
+            )
+        end as ipc_text
+    from classified
+    cross join nfkc_mapping
 ),
 
 split as (
     select
         patent_id,
-        string_split_regex(ipc_text, '[;,]') as pieces
-    from first_occurrences
+        regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii,
+        string_split(replace(ipc_text, ',', ';'), ';') as pieces
+    from normalised
 ),
 
-pieces as (
+ascii_tokens as (
     select
         patent_id,
-        unnest(pieces) as piece,
-        generate_subscripts(pieces, 1) as piece_index
+        list_filter(
+            list_transform(pieces, lambda piece: trim(piece)),
+            lambda raw: raw <> ''
+        ) as raws
     from split
+    where is_printable_ascii
 ),
 
-trimmed as (
+ascii_bases as (
     select
         patent_id,
-        piece_index,
-        {{ strip_whitespace('piece') }} as ipc_raw
-    from pieces
+        raws,
+        list_transform(raws, lambda raw: replace(upper(raw), ' ', '')) as bases
+    from ascii_tokens
+),
+
+unicode_tokens as (
+    select
+        patent_id,
+        list_filter(
+            list_transform(pieces, lambda piece: {{ strip_whitespace('piece') }}),
+            lambda raw: raw <> ''
+        ) as raws
+    from split
+    where not is_printable_ascii
+),
+
+unicode_bases as (
+    select
+        patent_id,
+        raws,
+        list_transform(raws, lambda raw: {{ remove_whitespace('upper(raw)') }}) as bases
+    from unicode_tokens
+),
+
+bases as (
+    select * from ascii_bases
+    union all
+    select * from unicode_bases
 ),
 
 compacted as (
     select
         patent_id,
-        piece_index,
-        ipc_raw,
-        {{ ipc_compact_token('ipc_raw') }} as ipc_compact,
-        {{ remove_whitespace('upper(ipc_raw)') }} as raw_key
-    from trimmed
-    where ipc_raw <> ''
-),
-
-parsed as (
-    select
-        *,
-        regexp_matches(ipc_compact, '{{ ipc_code_pattern() }}') as is_parsed,
-        {{ ipc_token_parts('ipc_compact') }} as parts
-    from compacted
+        raws,
+        bases,
+        list_transform(
+            bases, lambda base: {{ ipc_remove_edition_suffix('base') }}
+        ) as compacts
+    from bases
 ),
 
 coded as (
     select
         patent_id,
-        piece_index,
-        ipc_raw,
-        is_parsed,
-        {{ ipc_code_from_parts('parts', 'is_parsed') }} as ipc_code,
-        raw_key
-    from parsed
+        raws,
+        bases,
+        list_transform(compacts, lambda compact: {{ ipc_code_of('compact') }}) as codes
+    from compacted
 ),
 
 keyed as (
     select
-        *,
-        coalesce(ipc_code, 'unparsed:' || raw_key) as token_key
+        patent_id,
+        raws,
+        codes,
+        list_transform(
+            codes, lambda code, i: coalesce(code, 'unparsed:' || bases[i])
+        ) as token_keys
     from coded
 ),
 
-first_of_key as (
+deduplicated as (
+    select
+        patent_id,
+        raws,
+        codes,
+        list_filter(
+            range(1, len(token_keys) + 1),
+            lambda i: list_position(token_keys, token_keys[i]) = i
+        ) as kept_indexes
+    from keyed
+),
+
+main_codes as (
     select
         *,
-        row_number() over (
-            partition by patent_id, token_key order by piece_index
-        ) as key_occurrence
-    from keyed
+        list_position(
+            list_transform(kept_indexes, lambda i: codes[i] is not null), true
+        ) as main_code_position
+    from deduplicated
+),
+
+unnested as (
+    select
+        patent_id,
+        raws,
+        codes,
+        main_code_position,
+        unnest(kept_indexes) as token_index,
+        generate_subscripts(kept_indexes, 1) as ipc_position
+    from main_codes
 ),
 
 final as (
     select
         patent_id,
-        cast(
-            row_number() over (partition by patent_id order by piece_index) as integer
-        ) as ipc_position,
-        ipc_raw,
-        ipc_code,
-        is_parsed,
-        left(ipc_code, 4) as ipc_subclass,
-        left(ipc_code, 3) as ipc_class,
+        cast(ipc_position as integer) as ipc_position,
+        raws[token_index] as ipc_raw,
+        codes[token_index] as ipc_code,
+        codes[token_index] is not null as is_parsed,
+        coalesce(ipc_position = main_code_position, false) as is_main_code,
+        left(codes[token_index], 4) as ipc_subclass,
+        left(codes[token_index], 3) as ipc_class,
         case
-            when contains(ipc_code, '/') then split_part(ipc_code, '/', 1) || '/00'
+            when contains(codes[token_index], '/')
+                then split_part(codes[token_index], '/', 1) || '/00'
         end as main_group
-    from first_of_key
-    where key_occurrence = 1
+    from unnested
 )
 
 select * from final
