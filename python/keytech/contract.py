@@ -36,6 +36,7 @@ class Column:
     required: bool = True
     not_null: bool = False
     aliases: tuple[str, ...] = ()
+    min: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def load_contract() -> dict[str, Table]:
                     required=col.get("required", True),
                     not_null=col.get("not_null", False),
                     aliases=tuple(col.get("aliases", ())),
+                    min=col.get("min"),
                 )
             )
         tables[name] = Table(
@@ -188,6 +190,7 @@ def render_markdown(contract: dict[str, Table] | None = None) -> str:
         parts.append("|---|---|---|---|---|---|")
         for c in table.columns:
             aliases = ", ".join(f"`{a}`" for a in c.aliases)
-            parts.append(f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | "
+            kind = c.type + (f" ≥ {c.min:g}" if c.min is not None else "")
+            parts.append(f"| `{c.name}` | {kind} | {'yes' if c.required else 'no'} | "
                          f"{'yes' if c.not_null else 'no'} | {c.description} | {aliases} |")
     return "\n".join(parts) + "\n"

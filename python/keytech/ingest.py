@@ -131,6 +131,10 @@ def detect_encoding(path: Path) -> str:
         head = handle.read(SNIFF_BYTES)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
+        raise ValueError(
+            f"{path.name}: looks like UTF-16 or a binary file (NUL bytes); save it as UTF-8 or GBK CSV"
+        )
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
@@ -165,23 +169,68 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class UnreadableFile(ValueError):
+    """A raw file that cannot be parsed; the message names the file, the line and what to do."""
+
+
+def _read_header(source: Path) -> list[str]:
+    import csv
+
+    with open(source, encoding="utf-8-sig", newline="") as handle:
+        try:
+            header = next(csv.reader(handle))
+        except StopIteration:
+            header = []
+    return header
+
+
+def _csv_error(path: Path, source: Path, exc: duckdb.Error, n_columns: int) -> UnreadableFile:
+    """Turn DuckDB's CSV error into one that names the user's file, the line and a fix."""
+    import re
+
+    text = str(exc).replace(str(source), path.name)
+    line = re.search(r"[Ll]ine:? (\d+)", text)
+    where = f" at line {line.group(1)}" if line else ""
+    kind = "a record with the wrong number of fields or an unterminated quote"
+    if "Expected Number of Columns" in text or "expected" in text.lower():
+        found = re.search(r"Found: (\d+)", text)
+        if found:
+            kind = f"a record with {found.group(1)} field(s) where the header has {n_columns}"
+    return UnreadableFile(
+        f"{path.name}: cannot be parsed as CSV{where}: {kind}. The file may be truncated or cut mid-record; "
+        "export it again (comma-separated, double-quoted fields)."
+    )
+
+
 def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tuple[str, str | None, int]:
     """Load a raw file into temp table ``raw_t``. Returns (format, encoding, header_lines)."""
     if path.suffix.lower() == ".parquet":
-        con.execute(f"create or replace temp table raw_t as select * from read_parquet('{path}')")
+        try:
+            con.execute(f"create or replace temp table raw_t as select * from read_parquet('{path}')")
+        except duckdb.Error as exc:
+            raise UnreadableFile(
+                f"{path.name}: not a complete Parquet file ({str(exc).splitlines()[0].replace(str(path), path.name)}); "
+                "it may be truncated — export or copy it again."
+            ) from exc
         return "parquet", None, 0
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path.name} is empty (0 bytes); export the table again")
+    if path.stat().st_size == 0 or not path.read_bytes()[:SNIFF_BYTES].strip():
+        raise UnreadableFile(f"{path.name} is empty (no header, no data); export the table again")
     encoding = detect_encoding(path)
     source = path
     if encoding != "utf-8":
         source = scratch / f"{path.stem}.utf8.csv"
         _transcode_to_utf8(path, encoding, source)
-    con.execute(
-        "create or replace temp table raw_t as select * from read_csv(?, header = true, "
-        "all_varchar = true, delim = ',', quote = '\"', escape = '\"')",
-        [str(source)],
-    )
+    header = _read_header(source)
+    columns = {name.strip() or f"column{i}": "VARCHAR" for i, name in enumerate(header)}
+    try:
+        con.execute(
+            "create or replace temp table raw_t as select * from read_csv(?, header = true, "
+            "auto_detect = false, columns = ?, delim = ',', quote = '\"', escape = '\"', "
+            "strict_mode = true, null_padding = false)",
+            [str(source), columns],
+        )
+    except duckdb.Error as exc:
+        raise _csv_error(path, source, exc, len(columns)) from exc
     return "csv", "gbk" if encoding == "gb18030" else "utf-8", 1
 
 
@@ -285,6 +334,15 @@ def _check_values(con: duckdb.DuckDBPyConnection, table: Table, file_name: str) 
         if count:
             problems.append(Problem("error", table.name, file_name, f"value {_TYPE_WORDS[column.type]}",
                                     column=column.name, rows=rows, values=values, count=count))
+        if column.min is not None:
+            count, rows, values = con.execute(
+                f"select count(*), list(_source_row order by _source_row)[1:{EXAMPLES_PER_PROBLEM}], "
+                f"list({c} order by _source_row)[1:{EXAMPLES_PER_PROBLEM}] from landed "
+                f"where {c} is not null and not ({bad}) and try_cast({c} as double) < {column.min}"
+            ).fetchone()
+            if count:
+                problems.append(Problem("error", table.name, file_name, f"value below the minimum {column.min:g}",
+                                        column=column.name, rows=rows, values=values, count=count))
         if column.type == "date":
             parsed = _DATE_PARSE.format(c=c)
             count, rows, values = con.execute(
@@ -338,6 +396,9 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                 continue
             try:
                 fmt, encoding, header_lines = _load_raw(con, path, scratch)
+            except UnreadableFile as exc:
+                problems.append(Problem("error", table.name, path.name, str(exc)))
+                continue
             except (ValueError, duckdb.Error) as exc:
                 problems.append(Problem("error", table.name, path.name, f"cannot read the file: {exc}".splitlines()[0]))
                 continue
