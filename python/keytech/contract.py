@@ -47,6 +47,7 @@ class Table:
     key: tuple[str, ...]
     columns: tuple[Column, ...]
     duplicates: str = "error"  # 'error' or 'merge' (duplicates are handled downstream)
+    required: bool = True  # optional tables (extensions) may be absent: they land empty
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -91,6 +92,7 @@ def load_contract() -> dict[str, Table]:
             key=tuple(spec["key"]),
             columns=tuple(columns),
             duplicates=spec.get("duplicates", "error"),
+            required=spec.get("required", True),
         )
     return tables
 
@@ -182,7 +184,8 @@ def render_markdown(contract: dict[str, Table] | None = None) -> str:
     contract = contract or load_contract()
     parts = [CONTRACT_DOC_HEADER]
     for table in contract.values():
-        parts.append(f"\n## `{table.name}` — {table.vendor}\n\n{table.description}\n")
+        optional = " (optional: may be absent, lands empty)" if not table.required else ""
+        parts.append(f"\n## `{table.name}` — {table.vendor}{optional}\n\n{table.description}\n")
         parts.append(f"Key: {', '.join(f'`{k}`' for k in table.key)}"
                      + (" (duplicates are merged downstream and reconciled)" if table.duplicates == "merge" else
                         " (must be unique)") + ".\n")

@@ -392,7 +392,20 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
             path = _find_file(raw_dir, table, mapping)
             if path is None:
                 expected = mapping.files.get(table.name) or f"{table.name}.csv or {table.name}.parquet"
-                problems.append(Problem("error", table.name, None, f"missing file {expected} for table {table.name}"))
+                if table.required:
+                    problems.append(Problem("error", table.name, None, f"missing file {expected} for table {table.name}"))
+                    continue
+                # An optional (extension) table: land it empty so the models that use it build empty.
+                problems.append(Problem("warning", table.name, None,
+                                        f"optional table {table.name} not supplied ({expected}); landed empty"))
+                columns = ", ".join(f"cast(null as varchar) as {_quote(c.name)}" for c in table.columns)
+                con.execute(f"create or replace temp table landed as select {columns}, "
+                            "cast(null as varchar) as _source_file, cast(null as bigint) as _source_row limit 0")
+                reports.append(FileReport(table=table.name, file="", format="absent", encoding=None, data_rows=0,
+                                          description_rows_skipped=0, header_map={}, missing_optional_columns=[],
+                                          extra_columns=[], sha256=""))
+                if landing_dir is not None:
+                    con.execute(f"copy landed to '{scratch / (table.name + '.parquet')}' (format parquet)")
                 continue
             try:
                 fmt, encoding, header_lines = _load_raw(con, path, scratch)

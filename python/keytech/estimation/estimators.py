@@ -29,9 +29,12 @@ class RunContext:
 
 
 def _demeaner(spec: Spec):
+    """pyfixest demeaner for the spec: LSMR ``within`` (default) or MAP, with the spec's tolerance."""
     import pyfixest as pf
 
-    return pf.MapDemeaner(fixef_tol=spec.fixef_tol, fixef_maxiter=100_000)
+    if spec.demeaner == "map":
+        return pf.MapDemeaner(fixef_tol=spec.fixef_tol, fixef_maxiter=100_000)
+    return pf.LsmrDemeaner(fixef_atol=spec.fixef_tol, fixef_btol=spec.fixef_tol, fixef_maxiter=10_000)
 
 
 def formula(outcome: str, rhs: list[str] | tuple[str, ...], fixed_effects: tuple[str, ...] | list[str]) -> str:
@@ -277,8 +280,7 @@ def fit_event_study(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult
 
 
 def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
-    from pyfixest.estimation import demean
-
+    from keytech.estimation.demeaning import demean
     from keytech.estimation.negbin import fenegbin
 
     data = prepare_spec_data(spec, df)
@@ -292,7 +294,7 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     X = sample[rhs].to_numpy(dtype=float)
     y = sample[spec.outcome].to_numpy(dtype=float)
     # drop regressors collinear with the FE (or each other), as pyfixest does
-    Xd, _ = demean(np.ascontiguousarray(X), fe_codes, np.ones(len(y)), tol=1e-10, maxiter=100_000)
+    Xd, _ = demean(X, fe_codes, None, tol=spec.fixef_tol)
     keep_cols: list[int] = []
     for j in range(X.shape[1]):
         cand = keep_cols + [j]
@@ -300,7 +302,7 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
             keep_cols.append(j)
     dropped = [rhs[j] for j in range(len(rhs)) if j not in keep_cols]
     names = [rhs[j] for j in keep_cols]
-    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=min(spec.fixef_tol, 1e-8), drop_singletons=spec.fixef_rm == "singleton")
+    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=spec.fixef_tol, drop_singletons=spec.fixef_rm == "singleton")
     used = sample.loc[res.keep]
     if spec.vcov.kind == "cluster":
         cl_codes = pnl.factorize_columns(used, cl)
@@ -321,7 +323,7 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "dropped_singleton_obs": res.n_dropped_singleton,
         "exp_coef_minus_1": float(np.exp(res.coef[0]) - 1),
         "inference": "normal (z), as for GLMs in fixest/pyfixest",
-        "algorithm": "IRLS with weighted alternating-projection demeaning + ML theta (fenegbin-style)",
+        "algorithm": "IRLS with weighted FE demeaning (LSMR within) + ML theta, fenegbin-style",
     }
     if G is not None:
         diag["n_clusters"] = G

@@ -5,9 +5,10 @@ pyfixest has no negative binomial; this follows the approach of ``fixest::fenegb
 * the mean is ``mu = exp(X b + FE)`` and ``Var(y) = mu + mu^2 / theta`` (NB2; ``alpha = 1/theta``);
 * for a given ``theta`` the coefficients solve a GLM by IRLS (Fisher scoring) with working weights
   ``w = mu / (1 + mu/theta)`` and working response ``z = eta + (y - mu)/mu``; the fixed effects are
-  never estimated: ``z`` and ``X`` are demeaned with weights ``w`` by alternating projections
-  (``pyfixest.estimation.demean``), ``b`` is the weighted least-squares slope of the demeaned
-  variables and the new linear predictor is ``z - residual`` (Frisch–Waugh–Lovell), as in ppmlhdfe;
+  never estimated: ``z`` and ``X`` are demeaned with weights ``w`` (fixest uses alternating
+  projections; we use pyfixest's LSMR ``within`` solver, see :mod:`keytech.estimation.demeaning`),
+  ``b`` is the weighted least-squares slope of the demeaned variables and the new linear predictor
+  is ``z - residual`` (Frisch–Waugh–Lovell), as in ppmlhdfe;
 * ``theta`` is updated by one-dimensional maximum likelihood given ``mu``; the two steps alternate
   until the log-likelihood and the coefficients stop changing (coordinate ascent on the joint
   likelihood, with step halving if the likelihood falls);
@@ -160,7 +161,7 @@ def fenegbin(
     Rows with missing values must be removed by the caller. Returns a :class:`NegBinResult` whose
     ``keep`` marks the rows used (all-zero outcome groups and singletons removed).
     """
-    from pyfixest.estimation import demean
+    from keytech.estimation.demeaning import demean
 
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
@@ -177,10 +178,11 @@ def fenegbin(
     fek = np.asfortranarray(np.column_stack([np.unique(fe[keep, j], return_inverse=True)[1] for j in range(fe.shape[1])]).astype(np.uint64))
     n, k = Xk.shape
 
+    precond: list = [None]
+
     def wdemean(M: np.ndarray, w: np.ndarray) -> np.ndarray:
-        out, ok = demean(np.ascontiguousarray(M), fek, w, tol=fixef_tol, maxiter=100_000)
-        if not ok:
-            raise RuntimeError("fixed-effect demeaning did not converge")
+        # the preconditioner of the previous IRLS step is a good (and always valid) one
+        out, precond[0] = demean(M, fek, w, tol=fixef_tol, preconditioner=precond[0])
         return out
 
     # start: Poisson IRLS from mu0 = (y + mean(y)) / 2 for two steps, then theta enters (ML update

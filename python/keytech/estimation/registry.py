@@ -88,6 +88,7 @@ class Spec:
     sample_query: str
     fixef_rm: str
     fixef_tol: float
+    demeaner: str
     split: dict[str, Any] | None
     options: dict[str, Any] = field(default_factory=dict)
     paper: PaperNumbers | None = None
@@ -186,6 +187,12 @@ def parse_registry(raw: dict[str, Any]) -> Registry:
     return Registry(tuple(specs), control_sets, fe_sets, fe_labels, filters, groups)
 
 
+def _check_demeaner(name: str) -> str:
+    if name not in ("lsmr", "map"):
+        raise RegistryError("demeaner must be 'lsmr' or 'map'")
+    return name
+
+
 def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
     written_controls = _as_tuple(m.get("controls"))
     controls: list[str] = []
@@ -228,7 +235,8 @@ def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
         sample=sample,
         sample_query=query,
         fixef_rm=fixef_rm,
-        fixef_tol=float(m.get("fixef_tol", 1e-10)),
+        fixef_tol=float(m.get("fixef_tol", 1e-8)),
+        demeaner=_check_demeaner(m.get("demeaner", "lsmr")),
         split=m.get("split"),
         options=dict(m.get("options") or {}),
         paper=PaperNumbers(**paper) if paper else None,

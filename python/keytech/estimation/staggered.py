@@ -52,16 +52,13 @@ def dcdh_weights(
     ``df`` must already be the estimation sample (complete cases, singletons removed). Returns the
     FWL coefficient, the weights of treated rows (summing to one) and summary statistics.
     """
-    from pyfixest.estimation import demean
+    from keytech.estimation.demeaning import demean
 
     y = df[outcome].to_numpy(float)
     d = df[treatment].to_numpy(float)
     C = df[list(controls)].to_numpy(float) if controls else np.zeros((len(df), 0))
     M = np.column_stack([y, d, C])
-    if fixed_effects:
-        M, ok = demean(np.ascontiguousarray(M), pnl.factorize_columns(df, fixed_effects), np.ones(len(df)), tol=tol, maxiter=100_000)
-    else:
-        M = M - M.mean(axis=0)
+    M, _ = demean(M, pnl.factorize_columns(df, fixed_effects), None, tol=tol)
     yt, dt, Ct = M[:, 0], M[:, 1], M[:, 2:]
     if Ct.shape[1]:
         dt = dt - Ct @ np.linalg.lstsq(Ct, dt, rcond=None)[0]
