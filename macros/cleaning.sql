@@ -11,7 +11,8 @@
 
 {#- A vendor date in any of the contract formats: YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD.
     DuckDB's date cast reads the first two (and is several times faster than strptime);
-    YYYYMMDD falls through to strptime. Ingest has validated the formats already. -#}
+    YYYYMMDD falls through to strptime. Ingest has validated the formats already (it also
+    accepts "YYYY-MM-DD HH:MM:SS", which the date cast reads as its date). -#}
 {% macro parse_vendor_date(column) -%}
     coalesce(
         try_cast({{ column }} as date),

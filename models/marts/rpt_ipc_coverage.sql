@@ -69,9 +69,12 @@ final as (
         sum(by_subclass_level.n_code_rows) over (
             partition by by_subclass_level.ipc_subclass
         )::bigint as subclass_code_rows,
-        sum(by_subclass_level.n_code_rows) filter (
-            where by_subclass_level.match_level <> 'none'
-        ) over (partition by by_subclass_level.ipc_subclass)
+        coalesce(
+            sum(by_subclass_level.n_code_rows) filter (
+                where by_subclass_level.match_level <> 'none'
+            ) over (partition by by_subclass_level.ipc_subclass),
+            0
+        )
         / sum(by_subclass_level.n_code_rows) over (
             partition by by_subclass_level.ipc_subclass
         ) as subclass_share_key_tech,
