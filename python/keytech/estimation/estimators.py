@@ -280,8 +280,7 @@ def fit_event_study(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult
 
 
 def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
-    from keytech.estimation.demeaning import demean
-    from keytech.estimation.negbin import fenegbin
+    from keytech.estimation.negbin import drop_uninformative, fenegbin
 
     data = prepare_spec_data(spec, df)
     rhs = list(spec.regressors)
@@ -290,19 +289,22 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     fe = spec.fixed_effects or ("__const",)
     if not spec.fixed_effects:
         sample = sample.assign(__const=0)
+    n_complete = len(sample)
+    y_all = sample[spec.outcome].to_numpy(dtype=float)
+    # drop uninformative groups first, so the collinearity check sees the estimation sample
+    keep0, n_zero0, n_single0 = drop_uninformative(
+        y_all, pnl.factorize_columns(sample, fe), drop_singletons=spec.fixef_rm == "singleton"
+    )
+    sample = sample.loc[keep0]
     fe_codes = pnl.factorize_columns(sample, fe)
     X = sample[rhs].to_numpy(dtype=float)
     y = sample[spec.outcome].to_numpy(dtype=float)
-    # drop regressors collinear with the FE (or each other), as pyfixest does
-    Xd, _ = demean(X, fe_codes, None, tol=spec.fixef_tol)
-    keep_cols: list[int] = []
-    for j in range(X.shape[1]):
-        cand = keep_cols + [j]
-        if np.linalg.matrix_rank(Xd[:, cand], tol=1e-9 * max(1.0, np.abs(Xd[:, cand]).max())) == len(cand):
-            keep_cols.append(j)
+    keep_cols = noncollinear_columns(X, fe_codes, spec.fixef_tol)
     dropped = [rhs[j] for j in range(len(rhs)) if j not in keep_cols]
     names = [rhs[j] for j in keep_cols]
-    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=spec.fixef_tol, drop_singletons=spec.fixef_rm == "singleton")
+    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=min(spec.fixef_tol, 1e-10), drop_singletons=spec.fixef_rm == "singleton")
+    res.n_dropped_zero += n_zero0
+    res.n_dropped_singleton += n_single0
     used = sample.loc[res.keep]
     if spec.vcov.kind == "cluster":
         cl_codes = pnl.factorize_columns(used, cl)
@@ -338,10 +340,29 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         adj_r2=None,
         fixed_effects=_fe_desc(spec, ctx),
         vcov=spec.vcov.describe(),
-        sample=sample_description(spec, len(sample), res.nobs),
+        sample=sample_description(spec, n_complete, res.nobs),
         main_term=spec.treatment,
         diagnostics=diag,
     )
+
+
+def noncollinear_columns(X: np.ndarray, fe_codes: np.ndarray, tol: float, collin_tol: float = 1e-9) -> list[int]:
+    """Indices of columns kept after dropping those (nearly) collinear with the FE and the columns
+    before them: a column goes when the part of its variation not explained by the FE and the kept
+    columns is below ``collin_tol`` of its own variation (forward, in order, like pyfixest)."""
+    from keytech.estimation.demeaning import demean
+
+    Xd, _ = demean(X, fe_codes, None, tol=min(tol, 1e-10))
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        total = float(np.sum((X[:, j] - X[:, j].mean()) ** 2))
+        r = Xd[:, j]
+        if keep:
+            K = Xd[:, keep]
+            r = r - K @ np.linalg.lstsq(K, r, rcond=None)[0]
+        if total > 0 and float(r @ r) > collin_tol * total:
+            keep.append(j)
+    return keep
 
 
 # --------------------------------------------------------------------------- registry of kinds

@@ -123,7 +123,7 @@ def _theta_se(y: np.ndarray, mu: np.ndarray, theta: float) -> float:
     return float(np.sqrt(-1.0 / d2)) if d2 < 0 else float("nan")
 
 
-def _drop_uninformative(y: np.ndarray, fe: np.ndarray, drop_singletons: bool) -> tuple[np.ndarray, int, int]:
+def drop_uninformative(y: np.ndarray, fe: np.ndarray, drop_singletons: bool) -> tuple[np.ndarray, int, int]:
     keep = np.ones(len(y), dtype=bool)
     n_zero = n_single = 0
     changed = True
@@ -152,6 +152,7 @@ def fenegbin(
     names: list[str] | None = None,
     *,
     tol: float = 1e-10,
+    beta_tol: float = 1e-7,
     maxiter: int = 500,
     fixef_tol: float = 1e-10,
     drop_singletons: bool = True,
@@ -159,7 +160,10 @@ def fenegbin(
     """Fit NB2 with fixed effects ``fe`` (n x F integer codes, F >= 1).
 
     Rows with missing values must be removed by the caller. Returns a :class:`NegBinResult` whose
-    ``keep`` marks the rows used (all-zero outcome groups and singletons removed).
+    ``keep`` marks the rows used (all-zero outcome groups and singletons removed). Converged when
+    the relative change in the log-likelihood is below ``tol`` and the largest relative change in
+    the coefficients below ``beta_tol`` (keep ``beta_tol`` well above ``fixef_tol``: the
+    demeaning solution is only that accurate).
     """
     from keytech.estimation.demeaning import demean
 
@@ -173,7 +177,7 @@ def fenegbin(
     if fe.shape[1] == 0:
         raise ValueError("fenegbin needs at least one fixed effect (add a constant FE for none)")
     names = names or [f"x{i}" for i in range(X.shape[1])]
-    keep, n_zero, n_single = _drop_uninformative(y, fe, drop_singletons)
+    keep, n_zero, n_single = drop_uninformative(y, fe, drop_singletons)
     yk, Xk = y[keep], X[keep]
     fek = np.asfortranarray(np.column_stack([np.unique(fe[keep, j], return_inverse=True)[1] for j in range(fe.shape[1])]).astype(np.uint64))
     n, k = Xk.shape
@@ -232,7 +236,7 @@ def fenegbin(
         ll = nb2_loglik(yk, mu, theta if np.isfinite(theta) else 1e8)
         history.append(ll)
         dbeta = float(np.max(np.abs(beta - beta_prev)) / (1.0 + np.max(np.abs(beta))))
-        if it > 3 and abs(ll - ll_old) / (0.1 + abs(ll)) < tol and dbeta < 1e-9:
+        if it > 3 and abs(ll - ll_old) / (0.1 + abs(ll)) < tol and dbeta < beta_tol:
             converged = True
             break
         ll_old = ll

@@ -143,7 +143,8 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
         return ""
     d = r["diagnostics"]
     if spec.estimator == "negbin" and "theta" in d:
-        return f"θ={d['theta']:.3g}"
+        note = f"θ={d['theta']:.3g}" + (" (Poisson limit)" if d.get("theta_at_poisson_bound") else "")
+        return note + ("" if d.get("converged", True) else "; NOT converged")
     if spec.estimator == "poisson":
         return "PPML"
     if spec.estimator == "staggered_dcdh" and "share_negative" in d:
@@ -154,7 +155,8 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
     if spec.estimator == "placebo" and "p_empirical" in d:
         return f"p_emp={d['p_empirical']:.3f} ({d.get('n_draws_as_extreme', '?')}/{d['n_draws']} draws)"
     if spec.estimator == "staggered_did2s":
-        return "imputation"
+        n = d.get("treated_obs_dropped_unidentified_fe")
+        return f"imputation; {n} treated obs w/o FE" if n else "imputation"
     if spec.id == "robust_anticipation":
         lead = _main_row(est, spec.id, "lead1")
         if lead:
@@ -325,11 +327,13 @@ def plot_event_study(est: pd.DataFrame, out_dir: Path, synthetic: bool, spec_id:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lo = (sub["estimate"] - sub["ci_low"]).fillna(0)
     hi = (sub["ci_high"] - sub["estimate"]).fillna(0)
-    ax.errorbar(sub["k"], sub["estimate"], yerr=[lo, hi], fmt="o-", color="#1f4e79", capsize=3, label="TWFE event study (95% CI)")
+    es_fe = sub["fixed_effects"].iloc[0] if "fixed_effects" in sub else ""
+    ax.errorbar(sub["k"], sub["estimate"], yerr=[lo, hi], fmt="o-", color="#1f4e79", capsize=3, label=f"TWFE event study, {es_fe} FE (95% CI)")
     ov = est.loc[(est["spec_id"] == overlay) & est["term"].str.startswith("rel_time=")] if overlay else pd.DataFrame()
     if not ov.empty:
         ov = ov.assign(k=ov["term"].str.split("=").str[1].astype(int)).sort_values("k")
-        ax.plot(ov["k"] + 0.12, ov["estimate"], "s--", color="#c55a11", alpha=0.8, label="Sun–Abraham IW")
+        ov_fe = ov["fixed_effects"].iloc[0] if "fixed_effects" in ov else ""
+        ax.plot(ov["k"] + 0.12, ov["estimate"], "s--", color="#c55a11", alpha=0.8, label=f"Sun–Abraham IW ({ov_fe} FE; {overlay})")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("Years relative to treatment (k; k=-1 is the reference, k<-5 binned)")
