@@ -11,7 +11,9 @@ patents as (
 ),
 
 kept_patents as (
-    select patent_id
+    select
+        _source_file,
+        _source_row
     from patents
     where disposition = 'kept'
 ),
@@ -20,7 +22,8 @@ parsed_tokens as (
     select tokens.*
     from tokens
     inner join kept_patents
-        on tokens.patent_id = kept_patents.patent_id
+        on tokens._source_file = kept_patents._source_file
+        and tokens._source_row = kept_patents._source_row
     where tokens.ipc_code is not null
 ),
 

@@ -166,8 +166,8 @@ unparseable_tokens as (
         || patents.disposition || ')' as reason
     from ipc_tokens
     inner join patents
-        on ipc_tokens.patent_id = patents.patent_id
-        and patents.occurrence_rank = 1
+        on ipc_tokens._source_file = patents._source_file
+        and ipc_tokens._source_row = patents._source_row
     where
         ipc_tokens.ipc_code is null
         and patents.disposition in ('kept', 'unparseable_ipc')

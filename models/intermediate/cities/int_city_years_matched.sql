@@ -1,3 +1,5 @@
+{{ config(materialized='table') }}
+
 {#- One row per landed yearbook row, with the city code its printed name resolves to
     (int_city_names_unioned). When two rows resolve to the same city and year (a merged or
     renamed city printed under both names, e.g. 莱芜市 and 济南市 before 2019), the row with

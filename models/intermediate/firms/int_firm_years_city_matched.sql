@@ -1,3 +1,5 @@
+{{ config(materialized='table') }}
+
 {#- One row per landed firm_info row, with the city code its printed city resolves to
     (int_city_names_unioned), the city's province, a check of the printed province, and the
     industry section of a valid CSRC 2012 division code. When a firm has two rows in the same

@@ -1,6 +1,6 @@
 {{ config(materialized='table') }}
 
-{#- One row per distinct IPC token of each first-occurrence patent row, exactly as
+{#- One row per distinct IPC token of each landed patent row, exactly as
     python/keytech/ipc.py normalise_ipc_list: tokens that parse carry ipc_code, junk tokens
     carry ipc_code = null. Distinct key: the normalised code, or for a junk token its
     upper-cased whitespace-free text; the first position wins; ipc_position renumbers the
@@ -13,20 +13,24 @@
     NFKC and full Unicode whitespace handling run only for strings that are not plain
     printable ASCII (for those, whitespace is the space character alone). -#}
 
-with patent_rows as (
-    select * from {{ ref('int_patent_rows_ranked') }}
+with patents as (
+    select * from {{ ref('stg_cnrds__patents') }}
 ),
 
 ipc_strings as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         ipc_string
-    from patent_rows
-    where occurrence_rank = 1 and ipc_string is not null
+    from patents
+    where ipc_string is not null
 ),
 
 classified as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         ipc_string,
         regexp_full_match(ipc_string, '[ -~]*') as is_printable_ascii
@@ -56,6 +60,8 @@ nfkc_mapping as (
 
 normalised as (
     select
+        classified._source_file,
+        classified._source_row,
         classified.patent_id,
         case
             when classified.is_printable_ascii then classified.ipc_string
@@ -71,6 +77,8 @@ normalised as (
 
 split as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii,
         string_split(replace(ipc_text, ',', ';'), ';') as pieces
@@ -79,6 +87,8 @@ split as (
 
 ascii_tokens as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         list_filter(
             list_transform(pieces, lambda piece: trim(piece)),
@@ -90,6 +100,8 @@ ascii_tokens as (
 
 ascii_bases as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         list_transform(raws, lambda raw: replace(upper(raw), ' ', '')) as bases
@@ -98,6 +110,8 @@ ascii_bases as (
 
 unicode_tokens as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         list_filter(
             list_transform(pieces, lambda piece: {{ strip_whitespace('piece') }}),
@@ -109,6 +123,8 @@ unicode_tokens as (
 
 unicode_bases as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         list_transform(raws, lambda raw: {{ remove_whitespace('upper(raw)') }}) as bases
@@ -123,6 +139,8 @@ bases as (
 
 compacted as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         bases,
@@ -134,6 +152,8 @@ compacted as (
 
 coded as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         bases,
@@ -143,6 +163,8 @@ coded as (
 
 keyed as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         codes,
@@ -154,6 +176,8 @@ keyed as (
 
 deduplicated as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         codes,
@@ -175,6 +199,8 @@ main_codes as (
 
 unnested as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         raws,
         codes,
@@ -186,6 +212,8 @@ unnested as (
 
 final as (
     select
+        _source_file,
+        _source_row,
         patent_id,
         cast(ipc_position as integer) as ipc_position,
         raws[token_index] as ipc_raw,

@@ -13,8 +13,8 @@
     before the window because they are data problems worth fixing in any year; the IPC check
     last because it only matters for patents that would otherwise be counted. -#}
 
-with patent_rows as (
-    select * from {{ ref('int_patent_rows_ranked') }}
+with patents as (
+    select * from {{ ref('stg_cnrds__patents') }}
 ),
 
 tokens as (
@@ -30,33 +30,67 @@ listed_firms as (
     from firm_years
 ),
 
-token_counts as (
+hashed as (
+    select
+        *,
+        hash(
+            stkcd,
+            application_number,
+            application_date,
+            patent_type_raw,
+            ipc_string,
+            applicants_string,
+            grant_date,
+            citations
+        ) as content_hash
+    from patents
+),
+
+first_rows as (
     select
         patent_id,
+        min({'file': _source_file, 'row': _source_row}) as first_row_key,
+        arg_min(content_hash, {'file': _source_file, 'row': _source_row})
+            as first_content_hash
+    from hashed
+    group by patent_id
+),
+
+token_counts as (
+    select
+        _source_file,
+        _source_row,
         count(*) as n_ipc_tokens,
         count(ipc_code) as n_ipc_codes
     from tokens
-    group by patent_id
+    group by _source_file, _source_row
 ),
 
 joined as (
     select
-        patent_rows.*,
+        hashed.* exclude (content_hash),
+        {'file': hashed._source_file, 'row': hashed._source_row}
+        = first_rows.first_row_key as is_first_occurrence,
+        first_rows.first_row_key.row as first_source_row,
+        hashed.content_hash = first_rows.first_content_hash as is_same_content_as_first,
         listed_firms.stkcd is not null as is_listed_firm,
         coalesce(token_counts.n_ipc_tokens, 0) as n_ipc_tokens,
         coalesce(token_counts.n_ipc_codes, 0) as n_ipc_codes
-    from patent_rows
+    from hashed
+    inner join first_rows
+        on hashed.patent_id = first_rows.patent_id
     left join listed_firms
-        on patent_rows.stkcd = listed_firms.stkcd
+        on hashed.stkcd = listed_firms.stkcd
     left join token_counts
-        on patent_rows.patent_id = token_counts.patent_id
+        on hashed._source_file = token_counts._source_file
+        and hashed._source_row = token_counts._source_row
 ),
 
 dispositioned as (
     select
         *,
         case
-            when occurrence_rank > 1 then 'merged_duplicate'
+            when not is_first_occurrence then 'merged_duplicate'
             when not is_listed_firm then 'unmatched_firm'
             when patent_type is null then 'unknown_patent_type'
             when application_year not between {{ var('panel_start_year') }}
@@ -65,9 +99,9 @@ dispositioned as (
             else 'kept'
         end as disposition,
         case
-            when occurrence_rank > 1 and is_exact_duplicate
+            when not is_first_occurrence and is_same_content_as_first
                 then 'exact duplicate of an earlier row; the first row is kept'
-            when occurrence_rank > 1
+            when not is_first_occurrence
                 then 'same stock code and application number as an earlier row with '
                     || 'different content; the first row (lowest _source_row) is kept'
             when not is_listed_firm then 'stock code not found in firm_info'
@@ -88,7 +122,8 @@ dispositioned as (
 
 final as (
     select
-        *,
+        * exclude (is_same_content_as_first),
+        not is_first_occurrence and is_same_content_as_first as is_exact_duplicate,
         case disposition
             when 'kept' then 1
             when 'merged_duplicate' then 2

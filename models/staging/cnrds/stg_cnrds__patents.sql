@@ -20,6 +20,7 @@ renamed as (
 final as (
     select
         *,
+        stkcd || ':' || application_number as patent_id,
         case
             when patent_type_raw like '%发明%'
                 or lower(patent_type_raw) like 'invention%' then 'invention'
