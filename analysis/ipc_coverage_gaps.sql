@@ -1,6 +1,7 @@
--- Which IPC subclasses of invention patents does the concordance leave unmatched, and is
--- that an exclusion (subclass listed with some groups) or a gap (subclass not listed at all)?
--- Compile with `dbt compile -s ipc_coverage_gaps` and run the SQL in target/compiled.
+-- Which IPC subclasses of invention patents does the concordance leave unmatched, and
+-- is that an exclusion (subclass listed with some groups) or a gap (subclass not listed
+-- at all)? Compile with `dbt compile -s ipc_coverage_gaps` and run the SQL in
+-- target/compiled.
 with coverage as (
     select * from {{ ref('rpt_ipc_coverage') }}
 ),

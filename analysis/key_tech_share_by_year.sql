@@ -1,5 +1,5 @@
--- Key-technology share of kept invention applications by application year and match level
--- of the main code: a quick check of the concordance's reach over time.
+-- Key-technology share of kept invention applications by application year and match
+-- level of the main code: a quick check of the concordance's reach over time.
 with patents as (
     select * from {{ ref('fct_patents') }}
 ),
@@ -26,7 +26,9 @@ final as (
         count(*) as n_inventions,
         avg(case when is_key_tech then 1.0 else 0.0 end) as share_key_tech,
         count(*) filter (where main_code_match_level = 'exact') as n_main_exact,
-        count(*) filter (where main_code_match_level = 'supplement') as n_main_supplement
+        count(*) filter (
+            where main_code_match_level = 'supplement'
+        ) as n_main_supplement
     from inventions
     group by application_year
     order by application_year

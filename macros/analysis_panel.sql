@@ -1,28 +1,33 @@
 {#- The estimation sample, written once and used for every window.
 
-    window_firm_years(end_year): a SELECT over the CTEs `firm_years` (fct_firm_years) and
-    `firms` (dim_firms) returning the firm-years of sample_start_year..end_year with the
-    sample-filter flags. is_listed_under_min_years is recomputed for the window: listed after
-    December 31 of (end_year - min_listing_years), i.e. fewer than min_listing_years years of
-    listing by the end of the window. The other flags come from fct_firm_years unchanged.
+    window_firm_years(end_year): a SELECT over the CTEs `firm_years` (fct_firm_years)
+    and `firms` (dim_firms) returning the firm-years of sample_start_year..end_year with
+    the sample-filter flags. is_listed_under_min_years is recomputed for the window:
+    listed after December 31 of (end_year - min_listing_years), i.e. fewer than
+    min_listing_years years of listing by the end of the window. The other flags come
+    from fct_firm_years unchanged.
 
-    analysis_panel(end_year): the full model SQL of rpt_analysis_panel*: the firm-years that
-    pass every filter, controls winsorised at winsor_lower/winsor_upper (pooled over the
-    sample, quantile_cont), logs of outcomes and of winsorised levels, lagged outcome. -#}
+    analysis_panel(end_year): the full model SQL of rpt_analysis_panel*: the firm-years
+    that pass every filter, controls winsorised at winsor_lower/winsor_upper (pooled
+    over the sample, quantile_cont), logs of outcomes and of winsorised levels, lagged
+    outcome. -#}
 
 {% macro sample_filter_steps() -%}
     {{- return([
-        ('pilot_firms', 'is_pilot_firm', 'Drop firms that were themselves pilot units (any wave).'),
+        ('pilot_firms', 'is_pilot_firm',
+            'Drop firms that were themselves pilot units (any wave).'),
         ('listed_under_min_years', 'is_listed_under_min_years',
             'Drop firms listed for fewer than ' ~ var('min_listing_years')
             ~ ' years by the end of the window.'),
         ('delisted_firms', 'is_delisted_firm',
             'Drop firms that were ever delisted (终止上市 or a delisting date).'),
-        ('st_firm_years', 'is_st', 'Drop firm-years under special treatment (ST or *ST).'),
+        ('st_firm_years', 'is_st',
+            'Drop firm-years under special treatment (ST or *ST).'),
         ('financial_firm_years', 'is_financial',
             'Drop firm-years in the financial industry (CSRC section J).'),
         ('missing_data', 'has_missing_data',
-            'Drop firm-years with any regression variable missing (incl. unknown city).'),
+            'Drop firm-years with any regression variable missing'
+            ~ ' (incl. unknown city).'),
     ]) -}}
 {%- endmacro %}
 
@@ -43,8 +48,8 @@
 {% macro analysis_panel(end_year) -%}
 {%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
                     'fdi', 'sale', 'saleshare'] -%}
-{%- set outcomes = ['apply_inv_zl', 'apply_inv_nozl', 'apply_inv_zl_joint', 'grant_inv_zl',
-                    'cite_inv_zl'] -%}
+{%- set outcomes = ['apply_inv_zl', 'apply_inv_nozl', 'apply_inv_zl_joint',
+                    'grant_inv_zl', 'cite_inv_zl'] -%}
 with firm_years as (
     select * from {{ ref('fct_firm_years') }}
 ),
@@ -183,8 +188,8 @@ steps as (
         count(*) as firm_years_kept
     from window_firm_years
     where not (
-        {%- for previous_step, previous_flag, previous_description in steps[:loop.index] %}
-        {{ 'or ' if not loop.first }}{{ previous_flag }}
+        {%- for previous in steps[:loop.index] %}
+        {{ 'or ' if not loop.first }}{{ previous[1] }}
         {%- endfor %}
     )
     {%- endfor %}

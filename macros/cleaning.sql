@@ -1,7 +1,8 @@
 {#- Cleaning helpers used by the staging models. -#}
 
 {#- A vendor stock code as 6-character text: Excel and some vendors drop leading zeros
-    (`600` → `000600`). Longer codes are kept as they are (lpad would truncate them). -#}
+    (`600` → `000600`). Longer codes are kept as they are (lpad would truncate them).
+    -#}
 {% macro clean_stock_code(column) -%}
     case
         when length(trim({{ column }})) < 6 then lpad(trim({{ column }}), 6, '0')
@@ -11,8 +12,8 @@
 
 {#- A vendor date in any of the contract formats: YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD.
     DuckDB's date cast reads the first two (and is several times faster than strptime);
-    YYYYMMDD falls through to strptime. Ingest has validated the formats already (it also
-    accepts "YYYY-MM-DD HH:MM:SS", which the date cast reads as its date). -#}
+    YYYYMMDD falls through to strptime. Ingest has validated the formats already (it
+    also accepts "YYYY-MM-DD HH:MM:SS", which the date cast reads as its date). -#}
 {% macro parse_vendor_date(column) -%}
     coalesce(
         try_cast({{ column }} as date),
@@ -20,15 +21,21 @@
     )
 {%- endmacro %}
 
-{#- The characters Python's str.isspace() accepts, as an RE2 character class body. Used to
-    trim and to remove whitespace exactly as python/keytech/ipc.py does (str.strip(),
+{#- The characters Python's str.isspace() accepts, as an RE2 character class body. Used
+    to trim and to remove whitespace exactly as python/keytech/ipc.py does (str.strip(),
     "".join(s.split())). -#}
 {% macro whitespace_class() -%}
-    [\t\n\x{0B}\f\r \x{1C}-\x{1F}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]
+    {{- '[\\t\\n\\x{0B}\\f\\r \\x{1C}-\\x{1F}\\x{85}\\x{A0}\\x{1680}'
+        ~ '\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}]' -}}
 {%- endmacro %}
 
 {% macro strip_whitespace(expression) -%}
-    regexp_replace({{ expression }}, '^{{ whitespace_class() }}+|{{ whitespace_class() }}+$', '', 'g')
+    regexp_replace(
+        {{ expression }},
+        '^{{ whitespace_class() }}+|{{ whitespace_class() }}+$',
+        '',
+        'g'
+    )
 {%- endmacro %}
 
 {% macro remove_whitespace(expression) -%}

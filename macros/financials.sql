@@ -1,6 +1,6 @@
-{#- The consolidated (report type A) annual (report date December 31) rows of a staged CSMAR
-    statement, with year = year of the report date and statement_rank = 1 for the first row of
-    each firm-year by (_source_file, _source_row). -#}
+{#- The consolidated (report type A) annual (report date December 31) rows of a staged
+    CSMAR statement, with year = year of the report date and statement_rank = 1 for the
+    first row of each firm-year by (_source_file, _source_row). -#}
 {% macro consolidated_annual_rows(relation) -%}
     select
         *,

@@ -2,28 +2,31 @@
     (normalise_ipc_code / normalise_ipc_list); tests/python compares the two row by row.
 
     Per raw IPC string: NFKC's one-character → ASCII mappings (macro nfkc_ascii_pairs),
-    split on ';' or ',', strip whitespace, drop empty tokens. Per token: upper case, remove all
-    whitespace, remove edition suffixes such as (2006.01), then parse
+    split on ';' or ',', strip whitespace, drop empty tokens. Per token: upper case,
+    remove all whitespace, remove edition suffixes such as (2006.01), then parse
     <section A-H><class 2 digits><subclass A-Z>[<main group 1-4 digits><'/', ':' or '-'>
-    <subgroup 1-6 digits>]; main group without leading zeros, subgroup padded to 2 digits. -#}
+    <subgroup 1-6 digits>]; main group without leading zeros, subgroup padded to 2
+    digits. -#}
 
 {% macro ipc_edition_suffix_pattern() -%}
     \(\d{4}(\.\d{1,2})?\)
 {%- endmacro %}
 
-{#- Remove edition suffixes such as (2006.01) from an upper-cased, whitespace-free token. -#}
+{#- Remove edition suffixes such as (2006.01) from an upper-cased, whitespace-free
+    token. -#}
 {% macro ipc_remove_edition_suffix(base) -%}
     case
         when contains({{ base }}, '(')
-            then regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
+            then
+                regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
         else {{ base }}
     end
 {%- endmacro %}
 
 {#- The normalised code of a compact token, or null when it does not parse: a bare
-    subclass as is; a group code with the main group's leading zeros dropped (0000 → 0) and a
-    one-digit subgroup padded (/6 → /06). Pure expression (no CTE), so it can run inside a
-    list lambda. -#}
+    subclass as is; a group code with the main group's leading zeros dropped (0000 → 0)
+    and a one-digit subgroup padded (/6 → /06). Pure expression (no CTE), so it can run
+    inside a list lambda. -#}
 {% macro ipc_code_of(compact) -%}
     case
         when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z]') then {{ compact }}
@@ -40,8 +43,8 @@
     end
 {%- endmacro %}
 
-{#- The main group X/00 of a subgroup code; null for a bare subclass or a main group itself
-    (ipc.py main_group_of). -#}
+{#- The main group X/00 of a subgroup code; null for a bare subclass or a main group
+    itself (ipc.py main_group_of). -#}
 {% macro ipc_main_group_of(code) -%}
     case
         when contains({{ code }}, '/') and split_part({{ code }}, '/', 2) <> '00'

@@ -1,5 +1,5 @@
-{#- Generic test: a column's non-null values lie within [min_value, max_value] (either bound
-    optional, both inclusive). -#}
+{#- Generic test: a column's non-null values lie within [min_value, max_value] (either
+    bound optional, both inclusive). -#}
 {% test accepted_range(model, column_name, min_value=none, max_value=none) %}
 
 select *

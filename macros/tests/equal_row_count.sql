@@ -1,4 +1,5 @@
-{#- Generic test: the model has as many rows as another relation (optionally filtered). -#}
+{#- Generic test: the model has as many rows as another relation (optionally filtered).
+    -#}
 {% test equal_row_count(model, compare_model, compare_where=none) %}
 
 with model_rows as (

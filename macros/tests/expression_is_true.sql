@@ -1,5 +1,6 @@
 {#- Generic test: a boolean SQL expression holds on every row (optionally only where
-    `where_clause` holds). Null counts as a failure unless the expression handles it. -#}
+    `where_clause` holds). Null counts as a failure unless the expression handles it.
+    -#}
 {% test expression_is_true(model, expression, where_clause=none) %}
 
 select *

@@ -26,7 +26,8 @@ firm_attributes as (
             as industry_code,
         arg_max(industry_section, year) filter (where industry_code is not null)
             as industry_section,
-        arg_max(listing_date, year) filter (where listing_date is not null) as listing_date,
+        arg_max(listing_date, year) filter (where listing_date is not null)
+            as listing_date,
         arg_max(establishment_date, year) filter (where establishment_date is not null)
             as establishment_date,
         max(delisting_date) as delisting_date,

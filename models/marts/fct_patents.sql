@@ -26,7 +26,9 @@ code_summary as (
         ) as any_code_sei_industry_codes,
         list_sort(
             list_distinct(
-                flatten(list(sei_industry_codes) filter (where is_key_tech and is_main_code))
+                flatten(
+                    list(sei_industry_codes) filter (where is_key_tech and is_main_code)
+                )
             )
         ) as main_code_sei_industry_codes
     from patent_codes
@@ -68,7 +70,8 @@ joined as (
         kept.citations,
         code_summary.main_ipc_code,
         {%- if rule == 'main' %}
-        coalesce(code_summary.has_key_tech_main_code, false) as has_key_tech_code_by_rule,
+        coalesce(code_summary.has_key_tech_main_code, false)
+            as has_key_tech_code_by_rule,
         code_summary.main_code_sei_industry_codes as rule_sei_industry_codes,
         {%- else %}
         coalesce(code_summary.has_key_tech_code, false) as has_key_tech_code_by_rule,

@@ -1,6 +1,6 @@
-{#- Every row-level rejection or repair that removes information, with where it came from.
-    Nothing is dropped silently: each rule below names the landed table, file, row, column and
-    value, and says what happened to the row. -#}
+{#- Every row-level rejection or repair that removes information, with where it came
+    from. Nothing is dropped silently: each rule below names the landed table, file,
+    row, column and value, and says what happened to the row. -#}
 
 with firm_years as (
     select * from {{ ref('int_firm_years_city_matched') }}
@@ -34,7 +34,8 @@ firm_unknown_cities as (
         'Ctnm' as column_name,
         city_name_raw as value,
         'unknown_city' as rejection_code,
-        'city name not found among prefecture-level cities, their short forms or aliases; '
+        'city name not found among prefecture-level cities, their short forms or '
+        || 'aliases; '
         || 'the firm-year gets no city (no city controls, no policy) and is flagged '
         || 'has_missing_data' as reason
     from firm_years
@@ -77,7 +78,8 @@ yearbook_unknown_cities as (
         'CityName' as column_name,
         city_name_raw as value,
         'unknown_city' as rejection_code,
-        'city name not found among prefecture-level cities, their short forms or aliases; '
+        'city name not found among prefecture-level cities, their short forms or '
+        || 'aliases; '
         || 'row not used' as reason
     from city_years
     where city_code is null

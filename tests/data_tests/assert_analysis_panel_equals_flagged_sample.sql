@@ -1,4 +1,5 @@
--- rpt_analysis_panel holds exactly the firm-years fct_firm_years flags is_in_analysis_sample.
+-- rpt_analysis_panel holds exactly the firm-years fct_firm_years flags
+-- is_in_analysis_sample.
 with panel as (
     select stkcd, year from {{ ref('rpt_analysis_panel') }}
 ),

@@ -1,5 +1,6 @@
--- Every landed firm_info row is either the firm-year used (fct_firm_years, inside the panel
--- window), a quarantined duplicate of a firm-year, or a year outside the panel window.
+-- Every landed firm_info row is either the firm-year used (fct_firm_years, inside the
+-- panel window), a quarantined duplicate of a firm-year, or a year outside the panel
+-- window.
 with landed as (
     select count(*) as landed_rows from {{ source('csmar', 'firm_info') }}
 ),
@@ -17,7 +18,8 @@ outside_or_duplicate as (
         count(*) filter (where not is_kept) as duplicate_rows,
         count(*) filter (
             where is_kept
-            and year not between {{ var('panel_start_year') }} and {{ var('panel_end_year') }}
+            and year not between {{ var('panel_start_year') }}
+            and {{ var('panel_end_year') }}
         ) as outside_rows
     from firm_years
 )
@@ -28,4 +30,6 @@ cross join facts
 cross join outside_or_duplicate
 where
     landed.landed_rows
-    <> facts.fact_rows + outside_or_duplicate.duplicate_rows + outside_or_duplicate.outside_rows
+    <> facts.fact_rows
+    + outside_or_duplicate.duplicate_rows
+    + outside_or_duplicate.outside_rows

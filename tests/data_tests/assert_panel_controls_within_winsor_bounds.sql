@@ -45,7 +45,8 @@ with firm_years as (
         {{ control }} < {{ control }}_bounds[1] - 1e-9 * abs({{ control }}_bounds[1])
         or {{ control }} > {{ control }}_bounds[2] + 1e-9 * abs({{ control }}_bounds[2])
         or (
-            raw_{{ control }} between {{ control }}_bounds[1] and {{ control }}_bounds[2]
+            raw_{{ control }}
+            between {{ control }}_bounds[1] and {{ control }}_bounds[2]
             and {{ control }} <> raw_{{ control }}
         )
     {{ 'union all' if not loop.last }}

@@ -1,5 +1,5 @@
--- Policy timing is consistent with the landed pilot list: a city's first_treated_year is
--- the year of its earliest announcement date + 1, and policy = 1 exactly when
+-- Policy timing is consistent with the landed pilot list: a city's first_treated_year
+-- is the year of its earliest announcement date + 1, and policy = 1 exactly when
 -- year >= first_treated_year (0 otherwise, also for never-treated cities).
 with pilot_projects as (
     select * from {{ ref('int_pilot_projects_city_matched') }}

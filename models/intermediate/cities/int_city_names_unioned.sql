@@ -5,8 +5,8 @@
                         e.g. 延边, 延边州, 黔东南州
       4 alias           seeds/city_name_aliases.csv (older names: 襄樊市, 毕节地区, 莱芜市 ...)
       5 alias_suffix_removed  an alias without its suffix, e.g. 莱芜
-    A name that resolves to more than one city at its best priority is ambiguous and left out
-    (rows printing it stay unmatched and are quarantined). -#}
+    A name that resolves to more than one city at its best priority is ambiguous and
+    left out (rows printing it stay unmatched and are quarantined). -#}
 
 with cities as (
     select * from {{ ref('cn_prefecture_cities') }}

@@ -1,10 +1,10 @@
 {{ config(materialized='table') }}
 
 {#- One row per landed yearbook row, with the city code its printed name resolves to
-    (int_city_names_unioned). When two rows resolve to the same city and year (a merged or
-    renamed city printed under both names, e.g. 莱芜市 and 济南市 before 2019), the row with
-    the better name match wins (official name first), then the lower _source_row; the other
-    is quarantined. Unknown names are quarantined too. -#}
+    (int_city_names_unioned). When two rows resolve to the same city and year (a merged
+    or renamed city printed under both names, e.g. 莱芜市 and 济南市 before 2019), the row
+    with the better name match wins (official name first), then the lower _source_row;
+    the other is quarantined. Unknown names are quarantined too. -#}
 
 with city_years as (
     select * from {{ ref('stg_yearbook__city_years') }}

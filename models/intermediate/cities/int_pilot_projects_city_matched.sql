@@ -1,6 +1,6 @@
-{#- One row per landed pilot-list row with the city code its printed city resolves to and a
-    check of the printed province. Rows with an unknown city cannot treat any city: they are
-    quarantined (and so visible), never silently dropped. -#}
+{#- One row per landed pilot-list row with the city code its printed city resolves to
+    and a check of the printed province. Rows with an unknown city cannot treat any
+    city: they are quarantined (and so visible), never silently dropped. -#}
 
 with pilot_projects as (
     select * from {{ ref('stg_miit__pilot_projects') }}
@@ -27,7 +27,8 @@ matched as (
         province_names.province_code as printed_province_code
     from pilot_projects
     left join city_names
-        on {{ clean_place_name('pilot_projects.city_name_raw') }} = city_names.lookup_name
+        on {{ clean_place_name('pilot_projects.city_name_raw') }}
+        = city_names.lookup_name
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names

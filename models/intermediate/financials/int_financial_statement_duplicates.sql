@@ -1,5 +1,6 @@
-{#- One row per consolidated annual statement row that repeats a firm-year already reported
-    in the same statement (only the first by _source_row is used). Feeds rpt_quarantine. -#}
+{#- One row per consolidated annual statement row that repeats a firm-year already
+    reported in the same statement (only the first by _source_row is used). Feeds
+    rpt_quarantine. -#}
 
 with balance_sheets as (
     {{ consolidated_annual_rows(ref('stg_csmar__balance_sheets')) }}

@@ -1,9 +1,9 @@
 {{ config(materialized='table') }}
 
-{#- One row per firm and fiscal year with the consolidated (Typrep = A) annual (report date
-    December 31) items of the three statements. Staging keeps every report type and date;
-    the filter lives here. A firm-year reported twice in one statement keeps its first row by
-    _source_row (the others are quarantined). -#}
+{#- One row per firm and fiscal year with the consolidated (Typrep = A) annual (report
+    date December 31) items of the three statements. Staging keeps every report type and
+    date; the filter lives here. A firm-year reported twice in one statement keeps its
+    first row by _source_row (the others are quarantined). -#}
 
 with balance_sheets as (
     {{ consolidated_annual_rows(ref('stg_csmar__balance_sheets')) }}

@@ -1,11 +1,12 @@
 {{ config(materialized='table') }}
 
 {#- One row per landed firm_info row, with the city code its printed city resolves to
-    (int_city_names_unioned), the city's province, a check of the printed province, and the
-    industry section of a valid CSRC 2012 division code. When a firm has two rows in the same
-    fiscal year, the one with the latest fiscal year end (then the higher _source_row) is kept
-    (is_kept) and the other quarantined. An unknown city or industry code leaves the column
-    null (the firm-year is then flagged missing data) and the row is quarantined. -#}
+    (int_city_names_unioned), the city's province, a check of the printed province, and
+    the industry section of a valid CSRC 2012 division code. When a firm has two rows in
+    the same fiscal year, the one with the latest fiscal year end (then the higher
+    _source_row) is kept (is_kept) and the other quarantined. An unknown city or
+    industry code leaves the column null (the firm-year is then flagged missing data)
+    and the row is quarantined. -#}
 
 with firm_years as (
     select * from {{ ref('stg_csmar__firm_years') }}

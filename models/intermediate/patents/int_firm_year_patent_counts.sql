@@ -1,6 +1,6 @@
 {#- One row per firm and application year with patents, counting the kept patents
-    (fct_patents) behind the Table 2 outcomes. Grants and citations are counted by application
-    year (the cohort filed that year), as of the extraction date. -#}
+    (fct_patents) behind the Table 2 outcomes. Grants and citations are counted by
+    application year (the cohort filed that year), as of the extraction date. -#}
 
 with patents as (
     select * from {{ ref('fct_patents') }}
@@ -18,7 +18,9 @@ final as (
             as grant_inv_zl,
         cast(
             coalesce(
-                sum(citations) filter (where is_invention and is_key_tech and is_granted),
+                sum(citations) filter (
+                    where is_invention and is_key_tech and is_granted
+                ),
                 0
             ) as bigint
         ) as cite_inv_zl,

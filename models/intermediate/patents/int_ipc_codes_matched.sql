@@ -3,14 +3,16 @@
 {#- One row per distinct normalised IPC code found in the patents, with its SEI match,
     exactly as python/keytech/ipc.py Concordance.match:
       exact       the code is listed;
-      main_group  (hierarchical) a subgroup not listed inherits from its listed main group X/00;
-      subclass    (hierarchical) a code inherits from a listed bare subclass only when the
-                  table lists no group at all under that subclass (otherwise the missing group
-                  is an exclusion);
-      class       (hierarchical) a code inherits from a listed class (C08, G16) only when its
-                  own subclass has no rows at all;
-      supplement  the code starts with a prefix of the revision supplement (longest prefix
-                  wins), only when nothing above matched and var use_ipc_supplement is true;
+      main_group  (hierarchical) a subgroup not listed inherits from its listed main
+                  group X/00;
+      subclass    (hierarchical) a code inherits from a listed bare subclass only when
+                  the table lists no group at all under that subclass (otherwise the
+                  missing group is an exclusion);
+      class       (hierarchical) a code inherits from a listed class (C08, G16) only
+                  when its own subclass has no rows at all;
+      supplement  the code starts with a prefix of the revision supplement (longest
+                  prefix wins), only when nothing above matched and var
+                  use_ipc_supplement is true;
       none        otherwise.
     Set-based: one join per level against the concordance, no per-row lookups. -#}
 
@@ -81,7 +83,9 @@ supplement_candidates as (
         supplement_rules.sei_rule_ids,
         row_number() over (
             partition by codes.ipc_code
-            order by length(supplement_rules.ipc_prefix) desc, supplement_rules.ipc_prefix
+            order by
+                length(supplement_rules.ipc_prefix) desc,
+                supplement_rules.ipc_prefix
         ) as prefix_rank
     from codes
     inner join supplement_rules
@@ -166,7 +170,8 @@ rule_fields as (
     select
         matched.ipc_code,
         list_sort(list_distinct(list(catalogue.sei_code))) as sei_codes,
-        list_sort(list_distinct(list(subindustries.sei_industry_code))) as sei_industry_codes
+        list_sort(list_distinct(list(subindustries.sei_industry_code)))
+            as sei_industry_codes
     from matched
     cross join unnest(matched.sei_rule_ids) as rule_ids (sei_rule_id)
     inner join catalogue

@@ -1,17 +1,18 @@
 {{ config(materialized='table') }}
 
 {#- One row per distinct IPC token of each landed patent row, exactly as
-    python/keytech/ipc.py normalise_ipc_list: tokens that parse carry ipc_code, junk tokens
-    carry ipc_code = null. Distinct key: the normalised code, or for a junk token its
-    upper-cased whitespace-free text; the first position wins; ipc_position renumbers the
-    distinct tokens (junk included) 1, 2, ... in raw order, so position 1 is the main code.
+    python/keytech/ipc.py normalise_ipc_list: tokens that parse carry ipc_code, junk
+    tokens carry ipc_code = null. Distinct key: the normalised code, or for a junk token
+    its upper-cased whitespace-free text; the first position wins; ipc_position
+    renumbers the distinct tokens (junk included) 1, 2, ... in raw order, so position 1
+    is the main code.
 
     NFKC: characters that NFKC maps to one ASCII character are translated (macro
     nfkc_ascii_pairs), using only the pairs whose characters occur in the data.
 
-    Performance: each patent's tokens are processed as lists (no window functions), and the
-    NFKC and full Unicode whitespace handling run only for strings that are not plain
-    printable ASCII (for those, whitespace is the space character alone). -#}
+    Performance: each patent's tokens are processed as lists (no window functions), and
+    the NFKC and full Unicode whitespace handling run only for strings that are not
+    plain printable ASCII (for those, whitespace is the space character alone). -#}
 
 with patents as (
     select * from {{ ref('stg_cnrds__patents') }}
@@ -49,10 +50,18 @@ occurring_characters as (
 
 nfkc_mapping as (
     select
-        coalesce(string_agg(nfkc_pairs.source_character, '' order by nfkc_pairs.source_character), '')
-            as source_characters,
-        coalesce(string_agg(nfkc_pairs.ascii_character, '' order by nfkc_pairs.source_character), '')
-            as ascii_characters
+        coalesce(
+            string_agg(
+                nfkc_pairs.source_character, '' order by nfkc_pairs.source_character
+            ),
+            ''
+        ) as source_characters,
+        coalesce(
+            string_agg(
+                nfkc_pairs.ascii_character, '' order by nfkc_pairs.source_character
+            ),
+            ''
+        ) as ascii_characters
     from nfkc_pairs
     inner join occurring_characters
         on nfkc_pairs.source_character = occurring_characters.source_character

@@ -1,6 +1,7 @@
 {{ config(materialized='table') }}
 
-{#- Every landed patent row with exactly one disposition. Precedence (first that applies):
+{#- Every landed patent row with exactly one disposition. Precedence (first that
+    applies):
       1 merged_duplicate     a later row (by _source_row) for the same stock code and
                              application number; the first row stands for the patent
       2 unmatched_firm       the stock code is not in firm_info (any year)
@@ -9,9 +10,10 @@
       5 unparseable_ipc      an invention whose IPC string yields no parseable code
                              (including an empty IPC string)
       6 kept
-    Duplicates come first because a repeat adds nothing whatever its content; firm and type
-    before the window because they are data problems worth fixing in any year; the IPC check
-    last because it only matters for patents that would otherwise be counted. -#}
+    Duplicates come first because a repeat adds nothing whatever its content; firm and
+    type before the window because they are data problems worth fixing in any year; the
+    IPC check last because it only matters for patents that would otherwise be counted.
+    -#}
 
 with patents as (
     select * from {{ ref('stg_cnrds__patents') }}
