@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from keytech import paths
+from keytech import paths, synth_endogeneity
 from keytech.ipc import Concordance, normalise_ipc_code
 
 FIRST_YEAR = 2008
@@ -247,7 +247,7 @@ _FILE_ENCODING = {
 _DESCRIPTION_ROWS = {"firm_info": 2, "balance_sheet": 2, "income_statement": 2, "cash_flow": 2,
                      "city_yearbook": 1, "patents": 0, "pilot_list": 0}
 TABLES = ("firm_info", "balance_sheet", "income_statement", "cash_flow", "patents", "city_yearbook",
-          "pilot_list")
+          "pilot_list") + synth_endogeneity.TABLES
 
 
 def _rng(seed: int, stage: int) -> np.random.Generator:
@@ -947,7 +947,8 @@ def _patents(w: World) -> None:
     g = np.array(r.year_effects)[year - FIRST_YEAR]
     eps = rng.normal(0, r.firm_year_noise_sd, (4, len(f)))
     treat = policy * (~pilot[f])
-    lam_key = np.exp(a[f] + g + r.beta_key * treat + r.beta_pilot_firm * pilot_post + eps[0])
+    lam_key = np.exp(a[f] + g + r.beta_key * treat + r.beta_pilot_firm * pilot_post + eps[0]
+                     + synth_endogeneity.key_log_shift(w, f, year, c, treat))
     d_nk = r.nonkey_log_ratio + r.nonkey_sigma * rng.normal(0, 1, n)
     lam_nonkey = np.exp(a[f] + d_nk[f] + g + r.beta_nonkey * treat + eps[1])
     d_um = r.utility_log_ratio + r.utility_sigma * rng.normal(0, 1, n)
@@ -1200,6 +1201,7 @@ def _write(w: World, out: Path) -> dict:
         _write_csv(w.patents, out / "patents.csv", "utf-8")
         files["patents"] = {"file": "patents.csv", "encoding": "utf-8", "description_rows": 0,
                             "rows": len(w.patents)}
+    files.update(synth_endogeneity.write_tables(w, out))
     return files
 
 
@@ -1304,6 +1306,7 @@ def _truth(w: World, files: dict) -> dict:
                 "for the firm's city-year"),
             "funnel": funnel, **sample},
         "mechanisms": {},
+        "endogeneity": synth_endogeneity.truth(w),
     }
 
 
@@ -1332,7 +1335,8 @@ def build_world(scale: str, seed: int, rates: Rates | None = None, progress: boo
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, not {scale!r}")
     w = World(SCALES[scale], rates or Rates(), int(seed))
-    stages = [("cities and pilot waves", _cities), ("firms", _firms), ("pilot list", _pilots),
+    stages = [("cities and pilot waves", _cities),
+              ("endogeneity inputs", synth_endogeneity.plant_selection), ("firms", _firms), ("pilot list", _pilots),
               ("firm_info", _firm_info), ("financial statements", _financials),
               ("city yearbook", _yearbook), ("patents", _patents)]
     with tqdm(total=len(stages), desc=f"synth {scale}", disable=not progress, unit="stage") as bar:

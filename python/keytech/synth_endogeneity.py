@@ -1,0 +1,241 @@
+"""Synthetic inputs for the endogeneity and spillover analyses (Table 4, "Other robustness").
+
+Called from :mod:`keytech.synth` at three points (each a one-line hook):
+
+* ``plant_selection(w)`` right after the city stage: draws the cities' 2009 industry structure,
+  2009 robot density, the US industry robot series and an unobserved confounder ``U_c``, and
+  **re-draws the pilot cities** of every wave (same wave sizes) with probability
+  ``∝ exp(0.9·size + instrument_selection·e_c + confounder_selection·U_c)``, where ``e_c`` is the
+  city's standardised robot exposure (mean of the z-scores of log 2009 robot density and log
+  Bartik exposure). The instruments are functions of ``e_c`` only, so they move Policy while
+  staying independent of ``U_c``.
+* ``key_log_shift(w, ...)`` adds to the key-tech invention log-rate of every firm-year:
+  (i) the confounder, a city-specific trend ``confounder_trend · U_c · (year − 2008) / 10`` (pilot
+  cities have higher ``U_c``, so OLS of the outcome on Policy is biased upwards; with firm FE a
+  level would be absorbed, a trend is not); (ii) a spillover on firms in cities *not yet treated*:
+  ``spill_beta · exp(−d / spill_decay_km)`` with ``d`` the great-circle distance to the nearest
+  treated city that year; (iii) effect heterogeneity on treated firms:
+  ``agglomeration_beta · z_c`` with ``z_c`` the standardised 2009 location quotient of
+  secondary-sector employment (from the yearbook's IndustrialEmployment / TotalEmployment),
+  clipped to [−2, 2].
+* ``write_tables(w, out)`` writes the four raw extension tables (contract ``required: false``);
+  ``truth(w)`` returns the ``endogeneity`` slot of ``_truth.json``.
+
+All randomness comes from ``numpy.random.default_rng([seed, 101])``; deterministic per seed.
+National internet users are CNNIC's published year-end figures (real public data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FIRST_YEAR, LAST_YEAR = 2008, 2022
+BASE_YEAR = 2009
+EARTH_RADIUS_KM = 6371.0088
+
+TABLES = ("region_robot_density", "industry_employment", "us_industry_robots", "national_internet_users")
+SEED_INDEPENDENT_FILES = ("national_internet_users.csv",)  # real CNNIC figures
+
+# IFR industry classes (ISIC rev.4 based): code, name, US robots per 1,000 workers in 2009, growth
+IFR_INDUSTRIES = (
+    ("10-12", "Food and beverages", 1.6, 0.08),
+    ("13-15", "Textiles", 0.3, 0.05),
+    ("16-18", "Wood, paper and printing", 0.6, 0.05),
+    ("19-22", "Plastics and chemical products", 2.2, 0.06),
+    ("23", "Glass, ceramics, stone, mineral products", 0.9, 0.05),
+    ("24", "Basic metals", 1.6, 0.04),
+    ("25", "Metal products", 2.1, 0.07),
+    ("26-27", "Electrical and electronics", 3.2, 0.09),
+    ("28", "Industrial machinery", 1.3, 0.06),
+    ("29", "Automotive", 24.0, 0.05),
+    ("30", "Other vehicles", 1.1, 0.05),
+    ("91", "All other manufacturing", 0.5, 0.04),
+)
+
+# CNNIC Statistical Report on Internet Development in China, year-end netizens (10,000 persons)
+CNNIC_INTERNET_USERS = {
+    2008: 29800, 2009: 38400, 2010: 45730, 2011: 51310, 2012: 56400, 2013: 61758, 2014: 64875,
+    2015: 68826, 2016: 73125, 2017: 77198, 2018: 82851, 2019: 90359, 2020: 98899, 2021: 103195,
+    2022: 106744,
+}
+
+
+@dataclass(frozen=True)
+class EndogeneityRates:
+    """Planted parameters (recorded in ``_truth.json['endogeneity']``)."""
+
+    size_selection: float = 0.9  # as in keytech.synth._cities
+    instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
+    confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
+    confounder_trend: float = 0.5  # key log-rate += this * U_c * (year - 2008) / 10
+    spill_beta: float = 0.12  # key log-rate += spill_beta * exp(-d / spill_decay_km), untreated
+    spill_decay_km: float = 120.0
+    agglomeration_beta: float = 0.15  # treated: += agglomeration_beta * z(LQ_2009), clipped ±2
+    robot_density_exposure_loading: float = 0.8  # log robot density = ... + loading * z(bartik)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
+
+
+def great_circle_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Haversine distance in km (broadcasting)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dphi = p2 - p1
+    dlmb = np.radians(lon2) - np.radians(lon1)
+    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def _fmt(values, decimals: int) -> np.ndarray:
+    spec = f"{{:.{decimals}f}}"
+    return np.array([spec.format(v) for v in np.asarray(values, dtype=float)], dtype=object)
+
+
+def plant_selection(w) -> None:
+    """Draw the instrument inputs and the confounder; re-draw pilot cities (see module doc)."""
+    er: EndogeneityRates = getattr(w, "endogeneity_rates", None) or EndogeneityRates()
+    w.endogeneity_rates = er
+    rng = np.random.default_rng([int(w.seed), 101])
+    cities = w.cities
+    nc = len(cities)
+    size = cities["size"].to_numpy()
+    k = len(IFR_INDUSTRIES)
+    # 2009 manufacturing employment (10,000 persons) and industry shares (Dirichlet, city-specific)
+    manu_emp = np.exp(2.5 + 0.6 * size + rng.normal(0, 0.3, nc))
+    alpha = rng.gamma(0.8, 1.0, (nc, k)) + 0.05
+    shares = np.vstack([rng.dirichlet(a) for a in alpha])
+    emp = manu_emp[:, None] * shares
+    years = np.arange(FIRST_YEAR, LAST_YEAR + 1)
+    base = np.array([r[2] for r in IFR_INDUSTRIES])
+    growth = np.array([r[3] for r in IFR_INDUSTRIES])
+    us = base[:, None] * np.exp(growth[:, None] * (years - BASE_YEAR)[None, :]
+                                + rng.normal(0, 0.02, (k, len(years))))
+    bartik_2009 = shares @ us[:, years == BASE_YEAR].ravel()
+    zb = _z(np.log(bartik_2009))
+    log_density = np.log(9.0) + er.robot_density_exposure_loading * zb + rng.normal(0, 0.6, nc)
+    density = np.exp(log_density)
+    exposure = _z(0.5 * (zb + _z(log_density)))
+    u = rng.normal(0, 1, nc)
+    # re-draw the pilot cities of every wave (same sizes) with selection on exposure and U
+    latent = er.size_selection * size + er.instrument_selection * exposure + er.confounder_selection * u
+    first_wave = np.zeros(nc, dtype=int)
+    for wr in w.waves:
+        avail = np.flatnonzero(first_wave == 0)
+        p = np.exp(latent[avail] - latent[avail].max())
+        chosen = rng.choice(avail, wr["new_cities"], replace=False, p=p / p.sum())
+        first_wave[chosen] = wr["wave"]
+    cities["first_wave"] = first_wave
+    cities["first_treated_year"] = np.where(first_wave > 0, first_wave + 1, 0)
+    lat = cities["latitude"].astype(float).to_numpy()
+    lon = cities["longitude"].astype(float).to_numpy()
+    w.endog = {
+        "shares": shares, "employment_2009": emp, "us_robots": us, "years": years,
+        "bartik_2009": bartik_2009, "robot_density_2009": density, "exposure": exposure,
+        "confounder": u, "dist": great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :]),
+    }
+
+
+def _agglomeration_z(w) -> np.ndarray:
+    """Standardised 2009 location quotient of secondary-sector employment per world city."""
+    yb = w.yearbook_true
+    y = yb.loc[yb["year"] == BASE_YEAR].sort_values("city")
+    share = y["IndustrialEmployment"].to_numpy() / y["TotalEmployment"].to_numpy()
+    lq = share / (y["IndustrialEmployment"].sum() / y["TotalEmployment"].sum())
+    return np.clip(_z(lq), -2, 2)
+
+
+def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat: np.ndarray) -> np.ndarray:
+    """Additive key-tech log-rate terms per firm-year: confounder trend, distance-decaying
+    spillover on not-yet-treated cities, agglomeration heterogeneity of the treated effect."""
+    if not hasattr(w, "endog"):
+        return np.zeros(len(year))
+    er: EndogeneityRates = w.endogeneity_rates
+    e = w.endog
+    first = w.cities["first_treated_year"].to_numpy()
+    u = e["confounder"]
+    trend = er.confounder_trend * u[city] * (year - FIRST_YEAR) / 10.0
+    # distance of each city to the nearest *other* city treated in year t
+    nearest = np.full((len(first), LAST_YEAR - FIRST_YEAR + 1), np.inf)
+    off = e["dist"].copy()
+    np.fill_diagonal(off, np.inf)  # a treated city is not its own neighbour
+    for t in range(FIRST_YEAR, LAST_YEAR + 1):
+        treated = (first > 0) & (first <= t)
+        if treated.any():
+            nearest[:, t - FIRST_YEAR] = off[:, treated].min(axis=1)
+    e["nearest_treated_km"] = nearest
+    city_treated = (first[city] > 0) & (year >= first[city])
+    d_ft = nearest[city, year - FIRST_YEAR]
+    spill = np.where(city_treated, 0.0, er.spill_beta * np.exp(-d_ft / er.spill_decay_km))
+    zagg = _agglomeration_z(w)
+    e["agglomeration_z"] = zagg
+    het = er.agglomeration_beta * zagg[city] * treat
+    e["spill_mean_untreated"] = float(spill[~city_treated].mean()) if (~city_treated).any() else 0.0
+    return trend + spill + het
+
+
+def write_tables(w, out: Path) -> dict:
+    """The four raw extension tables as UTF-8 CSV with contract headers; returns ``files`` info."""
+    e = w.endog
+    cities = w.cities
+    names = cities["print_yearbook"].to_numpy().astype(object)
+    files = {}
+    codes = [r[0] for r in IFR_INDUSTRIES]
+    tables = {
+        "region_robot_density": pd.DataFrame({
+            "CityName": names, "Year": str(BASE_YEAR), "RobotDensity": _fmt(e["robot_density_2009"], 3)}),
+        "industry_employment": pd.DataFrame({
+            "CityName": np.repeat(names, len(codes)), "Year": str(BASE_YEAR),
+            "IndustryCode": np.tile(np.array(codes, dtype=object), len(names)),
+            "Employment": _fmt(e["employment_2009"].ravel(), 4)}),
+        "us_industry_robots": pd.DataFrame({
+            "IndustryCode": np.repeat(np.array(codes, dtype=object), len(e["years"])),
+            "IndustryName": np.repeat(np.array([r[1] for r in IFR_INDUSTRIES], dtype=object), len(e["years"])),
+            "Year": np.tile(e["years"], len(codes)).astype(str),
+            "RobotsPerThousandWorkers": _fmt(e["us_robots"].ravel(), 4)}),
+        "national_internet_users": pd.DataFrame({
+            "Year": [str(y) for y in CNNIC_INTERNET_USERS],
+            "InternetUsers": [str(v) for v in CNNIC_INTERNET_USERS.values()]}),
+    }
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n")
+        files[name] = {"file": f"{name}.csv", "encoding": "utf-8", "description_rows": 0, "rows": len(df)}
+    return files
+
+
+def truth(w) -> dict:
+    """The ``endogeneity`` slot of ``_truth.json``."""
+    if not hasattr(w, "endog"):
+        return {}
+    e = w.endog
+    er: EndogeneityRates = w.endogeneity_rates
+    cities = w.cities
+    treated = cities["first_wave"].to_numpy() > 0
+    u = e["confounder"]
+    return {
+        "rates": asdict(er),
+        "beta_key": float(w.rates.beta_key),
+        "description": (
+            "Pilot cities are drawn per wave with probability ∝ exp(size_selection*size + "
+            "instrument_selection*e_c + confounder_selection*U_c); e_c = z(mean(z(log robot density "
+            "2009), z(log Bartik exposure 2009))) drives the instruments; U_c ~ N(0,1) is unobserved "
+            "and adds confounder_trend*U_c*(year-2008)/10 to the key-tech log-rate (biases OLS up, "
+            "independent of the instruments). Firms in cities not yet treated get "
+            "spill_beta*exp(-d/spill_decay_km), d = km to the nearest treated city that year. "
+            "Treated firms' effect is beta_key + agglomeration_beta*z(LQ 2009 of secondary-sector "
+            "employment), z clipped to [-2, 2]."),
+        "corr_confounder_exposure": float(np.corrcoef(u, e["exposure"])[0, 1]),
+        "mean_confounder_pilot_cities": float(u[treated].mean()) if treated.any() else None,
+        "mean_confounder_other_cities": float(u[~treated].mean()) if (~treated).any() else None,
+        "mean_exposure_pilot_cities": float(e["exposure"][treated].mean()) if treated.any() else None,
+        "mean_exposure_other_cities": float(e["exposure"][~treated].mean()) if (~treated).any() else None,
+        "mean_spillover_log_rate_untreated_firm_years": e.get("spill_mean_untreated"),
+        "ifr_industries": [r[0] for r in IFR_INDUSTRIES],
+        "base_year": BASE_YEAR,
+    }
