@@ -29,6 +29,13 @@ DID2S_RTOL = 1e-4  # pyfixest.did2s demeans with its default tolerance (1e-6), n
 POISSON_SE_MULT = 2.0  # planted beta within this many SE of the Poisson FE estimate
 PRETREND_ALPHA = 0.05  # pre-period joint test must not reject at this level without pre-trends
 PLACEBO_CENTRE = 0.25  # |mean of placebo draws| < this * their SD
+SAME_RTOL = 1e-12  # the same number computed twice / by an equivalent formula
+IDENTITY_ATOL = 1e-10  # algebraic identities without iterative demeaning (Bacon, weights sum to 1)
+STORED_DRAW_RTOL = 1e-5  # placebo draws are stored to 6 significant digits
+TWFE_BIAS_MIN = 1e-3  # TWFE must visibly differ from the true ATT under heterogeneous effects
+NB_LOGLIK_RTOL = 1e-8
+NB_POISSON_LIMIT_RTOL = 1e-3  # NB with theta -> infinity vs pyfixest fepois
+NB_OBSERVED_SE_RTOL = 0.05  # expected- vs observed-information SE (statsmodels discrete NB)
 
 REQUIRED_IDS = [
     "table3_col1", "table3_col2", "table3_col3", "table3_col4", "table3_col5", "event_study",
@@ -242,7 +249,7 @@ def test_table3_col2_iid_se_equals_explicit_dummy_ols(sim, reg, ctx):
     assert res.main.std_error == pytest.approx(se, rel=SE_RTOL)
     r2 = 1 - (e @ e) / np.sum((y - y.mean()) ** 2)
     adj = 1 - (1 - r2) * (len(y) - 1) / (len(y) - X.shape[1])
-    assert res.adj_r2 == pytest.approx(adj, rel=1e-8)
+    assert res.adj_r2 == pytest.approx(adj, rel=COEF_RTOL)
 
 
 def test_cluster_by_firm_uses_data_based_nesting(sim, reg, ctx):
@@ -251,12 +258,12 @@ def test_cluster_by_firm_uses_data_based_nesting(sim, reg, ctx):
 
     res = _fit(reg, ctx, sim, "robust_cluster_firm")
     base = _fit(reg, ctx, sim, "table3_col5")
-    assert res.main.estimate == pytest.approx(base.main.estimate, rel=1e-12)
+    assert res.main.estimate == pytest.approx(base.main.estimate, rel=SAME_RTOL)
     controls = list(FIRM_CONTROLS + CITY_CONTROLS)
     d = pnl.estimation_sample(sim, ["ln_apply_inv_zl", "policy", *controls], ["stkcd", "ind_year", "prov_year"], ["stkcd"])
     factor, G = cluster_ssc(len(d), 1 + len(controls), pnl.factorize_columns(d, ["stkcd", "ind_year", "prov_year"]), pnl.factorize_columns(d, ["stkcd"]))
     n_iy, n_py = d["ind_year"].nunique(), d["prov_year"].nunique()
-    assert factor == pytest.approx(G / (G - 1) * (len(d) - 1) / (len(d) - (11 + n_iy + n_py - 1)), rel=1e-12)
+    assert factor == pytest.approx(G / (G - 1) * (len(d) - 1) / (len(d) - (11 + n_iy + n_py - 1)), rel=SAME_RTOL)
     assert res.diagnostics["df_k"] == 11 + n_iy + n_py - 1
 
 
@@ -344,8 +351,8 @@ def test_placebo_draws_keep_real_cohort_sizes_and_match_direct_refit(sim, reg):
         d = d.assign(fake=(d["year"].to_numpy() >= ft_row).astype(float))
     fit = pf.feols(f"ln_apply_inv_zl ~ fake + {' + '.join(controls)} | stkcd + ind_year + prov_year", data=d,
                    vcov={"CRV1": "city_code"}, demeaner=pf.MapDemeaner(fixef_tol=1e-10))
-    assert r.diagnostics["draws"][0] == pytest.approx(float(fit.coef()["fake"]), rel=1e-5)  # draws stored to 6 digits
-    assert r.diagnostics["t_draws"][0] == pytest.approx(float(fit.tstat()["fake"]), rel=1e-5)
+    assert r.diagnostics["draws"][0] == pytest.approx(float(fit.coef()["fake"]), rel=STORED_DRAW_RTOL)
+    assert r.diagnostics["t_draws"][0] == pytest.approx(float(fit.tstat()["fake"]), rel=STORED_DRAW_RTOL)
 
 
 # ----------------------------------------------------------------------------- staggered DID
@@ -396,7 +403,7 @@ def test_sunab_and_did2s_are_exact_on_noise_free_heterogeneous_effects(reg, ctx)
     # TWFE is biased here (heterogeneous dynamic effects): it differs from the true ATT
     tw_spec = _spec(reg, "table3_col5", controls=(), control_sets=(), fixed_effects=fe)
     (tw,) = run_spec(tw_spec, df, ctx)
-    assert abs(tw.main.estimate - treated["tau"].mean()) > 1e-3
+    assert abs(tw.main.estimate - treated["tau"].mean()) > TWFE_BIAS_MIN
 
 
 def test_robust_estimators_agree_in_sign_with_twfe(sim, reg, ctx):
@@ -414,8 +421,8 @@ def test_bacon_decomposition_reproduces_twfe(sim, reg, ctx):
 
     for df in (_linear_panel(), _linear_panel(never_share=0.0, seed=4)):
         res = bacon_decomposition(df, "ln_apply_inv_zl")
-        assert res["weight_total"] == pytest.approx(1.0, abs=1e-10)
-        assert res["beta_decomposed"] == pytest.approx(res["beta_twfe"], abs=1e-10)
+        assert res["weight_total"] == pytest.approx(1.0, abs=IDENTITY_ATOL)
+        assert res["beta_decomposed"] == pytest.approx(res["beta_twfe"], abs=IDENTITY_ATOL)
     bac = _fit(reg, ctx, sim, "robust_staggered_bacon")
     assert bac.diagnostics["beta_decomposed"] == pytest.approx(bac.main.estimate, abs=EXACT_ATOL)
     assert {"treated_vs_never", "early_vs_later", "later_vs_earlier"} <= set(bac.diagnostics["by_type"])
@@ -426,14 +433,14 @@ def test_dcdh_weights_sum_to_one_reproduce_twfe_and_flag_negative_weights(sim, r
 
     r = _fit(reg, ctx, sim, "robust_staggered_dcdh")
     assert r.diagnostics["fwl_check_abs_diff"] < EXACT_ATOL
-    assert r.diagnostics["sum_negative"] + r.diagnostics["sum_positive"] == pytest.approx(1.0, abs=1e-10)
+    assert r.diagnostics["sum_negative"] + r.diagnostics["sum_positive"] == pytest.approx(1.0, abs=IDENTITY_ATOL)
     # classic negative-weight design: two cohorts, no never-treated, firm + year FE -> the early
     # cohort's late periods get negative weight (de Chaisemartin & D'Haultfoeuille 2020)
     df = _linear_panel(never_share=0.0, seed=4)
     df = df.assign(first_treated_year=np.where(df["stkcd"].str[-1].astype(int) % 2 == 0, 2011.0, 2018.0))
     df = df.assign(rel_time=df["year"] - df["first_treated_year"], policy=(df["year"] >= df["first_treated_year"]).astype(float))
     w = dcdh_weights(df, "ln_apply_inv_zl", "policy", ["stkcd", "year"])
-    assert w["weights"].sum() == pytest.approx(1.0, abs=1e-10)
+    assert w["weights"].sum() == pytest.approx(1.0, abs=IDENTITY_ATOL)
     assert w["n_negative"] > 0 and w["sum_negative"] < 0
     late = df.loc[w["treated_index"]].assign(w=w["weights"])
     assert late.loc[(late["first_treated_year"] == 2011) & (late["year"] >= 2018), "w"].lt(0).all()
@@ -474,13 +481,13 @@ def test_fe_negbin_matches_statsmodels_with_explicit_dummies():
     assert nb.mle_retvals["converged"]
     np.testing.assert_allclose(res.coef, nb.params[:2], rtol=NB_COEF_RTOL)
     assert res.alpha == pytest.approx(nb.params[-1], rel=NB_ALPHA_RTOL)
-    assert res.loglik == pytest.approx(nb.llf, rel=1e-8)
+    assert res.loglik == pytest.approx(nb.llf, rel=NB_LOGLIK_RTOL)
     # iid SE = inverse expected information at our alpha: statsmodels GLM (IRLS) at the same alpha
     glm = sm.GLM(df["y"].to_numpy(), X, family=sm.families.NegativeBinomial(alpha=res.alpha)).fit(tol=1e-12)
     np.testing.assert_allclose(res.coef, glm.params[:2], rtol=NB_COEF_RTOL)
     np.testing.assert_allclose(np.sqrt(np.diag(res.vcov_iid)), glm.bse[:2], rtol=NB_SE_RTOL)
     # and the discrete-model (observed-information) SE is close
-    np.testing.assert_allclose(np.sqrt(np.diag(res.vcov_iid)), nb.bse[:2], rtol=0.05)
+    np.testing.assert_allclose(np.sqrt(np.diag(res.vcov_iid)), nb.bse[:2], rtol=NB_OBSERVED_SE_RTOL)
 
 
 def test_fe_negbin_drops_all_zero_groups_and_tends_to_poisson(sim, reg, ctx):
@@ -496,6 +503,6 @@ def test_fe_negbin_drops_all_zero_groups_and_tends_to_poisson(sim, reg, ctx):
     nb = _fit(reg, ctx, sim, "robust_negbin")
     po = _fit(reg, ctx, sim, "robust_poisson")
     assert nb.diagnostics["theta"] > 1e3
-    assert nb.main.estimate == pytest.approx(po.main.estimate, rel=1e-3)
-    assert nb.main.std_error == pytest.approx(po.main.std_error, rel=1e-3)
+    assert nb.main.estimate == pytest.approx(po.main.estimate, rel=NB_POISSON_LIMIT_RTOL)
+    assert nb.main.std_error == pytest.approx(po.main.std_error, rel=NB_POISSON_LIMIT_RTOL)
     assert nb.nobs == po.nobs
