@@ -144,9 +144,11 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
     d = r["diagnostics"]
     if spec.estimator == "negbin" and "theta" in d:
         note = f"θ={d['theta']:.3g}" + (" (Poisson limit)" if d.get("theta_at_poisson_bound") else "")
+        if d.get("planted_beta_key") is not None:
+            note += f"; planted β={d['planted_beta_key']:g}"
         return note + ("" if d.get("converged", True) else "; NOT converged")
     if spec.estimator == "poisson":
-        return "PPML"
+        return "PPML" + (f"; planted β={d['planted_beta_key']:g}" if d.get("planted_beta_key") is not None else "")
     if spec.estimator == "staggered_dcdh" and "share_negative" in d:
         return f"neg. w: {100 * d['share_negative']:.1f}% (Σ {d['sum_negative']:.3f})"
     if spec.estimator == "staggered_bacon" and "by_type" in d:

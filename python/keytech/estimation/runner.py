@@ -57,6 +57,19 @@ def load_truth() -> dict[str, Any] | None:
     return None
 
 
+def planted_effects(truth: dict[str, Any] | None) -> dict[str, float] | None:
+    """``beta_key``/``beta_nonkey`` from a truth dict (top level or under ``rates``)."""
+    if not truth:
+        return None
+    out = {}
+    for key in ("beta_key", "beta_nonkey"):
+        if key in truth:
+            out[key] = truth[key]
+        elif isinstance(truth.get("rates"), dict) and key in truth["rates"]:
+            out[key] = truth["rates"][key]
+    return out or None
+
+
 def list_specs(registry: Registry | None = None) -> list[tuple[str, str]]:
     """(spec id, description) for every registered specification, in registry order."""
     reg = registry or load_registry()
@@ -115,7 +128,8 @@ def run_estimation(
 
     truth = load_truth()
     syn = synthetic if synthetic is not None else truth is not None
-    ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=truth)
+    planted = planted_effects(truth)
+    ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=planted)
 
     # 2. read the panels the selection needs (each read opens and closes a read-only connection)
     panels: dict[str, pd.DataFrame | BaseException] = {}
@@ -159,7 +173,7 @@ def run_estimation(
         "specs": [s.id for s in specs],
         "gate": gate,
         "synthetic": syn,
-        "truth": {k: truth[k] for k in ("beta_key", "beta_nonkey") if k in truth} if truth else None,
+        "truth": planted,
         "timings_seconds": timings,
         "failures": failures,
         "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
