@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from keytech import paths, synth_endogeneity
+from keytech import paths, synth_endogeneity, synth_mechanisms
 from keytech.ipc import Concordance, normalise_ipc_code
 
 FIRST_YEAR = 2008
@@ -247,7 +247,7 @@ _FILE_ENCODING = {
 _DESCRIPTION_ROWS = {"firm_info": 2, "balance_sheet": 2, "income_statement": 2, "cash_flow": 2,
                      "city_yearbook": 1, "patents": 0, "pilot_list": 0}
 TABLES = ("firm_info", "balance_sheet", "income_statement", "cash_flow", "patents", "city_yearbook",
-          "pilot_list") + synth_endogeneity.TABLES
+          "pilot_list") + synth_endogeneity.TABLES + synth_mechanisms.TABLES
 
 
 def _rng(seed: int, stage: int) -> np.random.Generator:
@@ -948,7 +948,8 @@ def _patents(w: World) -> None:
     eps = rng.normal(0, r.firm_year_noise_sd, (4, len(f)))
     treat = policy * (~pilot[f])
     lam_key = np.exp(a[f] + g + r.beta_key * treat + r.beta_pilot_firm * pilot_post + eps[0]
-                     + synth_endogeneity.key_log_shift(w, f, year, c, treat))
+                     + synth_endogeneity.key_log_shift(w, f, year, c, treat)
+                     + synth_mechanisms.key_log_shift(w, f, year, c, treat))
     d_nk = r.nonkey_log_ratio + r.nonkey_sigma * rng.normal(0, 1, n)
     lam_nonkey = np.exp(a[f] + d_nk[f] + g + r.beta_nonkey * treat + eps[1])
     d_um = r.utility_log_ratio + r.utility_sigma * rng.normal(0, 1, n)
@@ -993,6 +994,7 @@ def _patents(w: World) -> None:
     pool = _build_pool(conc)
     home_key = _home_buckets(rng, pool, n, pool.key_levels, r.key_level_probs)
     home_nk = _home_buckets(rng, pool, n, pool.nonkey_levels, r.nonkey_level_probs)
+    home_key, home_nk = synth_mechanisms.home_buckets(w, pool, home_key, home_nk)
     inv = all_kind <= 1
     um = all_kind == 2
     ncodes = np.zeros(N, dtype=int)
@@ -1202,6 +1204,7 @@ def _write(w: World, out: Path) -> dict:
         files["patents"] = {"file": "patents.csv", "encoding": "utf-8", "description_rows": 0,
                             "rows": len(w.patents)}
     files.update(synth_endogeneity.write_tables(w, out))
+    files.update(synth_mechanisms.write_tables(w, out))
     return files
 
 
@@ -1305,7 +1308,7 @@ def _truth(w: World, files: dict) -> dict:
                 "yearbook control (GdpPerCapita, Population, InternetUsers, BudgetExpenditure, FdiUsed) "
                 "for the firm's city-year"),
             "funnel": funnel, **sample},
-        "mechanisms": {},
+        "mechanisms": synth_mechanisms.truth(w),
         "endogeneity": synth_endogeneity.truth(w),
     }
 
@@ -1338,7 +1341,8 @@ def build_world(scale: str, seed: int, rates: Rates | None = None, progress: boo
     stages = [("cities and pilot waves", _cities),
               ("endogeneity inputs", synth_endogeneity.plant_selection), ("firms", _firms), ("pilot list", _pilots),
               ("firm_info", _firm_info), ("financial statements", _financials),
-              ("city yearbook", _yearbook), ("patents", _patents)]
+              ("city yearbook", _yearbook), ("mechanisms plan", synth_mechanisms.plan), ("patents", _patents),
+              ("mechanisms recode", synth_mechanisms.recode)]
     with tqdm(total=len(stages), desc=f"synth {scale}", disable=not progress, unit="stage") as bar:
         for label, fn in stages:
             bar.set_postfix_str(label)

@@ -102,7 +102,7 @@ def test_truth_keys(tiny):
     for key in ("seed", "scale", "rates", "pilot", "rows", "patents", "key_inventions_by_year",
                 "nonkey_inventions_by_year", "mechanisms", "analysis_sample"):
         assert key in truth
-    assert truth["mechanisms"] == {}
+    assert truth["mechanisms"]["key_effect"]["mean_scale_treated_2010_2019"] is not None  # synth_mechanisms
     assert truth["rates"]["beta_key"] > 0 and truth["rates"]["beta_nonkey"] == 0
     p = truth["patents"]
     for key in ("exact_duplicate_rows", "junk_ipc_rows", "unmatched_firm_rows", "out_of_window_rows"):

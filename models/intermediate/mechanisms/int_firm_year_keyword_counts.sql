@@ -1,0 +1,20 @@
+{#- One row per firm and fiscal year with annual-report keyword counts: mentions of the
+    visit keyword (var visit_keyword, 参访) and the standardisation keyword (var
+    standard_keyword, 标准化). A keyword without a row that year is null (not counted). -#}
+
+with keyword_counts as (
+    select * from {{ ref('stg_annual_reports__keyword_counts') }}
+),
+
+final as (
+    select
+        stkcd,
+        year,
+        max(keyword_count) filter (where keyword = '{{ var("visit_keyword") }}') as visit_count,
+        max(keyword_count) filter (where keyword = '{{ var("standard_keyword") }}')
+            as standard_count
+    from keyword_counts
+    group by stkcd, year
+)
+
+select * from final

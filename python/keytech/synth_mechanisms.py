@@ -1,0 +1,397 @@
+"""Synthetic data for the mechanism, heterogeneity and extension analyses (issue 5).
+
+Called from :mod:`keytech.synth` through small hooks; everything planted here is recorded in
+``_truth.json`` under ``mechanisms``. The stages, in generation order:
+
+``plan(w)`` (after the financial statements and the yearbook, before the patents)
+    * **Technology similarity.** A random half of the cities are *high-similarity* cities: each
+      gets a shared set of "home" technology buckets (IPC subclasses), and most firms located there
+      draw their patents from that shared set (:func:`home_buckets`), so that the Jaffe similarity
+      of their patent pools is high. Firms elsewhere keep their own buckets.
+    * **Market exploration.** After treatment (Policy = 1, non-pilot firm) the firm's sales rise by
+      ``sales_log_effect`` log points and the log deviations of sales and inventories from the
+      firm's own log-linear trend shrink by ``volatility_shrink``: inventory-adjusted output becomes
+      less volatile (lower ``volatility_*``) and sales higher.
+    * **Moderators.** A firm type ``T`` (1 = "favourable") is the upper half of a composite of the
+      firm's mean FC index (low), WW index (low) and city-industry HHI (high) computed from the
+      generated statements with the formulas of the dbt models; the subsidy and annual-report
+      keyword tables below are generated with more R&D / patent subsidies and more 参访 / 标准化
+      mentions for ``T = 1``.
+    * **Key-tech effect heterogeneity.** The treatment effect on the key-tech invention rate is
+      ``beta_key × scale`` with ``scale = 1 + 2 a_sim (H_sim − mean H_sim) + 2 a_type (T − mean T)``
+      (``H_sim`` = high-similarity city; means over treated firm-years 2010-2019): larger where
+      similarity is high and for low-constraint, high-concentration, high-subsidy firms. ``scale``
+      has mean 1 over treated firm-years 2010-2019, so the average effect stays ``beta_key``. The non-key rate is
+      not moderated (``beta_nonkey`` applies to everyone).
+
+``recode(w)`` (after the patents)
+    * **Fields and width.** A share ``recode_share`` of the treated firm-years' key-tech
+      inventions get their key-tech IPC codes redrawn from listed concordance codes of the target
+      SEI industries (high-end equipment 2, new energy 6, new-energy vehicles 5, energy saving 7;
+      ``field_weights``). Counts, years, applicants and key-tech status do not change; the field
+      mix shifts towards the targets and the firm's applications move outside its existing pool
+      (Width1, Width2, Width4 up). Both copies of an exact-duplicate row are recoded identically.
+    * **Joint applications** rise with the key-tech rate (the joint probability is constant).
+
+``write_tables(w, out)`` writes the two optional raw tables of the contract:
+``subsidy_detail.csv`` (CSMAR-style government-subsidy items) and ``annual_report_keywords.csv``
+(firm-year counts of 参访 and 标准化).
+
+All randomness comes from ``numpy.random.default_rng([seed, stage])`` with stages 51-55.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TABLES = ("subsidy_detail", "annual_report_keywords")
+KEYWORDS = ("参访", "标准化")
+
+_RD_ITEMS = ["研发项目补助", "科技创新专项资金", "技术研究开发经费", "科研项目经费", "企业技术中心研发补助",
+             "关键技术攻关项目资金", "研发费用补助"]
+_PATENT_ITEMS = ["专利资助", "知识产权专项资金", "专利申请补贴", "发明专利奖励", "知识产权示范企业奖励"]
+_OTHER_ITEMS = ["稳岗补贴", "税收返还", "环保专项补助", "出口奖励资金", "土地使用补偿", "人才引进补贴",
+                "技改项目补助", "上市奖励", "节能减排补助", "社保补贴"]
+
+
+@dataclass(frozen=True)
+class MechanismRates:
+    """Planted mechanism parameters (recorded in ``_truth.json``)."""
+
+    share_high_similarity_cities: float = 0.5
+    p_city_cluster_home: float = 0.9  # firms in high-similarity cities using the city's buckets
+    key_scale_similarity: float = 0.5  # a_sim
+    key_scale_type: float = 0.7  # a_type
+    recode_share: float = 0.35
+    field_weights: dict = field(default_factory=lambda: {2: 0.5, 6: 0.2, 5: 0.15, 7: 0.15})
+    sales_log_effect: float = 0.08
+    volatility_shrink: float = 0.6
+    subsidy_items_mean: tuple[float, float] = (1.5, 3.0)  # Poisson mean of items for T = 0, 1
+    p_rd_item: tuple[float, float] = (0.2, 0.5)
+    p_patent_item: tuple[float, float] = (0.05, 0.25)
+    visit_mean: tuple[float, float] = (0.6, 2.2)
+    standard_mean: tuple[float, float] = (2.0, 5.5)
+
+
+RATES = MechanismRates()
+
+
+def _S():
+    from keytech import synth  # lazy: synth imports this module
+
+    return synth
+
+
+def _treat(w) -> np.ndarray:
+    fy, cities, firms = w.fy, w.cities, w.firms
+    c = fy["city"].to_numpy()
+    year = fy["year"].to_numpy()
+    ft = cities["first_treated_year"].to_numpy()[c]
+    pilot = firms["pilot"].to_numpy()[fy["firm"].to_numpy()]
+    return (ft > 0) & (year >= ft) & ~pilot
+
+
+def _consolidated(w) -> pd.DataFrame:
+    """Consolidated (A) statement values aligned with ``w.fy`` rows, as floats."""
+    out = {}
+    for table, cols in (("balance_sheet", ["A001000000", "A002000000", "A001123000", "A002201000"]),
+                        ("income_statement", ["B001101000", "B001100000"]),
+                        ("cash_flow", ["C001000000", "C003006000"])):
+        st = w.statements[table]
+        a = st[st["Typrep"] == "A"]
+        for col in cols:
+            out[col] = pd.to_numeric(a[col].replace("", np.nan), errors="coerce").to_numpy()
+    return pd.DataFrame(out)
+
+
+def _set_consolidated(w, table: str, col: str, values: np.ndarray, rows: np.ndarray) -> None:
+    st = w.statements[table]
+    idx = st.index[st["Typrep"] == "A"][rows]
+    st.loc[idx, col] = _S()._fmt(values[rows])
+
+
+def _detrend(log_v: np.ndarray, firm: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Fitted values of a per-firm OLS of log_v on t (NaN where log_v is NaN)."""
+    df = pd.DataFrame({"y": log_v, "f": firm, "t": t.astype(float)}).dropna()
+    g = df.groupby("f")
+    tm, ym = g["t"].transform("mean"), g["y"].transform("mean")
+    sxy = ((df["t"] - tm) * (df["y"] - ym)).groupby(df["f"]).sum()
+    sxx = ((df["t"] - tm) ** 2).groupby(df["f"]).sum()
+    slope = (sxy / sxx.replace(0, np.nan)).fillna(0.0)
+    fit = ym + df["f"].map(slope) * (df["t"] - tm)
+    out = np.full(len(log_v), np.nan)
+    out[df.index.to_numpy()] = fit.to_numpy()
+    return out
+
+
+def _plant_market(w, treat: np.ndarray, r: MechanismRates) -> dict:
+    fin = _consolidated(w)
+    f = w.fy["firm"].to_numpy()
+    t = w.fy["year"].to_numpy()
+    stats = {}
+    for table, col, effect in (("income_statement", "B001101000", r.sales_log_effect),
+                               ("balance_sheet", "A001123000", 0.0)):
+        v = fin[col].to_numpy()
+        lv = np.log(np.where(v > 0, v, np.nan))
+        fit = _detrend(lv, f, t)
+        rows = np.flatnonzero(treat & np.isfinite(lv) & np.isfinite(fit))
+        new = v.copy()
+        new[rows] = np.exp(fit[rows] + (1 - r.volatility_shrink) * (lv[rows] - fit[rows]) + effect)
+        if col == "B001101000":  # total operating revenue keeps its ratio to operating revenue
+            tot = fin["B001100000"].to_numpy()
+            ok = rows[np.isfinite(tot[rows])]
+            new_tot = tot.copy()
+            new_tot[ok] = tot[ok] * new[ok] / v[ok]
+            _set_consolidated(w, table, "B001100000", new_tot, ok)
+        _set_consolidated(w, table, col, new, rows)
+        stats[col] = int(len(rows))
+    return stats
+
+
+def firm_year_indices(fin: pd.DataFrame, firm: np.ndarray, year: np.ndarray, city: np.ndarray,
+                      industry: np.ndarray) -> pd.DataFrame:
+    """WW index, FC index and city-industry HHI per firm-year with the dbt models' formulas
+    (see models/intermediate/mechanisms/int_firm_year_financial_indices.sql)."""
+    d = pd.DataFrame({"firm": firm, "year": year, "city": city, "ind": industry,
+                      "assets": fin["A001000000"], "liab": fin["A002000000"], "ltd": fin["A002201000"],
+                      "sale": fin["B001101000"], "ocf": fin["C001000000"], "div": fin["C003006000"]})
+    d = d.sort_values(["firm", "year"])
+    prev = d.groupby("firm")["sale"].shift(1)
+    prev_year = d.groupby("firm")["year"].shift(1)
+    d["sg"] = np.where(prev_year == d["year"] - 1, d["sale"] / prev - 1, np.nan)
+    d["isg"] = d.groupby(["ind", "year"])["sg"].transform("mean")
+    d["ww"] = (-0.091 * d["ocf"] / d["assets"] - 0.062 * (d["div"] > 0) + 0.021 * d["ltd"] / d["assets"]
+               - 0.044 * np.log(d["assets"]) + 0.102 * d["isg"] - 0.035 * d["sg"])
+    comp = pd.DataFrame({"size": -np.log(d["assets"]), "div": -(d["div"] / d["assets"]),
+                         "lev": d["liab"] / d["assets"], "cf": -(d["ocf"] / d["assets"])})
+    ranks = comp.groupby(d["year"]).rank(pct=True)
+    d["fc"] = ranks.mean(axis=1)
+    share = d["sale"] / d.groupby(["city", "ind", "year"])["sale"].transform("sum")
+    d["hhi"] = (share ** 2).groupby([d["city"], d["ind"], d["year"]]).transform("sum")
+    return d.sort_index()
+
+
+def plan(w) -> None:
+    """Stage before the patents: similarity cities, market effects, firm type, key-effect scale."""
+    r = RATES
+    rng = np.random.default_rng([w.seed, 51])
+    cities, firms, fy = w.cities, w.firms, w.fy
+    nc = len(cities)
+    high = rng.random(nc) < r.share_high_similarity_cities
+    if high.all() or not high.any():
+        high[rng.integers(0, nc)] = not high[0]
+    treat = _treat(w)
+    market = _plant_market(w, treat, r)
+
+    fin = _consolidated(w)
+    f = fy["firm"].to_numpy()
+    year = fy["year"].to_numpy()
+    idx = firm_year_indices(fin, f, year, fy["city"].to_numpy(), firms["industry"].to_numpy()[f])
+    window = (year >= 2010) & (year <= 2019)
+    firm_mean = idx.loc[window].groupby("firm")[["ww", "fc", "hhi"]].mean()
+
+    def z(s: pd.Series) -> pd.Series:
+        return (s - s.mean()) / (s.std() or 1.0)
+
+    composite = (z(-firm_mean["fc"]) + z(-firm_mean["ww"]) + z(firm_mean["hhi"])).reindex(range(len(firms)))
+    composite = composite.fillna(composite.median())
+    firm_type = (composite > composite.median()).to_numpy().astype(int)
+
+    h_sim = high[fy["city"].to_numpy()].astype(int)
+    # centred on the treated firm-years of 2010-2019, so the mean scale there is exactly 1
+    tw = treat & window
+    t_f = firm_type[f]
+    scale = (1 + 2 * r.key_scale_similarity * (h_sim - (h_sim[tw].mean() if tw.any() else 0.5))
+             + 2 * r.key_scale_type * (t_f - (t_f[tw].mean() if tw.any() else 0.5)))
+    w.mech = {
+        "high_similarity_city": high, "firm_type": firm_type, "key_scale": scale, "treat": treat,
+        "market_rows": market,
+    }
+
+
+def key_log_shift(w, f: np.ndarray, year: np.ndarray, c: np.ndarray, treat: np.ndarray) -> np.ndarray:
+    """Added to the log key-tech rate in ``synth._patents``: beta_key × treat × (scale − 1)."""
+    m = getattr(w, "mech", None)
+    if m is None:
+        return 0.0
+    return w.rates.beta_key * treat * (m["key_scale"] - 1.0)
+
+
+def home_buckets(w, pool, home_key: np.ndarray, home_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Firms in high-similarity cities take their city's shared home buckets (probability
+    ``p_city_cluster_home``). Called in ``synth._patents`` after its own draws (its stream is
+    unchanged)."""
+    m = getattr(w, "mech", None)
+    if m is None:
+        return home_key, home_nk
+    rng = np.random.default_rng([w.seed, 54])
+    nc = len(w.cities)
+    key_b = np.flatnonzero(np.isin(pool.b_level, [0]))  # 'exact' buckets: one per listed subclass
+    nk_b = np.flatnonzero(np.isin(pool.b_level, [len(pool.key_levels)]))  # 'no_rows' buckets
+    city_key = key_b[rng.integers(0, len(key_b), (nc, home_key.shape[1]))]
+    city_nk = nk_b[rng.integers(0, len(nk_b), (nc, home_nk.shape[1]))]
+    city0 = w.firms["city0"].to_numpy()
+    take = m["high_similarity_city"][city0] & (rng.random(len(city0)) < RATES.p_city_cluster_home)
+    home_key, home_nk = home_key.copy(), home_nk.copy()
+    home_key[take] = city_key[city0[take]]
+    home_nk[take] = city_nk[city0[take]]
+    m["firms_on_city_buckets"] = int(take.sum())
+    return home_key, home_nk
+
+
+def _target_codes() -> dict[int, np.ndarray]:
+    """Listed concordance codes mapped to exactly one SEI industry, per industry."""
+    from keytech import paths
+
+    s = paths.seeds_dir()
+    conc = pd.read_csv(s / "sei_ipc_concordance.csv", dtype={"ipc_code": str, "sei_rule_id": int})
+    cat = pd.read_csv(s / "sei_catalogue.csv", dtype=str)[["sei_rule_id", "sei_code"]]
+    cat["sei_rule_id"] = cat["sei_rule_id"].astype(int)
+    sub = pd.read_csv(s / "sei_subindustries.csv", dtype=str)[["sei_code", "sei_industry_code"]]
+    m = conc.merge(cat, on="sei_rule_id").merge(sub, on="sei_code")
+    m = m[m["ipc_code"].str.contains("/", regex=False)]
+    inds = m.groupby("ipc_code")["sei_industry_code"].agg(lambda v: sorted(set(v)))
+    single = inds[inds.map(len) == 1].map(lambda v: int(v[0]))
+    return {k: np.array(sorted(single.index[single == k])) for k in sorted(set(single))}
+
+
+def recode(w) -> None:
+    """Stage after the patents: redraw the key-tech codes of a share of treated key inventions."""
+    from keytech.ipc import normalise_ipc_code
+
+    S = _S()
+    r = RATES
+    m = getattr(w, "mech", None)
+    if m is None:
+        return
+    rng = np.random.default_rng([w.seed, 53])
+    pat = w.patents
+    conc = S._load_concordance()
+    targets = _target_codes()
+    fields = np.array(sorted(r.field_weights))
+    weights = np.array([r.field_weights[k] for k in fields], dtype=float)
+    weights /= weights.sum()
+    stk_to_firm = {s: i for i, s in enumerate(w.firms["stkcd"].to_numpy())}
+    fy = w.fy
+    treated = set(zip(fy["firm"].to_numpy()[m["treat"]].tolist(), fy["year"].to_numpy()[m["treat"]].tolist()))
+    cand = (w.patents_kind == 0) & (w.patents_origin == 0)
+    firm = pat["Scode"].map(stk_to_firm)
+    yr = pd.to_numeric(pat["ApplyDate"].str[:4], errors="coerce")
+    is_treated = np.array([(fi, y) in treated if fi == fi else False
+                           for fi, y in zip(firm.to_numpy(), yr.to_numpy())])
+    apply_nos = np.sort(pat.loc[cand & is_treated, "ApplyNo"].unique())
+    chosen = apply_nos[rng.random(len(apply_nos)) < r.recode_share]
+    new_ipc: dict[str, str] = {}
+    by_field = {int(k): 0 for k in fields}
+    first_rows = pat.loc[pat["ApplyNo"].isin(chosen)].drop_duplicates("ApplyNo")
+    for apply_no, ipc in zip(first_rows["ApplyNo"], first_rows["IPC"]):
+        codes = [normalise_ipc_code(t) for t in re.split(r"\s*[;；]\s*", ipc) if t.strip()]
+        codes = list(dict.fromkeys(c for c in codes if c))
+        k = int(rng.choice(fields, p=weights))
+        out = []
+        for code in codes:
+            if conc.match(code).is_key_tech:
+                code = str(rng.choice(targets[k]))
+            out.append(code)
+        out = list(dict.fromkeys(out))
+        new_ipc[apply_no] = ";".join(out)
+        by_field[k] += 1
+    mask = pat["ApplyNo"].isin(new_ipc.keys())
+    pat.loc[mask, "IPC"] = pat.loc[mask, "ApplyNo"].map(new_ipc)
+    m["recoded"] = {"treated_key_inventions": int(len(apply_nos)), "recoded": int(len(new_ipc)),
+                    "recoded_rows_incl_duplicates": int(mask.sum()), "by_target_industry": by_field}
+
+
+def write_tables(w, out: Path) -> dict:
+    """Write subsidy_detail.csv and annual_report_keywords.csv; return their file entries."""
+    S = _S()
+    m = getattr(w, "mech", None)
+    if m is None:
+        return {}
+    r = RATES
+    rng = np.random.default_rng([w.seed, 52])
+    fy = w.fy
+    f = fy["firm"].to_numpy()
+    year = fy["year"].to_numpy()
+    stk = w.firms["stkcd"].to_numpy()[f]
+    T = m["firm_type"][f]
+    assets = _consolidated(w)["A001000000"].to_numpy()
+    assets = np.where(np.isfinite(assets), assets, np.nanmedian(assets))
+
+    n_items = rng.poisson(np.where(T == 1, r.subsidy_items_mean[1], r.subsidy_items_mean[0]))
+    row = np.repeat(np.arange(len(f)), n_items)
+    u = rng.random(len(row))
+    p_rd = np.where(T[row] == 1, r.p_rd_item[1], r.p_rd_item[0])
+    p_pat = np.where(T[row] == 1, r.p_patent_item[1], r.p_patent_item[0])
+    cat = np.where(u < p_rd, 0, np.where(u < p_rd + p_pat, 1, 2))
+    names = np.empty(len(row), dtype=object)
+    for k, items in enumerate((_RD_ITEMS, _PATENT_ITEMS, _OTHER_ITEMS)):
+        sel = cat == k
+        names[sel] = np.array(items, dtype=object)[rng.integers(0, len(items), sel.sum())]
+    names = np.array([f"{y}年{n}" for y, n in zip(year[row], names)], dtype=object)
+    amount = assets[row] * np.exp(rng.normal(math.log(4e-4), 1.0, len(row)))
+    sub = pd.DataFrame({"Stkcd": stk[row], "Accper": [f"{y}-12-31" for y in year[row]], "Item": names,
+                        "Amount": S._fmt(amount)})
+    dup = sub.groupby(["Stkcd", "Accper", "Item"]).cumcount()
+    sub.loc[dup > 0, "Item"] = sub.loc[dup > 0, "Item"] + "（第" + (dup[dup > 0] + 1).astype(str) + "批）"
+
+    lam = np.stack([np.where(T == 1, r.visit_mean[1], r.visit_mean[0]),
+                    np.where(T == 1, r.standard_mean[1], r.standard_mean[0])], axis=1)
+    counts = rng.poisson(lam)
+    kw = pd.DataFrame({"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
+                       "Keyword": np.tile(np.array(KEYWORDS, dtype=object), len(f)),
+                       "Count": counts.ravel().astype(str)})
+    files = {}
+    for name, df in (("subsidy_detail", sub), ("annual_report_keywords", kw)):
+        S._write_csv(df, out / f"{name}.csv", "utf-8")
+        files[name] = {"file": f"{name}.csv", "encoding": "utf-8", "description_rows": 0, "rows": len(df)}
+    m["subsidy_items_by_category"] = {"rd": int((cat == 0).sum()), "patent": int((cat == 1).sum()),
+                                      "other": int((cat == 2).sum())}
+    return files
+
+
+def truth(w) -> dict:
+    """The ``mechanisms`` slot of ``_truth.json``."""
+    m = getattr(w, "mech", None)
+    if m is None:
+        return {}
+    fy = w.fy
+    year = fy["year"].to_numpy()
+    treat = m["treat"] & (year >= 2010) & (year <= 2019)
+    scale = m["key_scale"]
+    beta = w.rates.beta_key
+    return {
+        "rates": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
+                  for k, v in asdict(RATES).items()},
+        "high_similarity_cities": sorted(w.cities.loc[m["high_similarity_city"], "city_code"].tolist()),
+        "firms_on_city_buckets": m.get("firms_on_city_buckets"),
+        "favourable_firm_type_share": float(np.mean(m["firm_type"])),
+        "key_effect": {
+            "formula": ("beta_key * (1 + 2*a_sim*(H_sim - mean H_sim) + 2*a_type*(T - mean T)) on the "
+                        "log key-tech rate; means over treated firm-years 2010-2019"),
+            "difference_high_minus_low_similarity": 2 * beta * RATES.key_scale_similarity,
+            "difference_favourable_minus_unfavourable_type": 2 * beta * RATES.key_scale_type,
+            "mean_scale_treated_2010_2019": float(round(scale[treat].mean(), 6)) if treat.any() else None,
+            "beta_nonkey_all": w.rates.beta_nonkey,
+        },
+        "market": {"treated_rows_modified": m["market_rows"],
+                   "sales_log_effect": RATES.sales_log_effect,
+                   "volatility_shrink": RATES.volatility_shrink},
+        "recoding": m.get("recoded", {}),
+        "subsidy_items_by_category": m.get("subsidy_items_by_category", {}),
+        "expected_signs": {
+            "table5": "Policy larger in the high-similarity halves (IPC3, IPC4); joint applications > 0",
+            "table6": "volatility_pre/current/post < 0 (current and post strongest), ln_sale > 0",
+            "heterogeneity_key": "larger for low FC, low WW, high HHI, high R&D and patent subsidies, "
+                                 "high 参访 and 标准化 counts",
+            "heterogeneity_nonkey": "no difference (beta_nonkey for everyone)",
+            "fields": "largest for SEI industry 2 (high-end equipment), then 6, 5, 7",
+            "table7": "Width1, Width2, Width4 > 0",
+        },
+    }
