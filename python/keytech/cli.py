@@ -123,7 +123,6 @@ def cmd_estimate(args) -> int:
         only=args.only or None, force=args.force, placebo_draws=args.placebo_draws,
         seed=args.seed, progress=not args.quiet,
     )
-    estimation.render_tables(run_id)
     _say(args, estimation.table3_vs_paper(run_id, synthetic=is_synthetic()))
     _say(args, f"Run {run_id} stored in results.estimates; tables in {paths.output_dir() / 'tables'}, "
                f"figures in {paths.output_dir() / 'figures'}.")
@@ -173,9 +172,13 @@ def cmd_sql(args) -> int:
 
     from keytech.warehouse import connect
 
+    from keytech.analyses import AnalysisError, read_query
+
     with connect() as con:
         try:
-            relation = con.sql(args.query)
+            relation = con.sql(read_query(args.query, con))
+        except AnalysisError as exc:
+            raise UserError(str(exc)) from exc
         except duckdb.Error as exc:
             raise UserError(f"Query failed: {exc}") from exc
         if relation is None:
@@ -215,7 +218,73 @@ def cmd_demo(args) -> int:
         return EXIT_OK
     args.list, args.only, args.force = False, ["table3"], False
     args.placebo_draws = 100
-    return cmd_estimate(args)
+    code = cmd_estimate(args)
+    if code != EXIT_OK:
+        return code
+    args.run, args.out = None, None
+    return cmd_report(args)
+
+
+# ----------------------------------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from keytech.report import build_report
+
+    _say(args, "Writing the replication report (paper vs this run, figures, data quality) …")
+    target = build_report(run_id=getattr(args, "run", None), out_dir=getattr(args, "out", None))
+    _say(args, f"Report: {target}")
+    if getattr(args, "quiet", False):
+        print(target)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from keytech.export import export
+
+    try:
+        target, rows = export(args.what, args.format, out=args.out, panel=args.panel, run_id=args.run,
+                              all_runs=args.all_runs)
+    except LookupError as exc:
+        raise UserError(f"{exc.args[0] if exc.args else exc}", EXIT_MISSING) from exc
+    _say(args, f"Wrote {rows:,} rows to {target}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- doctor
+def cmd_doctor(args) -> int:
+    from keytech.doctor import diagnose, next_step
+
+    findings = diagnose(raw_dir=args.raw_dir)
+    for finding in findings:
+        if finding.status != "ok" or not args.quiet:
+            print(finding.render())
+    failed = [f for f in findings if f.status == "fail"]
+    print(("\n" if not args.quiet else "") + next_step(findings))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------- docs
+def cmd_docs(args) -> int:
+    from keytech.build import BuildOptions, run_dbt
+
+    target = Path(args.out) if args.out else paths.output_dir() / "dbt-docs"
+    warehouse = paths.warehouse_path()
+    options = BuildOptions(raw_dir=paths.raw_dir(), landing_dir=paths.landing_dir(), warehouse=warehouse,
+                           quiet=not args.verbose)
+    dbt_args = ["docs", "generate", "--target-path", str(target.resolve()), "--static"]
+    if not warehouse.is_file():
+        _say(args, f"No warehouse at {warehouse}: generating the docs without the catalog (column types and "
+                   "row counts appear after `keytech build`).")
+        dbt_args.append("--empty-catalog")
+    _say(args, f"dbt docs generate → {target} …")
+    completed = run_dbt(dbt_args, warehouse, options, quiet=not args.verbose)
+    if completed.returncode != 0:
+        tail = ((completed.stdout or "") + (completed.stderr or ""))[-1500:] if not args.verbose else ""
+        raise UserError(f"dbt docs generate failed.\n{tail}\nRun `keytech -v docs` for dbt's full output.")
+    page = target / "static_index.html"
+    _say(args, f"dbt docs: {page if page.is_file() else target / 'index.html'} (open it in a browser; "
+               f"`dbt docs serve --target-path {target}` also works)")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -229,7 +298,15 @@ EXAMPLES = {
     "summary": "keytech summary",
     "demo": "keytech demo",
     "contract-doc": "keytech contract-doc",
-    "sql": "keytech sql \"select * from marts.rpt_sample_funnel order by step_order\"",
+    "sql": "keytech sql \"select * from marts.rpt_sample_funnel order by step_order\"\n"
+           "  keytech sql analysis/pilot_coverage_by_wave.sql",
+    "report": "keytech report                      # → output/report/index.html\n"
+              "  keytech report --run 20250101T120000-abc123 --out /tmp/report",
+    "export": "keytech export --what panel --format dta        # Stata, with variable and value labels\n"
+              "  keytech export --what results --format csv --all-runs\n"
+              "  keytech export --what panel --panel rpt_analysis_panel_window2022 --format parquet --out /tmp/",
+    "doctor": "keytech doctor\n  keytech doctor --raw-dir /data/csmar_2024",
+    "docs": "keytech docs                        # → output/dbt-docs/static_index.html\n  make docs",
 }
 
 
@@ -260,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog="Example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show dbt's own output and tracebacks")
         return p
 
     p = add("synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).", cmd_synth)
@@ -290,13 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
 
     p = add("sql", "Run a read-only SQL query on the warehouse and print the result.", cmd_sql)
-    p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel")
+    p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel, or an analysis file "
+                                 "(analysis/*.sql; {{ ref('x') }} is resolved)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
 
     p = add("contract-doc", "Regenerate docs/input-contract.md from python/keytech/contract.yml.", cmd_contract_doc)
     p.add_argument("--out", help="output file (default docs/input-contract.md)")
 
-    p = add("demo", "Synthetic data → build → checks → summary → Table 3 next to the paper.", cmd_demo)
+    p = add("report", "Write the replication report: one self-contained HTML page (paper vs this run).", cmd_report)
+    p.add_argument("--run", help="estimation run id (default: the latest in results.runs)")
+    p.add_argument("--out", help="output folder (default output/report)")
+
+    p = add("export", "Export the analysis panel or estimation results as Parquet, CSV or Stata .dta.", cmd_export)
+    p.add_argument("--what", choices=["panel", "results"], default="panel", help="what to export (default panel)")
+    p.add_argument("--format", choices=["parquet", "csv", "dta"], default="parquet", help="file format (default parquet)")
+    p.add_argument("--out", help="output file or folder (default output/export/)")
+    p.add_argument("--panel", choices=["rpt_analysis_panel", "rpt_analysis_panel_window2022"],
+                   default="rpt_analysis_panel", help="which panel mart for --what panel")
+    p.add_argument("--run", help="run id for --what results (default: the latest run)")
+    p.add_argument("--all-runs", action="store_true", help="every run for --what results")
+
+    p = add("doctor", "Check the environment, the raw folder, the warehouse and the last checks; say what to do next.", cmd_doctor)
+    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
+
+    p = add("docs", "Build the dbt docs site (models, columns, lineage, exposures) into output/dbt-docs/.", cmd_docs)
+    p.add_argument("--out", help="output folder (default output/dbt-docs)")
+
+    p = add("demo", "Synthetic data → build → checks → summary → Table 3 next to the paper → report.", cmd_demo)
     p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale")
     p.add_argument("--seed", type=int, default=20250101, help="random seed")
     return parser
