@@ -9,7 +9,19 @@ patent_codes as (
 ),
 
 kept as (
-    select *
+    select
+        *,
+        len(
+            list_distinct(
+                list_filter(
+                    list_transform(
+                        string_split_regex(applicants_string, '[;；]'),
+                        lambda applicant: trim(replace(applicant, '　', ' '))
+                    ),
+                    lambda applicant: applicant <> ''
+                )
+            )
+        ) as n_applicants
     from patents
     where disposition = 'kept'
 ),
@@ -35,23 +47,6 @@ code_summary as (
     group by patent_id
 ),
 
-applicants as (
-    select
-        patent_id,
-        len(
-            list_distinct(
-                list_filter(
-                    list_transform(
-                        string_split_regex(applicants_string, '[;；]'),
-                        lambda applicant: trim(replace(applicant, '　', ' '))
-                    ),
-                    lambda applicant: applicant <> ''
-                )
-            )
-        ) as n_applicants
-    from kept
-),
-
 joined as (
     select
         kept.patent_id,
@@ -62,8 +57,8 @@ joined as (
         kept.patent_type,
         kept.patent_type = 'invention' as is_invention,
         coalesce(code_summary.n_ipc_codes, 0) as n_ipc_codes,
-        applicants.n_applicants,
-        coalesce(applicants.n_applicants > 1, false) as is_joint,
+        kept.n_applicants,
+        coalesce(kept.n_applicants > 1, false) as is_joint,
         kept.grant_date is not null as is_granted,
         kept.grant_date,
         year(kept.grant_date) as grant_year,
@@ -82,8 +77,6 @@ joined as (
     from kept
     left join code_summary
         on kept.patent_id = code_summary.patent_id
-    left join applicants
-        on kept.patent_id = applicants.patent_id
 ),
 
 classified as (
