@@ -1,0 +1,435 @@
+"""Reliability: the bad-input corpus, deterministic builds and safe (interruptible) rebuilds.
+
+Bad inputs (``tests/bad_inputs/<case>/``, see its README): each case is the minimal raw folder of
+``conftest.py`` with the case's files laid over it, and an ``expected.yml`` saying what must happen:
+
+* ``stage: validate`` — validation must fail, nothing may land, and the error must name the file,
+  the row and column where they apply, and the offending value;
+* ``stage: warehouse`` — the folder passes validation (warnings at most) and the case's rows must
+  show up in ``marts.rpt_quarantine`` / ``marts.rpt_patent_reconciliation`` with a reason. All
+  warehouse cases are laid over ONE folder and built once per module (they touch disjoint files).
+
+A case with ``xfail:`` documents a gap in ingest that is not fixed yet; it is a strict xfail, so the
+fix makes it fail until the marker is removed.
+
+Determinism and safe rebuilds build tiny synthetic data (``keytech.synth``) into temporary files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from conftest import MINIMAL_RAW, write_raw
+from keytech.build import BuildOptions, build_warehouse
+from keytech.ingest import ValidationFailed, ingest, validate
+from keytech.warehouse import PUBLIC_MARTS, mart_fingerprint
+
+CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
+MINIMAL_ENCODINGS = {"city_yearbook.csv": "gbk"}  # as the minimal_raw fixture writes it
+
+
+# ------------------------------------------------------------------------------------- the corpus
+@dataclass(frozen=True)
+class Case:
+    name: str
+    folder: Path
+    spec: dict
+
+    @property
+    def stage(self) -> str:
+        return self.spec["stage"]
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.name != "expected.yml")
+
+    @property
+    def expectations(self) -> list[dict]:
+        expect = self.spec.get("expect") or []
+        return expect if isinstance(expect, list) else [expect]
+
+
+def _load_cases() -> list[Case]:
+    cases = []
+    for folder in sorted(p for p in CORPUS.iterdir() if p.is_dir()):
+        spec = yaml.safe_load((folder / "expected.yml").read_text(encoding="utf-8"))
+        cases.append(Case(folder.name, folder, spec))
+    return cases
+
+
+CASES = _load_cases()
+VALIDATE_CASES = [c for c in CASES if c.stage == "validate"]
+WAREHOUSE_CASES = [c for c in CASES if c.stage == "warehouse"]
+
+
+def _param(case: Case):
+    marks = [pytest.mark.xfail(strict=True, reason=" ".join(case.spec["xfail"].split()))] if case.spec.get("xfail") else []
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+def compose(folder: Path, cases: list[Case]) -> Path:
+    """The minimal raw folder with the cases' files laid over it (and their ``remove`` files gone)."""
+    write_raw(folder, encodings=MINIMAL_ENCODINGS)
+    for case in cases:
+        for name in case.spec.get("remove", []):
+            (folder / name).unlink()
+        for path in case.files:
+            shutil.copyfile(path, folder / path.name)
+    return folder
+
+
+def test_corpus_is_well_formed_and_documented():
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
+    assert CASES
+    for case in CASES:
+        assert case.stage in ("validate", "warehouse"), case.name
+        assert case.spec.get("description"), case.name
+        assert case.files, f"{case.name}: no files"
+        assert f"`{case.name}`" in readme, f"{case.name} is not described in tests/bad_inputs/README.md"
+        if case.stage == "validate":
+            assert case.expectations, f"{case.name}: a validate case needs `expect`"
+        else:
+            assert case.spec.get("quarantine") or case.spec.get("lands") or case.spec.get("reconciliation"), case.name
+    # warehouse cases share one build, so they must not overwrite each other's files
+    seen: dict[str, str] = {}
+    for case in WAREHOUSE_CASES:
+        for path in case.files:
+            assert path.name not in seen, f"{case.name} and {seen[path.name]} both replace {path.name}"
+            seen[path.name] = case.name
+
+
+def test_minimal_folder_is_clean(tmp_path: Path):
+    """The control: without a case laid over it the folder passes, so each failure below is the case's."""
+    problems, _ = validate(compose(tmp_path / "raw", []))
+    assert not [p for p in problems if p.severity == "error"]
+
+
+# --------------------------------------------------------------------- validation-stage cases
+def _row_mentioned(problem, rendered: str, row: int) -> bool:
+    return row in problem.rows or re.search(rf"\b(rows?|lines?)\b\D{{0,4}}{row}\b", rendered, re.I) is not None
+
+
+def _matches(problem, expected: dict) -> list[str]:
+    """Why ``problem`` does not meet ``expected`` (empty list: it does)."""
+    rendered = problem.render()
+    why = []
+    if problem.severity != expected["severity"]:
+        why.append(f"severity {problem.severity}")
+    if problem.file != expected["file"]:
+        why.append(f"file {problem.file}")
+    column = expected.get("column")
+    if column and problem.column != column and column not in rendered:
+        why.append(f"column {column} not named")
+    if "row" in expected and not _row_mentioned(problem, rendered, expected["row"]):
+        why.append(f"row {expected['row']} not named")
+    if "rows" in expected and problem.rows[: len(expected["rows"])] != expected["rows"]:
+        why.append(f"rows {problem.rows}")
+    if "values" in expected and [str(v) for v in problem.values] != [str(v) for v in expected["values"]]:
+        why.append(f"values {problem.values}")
+    if "message" in expected and not re.search(expected["message"], rendered):
+        why.append(f"message does not match {expected['message']!r}")
+    return why
+
+
+def _assert_reported(problems: list, expected: dict, full_text: str) -> None:
+    candidates = [p for p in problems if p.file == expected["file"]]
+    verdicts = {p.render(): _matches(p, expected) for p in candidates}
+    assert any(not why for why in verdicts.values()), (
+        f"no problem matches {expected}; problems for {expected['file']}: {verdicts or 'none'}\n{full_text}")
+    # what the user reads (the exception text) names the file, the row and the values
+    assert expected["file"] in full_text
+    for row in expected.get("rows", []):
+        assert str(row) in full_text
+    for value in expected.get("values", []):
+        assert repr(str(value)) in full_text
+    if "not_in_message" in expected:
+        assert expected["not_in_message"] not in full_text
+    if "max_problems_for_file" in expected:
+        errors = [p for p in candidates if p.severity == "error"]
+        assert len(errors) <= expected["max_problems_for_file"], [p.render() for p in errors]
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in VALIDATE_CASES])
+def test_bad_input_is_rejected_with_a_clear_error(case: Case, tmp_path: Path):
+    raw = compose(tmp_path / "raw", [case])
+    landing = tmp_path / "landing"
+    with pytest.raises(ValidationFailed) as caught:
+        ingest(raw, landing)
+    # never a partial landing: a failed ingest writes nothing
+    assert not landing.exists() or not list(landing.iterdir())
+    full_text = str(caught.value)
+    for expected in case.expectations:
+        _assert_reported(caught.value.problems, expected, full_text)
+    assert "docs/input-contract.md" in full_text  # and says where to read up
+
+
+def test_truncation_beyond_the_sniffing_sample_names_the_line(tmp_path: Path):
+    """A large file cut mid-record: the cut is far past the rows DuckDB samples to sniff the dialect."""
+    raw = compose(tmp_path / "raw", [])
+    lines = (MINIMAL_RAW["patents.csv"] + "".join(
+        f"600001,CN2016{i:08d}.1,2016-01-01,发明,G06F17/30,乙公司,,1\n" for i in range(30_000))).splitlines(keepends=True)
+    lines[-1] = ",".join(lines[-1].split(",")[:4])  # the copy stopped after PatentType: IPC onwards is gone
+    last_line = len(lines)  # header = line 1
+    (raw / "patents.csv").write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(ValidationFailed) as caught:
+        validate(raw)
+    _assert_reported(caught.value.problems, {
+        "severity": "error", "file": "patents.csv", "row": last_line,
+        "message": r"(?i)truncat|cut|fields"}, str(caught.value))
+
+
+# ---------------------------------------------------------------------- warehouse-stage cases
+@pytest.fixture(scope="module")
+def bad_warehouse(tmp_path_factory) -> dict:
+    """All warehouse-stage cases laid over one minimal folder, validated and built once."""
+    root = tmp_path_factory.mktemp("bad_warehouse")
+    raw = compose(root / "raw", WAREHOUSE_CASES)
+    problems, reports = validate(raw)
+    outcome = build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / "landing",
+                                           warehouse=root / "warehouse.duckdb", quiet=True))
+    return {"raw": raw, "landing": root / "landing", "db": Path(outcome["warehouse"]),
+            "problems": problems, "manifest": outcome["manifest"]}
+
+
+def _query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [_param(c) for c in WAREHOUSE_CASES])
+def test_bad_input_reaches_the_warehouse_with_a_reason(case: Case, bad_warehouse: dict):
+    db = bad_warehouse["db"]
+    for expected in case.expectations:  # warnings at validation (errors would have stopped the build)
+        _assert_reported(bad_warehouse["problems"], expected, "\n".join(p.render() for p in bad_warehouse["problems"]))
+    if "lands" in case.spec:
+        table, rows = case.spec["lands"]["table"], case.spec["lands"]["rows"]
+        assert bad_warehouse["manifest"]["tables"][table]["data_rows"] == rows
+        landed = duckdb.sql(f"select * from read_parquet('{bad_warehouse['landing'] / (table + '.parquet')}')")
+        assert len(landed.fetchall()) == rows
+        extra = bad_warehouse["manifest"]["tables"][table]["extra_columns"]
+        assert extra and not set(extra) & set(landed.columns), "extra columns must be reported and left out"
+    for expected in case.spec.get("quarantine", []):
+        found = _query(db, "select column_name, value, rejection_code, reason from marts.rpt_quarantine "
+                           "where _source_file = ? and _source_row = ?", [expected["file"], expected["row"]])
+        assert found, f"{expected['file']} row {expected['row']} is not in marts.rpt_quarantine"
+        if "value" in expected:
+            found = [r for r in found if r[1] == str(expected["value"])]
+            assert found, f"no quarantine row of {expected['file']}:{expected['row']} with value {expected['value']!r}"
+        for column_name, value, code, reason in found:
+            assert column_name and code and reason and reason.strip(), (column_name, value, code, reason)
+    for expected in case.spec.get("reconciliation", []):
+        (raw_rows,) = _query(db, "select coalesce(sum(raw_rows), 0) from marts.rpt_patent_reconciliation "
+                                 "where disposition = ?", [expected["disposition"]])[0]
+        assert raw_rows == expected["raw_rows"], expected
+        reasons = _query(db, "select reason from marts.rpt_patent_reconciliation where disposition = ?",
+                         [expected["disposition"]])
+        assert all(r and r.strip() for (r,) in reasons)
+    for expected in case.spec.get("kept_patents", []):
+        assert _query(db, "select count(*) from marts.fct_patents where patent_id = ?", [expected["patent_id"]]) == [(1,)]
+        codes = _query(db, "select ipc_code from marts.fct_patent_ipc_codes where patent_id = ? order by ipc_position",
+                       [expected["patent_id"]])
+        assert [c for (c,) in codes] == expected["ipc_codes"]
+
+
+@pytest.mark.slow
+def test_patent_reconciliation_adds_up_to_the_landed_rows(bad_warehouse: dict):
+    raw_lines = (bad_warehouse["raw"] / "patents.csv").read_text(encoding="utf-8").strip("\n").count("\n")
+    landed = len(duckdb.sql(f"select 1 from read_parquet('{bad_warehouse['landing'] / 'patents.parquet'}')").fetchall())
+    assert landed == raw_lines == bad_warehouse["manifest"]["tables"]["patents"]["data_rows"]
+    (total,) = _query(bad_warehouse["db"], "select sum(raw_rows) from marts.rpt_patent_reconciliation")[0]
+    assert total == landed
+    # and each landed row has exactly one disposition
+    (rows, distinct) = _query(bad_warehouse["db"], "select count(*), count(distinct (_source_file, _source_row)) "
+                                                    "from intermediate.int_patents_dispositioned")[0]
+    assert rows == distinct == landed
+
+
+# ------------------------------------------------------------------ determinism and safe rebuilds
+def _marts(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    return tuple(r[0] for r in con.execute(
+        "select table_name from information_schema.tables where table_schema = 'marts' order by 1").fetchall())
+
+
+def _fingerprints(db: Path) -> dict[str, str]:
+    """keytech.warehouse.mart_fingerprint of the public marts, plus one per mart (every table in marts)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        prints = {"public": mart_fingerprint(con)}
+        prints.update({name: mart_fingerprint(con, (name,)) for name in _marts(con)})
+        return prints
+    finally:
+        con.close()
+
+
+SIGNIFICANT_DIGITS = 10
+
+
+def _rounded_fingerprints(db: Path) -> dict[str, tuple]:
+    """Per mart: columns, row count and an order-independent hash of the rows with every floating
+    column printed to 10 significant digits — equal unless the marts differ beyond float noise."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        prints = {}
+        for name in _marts(con):
+            columns = con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'marts' and table_name = ? order by ordinal_position", [name]).fetchall()
+            select = ", ".join(
+                f"printf('%.{SIGNIFICANT_DIGITS}g', \"{c}\")" if t in ("DOUBLE", "FLOAT") else f'"{c}"'
+                for c, t in columns)
+            count, total = con.execute(
+                f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from (select {select} from marts.{name}) as t"
+            ).fetchone()
+            prints[name] = (tuple(c for c, _ in columns), count, total)
+        return prints
+    finally:
+        con.close()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _differing(first: dict, second: dict) -> dict:
+    return {k: (first.get(k), second.get(k)) for k in sorted(set(first) | set(second)) if first.get(k) != second.get(k)}
+
+
+def _keytech_executable() -> str:
+    candidate = Path(sys.executable).with_name("keytech")
+    assert candidate.exists(), f"{candidate} missing: is the package installed in this venv?"
+    return str(candidate)
+
+
+def _file_identity(path: Path) -> tuple:
+    return _sha256(path), path.stat().st_ino, path.stat().st_mtime_ns
+
+
+@pytest.fixture(scope="module")
+def tiny_built(tmp_path_factory) -> dict:
+    """Tiny synthetic data built into warehouse A."""
+    from keytech.synth import generate
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate("tiny", 11, root / "raw", progress=False)
+    warehouse = root / "a" / "warehouse.duckdb"
+    build_warehouse(BuildOptions(raw_dir=root / "raw", landing_dir=root / "a" / "landing",
+                                 warehouse=warehouse, quiet=True))
+    return {"root": root, "raw": root / "raw", "db": warehouse, "landing": root / "a" / "landing",
+            "fingerprints": _fingerprints(warehouse), "rounded": _rounded_fingerprints(warehouse)}
+
+
+@pytest.fixture(scope="module")
+def interrupted(tiny_built: dict) -> dict:
+    """Warehouse B starts as a copy of A (a previous build). A `keytech build` into B is killed
+    (SIGKILL to its whole process group) while dbt runs; then an in-process build into B completes.
+    Records what each test below needs; the second build doubles as the second build of the same
+    inputs into a different file for the determinism tests."""
+    root = tiny_built["root"]
+    db = root / "b" / "warehouse.duckdb"
+    db.parent.mkdir()
+    shutil.copyfile(tiny_built["db"], db)
+    building = db.with_name(db.name + ".building")
+    landing = root / "b" / "landing"
+    record: dict = {"db": db, "building": building, "landing": landing, "before": _file_identity(db)}
+    env = dict(os.environ, KEYTECH_RAW_DIR=str(tiny_built["raw"]), KEYTECH_DB=str(db),
+               KEYTECH_LANDING_DIR=str(landing), KEYTECH_OUTPUT_DIR=str(root / "b" / "output"),
+               DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    log_path = root / "b" / "killed-build.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([_keytech_executable(), "build"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # its own process group: dbt dies with it
+        try:
+            deadline = time.monotonic() + 180
+            while not building.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            record["building_seen"] = building.exists()
+            if record["building_seen"]:
+                time.sleep(1.0)  # let dbt get into the models
+            record["alive_at_kill"] = process.poll() is None
+            if record["alive_at_kill"]:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+    record["returncode"] = process.returncode
+    record["log"] = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+    record["group_gone"] = False
+    for _ in range(100):
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            record["group_gone"] = True
+            break
+        time.sleep(0.1)
+    record["after_kill"] = _file_identity(db)
+    record["fingerprints_after_kill"] = _fingerprints(db)
+    record["panel_rows_after_kill"] = _query(db, "select count(*) from marts.rpt_analysis_panel")[0][0]
+    record["partial_left"] = building.exists()
+    # the next build: discards the partial file, builds B and swaps it in
+    build_warehouse(BuildOptions(raw_dir=tiny_built["raw"], landing_dir=landing, warehouse=db, quiet=True))
+    record["partial_left_after_rebuild"] = building.exists()
+    record["fingerprints"] = _fingerprints(db)
+    record["rounded"] = _rounded_fingerprints(db)
+    return record
+
+
+@pytest.mark.slow
+def test_killed_build_leaves_the_previous_warehouse_intact(interrupted: dict, tiny_built: dict):
+    assert interrupted["building_seen"], f"dbt never created the .building file:\n{interrupted['log']}"
+    assert interrupted["alive_at_kill"], "the build finished before it could be killed; the test proves nothing"
+    assert interrupted["returncode"] == -signal.SIGKILL
+    assert interrupted["group_gone"], "processes of the killed build (dbt) are still alive"
+    # the previous warehouse is byte for byte the same file, opens read-only and has its marts
+    assert interrupted["after_kill"] == interrupted["before"]
+    assert interrupted["fingerprints_after_kill"] == tiny_built["fingerprints"]
+    assert interrupted["panel_rows_after_kill"] > 0
+
+
+@pytest.mark.slow
+def test_the_build_after_a_killed_build_succeeds(interrupted: dict):
+    assert not interrupted["partial_left_after_rebuild"], "the partial .building file was not cleaned up"
+    assert interrupted["fingerprints"]["public"]
+
+
+@pytest.mark.slow
+def test_same_inputs_give_the_same_marts(tiny_built: dict, interrupted: dict):
+    """Two builds of the same raw folder into different files: same marts, same rows, same values
+    (floating columns compared to 10 significant digits; bit-identity is the next test)."""
+    a, b = tiny_built["rounded"], interrupted["rounded"]
+    assert set(PUBLIC_MARTS) <= set(a)
+    assert a == b, _differing(a, b)
+    # the landing areas are identical (lineage columns included)
+    for table in ("firm_info", "balance_sheet", "patents", "city_yearbook", "pilot_list"):
+        rows = [duckdb.sql(f"select * from read_parquet('{landing / (table + '.parquet')}') order by all").fetchall()
+                for landing in (tiny_built["landing"], interrupted["landing"])]
+        assert rows[0] == rows[1], table
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "not bit-identical: marts.fct_firm_years.saleshare = sale / sum(sale) over (partition by "
+    "industry_code, year) sums doubles in a thread-dependent order, so its last bits (and the "
+    "fct_firm_years, rpt_analysis_panel, rpt_analysis_panel_window2022 fingerprints) change from "
+    "build to build. Not strict because the symptom is random; remove the marker once fixed."))
+def test_same_inputs_give_identical_mart_fingerprints(tiny_built: dict, interrupted: dict):
+    a, b = tiny_built["fingerprints"], interrupted["fingerprints"]
+    assert a == b, _differing(a, b)
