@@ -23,6 +23,7 @@ PUBLIC_MARTS = (
     "fct_patent_ipc_codes",
     "fct_firm_years",
     "rpt_analysis_panel",
+    "rpt_analysis_panel_window2022",
     "rpt_sample_funnel",
     "rpt_patent_reconciliation",
 )
