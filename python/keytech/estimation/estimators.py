@@ -383,6 +383,18 @@ def _placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext):
     return fit_placebo(spec, df, ctx)
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """An estimator implemented in ``keytech.estimation.<module>`` (imported when first run)."""
+
+    def run(spec: Spec, df: pd.DataFrame, ctx: RunContext):
+        import importlib
+
+        fn = getattr(importlib.import_module(f"keytech.estimation.{module}"), name)
+        return fn(spec, df, ctx)
+
+    return run
+
+
 ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = {
     "ols": fit_ols,
     "poisson": fit_poisson,
@@ -393,6 +405,13 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "staggered_sunab": _staggered("fit_sunab"),
     "staggered_did2s": _staggered("fit_did2s"),
     "placebo": _placebo,
+    # Table 4 and spillover checks (issue 4)
+    "ife": _lazy("ife", "fit_ife"),
+    "iv": _lazy("iv", "fit_iv"),
+    "psm": _lazy("psm", "fit_psm"),
+    "ols_ext": _lazy("spillover", "fit_ols_ext"),
+    "spill_split": _lazy("spillover", "fit_spill_split"),
+    "spill_bands": _lazy("spillover", "fit_spill_bands"),
 }
 
 

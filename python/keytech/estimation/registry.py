@@ -15,7 +15,7 @@ import yaml
 
 SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
 
-PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022")
+PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022", "rpt_endogeneity_panel")
 
 
 class RegistryError(ValueError):
