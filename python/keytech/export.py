@@ -1,0 +1,203 @@
+"""`keytech export`: the analysis panel or estimation results as Parquet, CSV or Stata ``.dta``.
+
+* ``panel``   — ``marts.rpt_analysis_panel`` (or ``--panel rpt_analysis_panel_window2022``), one row
+  per firm and year, every column of the mart.
+* ``results`` — ``results.estimates`` joined to ``results.runs`` (started_at, data_fingerprint,
+  code_version) for the latest run, or for every run with ``--all-runs``.
+
+Stata files are written as format 118 (Unicode, so Chinese text survives), with a variable label on
+every column and value labels where a code has meaning (``policy``, ``ifdome``). Parquet files carry
+the same labels as column metadata (``label``). The warehouse is opened read-only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from keytech import paths
+from keytech.warehouse import WarehouseMissing, connect, table_exists
+
+FORMATS = ("parquet", "csv", "dta")
+WHATS = ("panel", "results")
+PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022")
+
+# Variable labels (Stata allows 80 characters). Paper names (Pi & Luo, Table 2) in brackets.
+VARIABLE_LABELS: dict[str, str] = {
+    "stkcd": "Stock code (6 digits)",
+    "year": "Fiscal year",
+    "city_code": "Registered prefecture city, GB/T 2260 code",
+    "province_code": "Province code (2 digits)",
+    "industry_code": "CSRC 2012 industry division, e.g. C39",
+    "first_treated_year": "First year Policy = 1 in the city (year after 1st pilot)",
+    "rel_time": "Event time: year - first_treated_year",
+    "policy": "[Policy] City has had an intelligent-manufacturing pilot",
+    "apply_inv_zl": "[Apply_inv_zl] Key-technology invention applications",
+    "apply_inv_nozl": "[Apply_inv_nozl] Non-key invention applications",
+    "apply_inv_zl_joint": "[Apply_inv_zl_joint] Key-tech inventions filed jointly",
+    "grant_inv_zl": "Key-tech invention applications of the year later granted",
+    "cite_inv_zl": "Citations of the year's key-tech invention applications",
+    "ln_apply_inv_zl": "ln(1 + Apply_inv_zl)",
+    "ln_apply_inv_nozl": "ln(1 + Apply_inv_nozl)",
+    "ln_apply_inv_zl_joint": "ln(1 + Apply_inv_zl_joint)",
+    "ln_grant_inv_zl": "ln(1 + key-tech grants)",
+    "ln_cite_inv_zl": "ln(1 + key-tech citations)",
+    "lag1_ln_apply_inv_zl": "Previous year's ln(1 + Apply_inv_zl)",
+    "roa": "[ROA] Net profit / total assets (winsorised 1/99)",
+    "lnage": "[Lnage] ln(firm age + 1) (winsorised 1/99)",
+    "ki": "[KI] Total assets / operating revenue (winsorised 1/99)",
+    "ifdome": "[Ifdome] State-owned enterprise",
+    "size": "[Size] Total assets, yuan (winsorised 1/99)",
+    "kd": "[KD] Liabilities / total assets (winsorised 1/99)",
+    "meangdp": "[Meangdp] City GDP per capita, yuan (winsorised 1/99)",
+    "infor": "[Infor] Internet users per 10,000 people (winsorised 1/99)",
+    "finsgov": "[Finsgov] Local general budget expenditure, yuan (winsorised)",
+    "fdi": "[FDI] Foreign investment actually used, USD (winsorised 1/99)",
+    "sale": "[Sale] Operating revenue, yuan (winsorised 1/99)",
+    "saleshare": "[Saleshare] Firm's share of its CSRC division's sales",
+    "ln_size": "ln(Size)",
+    "ln_meangdp": "ln(Meangdp)",
+    "ln_finsgov": "ln(Finsgov)",
+    "ln_fdi": "ln(1 + FDI)",
+    "ln_sale": "ln(Sale)",
+    # results
+    "run_id": "Estimation run id (results.runs)",
+    "spec_id": "Specification id (python/keytech/specs.yml)",
+    "term": "Regressor or statistic",
+    "estimate": "Coefficient estimate",
+    "std_error": "Standard error",
+    "t_stat": "t statistic",
+    "p_value": "p-value",
+    "ci_low": "95% confidence interval, lower bound",
+    "ci_high": "95% confidence interval, upper bound",
+    "nobs": "Observations used",
+    "adj_r2": "Adjusted R-squared",
+    "fixed_effects": "Fixed effects",
+    "vcov": "Variance estimator",
+    "sample": "Sample filter",
+    "diagnostics_json": "Diagnostics (JSON)",
+    "started_at": "Run start time (UTC)",
+    "data_fingerprint": "Content hash of the marts the run used",
+    "code_version": "Code version (git describe)",
+}
+
+VALUE_LABELS: dict[str, dict[int, str]] = {
+    "policy": {0: "no pilot in city yet", 1: "city has had a pilot"},
+    "ifdome": {0: "not state-owned", 1: "state-owned"},
+}
+
+
+def label_for(column: str) -> str:
+    return VARIABLE_LABELS.get(column, column)[:80]
+
+
+def read_panel(panel: str = PANELS[0], db_path: str | Path | None = None) -> pd.DataFrame:
+    if panel not in PANELS:
+        raise ValueError(f"unknown panel {panel!r}; use one of {', '.join(PANELS)}")
+    with connect(db_path) as con:
+        if not table_exists(con, "marts", panel):
+            raise WarehouseMissing(f"marts.{panel} is not in the warehouse; run `keytech build`.")
+        return con.execute(f"select * from marts.{panel} order by stkcd, year").df()
+
+
+def read_results(db_path: str | Path | None = None, run_id: str | None = None, all_runs: bool = False) -> pd.DataFrame:
+    with connect(db_path) as con:
+        if not table_exists(con, "results", "estimates"):
+            raise LookupError("no estimation results in the warehouse; run `keytech estimate` first")
+        if run_id is None and not all_runs:
+            row = con.execute("select run_id from results.runs order by started_at desc limit 1").fetchone()
+            if row is None:
+                raise LookupError("no estimation runs in results.runs; run `keytech estimate` first")
+            run_id = row[0]
+        where, params = ("", []) if all_runs else ("where e.run_id = ?", [run_id])
+        frame = con.execute(
+            "select e.*, r.started_at, r.data_fingerprint, r.code_version "
+            f"from results.estimates e join results.runs r using (run_id) {where} "
+            "order by r.started_at, e.spec_id, e.term", params).df()
+    if frame.empty:
+        raise LookupError(f"run {run_id!r} has no estimates in results.estimates")
+    return frame
+
+
+def _stata_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """Stata-ready copy: nullable ints → int or float, text → str ('' for missing), booleans → int8."""
+    out = pd.DataFrame(index=frame.index)
+    strl: list[str] = []
+    dates: dict[str, str] = {}
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_bool_dtype(series):
+            out[column] = series.astype("float64") if series.isna().any() else series.astype("int8")
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            out[column] = pd.to_datetime(series).astype("datetime64[ns]")
+            dates[column] = "tc"
+        elif pd.api.types.is_integer_dtype(series):
+            if series.isna().any():
+                out[column] = series.astype("float64")
+            else:
+                values = series.astype("int64")
+                out[column] = values.astype("int32") if values.abs().max() < 2**31 - 1000 else values.astype("float64")
+        elif pd.api.types.is_float_dtype(series):
+            out[column] = series.astype("float64")
+        else:
+            text = series.astype(object).where(series.notna(), "").astype(str)
+            out[column] = text.astype(object)
+            if text.str.len().max() > 2000:
+                strl.append(column)
+    return out, strl, dates
+
+
+def write_frame(frame: pd.DataFrame, fmt: str, target: Path, dataset_label: str = "") -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(target, index=False, encoding="utf-8")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        fields = [f.with_metadata({"label": label_for(f.name)}) for f in table.schema]
+        schema = pa.schema(fields, metadata={**(table.schema.metadata or {}), b"keytech.dataset": dataset_label.encode()})
+        pq.write_table(table.cast(schema), target)
+    elif fmt == "dta":
+        stata, strl, dates = _stata_frame(frame)
+        labels = {c: label_for(c) for c in stata.columns}
+        value_labels = {c: v for c, v in VALUE_LABELS.items()
+                        if c in stata.columns and pd.api.types.is_integer_dtype(stata[c])}
+        stata.to_stata(target, write_index=False, version=118, variable_labels=labels,
+                       value_labels=value_labels or None, convert_strl=strl or None,
+                       convert_dates=dates or None, data_label=dataset_label[:80])
+    else:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return target
+
+
+def export(what: str, fmt: str, out: str | Path | None = None, db_path: str | Path | None = None,
+           panel: str = PANELS[0], run_id: str | None = None, all_runs: bool = False) -> tuple[Path, int]:
+    """Write the export; returns (path, rows)."""
+    if what not in WHATS:
+        raise ValueError(f"unknown --what {what!r}; use one of {', '.join(WHATS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if what == "panel":
+        frame = read_panel(panel, db_path)
+        name = panel
+        label = f"KeyTech Panel: marts.{panel}"
+    else:
+        frame = read_results(db_path, run_id, all_runs)
+        name = "estimates_all_runs" if all_runs else f"estimates_{frame['run_id'].iloc[0]}"
+        label = "KeyTech Panel: results.estimates" + ("" if all_runs else f" run {frame['run_id'].iloc[0]}")
+    target = Path(out) if out else paths.output_dir() / "export" / f"{name}.{fmt}"
+    if out and (target.is_dir() or str(out).endswith(("/", "\\")) or not target.suffix):
+        target = target / f"{name}.{fmt}"
+    write_frame(frame, fmt, target, label)
+    return target, int(len(frame))
+
+
+def numeric_equal(a: pd.Series, b: pd.Series) -> bool:
+    """Helper for round-trip checks: equal up to float rounding, NaN == NaN."""
+    x = pd.to_numeric(a, errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(b, errors="coerce").to_numpy(dtype=float)
+    return bool(np.allclose(x, y, rtol=1e-12, atol=0, equal_nan=True))
