@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
               keytech synth --scale small      # synthetic raw data into data/raw (or bring your own)
               keytech build                    # validate, land, dbt build, checks
               keytech estimate                 # every specification → results.estimates + tables
+              keytech report                   # paper vs this run → output/report/index.html
+            Help: keytech doctor (what is missing, what to run next); keytech <command> --help.
 
             Locations: raw folder data/raw (KEYTECH_RAW_DIR), warehouse data/warehouse.duckdb
             (KEYTECH_DB), outputs output/ (KEYTECH_OUTPUT_DIR)."""

@@ -74,3 +74,19 @@ def test_failed_last_check_is_reported(built, tmp_path):
     findings = diagnose(**_kw(built, db_path=db))
     check = next(f for f in findings if f.area == "checks")
     assert check.status == "fail" and "FAILED" in check.message and "later-failed" in check.message
+
+
+def test_every_command_has_help_with_an_example_and_takes_quiet_after_the_command(capsys):
+    from keytech.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert {"report", "export", "doctor", "docs"} <= set(sub.choices)
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "Example" in capsys.readouterr().out, name
+    args = parser.parse_args(["doctor", "-q"])
+    assert args.quiet is True and args.verbose is False
+    assert parser.parse_args(["-q", "doctor"]).quiet is True
