@@ -272,12 +272,23 @@ def cmd_docs(args) -> int:
     options = BuildOptions(raw_dir=paths.raw_dir(), landing_dir=paths.landing_dir(), warehouse=warehouse,
                            quiet=not args.verbose)
     dbt_args = ["docs", "generate", "--target-path", str(target.resolve()), "--static"]
+    scratch = None
     if not warehouse.is_file():
+        import tempfile
+
         _say(args, f"No warehouse at {warehouse}: generating the docs without the catalog (column types and "
                    "row counts appear after `keytech build`).")
         dbt_args.append("--empty-catalog")
+        scratch = Path(tempfile.mkdtemp(prefix="keytech-docs-"))
+        warehouse = scratch / "empty.duckdb"  # dbt needs a connection; never create the real warehouse
     _say(args, f"dbt docs generate → {target} …")
-    completed = run_dbt(dbt_args, warehouse, options, quiet=not args.verbose)
+    try:
+        completed = run_dbt(dbt_args, warehouse, options, quiet=not args.verbose)
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
     if completed.returncode != 0:
         tail = ((completed.stdout or "") + (completed.stderr or ""))[-1500:] if not args.verbose else ""
         raise UserError(f"dbt docs generate failed.\n{tail}\nRun `keytech -v docs` for dbt's full output.")
