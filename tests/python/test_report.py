@@ -184,3 +184,18 @@ def test_every_analysis_runs_on_the_warehouse(built, sql_file: str):
     with duckdb.connect(str(built["db"]), read_only=True) as con:
         frame = con.sql(read_query(str(paths.project_root() / "analysis" / sql_file), con)).df()
     assert len(frame) > 0, sql_file
+
+
+def test_keytech_docs_builds_the_static_site_with_exposures(built, monkeypatch, tmp_path):
+    from keytech.cli import main
+
+    for key, value in env_for(built).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "dbt-docs"
+    assert main(["docs", "--out", str(out), "-q"]) == 0
+    page = (out / "static_index.html").read_text(encoding="utf-8")
+    for node in ("exposure.keytech.estimation_layer", "exposure.keytech.replication_report",
+                 "seed.keytech.paper_published_numbers", "model.keytech.rpt_analysis_panel"):
+        assert node in page, node
+    catalog = (out / "catalog.json").read_text(encoding="utf-8")
+    assert "rpt_analysis_panel" in catalog  # the catalog came from the tiny warehouse

@@ -136,7 +136,7 @@ def rollout(cities: pd.DataFrame, waves: pd.DataFrame | None) -> str | None:
     ax1.set_xlabel("Pilot wave (announcement year)")
     ax1.set_ylabel("New pilot cities")
     ax1.set_title("New pilot cities per wave", loc="left")
-    ax1.legend(fontsize=7.5, loc="upper right")
+    ax1.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     located = cities.dropna(subset=["longitude", "latitude"])
     ax2.scatter(located["longitude"], located["latitude"], s=6, color="#d0d5db", label="prefecture cities")
     for wave, group in pilots.dropna(subset=["longitude", "latitude"]).groupby("first_pilot_wave"):
