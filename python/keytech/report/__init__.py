@@ -113,10 +113,11 @@ def banner(data: dict[str, Any]) -> str:
     if "beta_key" in rates:
         planted = (f" The generator planted a key-technology effect of {rates['beta_key']} "
                    f"(non-key {rates.get('beta_nonkey', 'n/a')}) on the log application rate.")
-    scale = (truth or {}).get("scale")
+    scale, seed = (truth or {}).get("scale"), (truth or {}).get("seed")
+    made_with = f" (scale {esc(scale)}, seed {esc(seed)})" if scale else ""
     return (
         "<div class='banner' id='synthetic-banner' role='note'><strong>Synthetic data.</strong> "
-        f"This report was computed on data made by <code>keytech synth</code>{f' (scale {esc(scale)}, seed {esc(truth.get(chr(115)+chr(101)+chr(101)+chr(100)))})' if scale else ''} "
+        f"This report was computed on data made by <code>keytech synth</code>{made_with} "
         f"— <code>{esc(data['raw'])}/_truth.json</code> exists. The numbers demonstrate the pipeline; they are "
         f"<strong>not findings</strong> about Chinese firms.{esc(planted)}</div>"
     )
