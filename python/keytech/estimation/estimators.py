@@ -383,6 +383,12 @@ def _placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext):
     return fit_placebo(spec, df, ctx)
 
 
+def _mechanisms(spec: Spec, df: pd.DataFrame, ctx: RunContext):
+    from keytech.estimation.mechanisms import fit_split
+
+    return fit_split(spec, df, ctx)
+
+
 def _lazy(module: str, name: str) -> Callable:
     """An estimator implemented in ``keytech.estimation.<module>`` (imported when first run)."""
 
@@ -405,6 +411,7 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "staggered_sunab": _staggered("fit_sunab"),
     "staggered_did2s": _staggered("fit_did2s"),
     "placebo": _placebo,
+    "ols_split": _mechanisms,  # median splits with a permutation p-value (issue 5)
     # Table 4 and spillover checks (issue 4)
     "ife": _lazy("ife", "fit_ife"),
     "iv": _lazy("iv", "fit_iv"),

@@ -15,9 +15,19 @@ INT_COLUMNS = ("year",)
 FLOAT_NULLABLE = ("first_treated_year", "rel_time")
 
 
-def load_panel(name: str, db_path: str | Path | None = None) -> pd.DataFrame:
-    """Read ``marts.<name>`` read-only and prepare it (see :func:`prepare_panel`)."""
-    return prepare_panel(warehouse.read_mart(name, db_path))
+def load_panel(name: str, db_path: str | Path | None = None, extra_marts: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read ``marts.<name>`` read-only and prepare it (see :func:`prepare_panel`).
+
+    ``extra_marts``: marts keyed (stkcd, year) left-joined onto the panel (a spec's
+    ``extra_marts``); their columns already in the panel are not taken."""
+    df = warehouse.read_mart(name, db_path)
+    for mart in extra_marts:
+        extra = warehouse.read_mart(mart, db_path)
+        keep = ["stkcd", "year", *[c for c in extra.columns if c not in df.columns]]
+        extra = extra[keep].assign(stkcd=extra["stkcd"].astype(str), year=pd.to_numeric(extra["year"]).astype(int))
+        df = df.assign(stkcd=df["stkcd"].astype(str), year=pd.to_numeric(df["year"]).astype(int))
+        df = df.merge(extra, on=["stkcd", "year"], how="left", validate="one_to_one")
+    return prepare_panel(df)
 
 
 def prepare_panel(df: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +120,13 @@ def _pretrend_x_t(df: pd.DataFrame, options: dict) -> pd.Series:
     return slope * (df["year"] - window[0])
 
 
+def _policy_x_ln_sale(df: pd.DataFrame, options: dict) -> pd.Series:
+    """Policy × ln(Sale) (Table 6, column 6)."""
+    return df["policy"] * df["ln_sale"]
+
+
 DERIVED: dict[str, Callable[[pd.DataFrame, dict], pd.Series]] = {
+    "policy_x_ln_sale": _policy_x_ln_sale,
     "lead1": _lead(1),
     "lead2": _lead(2),
     "lead3": _lead(3),

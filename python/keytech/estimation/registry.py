@@ -94,6 +94,7 @@ class Spec:
     paper: PaperNumbers | None = None
     table: str | None = None
     table_panel: str | None = None
+    extra_marts: tuple[str, ...] = ()  # marts left-joined onto the panel by (stkcd, year)
 
     @property
     def regressors(self) -> tuple[str, ...]:
@@ -242,6 +243,7 @@ def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
         paper=PaperNumbers(**paper) if paper else None,
         table=m.get("table"),
         table_panel=m.get("table_panel"),
+        extra_marts=_as_tuple(m.get("extra_marts")),
     )
 
 

@@ -447,6 +447,9 @@ def render_tables(
     es = event_study_model(est, synthetic=syn)
     if es is not None:
         written += write_tables("event_study", [es], base / "tables", footer)
+    from keytech.estimation.mechanisms import render_tables as render_mechanism_tables
+
+    written += render_mechanism_tables(est, reg, syn, base / "tables", footer)
     from keytech.estimation.table4 import render as render_table4
 
     written += render_table4(est, reg, syn, base / "tables", footer)

@@ -133,11 +133,11 @@ def run_estimation(
 
     # 2. read the panels the selection needs (each read opens and closes a read-only connection)
     panels: dict[str, pd.DataFrame | BaseException] = {}
-    for name in dict.fromkeys(s.panel for s in specs):
+    for key in dict.fromkeys((s.panel, s.extra_marts) for s in specs):
         try:
-            panels[name] = pnl.load_panel(name, db_path)
+            panels[key] = pnl.load_panel(key[0], db_path, extra_marts=key[1])
         except warehouse.WarehouseMissing as exc:
-            panels[name] = exc
+            panels[key] = exc
 
     # 3. estimate
     results: list[SpecResult] = []
@@ -147,7 +147,7 @@ def run_estimation(
     for spec in bar:
         bar.set_postfix_str(spec.id)
         t0 = time.perf_counter()
-        df = panels[spec.panel]
+        df = panels[(spec.panel, spec.extra_marts)]
         try:
             if isinstance(df, BaseException):
                 raise df
