@@ -1,0 +1,536 @@
+"""`make bench` / ``python -m keytech.bench``: time every stage of the pipeline on synthetic data.
+
+Stages, each run in its own Python subprocess so that its peak memory is its own:
+
+============  ==========================================================================  ==========
+stage         what is timed                                                               target
+============  ==========================================================================  ==========
+synth         ``keytech.synth.generate(scale, seed, raw)``                                ≤ 60 s
+validate      ``keytech.ingest.validate(raw)`` (raw validation only, nothing written)     —
+build         ``keytech.build.build_warehouse``: reported as ``validate_and_land`` and    dbt ≤ 60 s
+              ``dbt_build`` (``dbt build`` into ``<warehouse>.building`` + swap), with
+              dbt's per-node times (slowest models and tests) from run_results.json
+checks        ``keytech.quality.run_checks`` (Great Expectations suites)                   ≤ 30 s
+estimation    ``keytech.estimation.run_estimation`` on every spec except the placebo,     ≤ 120 s
+              one registry group per process (a native crash costs one group, and each
+              group's cost shows); time = the groups' run_estimation times + one import
+              of the estimation libraries (what a single process would pay)
+placebo       the placebo spec with 500 draws (library import excluded)                   ≤ 60 s
+report        ``keytech.report`` when that module exists                                   —
+ipc_compare   a plain-pandas, row-by-row IPC key-tech classification (``keytech.ipc``)    —
+              on a subset of the landed patents, against dbt's own timing of the SQL
+              IPC models (``target/run_results.json``) scaled to the same rows
+============  ==========================================================================  ==========
+
+Peak memory of a stage is the larger of the stage process's own maximum resident set size and
+that of its largest child (dbt runs as a child of the build stage); the run's peak is the largest
+over all stages (target ≤ 6 GiB).
+
+All data of a run lives under ``<out>/work-<scale>/`` (raw, landing, warehouse.duckdb, outputs),
+never in ``data/``; ``--skip-synth`` reuses the raw folder of an earlier run. Results:
+``<out>/bench.json`` and ``<out>/bench.md`` (default ``output/bench/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+GIB = 1024**3
+TARGETS = {  # stage -> (metric, limit)
+    "synth": ("seconds", 60.0),
+    "dbt_build": ("seconds", 60.0),
+    "checks": ("seconds", 30.0),
+    "estimation": ("seconds", 120.0),
+    "placebo": ("seconds", 60.0),
+    "peak_memory": ("bytes", 6.0 * GIB),
+}
+STAGES = ("synth", "validate", "build", "checks", "estimation", "placebo", "report", "ipc_compare")
+PLACEBO_DRAWS = 500
+SEED = 20250101
+IPC_SUBSET_ROWS = 50_000
+# The dbt models that do the IPC work: tokenise + normalise, match distinct codes, join back.
+IPC_MODELS = ("int_patent_ipc_tokens_parsed", "int_ipc_codes_matched", "fct_patent_ipc_codes")
+
+
+# ----------------------------------------------------------------------------------- locations
+def work_dir(out: Path, scale: str) -> Path:
+    return out / f"work-{scale}"
+
+
+def stage_env(work: Path) -> dict[str, str]:
+    """Environment pointing every keytech location into the bench's work folder."""
+    return {
+        "KEYTECH_RAW_DIR": str(work / "raw"),
+        "KEYTECH_LANDING_DIR": str(work / "landing"),
+        "KEYTECH_DB": str(work / "warehouse.duckdb"),
+        "KEYTECH_OUTPUT_DIR": str(work / "output"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+
+
+def _max_rss_bytes() -> tuple[int, int]:
+    """(this process, its largest waited-for child) maximum resident set size in bytes (Linux: KiB)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale)
+
+
+# -------------------------------------------------------------------------------------- stages
+def _stage_synth(work: Path, scale: str, seed: int) -> dict:
+    from keytech.synth import generate
+
+    start = time.perf_counter()
+    truth = generate(scale, seed, work / "raw", progress=False)
+    return {"seconds": time.perf_counter() - start, "rows": truth.get("rows", {})}
+
+
+def _stage_validate(work: Path, scale: str, seed: int) -> dict:
+    from keytech.ingest import validate
+
+    start = time.perf_counter()
+    problems, reports = validate(work / "raw")
+    return {"seconds": time.perf_counter() - start,
+            "rows": {r.table: r.data_rows for r in reports},
+            "warnings": len(problems)}
+
+
+def _stage_build(work: Path, scale: str, seed: int) -> dict:
+    from keytech import paths
+    from keytech.build import BuildOptions, build_warehouse
+
+    started = dt.datetime.now(dt.timezone.utc)
+    start = time.perf_counter()
+    outcome = build_warehouse(BuildOptions(raw_dir=work / "raw", landing_dir=work / "landing",
+                                           warehouse=work / "warehouse.duckdb", quiet=True))
+    seconds = time.perf_counter() - start
+    result = {"seconds": seconds, "timings": outcome["timings"]}
+    # dbt's per-node timings of this build (target/ is shared by every dbt run of the project:
+    # only accept results generated after this stage started)
+    run_results = paths.project_root() / "target" / "run_results.json"
+    if run_results.is_file():
+        data = json.loads(run_results.read_text(encoding="utf-8"))
+        generated = data.get("metadata", {}).get("generated_at", "")
+        try:
+            fresh = dt.datetime.fromisoformat(generated.replace("Z", "+00:00")) >= started
+        except ValueError:
+            fresh = False
+        if fresh:
+            (work / "run_results.json").write_text(json.dumps(data), encoding="utf-8")
+            nodes = {r["unique_id"]: r.get("execution_time", 0.0) for r in data.get("results", [])}
+            models = {uid.split(".")[-1]: t for uid, t in nodes.items() if uid.startswith("model.")}
+            tests = sum(t for uid, t in nodes.items() if uid.startswith(("test.", "unit_test.")))
+            result["dbt_nodes"] = len(nodes)
+            result["dbt_test_seconds"] = tests
+            result["dbt_slowest_models"] = dict(sorted(models.items(), key=lambda kv: -kv[1])[:8])
+            result["dbt_slowest_tests"] = dict(sorted(
+                ((uid.split(".")[2], t) for uid, t in nodes.items() if uid.startswith(("test.", "unit_test."))),
+                key=lambda kv: -kv[1])[:8])
+            result["dbt_ipc_model_seconds"] = {m: models[m] for m in IPC_MODELS if m in models}
+        else:
+            result["dbt_nodes_note"] = "target/run_results.json was written by another dbt run; per-model timings skipped"
+    return result
+
+
+def _stage_checks(work: Path, scale: str, seed: int) -> dict:
+    from keytech.quality import run_checks
+
+    start = time.perf_counter()
+    record = run_checks()
+    return {"seconds": time.perf_counter() - start, "passed": bool(record["passed"])}
+
+
+def _estimation_call(only: list[str], seed: int) -> dict:
+    start = time.perf_counter()
+    from keytech import estimation
+
+    try:  # the heavy estimation libraries, imported lazily by run_estimation: timed on their own
+        import pyfixest.estimation  # noqa: F401
+    except ImportError:
+        pass
+    import_seconds = time.perf_counter() - start
+    kwargs = {"only": only, "force": False, "placebo_draws": PLACEBO_DRAWS, "seed": seed, "progress": False}
+    if "render" in inspect.signature(estimation.run_estimation).parameters:
+        kwargs["render"] = False  # tables and figures belong to the report stage
+    start = time.perf_counter()
+    run_id = estimation.run_estimation(**kwargs)
+    return {"seconds": time.perf_counter() - start, "import_seconds": import_seconds, "run_id": run_id,
+            "specs": len(only)}
+
+
+def _spec_ids() -> tuple[list[str], list[str]]:
+    """(every spec except the placebo, the placebo specs)."""
+    from keytech.estimation import load_registry
+
+    specs = load_registry().specs
+    placebo = [s.id for s in specs if s.group == "placebo"]
+    return [s.id for s in specs if s.group != "placebo"], placebo
+
+
+def _stage_estimation(work: Path, scale: str, seed: int, only: list[str] | None = None) -> dict:
+    others, _ = _spec_ids()
+    return _estimation_call(only or others, seed)
+
+
+def estimation_groups() -> dict[str, list[str]]:
+    """Registry group -> spec ids, every group except the placebo, in registry order."""
+    from keytech.estimation import load_registry
+
+    groups: dict[str, list[str]] = {}
+    for spec in load_registry().specs:
+        if spec.group != "placebo":
+            groups.setdefault(spec.group, []).append(spec.id)
+    return groups
+
+
+def _stage_placebo(work: Path, scale: str, seed: int) -> dict:
+    _, placebo = _spec_ids()
+    if not placebo:
+        return {"status": "not available", "note": "no spec in group 'placebo'"}
+    result = _estimation_call(placebo, seed)
+    result["draws"] = PLACEBO_DRAWS
+    return result
+
+
+def _stage_report(work: Path, scale: str, seed: int) -> dict:
+    import importlib
+
+    report = importlib.import_module("keytech.report")
+    for name in ("build_report", "render_report", "write_report", "build", "render", "main"):
+        func = getattr(report, name, None)
+        if callable(func) and all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                                  for p in inspect.signature(func).parameters.values()):
+            start = time.perf_counter()
+            func()
+            return {"seconds": time.perf_counter() - start, "entry_point": f"keytech.report.{name}"}
+    return {"status": "not available", "note": "keytech.report has no entry point callable without arguments"}
+
+
+def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
+    """Plain pandas, row by row, on a subset, against the SQL models' time scaled to the subset."""
+    import duckdb
+
+    from keytech import paths
+    from keytech.ipc import Concordance, normalise_ipc_list
+
+    landed = work / "landing" / "patents.parquet"
+    total_rows = duckdb.sql(f"select count(*) from read_parquet('{landed}')").fetchall()[0][0]
+    subset = duckdb.sql(f"select Scode, ApplyNo, IPC from read_parquet('{landed}') "
+                        f"order by _source_row limit {IPC_SUBSET_ROWS}").df()
+    seeds = paths.seeds_dir()
+    start = time.perf_counter()
+    concordance = Concordance.from_csv(seeds / "sei_ipc_concordance.csv", seeds / "ipc_revision_supplement.csv")
+    load_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    out_rows = []
+    for row in subset.itertuples(index=False):  # deliberately the naive way
+        for token in normalise_ipc_list(row.IPC if isinstance(row.IPC, str) else None):
+            if token.code is None:
+                continue
+            match = concordance.match(token.code)
+            out_rows.append((row.Scode, row.ApplyNo, token.position, token.code, match.match_level, match.is_key_tech))
+    import pandas as pd
+
+    result_frame = pd.DataFrame(out_rows, columns=["stkcd", "application_number", "ipc_position", "ipc_code",
+                                                   "match_level", "is_key_tech"])
+    key_patents = result_frame.groupby(["stkcd", "application_number"])["is_key_tech"].any().sum()
+    pandas_seconds = time.perf_counter() - start
+
+    rows = len(subset)
+    result = {
+        "subset_rows": rows, "landed_patent_rows": total_rows, "codes_classified": len(result_frame),
+        "key_tech_patents_in_subset": int(key_patents),
+        "pandas_seconds": pandas_seconds, "concordance_load_seconds": load_seconds,
+        "pandas_seconds_per_1k_rows": pandas_seconds / rows * 1000 if rows else None,
+        "pandas_seconds_extrapolated_to_all_rows": pandas_seconds / rows * total_rows if rows else None,
+    }
+    run_results = work / "run_results.json"
+    if run_results.is_file():
+        data = json.loads(run_results.read_text(encoding="utf-8"))
+        models = {r["unique_id"].split(".")[-1]: r.get("execution_time", 0.0)
+                  for r in data.get("results", []) if r["unique_id"].startswith("model.")}
+        found = {m: models[m] for m in IPC_MODELS if m in models}
+        if found and rows and total_rows:
+            sql_seconds = sum(found.values())
+            scaled = sql_seconds * rows / total_rows
+            result.update({
+                "sql_models": found, "sql_seconds_all_rows": sql_seconds,
+                "sql_seconds_scaled_to_subset": scaled,
+                "speed_ratio_sql_vs_pandas": pandas_seconds / scaled if scaled > 0 else None,
+                "sql_source": "dbt execution_time of the IPC models in this build (target/run_results.json)",
+            })
+    if "speed_ratio_sql_vs_pandas" not in result:
+        result["sql_note"] = "no dbt per-model timings from the build stage; SQL side not measured"
+    return result
+
+
+STAGE_FUNCS = {
+    "synth": _stage_synth, "validate": _stage_validate, "build": _stage_build, "checks": _stage_checks,
+    "estimation": _stage_estimation, "placebo": _stage_placebo, "report": _stage_report,
+    "ipc_compare": _stage_ipc_compare,
+}
+
+
+def run_worker(stage: str, work: Path, scale: str, seed: int, result_file: Path, only: list[str] | None = None) -> int:
+    """Run one stage in this (fresh) process; write its result with wall time and peak memory."""
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    try:
+        result = STAGE_FUNCS[stage](work, scale, seed, only) if only else STAGE_FUNCS[stage](work, scale, seed)
+        result.setdefault("status", "ok")
+    except ImportError as exc:
+        result = {"status": "not available", "note": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # recorded, the run goes on
+        result = {"status": "error", "note": f"{type(exc).__name__}: {exc}"[:2000],
+                  "traceback": traceback.format_exc()[-3000:]}
+    result["wall_seconds"] = time.perf_counter() - start
+    result["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]  # at start, at end
+    self_rss, child_rss = _max_rss_bytes()
+    result["max_rss_self_bytes"], result["max_rss_children_bytes"] = self_rss, child_rss
+    result["peak_rss_bytes"] = max(self_rss, child_rss)
+    result_file.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ the run
+def _machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) * 1024 / GIB, 1)
+                break
+    except OSError:
+        pass
+    try:
+        import dbt.version
+        import duckdb
+
+        info["duckdb"] = duckdb.__version__
+        info["dbt_core"] = dbt.version.__version__
+    except Exception:
+        pass
+    try:
+        from keytech import paths
+
+        info["git"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=paths.project_root(),
+                                     capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        pass
+    return info
+
+
+def _run_stage(stage: str, work: Path, scale: str, seed: int, log, only: list[str] | None = None) -> dict:
+    result_file = work / f".stage-{stage}.json"
+    result_file.unlink(missing_ok=True)
+    env = dict(os.environ, **stage_env(work))
+    command = [sys.executable, "-m", "keytech.bench", "--worker", stage, "--scale", scale, "--seed", str(seed),
+               "--work", str(work), "--result", str(result_file)] + (["--only", ",".join(only)] if only else [])
+    start = time.perf_counter()
+    completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - start
+    if result_file.is_file():
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        result_file.unlink()
+    else:
+        result = {"status": "error", "note": f"stage process exited with {completed.returncode} (killed? out of memory?)"}
+    result["process_seconds"] = elapsed
+    return result
+
+
+def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
+    """The estimation suite without the placebo, one registry group per process (a crash in one
+    group — e.g. a native-code abort — costs only that group; each group's time and memory shows)."""
+    try:
+        groups = estimation_groups()
+    except ImportError as exc:
+        return {"status": "not available", "note": f"{type(exc).__name__}: {exc}"}
+    results = {}
+    for group, ids in groups.items():
+        log.write(f"\n----- estimation group {group} ({len(ids)} specs) -----\n")
+        log.flush()
+        results[group] = _run_stage("estimation", work, scale, seed, log, only=ids)
+        results[group]["specs"] = len(ids)
+        shown = results[group].get("seconds")
+        print(f"[bench]   {group}: {results[group].get('status')}"
+              + (f", {shown:.1f} s" if isinstance(shown, (int, float)) else "")
+              + (f" — {results[group]['note'][:120]}" if results[group].get("note") else ""), flush=True)
+    failed = [g for g, r in results.items() if r.get("status") != "ok"]
+    outcome = {
+        "groups": results,
+        "specs": sum(len(ids) for ids in groups.values()),
+        "peak_rss_bytes": max((r.get("peak_rss_bytes") or 0 for r in results.values()), default=0) or None,
+        # one process would import the libraries once: the groups' estimation times plus one import
+        "import_seconds": max((r.get("import_seconds") or 0 for r in results.values()), default=0),
+        "seconds_groups_ok": sum(r.get("seconds") or 0 for r in results.values()),
+    }
+    outcome["seconds_all_groups_ok"] = None if failed else outcome["seconds_groups_ok"] + outcome["import_seconds"]
+    if failed:
+        outcome["status"] = "error"
+        outcome["note"] = "failed group(s): " + ", ".join(f"{g} ({results[g].get('note', '?')[:80]})" for g in failed)
+    else:
+        outcome["status"] = "ok"
+        outcome["seconds"] = outcome["seconds_all_groups_ok"]
+    return outcome
+
+
+def evaluate(stages: dict) -> dict:
+    """Target -> {value, limit, passed} from the stage results (missing values: passed None)."""
+    values = {
+        "synth": stages.get("synth", {}).get("seconds"),
+        "dbt_build": (stages.get("build", {}).get("timings") or {}).get("dbt_build"),
+        "checks": stages.get("checks", {}).get("seconds"),
+        "estimation": stages.get("estimation", {}).get("seconds"),
+        "placebo": stages.get("placebo", {}).get("seconds"),
+        "peak_memory": max((s.get("peak_rss_bytes") or 0 for s in stages.values()), default=None) or None,
+    }
+    out = {}
+    for name, (unit, limit) in TARGETS.items():
+        value = values[name]
+        out[name] = {"unit": unit, "limit": limit, "value": value,
+                     "passed": None if value is None else bool(value <= limit)}
+    return out
+
+
+def _fmt_seconds(value) -> str:
+    return "—" if value is None else f"{value:,.1f} s"
+
+
+def _fmt_bytes(value) -> str:
+    return "—" if not value else f"{value / GIB:,.2f} GiB"
+
+
+def render_markdown(report: dict) -> str:
+    stages = report["stages"]
+    lines = [
+        f"# Benchmark — scale `{report['scale']}`, {report['started_at']} UTC",
+        "",
+        f"Machine: {report['machine'].get('cpu', '?')}, {report['machine'].get('cpus')} CPUs, "
+        f"{report['machine'].get('memory_gib', '?')} GiB; Python {report['machine'].get('python')}, "
+        f"DuckDB {report['machine'].get('duckdb', '?')}, dbt-core {report['machine'].get('dbt_core', '?')}; "
+        f"code {report['machine'].get('git', '?')}. Synthetic data (seed {report['seed']}).",
+        "",
+    ]
+    rows = stages.get("synth", {}).get("rows") or stages.get("validate", {}).get("rows") or {}
+    if rows:
+        lines += ["Raw rows: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()) + ".", ""]
+    lines += ["## Targets", "", "| target | measured | limit | result |", "|---|---|---|---|"]
+    for name, t in report["targets"].items():
+        fmt = _fmt_bytes if t["unit"] == "bytes" else _fmt_seconds
+        verdict = {True: "pass", False: "**miss**", None: "not measured"}[t["passed"]]
+        lines.append(f"| {name} | {fmt(t['value'])} | {fmt(t['limit'])} | {verdict} |")
+    lines += ["", "## Stages", "", "| stage | status | time | peak memory | notes |", "|---|---|---|---|---|"]
+    for name, s in stages.items():
+        notes = []
+        if name == "build" and s.get("timings"):
+            notes.append(", ".join(f"{k} {v:.1f} s" for k, v in s["timings"].items()))
+            if s.get("dbt_test_seconds") is not None:
+                notes.append(f"dbt tests {s['dbt_test_seconds']:.1f} s over {s.get('dbt_nodes')} nodes")
+            if s.get("dbt_slowest_models"):
+                notes.append("slowest models: " + ", ".join(f"{m} {t:.1f} s" for m, t in list(s["dbt_slowest_models"].items())[:4]))
+        if name == "checks" and "passed" in s:
+            notes.append("checks passed" if s["passed"] else "checks FAILED")
+        if name == "estimation" and s.get("groups"):
+            notes.append("by group: " + ", ".join(
+                f"{g} {r['seconds']:.1f} s" if r.get("status") == "ok" else f"{g} {r.get('status')}"
+                for g, r in s["groups"].items()))
+        if name in ("estimation", "placebo") and s.get("specs"):
+            notes.append(f"{s['specs']} spec(s)" + (f", {s['draws']} draws" if s.get("draws") else ""))
+        if name == "ipc_compare" and s.get("status") == "ok":
+            notes.append(f"pandas row-by-row {s['pandas_seconds']:.1f} s for {s['subset_rows']:,} rows")
+            ratio = s.get("speed_ratio_sql_vs_pandas")
+            if ratio:
+                verdict = f"SQL {ratio:.1f}× faster" if ratio >= 1 else f"SQL {1 / ratio:.1f}× slower"
+                notes.append(f"SQL IPC models {s['sql_seconds_all_rows']:.1f} s for {s['landed_patent_rows']:,} rows "
+                             f"= {s['sql_seconds_scaled_to_subset']:.2f} s scaled to the subset; {verdict}")
+        if s.get("note"):
+            notes.append(s["note"].splitlines()[0][:200])
+        seconds = s.get("seconds", s.get("pandas_seconds"))
+        lines.append(f"| {name} | {s.get('status')} | {_fmt_seconds(seconds)} | {_fmt_bytes(s.get('peak_rss_bytes'))} | "
+                     f"{'; '.join(notes)} |")
+    lines += ["", "Peak memory: the larger of the stage process's and its largest child's maximum RSS "
+              "(dbt runs as a child of the build stage). Times are wall-clock inside the stage.", ""]
+    return "\n".join(lines)
+
+
+def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, ...] = STAGES) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    work = work_dir(out, scale)
+    work.mkdir(parents=True, exist_ok=True)
+    if skip_synth:
+        if not (work / "raw" / "_truth.json").is_file():
+            raise SystemExit(f"--skip-synth: no earlier raw folder at {work / 'raw'}; run without it first.")
+        stages = tuple(s for s in stages if s != "synth")
+    report = {"scale": scale, "seed": seed, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": _machine(), "work_dir": str(work), "stages": {}}
+    with open(out / "bench.log", "w", encoding="utf-8") as log:
+        for stage in stages:
+            print(f"[bench] {stage} …", flush=True)
+            log.write(f"\n===== {stage} =====\n")
+            log.flush()
+            if stage == "estimation":
+                result = _run_estimation_by_group(work, scale, seed, log)
+            else:
+                result = _run_stage(stage, work, scale, seed, log)
+            report["stages"][stage] = result
+            shown = result.get("seconds", result.get("pandas_seconds"))
+            print(f"[bench] {stage}: {result.get('status')}"
+                  + (f", {shown:.1f} s" if isinstance(shown, (int, float)) else "")
+                  + (f", peak {_fmt_bytes(result.get('peak_rss_bytes'))}" if result.get("peak_rss_bytes") else "")
+                  + (f" — {result['note'].splitlines()[0][:160]}" if result.get("note") else ""), flush=True)
+            if stage in ("synth", "build") and result.get("status") != "ok":
+                print(f"[bench] {stage} failed; later stages need it, stopping (see {out / 'bench.log'}).", flush=True)
+                break
+    report["targets"] = evaluate(report["stages"])
+    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (out / "bench.md").write_text(render_markdown(report), encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keytech.bench", description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python -m keytech.bench --scale small")
+    parser.add_argument("--scale", choices=["tiny", "small", "paper"], default="paper",
+                        help="synthetic scale (default paper: ~3,500 firms, 2008-2022)")
+    parser.add_argument("--skip-synth", action="store_true", help="reuse the raw folder of an earlier run")
+    parser.add_argument("--out", default=None, help="output folder (default output/bench)")
+    parser.add_argument("--seed", type=int, default=SEED, help="synthetic-data and placebo seed")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages (in pipeline order)")
+    parser.add_argument("--worker", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        only = args.only.split(",") if args.only else None
+        return run_worker(args.worker, Path(args.work), args.scale, args.seed, Path(args.result), only)
+    from keytech import paths
+
+    out = Path(args.out).resolve() if args.out else paths.output_dir() / "bench"
+    stages = tuple(s for s in STAGES if not args.stages or s in args.stages)
+    report = run(args.scale, out, args.skip_synth, args.seed, stages)
+    print((out / "bench.md").read_text(encoding="utf-8"))
+    print(f"Written {out / 'bench.json'} and {out / 'bench.md'}")
+    # a missed target is a finding, recorded above; a stage that crashed is a failure of the bench
+    errors = [name for name, s in report["stages"].items() if s.get("status") == "error"]
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
