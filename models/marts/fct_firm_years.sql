@@ -118,11 +118,16 @@ variables as (
 ),
 
 with_share as (
+    -- the industry total is summed in exact decimal arithmetic: a double sum depends on the
+    -- (thread-dependent) order of addition, which made saleshare differ in its last bits between
+    -- builds of the same data
     select
         *,
         case
             when industry_code is not null
-                then sale / nullif(sum(sale) over (partition by industry_code, year), 0)
+                then sale / nullif(
+                    sum(sale::decimal(38, 4)) over (partition by industry_code, year), 0
+                )::double
         end as saleshare
     from variables
 ),

@@ -213,7 +213,9 @@ def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tupl
                 "it may be truncated — export or copy it again."
             ) from exc
         return "parquet", None, 0
-    if path.stat().st_size == 0 or not path.read_bytes()[:SNIFF_BYTES].strip():
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
         raise UnreadableFile(f"{path.name} is empty (no header, no data); export the table again")
     encoding = detect_encoding(path)
     source = path

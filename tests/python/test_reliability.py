@@ -425,11 +425,6 @@ def test_same_inputs_give_the_same_marts(tiny_built: dict, interrupted: dict):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "not bit-identical: marts.fct_firm_years.saleshare = sale / sum(sale) over (partition by "
-    "industry_code, year) sums doubles in a thread-dependent order, so its last bits (and the "
-    "fct_firm_years, rpt_analysis_panel, rpt_analysis_panel_window2022 fingerprints) change from "
-    "build to build. Not strict because the symptom is random; remove the marker once fixed."))
 def test_same_inputs_give_identical_mart_fingerprints(tiny_built: dict, interrupted: dict):
     a, b = tiny_built["fingerprints"], interrupted["fingerprints"]
     assert a == b, _differing(a, b)
