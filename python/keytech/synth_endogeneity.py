@@ -10,9 +10,12 @@ Called from :mod:`keytech.synth` at three points (each a one-line hook):
   Bartik exposure). The instruments are functions of ``e_c`` only, so they move Policy while
   staying independent of ``U_c``.
 * ``key_log_shift(w, ...)`` adds to the key-tech invention log-rate of every firm-year:
-  (i) the confounder, a city-specific trend ``confounder_trend · U_c · (year − 2008) / 10`` (pilot
+  (i) the confounder, a city-specific trend ``confounder_trend · U*_c · (year − 2008) / 10`` (pilot
   cities have higher ``U_c``, so OLS of the outcome on Policy is biased upwards; with firm FE a
-  level would be absorbed, a trend is not); (ii) a spillover on firms in cities *not yet treated*:
+  level would be absorbed, a trend is not). ``U*_c`` is ``U_c`` made orthogonal, in the sample and
+  within province, to the instrument inputs (``orthogonal_confounder``, see
+  ``_outcome_confounder``), so the instruments are valid in the drawn world and not only in
+  expectation; (ii) a spillover on firms in cities *not yet treated*:
   ``spill_beta · exp(−d / spill_decay_km)`` with ``d`` the great-circle distance to the nearest
   treated city that year; (iii) effect heterogeneity on treated firms:
   ``agglomeration_beta · z_c`` with ``z_c`` the standardised 2009 location quotient of
@@ -20,6 +23,13 @@ Called from :mod:`keytech.synth` at three points (each a one-line hook):
   clipped to [−2, 2].
 * ``write_tables(w, out)`` writes the four raw extension tables (contract ``required: false``);
   ``truth(w)`` returns the ``endogeneity`` slot of ``_truth.json``.
+
+Calibration (demo scales, column (5) FE with province×year): selection loadings (3.0 on exposure,
+1.5 on U) make both first stages strong (F ≈ 25–40 at ``small``) while OLS stays visibly biased;
+the spillover (0.8, decay 150 km) and the agglomeration slope (0.4) are large enough for the
+near/far, distance-band and high/low-agglomeration estimates to come out in the planted direction
+at ``small`` (tests/python/test_endogeneity_synthetic.py). ``DEFAULT_RATES_OVERRIDE`` lets
+experiments change the rates without touching :mod:`keytech.synth`.
 
 All randomness comes from ``numpy.random.default_rng([seed, 101])``; deterministic per seed.
 National internet users are CNNIC's published year-end figures (real public data).
@@ -69,13 +79,17 @@ class EndogeneityRates:
     """Planted parameters (recorded in ``_truth.json['endogeneity']``)."""
 
     size_selection: float = 0.9  # as in keytech.synth._cities
-    instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
-    confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
-    confounder_trend: float = 0.5  # key log-rate += this * U_c * (year - 2008) / 10
-    spill_beta: float = 0.12  # key log-rate += spill_beta * exp(-d / spill_decay_km), untreated
-    spill_decay_km: float = 120.0
-    agglomeration_beta: float = 0.15  # treated: += agglomeration_beta * z(LQ_2009), clipped ±2
+    instrument_selection: float = 3.0  # loading of the robot exposure e_c in pilot selection
+    confounder_selection: float = 1.5  # loading of the unobserved U_c in pilot selection
+    confounder_trend: float = 1.0  # key log-rate += this * U_c * (year - 2008) / 10
+    spill_beta: float = 0.8  # key log-rate += spill_beta * exp(-d / spill_decay_km), untreated
+    spill_decay_km: float = 150.0
+    agglomeration_beta: float = 0.4  # treated: += agglomeration_beta * z(LQ_2009), clipped ±2
     robot_density_exposure_loading: float = 0.8  # log robot density = ... + loading * z(bartik)
+    orthogonal_confounder: bool = True  # outcome confounder orthogonal to the instruments in sample
+
+
+DEFAULT_RATES_OVERRIDE: dict = {}  # EndogeneityRates fields to override (experiments, tests)
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -100,7 +114,7 @@ def _fmt(values, decimals: int) -> np.ndarray:
 
 def plant_selection(w) -> None:
     """Draw the instrument inputs and the confounder; re-draw pilot cities (see module doc)."""
-    er: EndogeneityRates = getattr(w, "endogeneity_rates", None) or EndogeneityRates()
+    er: EndogeneityRates = getattr(w, "endogeneity_rates", None) or EndogeneityRates(**DEFAULT_RATES_OVERRIDE)
     w.endogeneity_rates = er
     rng = np.random.default_rng([int(w.seed), 101])
     cities = w.cities
@@ -151,6 +165,49 @@ def _agglomeration_z(w) -> np.ndarray:
     return np.clip(_z(lq), -2, 2)
 
 
+def hypothetical_first_treated_year(w) -> np.ndarray:
+    """IV2's hypothetical pilots as the warehouse builds them (fct_city_year_exposures): per wave,
+    the not-yet-picked cities ranked by Bartik exposure in the wave year, top n_w (real sizes)."""
+    e = w.endog
+    fw = w.cities["first_wave"].to_numpy()
+    years = list(e["years"])
+    hyp = np.zeros(len(fw), dtype=int)
+    for wave in sorted({int(x) for x in fw if x > 0}):
+        bt = e["shares"] @ e["us_robots"][:, years.index(wave)]
+        bt = np.where(hyp > 0, -np.inf, bt)
+        hyp[np.argsort(-bt, kind="stable")[: int((fw == wave).sum())]] = wave + 1
+    return hyp
+
+
+def _outcome_confounder(w, city: np.ndarray, year: np.ndarray) -> np.ndarray:
+    """The confounder as it enters the outcome: U_c minus its weighted least-squares projection
+    on province dummies, city size, the instrument inputs (z log Bartik, log robot density,
+    exposure) and IV2's hypothetical-wave dummies, weighted by the city's firm-years in the
+    estimation window (2010-2019). Pilot selection used U_c itself (corr with this ≈ 0.7 at ``small``
+    — the province dummies take out U's between-province part — recorded in the truth), so OLS stays biased, while the instruments are orthogonal to the
+    confounder *within province* and *as the panel weights cities* — the column (5) FE include
+    province×year, so a global orthogonality would leave chance within-province correlations
+    over a handful of cities that a trend confounder turns into IV bias."""
+    e = w.endog
+    cities = w.cities
+    nc = len(cities)
+    win = (year >= 2010) & (year <= 2019)
+    n = np.bincount(city[win], minlength=nc).astype(float) + 1e-6
+    hyp = hypothetical_first_treated_year(w)
+    prov = pd.get_dummies(cities["province_code"].astype(str), dtype=float).to_numpy()
+    hw = pd.get_dummies(pd.Series(hyp).astype(str), dtype=float).to_numpy()[:, 1:]
+    X = np.column_stack([prov, cities["size"].to_numpy(), np.log(e["bartik_2009"]),
+                         np.log(e["robot_density_2009"]), e["exposure"], hw])
+    u = e["confounder"]
+    sw = np.sqrt(n)
+    coef = np.linalg.lstsq(X * sw[:, None], u * sw, rcond=None)[0]
+    r = u - X @ coef
+    sd = np.sqrt(np.average((r - np.average(r, weights=n)) ** 2, weights=n))
+    e["hypothetical_first_treated_year"] = hyp
+    e["corr_confounder_outcome_selection"] = float(np.corrcoef(r, u)[0, 1])
+    return r / sd if sd > 0 else r
+
+
 def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat: np.ndarray) -> np.ndarray:
     """Additive key-tech log-rate terms per firm-year: confounder trend, distance-decaying
     spillover on not-yet-treated cities, agglomeration heterogeneity of the treated effect."""
@@ -159,7 +216,8 @@ def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat
     er: EndogeneityRates = w.endogeneity_rates
     e = w.endog
     first = w.cities["first_treated_year"].to_numpy()
-    u = e["confounder"]
+    u = _outcome_confounder(w, city, year) if er.orthogonal_confounder else e["confounder"]
+    e["confounder_outcome"] = u
     trend = er.confounder_trend * u[city] * (year - FIRST_YEAR) / 10.0
     # distance of each city to the nearest *other* city treated in year t
     nearest = np.full((len(first), LAST_YEAR - FIRST_YEAR + 1), np.inf)
@@ -225,8 +283,9 @@ def truth(w) -> dict:
             "Pilot cities are drawn per wave with probability ∝ exp(size_selection*size + "
             "instrument_selection*e_c + confounder_selection*U_c); e_c = z(mean(z(log robot density "
             "2009), z(log Bartik exposure 2009))) drives the instruments; U_c ~ N(0,1) is unobserved "
-            "and adds confounder_trend*U_c*(year-2008)/10 to the key-tech log-rate (biases OLS up, "
-            "independent of the instruments). Firms in cities not yet treated get "
+            "and adds confounder_trend*U*_c*(year-2008)/10 to the key-tech log-rate, U*_c its part "
+            "orthogonal to the instruments (see confounder_outcome_definition; biases OLS up, "
+            "instruments valid in sample). Firms in cities not yet treated get "
             "spill_beta*exp(-d/spill_decay_km), d = km to the nearest treated city that year. "
             "Treated firms' effect is beta_key + agglomeration_beta*z(LQ 2009 of secondary-sector "
             "employment), z clipped to [-2, 2]."),
@@ -236,6 +295,20 @@ def truth(w) -> dict:
         "mean_exposure_pilot_cities": float(e["exposure"][treated].mean()) if treated.any() else None,
         "mean_exposure_other_cities": float(e["exposure"][~treated].mean()) if (~treated).any() else None,
         "mean_spillover_log_rate_untreated_firm_years": e.get("spill_mean_untreated"),
+        "corr_confounder_outcome_selection": e.get("corr_confounder_outcome_selection"),
+        "confounder_outcome_definition": (
+            "with orthogonal_confounder the outcome uses U*_c = standardised residual of U_c on "
+            "province dummies, size, log Bartik 2009, log robot density 2009, exposure and IV2's "
+            "hypothetical-wave dummies, weighted by firm-years 2010-2019 (cities[].confounder_outcome); "
+            "key log-rate += confounder_trend*U*_c*(year-2008)/10"),
+        "cities": [
+            {"city_code": str(code), "confounder_selection": float(u[i]),
+             "confounder_outcome": float(e["confounder_outcome"][i]) if "confounder_outcome" in e else float(u[i]),
+             "exposure": float(e["exposure"][i]),
+             "agglomeration_z": float(e["agglomeration_z"][i]) if "agglomeration_z" in e else None,
+             "hypothetical_first_treated_year": int(e["hypothetical_first_treated_year"][i])
+             if "hypothetical_first_treated_year" in e else None}
+            for i, code in enumerate(cities["city_code"].to_numpy())],
         "ifr_industries": [r[0] for r in IFR_INDUSTRIES],
         "base_year": BASE_YEAR,
     }
