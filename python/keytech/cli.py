@@ -216,8 +216,8 @@ def cmd_demo(args) -> int:
         from keytech import estimation  # noqa: F401
     except ImportError:
         return EXIT_OK
-    args.list, args.only, args.force = False, ["table3"], False
-    args.placebo_draws = 100
+    args.list, args.only, args.force = False, None, False  # every specification
+    args.placebo_draws = 500
     code = cmd_estimate(args)
     if code != EXIT_OK:
         return code
