@@ -1,3 +1,26 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="
+            {% if is_incremental() %}
+            delete from {{ this }} as previous
+            where not exists (
+                select 1
+                from {{ ref('int_patents_dispositioned') }} as dispositioned
+                where dispositioned.patent_id = previous.patent_id
+                    and dispositioned.disposition = 'kept'
+                    and dispositioned._batch_id <> '{{ invocation_id }}'
+            )
+            {% endif %}
+        ",
+    )
+}}
+
+{#- Incremental (docs/performance.md, "Incremental refresh"): a refresh keeps the rows of
+    patents still kept and not re-dispositioned by this run (int_patents_dispositioned
+    ._batch_id), deletes the others and rebuilds the patents of this run's batch. -#}
+
 with tokens as (
     select * from {{ ref('int_patent_ipc_tokens_parsed') }}
 ),
@@ -16,6 +39,9 @@ kept_patents as (
         _source_row
     from patents
     where disposition = 'kept'
+    {%- if is_incremental() %}
+        and _batch_id = '{{ invocation_id }}'
+    {%- endif %}
 ),
 
 parsed_tokens as (

@@ -1,11 +1,42 @@
 {%- set rule = key_tech_rule() -%}
 
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="
+            {% if is_incremental() %}
+            delete from {{ this }} as previous
+            where not exists (
+                select 1
+                from {{ ref('int_patents_dispositioned') }} as dispositioned
+                where dispositioned.patent_id = previous.patent_id
+                    and dispositioned.disposition = 'kept'
+                    and dispositioned._batch_id <> '{{ invocation_id }}'
+            )
+            {% endif %}
+        ",
+    )
+}}
+
+{#- Incremental (docs/performance.md, "Incremental refresh"): a refresh keeps the rows of
+    patents still kept and not re-dispositioned by this run (int_patents_dispositioned
+    ._batch_id), deletes the others and rebuilds the patents of this run's batch. -#}
+
 with patents as (
     select * from {{ ref('int_patents_dispositioned') }}
 ),
 
 patent_codes as (
-    select * from {{ ref('fct_patent_ipc_codes') }}
+    select * from {{ ref('fct_patent_ipc_codes') }} as codes
+    {%- if is_incremental() %}
+    where exists (
+        select 1
+        from {{ ref('int_patents_dispositioned') }} as dispositioned
+        where dispositioned.patent_id = codes.patent_id
+            and dispositioned._batch_id = '{{ invocation_id }}'
+    )
+    {%- endif %}
 ),
 
 kept as (
@@ -24,6 +55,9 @@ kept as (
         ) as n_applicants
     from patents
     where disposition = 'kept'
+    {%- if is_incremental() %}
+        and _batch_id = '{{ invocation_id }}'
+    {%- endif %}
 ),
 
 code_summary as (

@@ -4,19 +4,38 @@ dbt builds into a fresh file beside the warehouse (``<warehouse>.building``). On
 and dbt test passes is the new file swapped in with an atomic rename, after the ``results`` schema
 (estimation runs and check runs) has been carried over from the previous warehouse. A build that
 fails or is killed halfway leaves the previous warehouse untouched and usable.
+
+Incremental refresh (``BuildOptions(incremental=True)``, ``keytech build --incremental``): every
+complete build records in ``build_meta.build_state`` what it was built from — the landing manifest
+(raw file sha256, header mapping, row count per table), the dbt vars and a fingerprint of the code
+(models, macros, seeds, dbt tests, ingest and contract, dbt/DuckDB versions). An incremental build
+compares the new landing manifest with that record:
+
+* code, vars or versions differ, or there is no record → a full build (the safe path);
+* no table changed → nothing is rebuilt, the warehouse is left as it is;
+* some tables changed → the warehouse is copied to ``<warehouse>.building`` and ``dbt build`` runs
+  only on what depends on the changed tables (``--select source:<source>.<table>+``, their dbt
+  tests included). The heavy patent models are dbt ``incremental`` models that reprocess only the
+  patents whose landed rows changed (see docs/performance.md, "Incremental refresh"); the rest of
+  the selection is rebuilt from the landed files as usual. The copy is then swapped in exactly
+  like a full build, so a failed refresh also leaves the previous warehouse untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import duckdb
+import yaml
 
 from keytech import paths
 from keytech.ingest import ingest
@@ -35,6 +54,18 @@ class BuildOptions:
     use_ipc_supplement: bool = True
     select: str | None = None
     quiet: bool = False
+    # Refresh the previous warehouse when only landed data changed (see the module docstring);
+    # falls back to a full build whenever that would not be safe.
+    incremental: bool = False
+
+
+STATE_SCHEMA = "build_meta"
+STATE_TABLE = f"{STATE_SCHEMA}.build_state"
+# What the code fingerprint covers, relative to the project root (files with these suffixes).
+CODE_PATHS = ("dbt_project.yml", "profiles.yml", "packages.yml", "package-lock.yml", "models", "macros",
+              "seeds", "snapshots", "tests/data_tests", "tests/generic",
+              "python/keytech/ingest.py", "python/keytech/contract.py", "python/keytech/contract.yml")
+CODE_SUFFIXES = (".sql", ".yml", ".yaml", ".csv", ".py", ".json")
 
 
 def dbt_executable() -> str:
@@ -100,8 +131,115 @@ def carry_over_results(old: Path, new: Path) -> int:
         con.close()
 
 
+# ---------------------------------------------------------------------------- incremental state
+def code_fingerprint(root: Path | None = None) -> str:
+    """sha256 over everything besides the landed data that decides the warehouse's content."""
+    root = root or paths.project_root()
+    digest = hashlib.sha256()
+    for name in ("dbt-core", "dbt-duckdb", "duckdb"):
+        try:
+            digest.update(f"{name}=={metadata.version(name)}\n".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name} missing\n".encode())
+    for entry in CODE_PATHS:
+        path = root / entry
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file() and file.suffix in CODE_SUFFIXES:
+                digest.update(str(file.relative_to(root)).encode() + b"\0")
+                digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def build_state(manifest: dict, options: BuildOptions) -> dict:
+    """What a complete build was made from: landed tables, dbt vars, code fingerprint."""
+    return {
+        "code_fingerprint": code_fingerprint(),
+        "vars": dbt_vars(options),
+        "tables": manifest["tables"],
+    }
+
+
+def read_build_state(warehouse: Path) -> dict | None:
+    """The state recorded in a warehouse by its last complete build, or None."""
+    if not warehouse.is_file():
+        return None
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute(f"select state from {STATE_TABLE}").fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return json.loads(row[0]) if row else None
+
+
+def write_build_state(warehouse: Path, state: dict) -> None:
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(f"create schema if not exists {STATE_SCHEMA}")
+        con.execute(f"create or replace table {STATE_TABLE} (built_at timestamp, state varchar)")
+        con.execute(f"insert into {STATE_TABLE} values (current_timestamp, ?)", [json.dumps(state, sort_keys=True)])
+    finally:
+        con.close()
+
+
+def source_selectors(root: Path | None = None) -> dict[str, str]:
+    """Contract table → dbt selector of its source (``source:<source>.<table>``), from the models'
+    source files."""
+    root = root or paths.project_root()
+    selectors: dict[str, str] = {}
+    for file in sorted((root / "models").rglob("*.yml")):
+        document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        for source in document.get("sources") or []:
+            for table in source.get("tables") or []:
+                selectors[table["name"]] = f"source:{source['name']}.{table['name']}"
+    return selectors
+
+
+def plan_refresh(previous: dict | None, current: dict, warehouse: Path) -> dict:
+    """Decide how to refresh: {'mode': 'full'|'incremental'|'unchanged', 'reason', 'changed_tables',
+    'select'}."""
+    def full(reason: str) -> dict:
+        return {"mode": "full", "reason": reason, "changed_tables": sorted(current["tables"]), "select": None}
+
+    if previous is None:
+        return full("no previous build state in the warehouse")
+    if warehouse.with_name(warehouse.name + ".wal").exists():
+        return full("the previous warehouse has an unfinished write-ahead log")
+    if previous.get("code_fingerprint") != current["code_fingerprint"]:
+        return full("models, seeds, macros, the contract or tool versions changed since the last build")
+    if previous.get("vars") != current["vars"]:
+        return full("build options (dbt vars) changed since the last build")
+    before, after = previous.get("tables") or {}, current["tables"]
+    if set(before) != set(after):
+        return full("the set of contract tables changed")
+    changed = sorted(t for t in after if before[t] != after[t])
+    if not changed:
+        return {"mode": "unchanged", "reason": "no landed table changed since the last build",
+                "changed_tables": [], "select": None}
+    selectors = source_selectors()
+    select = sorted({selectors[t] + "+" for t in changed if t in selectors})
+    if not select:
+        return {"mode": "unchanged", "reason": f"changed table(s) {', '.join(changed)} feed no model",
+                "changed_tables": changed, "select": None}
+    return {"mode": "incremental", "reason": f"changed table(s): {', '.join(changed)}",
+            "changed_tables": changed, "select": " ".join(select)}
+
+
+# ------------------------------------------------------------------------------------------ build
 def build_warehouse(options: BuildOptions) -> dict:
-    """Validate + land the raw folder, then `dbt build` into a new file and swap it in."""
+    """Validate + land the raw folder, then `dbt build` into a new file and swap it in.
+
+    With ``options.incremental`` the previous warehouse is refreshed instead when only landed data
+    changed (see the module docstring). The result says which: ``mode`` is 'full', 'incremental' or
+    'unchanged', with ``reason`` and ``changed_tables``."""
+    if options.incremental and options.select:
+        raise ValueError("an incremental build refreshes everything downstream of the changed tables; "
+                         "it cannot be combined with --select")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     manifest = ingest(options.raw_dir, options.landing_dir)
@@ -113,8 +251,25 @@ def build_warehouse(options: BuildOptions) -> dict:
     for leftover in (building, building.with_name(building.name + ".wal")):
         leftover.unlink(missing_ok=True)
 
+    state = build_state(manifest, options)
+    if options.incremental:
+        plan = plan_refresh(read_build_state(target), state, target)
+    else:
+        plan = {"mode": "full", "reason": "full build requested", "changed_tables": sorted(state["tables"]),
+                "select": None}
+    outcome = {"manifest": manifest, "timings": timings, "warehouse": str(target), **plan}
+    if plan["mode"] == "unchanged":
+        timings["dbt_build"] = 0.0
+        return outcome
+
     start = time.perf_counter()
-    args = ["build"] + (["--select", options.select] if options.select else [])
+    if plan["mode"] == "incremental":
+        shutil.copyfile(target, building)
+        timings["copy_warehouse"] = time.perf_counter() - start
+        start = time.perf_counter()
+        args = ["build", "--select", plan["select"]]
+    else:
+        args = ["build"] + (["--select", options.select] if options.select else [])
     completed = run_dbt(args, building, options, quiet=options.quiet)
     timings["dbt_build"] = time.perf_counter() - start
     if completed.returncode != 0:
@@ -126,6 +281,8 @@ def build_warehouse(options: BuildOptions) -> dict:
             f"The partial build is at {building} for inspection; dbt's log is logs/dbt.log and "
             "target/run_results.json. Run `keytech doctor` for hints."
         )
+    if not options.select:  # only a complete build can be refreshed incrementally later
+        write_build_state(building, state)
     carry_over_results(target, building)
     os.replace(building, target)
-    return {"manifest": manifest, "timings": timings, "warehouse": str(target)}
+    return outcome

@@ -80,11 +80,18 @@ def cmd_build(args) -> int:
         use_ipc_supplement=not args.no_ipc_supplement,
         select=args.select,
         quiet=not args.verbose,
+        incremental=getattr(args, "incremental", False),
     )
     _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
-    _say(args, "[2/3] dbt build (models + dbt tests) into a new file, swapped in on success …")
+    if options.incremental:
+        _say(args, "[2/3] dbt build of what the changed tables feed, on a copy of the warehouse, "
+                   "swapped in on success …")
+    else:
+        _say(args, "[2/3] dbt build (models + dbt tests) into a new file, swapped in on success …")
     outcome = build_warehouse(options)
     timing = outcome["timings"]
+    if options.incremental:
+        _say(args, f"      {outcome['mode']}: {outcome['reason']}")
     _say(args, f"      landed in {timing['validate_and_land']:.1f} s; dbt build {timing['dbt_build']:.1f} s "
                f"→ {outcome['warehouse']}")
     if args.skip_checks:
@@ -369,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-ipc", action="store_true", help="match IPC codes exactly (no inheritance from ancestors)")
     p.add_argument("--no-ipc-supplement", action="store_true", help="do not use the H01L/H10 revision supplement")
     p.add_argument("--select", help="dbt selection, e.g. 'marts.rpt_analysis_panel+' (default: everything)")
+    p.add_argument("--incremental", action="store_true",
+                   help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
+                        "(falls back to a full build when models, seeds or options changed)")
     p.add_argument("--skip-checks", action="store_true", help="skip the Great Expectations checks")
 
     add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)

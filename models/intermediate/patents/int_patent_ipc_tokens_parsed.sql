@@ -1,4 +1,21 @@
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="
+            {% if is_incremental() %}
+            delete from {{ this }} as previous
+            where not exists (
+                select 1
+                from {{ ref('stg_cnrds__patents') }} as staged
+                where staged._source_file = previous._source_file
+                    and staged._source_row = previous._source_row
+                    and hash(staged.patent_id, staged.ipc_string) = previous._row_hash
+            )
+            {% endif %}
+        ",
+    )
+}}
 
 {#- One row per distinct IPC token of each landed patent row, exactly as
     python/keytech/ipc.py normalise_ipc_list: tokens that parse carry ipc_code, junk
@@ -12,7 +29,12 @@
 
     Performance: each patent's tokens are processed as lists (no window functions), and
     the NFKC and full Unicode whitespace handling run only for strings that are not
-    plain printable ASCII (for those, whitespace is the space character alone). -#}
+    plain printable ASCII (for those, whitespace is the space character alone).
+
+    Incremental (docs/performance.md, "Incremental refresh"): parsing is a function of the
+    landed row alone, so a refresh first deletes the tokens of rows that changed or
+    disappeared (same _source_file and _source_row, same _row_hash = hash(patent_id,
+    ipc_string)) and then parses only the landed rows without tokens. -#}
 
 with patents as (
     select * from {{ ref('stg_cnrds__patents') }}
@@ -23,9 +45,18 @@ ipc_strings as (
         _source_file,
         _source_row,
         patent_id,
+        hash(patent_id, ipc_string) as _row_hash,
         ipc_string
     from patents
     where ipc_string is not null
+    {%- if is_incremental() %}
+        and not exists (
+            select 1
+            from {{ this }} as existing
+            where existing._source_file = patents._source_file
+                and existing._source_row = patents._source_row
+        )
+    {%- endif %}
 ),
 
 classified as (
@@ -33,6 +64,7 @@ classified as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         ipc_string,
         regexp_full_match(ipc_string, '[ -~]*') as is_printable_ascii
     from ipc_strings
@@ -72,6 +104,7 @@ normalised as (
         classified._source_file,
         classified._source_row,
         classified.patent_id,
+        classified._row_hash,
         case
             when classified.is_printable_ascii then classified.ipc_string
             else translate(
@@ -89,6 +122,7 @@ split as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii,
         string_split(replace(ipc_text, ',', ';'), ';') as pieces
     from normalised
@@ -99,6 +133,7 @@ ascii_tokens as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         list_filter(
             list_transform(pieces, lambda piece: trim(piece)),
             lambda raw: raw <> ''
@@ -112,6 +147,7 @@ ascii_bases as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         list_transform(raws, lambda raw: replace(upper(raw), ' ', '')) as bases
     from ascii_tokens
@@ -122,6 +158,7 @@ unicode_tokens as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         list_filter(
             list_transform(pieces, lambda piece: {{ strip_whitespace('piece') }}),
             lambda raw: raw <> ''
@@ -135,6 +172,7 @@ unicode_bases as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         list_transform(raws, lambda raw: {{ remove_whitespace('upper(raw)') }}) as bases
     from unicode_tokens
@@ -151,6 +189,7 @@ compacted as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         bases,
         list_transform(
@@ -164,6 +203,7 @@ coded as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         bases,
         list_transform(compacts, lambda compact: {{ ipc_code_of('compact') }}) as codes
@@ -175,6 +215,7 @@ keyed as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         codes,
         list_transform(
@@ -188,6 +229,7 @@ deduplicated as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         codes,
         list_filter(
@@ -211,6 +253,7 @@ unnested as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         raws,
         codes,
         main_code_position,
@@ -224,6 +267,7 @@ final as (
         _source_file,
         _source_row,
         patent_id,
+        _row_hash,
         cast(ipc_position as integer) as ipc_position,
         raws[token_index] as ipc_raw,
         codes[token_index] as ipc_code,

@@ -1,4 +1,56 @@
-{{ config(materialized='table') }}
+{%- set content_columns = [
+    'stkcd',
+    'application_number',
+    'application_date',
+    'patent_type_raw',
+    'ipc_string',
+    'applicants_string',
+    'grant_date',
+    'citations',
+] -%}
+{%- set content_hash = 'hash(' ~ content_columns | join(', ') ~ ')' -%}
+{%- set staged_content_hash = 'hash(staged.' ~ content_columns | join(', staged.') ~ ')' -%}
+
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="
+            {% if is_incremental() %}
+            delete from {{ this }}
+            where patent_id in (
+                select previous.patent_id
+                from {{ this }} as previous
+                where not exists (
+                    select 1
+                    from {{ ref('stg_cnrds__patents') }} as staged
+                    where staged._source_file = previous._source_file
+                        and staged._source_row = previous._source_row
+                        and " ~ staged_content_hash ~ " = previous._content_hash
+                )
+                union
+                select staged.patent_id
+                from {{ ref('stg_cnrds__patents') }} as staged
+                where not exists (
+                    select 1
+                    from {{ this }} as previous
+                    where staged._source_file = previous._source_file
+                        and staged._source_row = previous._source_row
+                        and " ~ staged_content_hash ~ " = previous._content_hash
+                )
+                union
+                select previous.patent_id
+                from {{ this }} as previous
+                where previous.is_listed_firm <> (
+                    previous.stkcd in (
+                        select stkcd from {{ ref('stg_csmar__firm_years') }}
+                    )
+                )
+            )
+            {% endif %}
+        ",
+    )
+}}
 
 {#- Every landed patent row with exactly one disposition. Precedence (first that
     applies):
@@ -13,14 +65,36 @@
     Duplicates come first because a repeat adds nothing whatever its content; firm and
     type before the window because they are data problems worth fixing in any year; the
     IPC check last because it only matters for patents that would otherwise be counted.
+
+    Incremental (docs/performance.md, "Incremental refresh"): a row's disposition depends
+    on the other rows of its patent and on firm_info, so a refresh deletes every patent
+    (all its rows) with a row that changed, appeared or disappeared (lineage plus
+    _content_hash) or whose firm's listing changed, then dispositions every landed row
+    of the patents no longer in the table. _batch_id (the dbt invocation) marks the rows
+    written by a run; fct_patents and fct_patent_ipc_codes rebuild exactly those patents.
     -#}
 
 with patents as (
-    select * from {{ ref('stg_cnrds__patents') }}
+    select * from {{ ref('stg_cnrds__patents') }} as staged
+    {%- if is_incremental() %}
+    where not exists (
+        select 1
+        from {{ this }} as previous
+        where previous.patent_id = staged.patent_id
+    )
+    {%- endif %}
 ),
 
 tokens as (
-    select * from {{ ref('int_patent_ipc_tokens_parsed') }}
+    select * from {{ ref('int_patent_ipc_tokens_parsed') }} as parsed
+    {%- if is_incremental() %}
+    where exists (
+        select 1
+        from patents
+        where patents._source_file = parsed._source_file
+            and patents._source_row = parsed._source_row
+    )
+    {%- endif %}
 ),
 
 firm_years as (
@@ -35,16 +109,7 @@ listed_firms as (
 hashed as (
     select
         *,
-        hash(
-            stkcd,
-            application_number,
-            application_date,
-            patent_type_raw,
-            ipc_string,
-            applicants_string,
-            grant_date,
-            citations
-        ) as content_hash
+        {{ content_hash }} as content_hash
     from patents
 ),
 
@@ -71,6 +136,7 @@ token_counts as (
 joined as (
     select
         hashed.* exclude (content_hash),
+        hashed.content_hash as _content_hash,
         {'file': hashed._source_file, 'row': hashed._source_row}
         = first_rows.first_row_key as is_first_occurrence,
         first_rows.first_row_key.row as first_source_row,
@@ -126,6 +192,7 @@ final as (
     select
         * exclude (is_same_content_as_first),
         not is_first_occurrence and is_same_content_as_first as is_exact_duplicate,
+        '{{ invocation_id }}' as _batch_id,
         case disposition
             when 'kept' then 1
             when 'merged_duplicate' then 2
