@@ -94,6 +94,34 @@ def _fe_desc(spec: Spec, ctx: RunContext, fe: tuple[str, ...] | None = None) -> 
     fe = spec.fixed_effects if fe is None else fe
     return " + ".join(ctx.fe_labels.get(f, f) for f in fe) if fe else "none"
 
+def fit_result(
+    spec: Spec,
+    ctx: RunContext,
+    fit,
+    terms: list,
+    n_complete: int,
+    diagnostics: dict,
+    *,
+    main_term: str | None = None,
+    with_adj_r2: bool = True,
+    sample_note: str = "",
+    fixed_effects_suffix: str = "",
+) -> SpecResult:
+    """The SpecResult of a spec estimated by one pyfixest fit (the common case of every estimator)."""
+    nobs = int(fit._N)
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=nobs,
+        adj_r2=_adj_r2(fit) if with_adj_r2 else None,
+        fixed_effects=_fe_desc(spec, ctx) + fixed_effects_suffix,
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, n_complete, nobs, sample_note),
+        main_term=main_term or spec.treatment,
+        diagnostics=diagnostics,
+    )
+
+
 
 def terms_from_fit(fit, names: list[str] | None = None, rename: dict[str, str] | None = None) -> list[TermEstimate]:
     tidy = fit.tidy()
@@ -186,17 +214,7 @@ def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") ->
                     pass
         if ctx.truth and "beta_key" in ctx.truth:
             diag["planted_beta_key"] = ctx.truth["beta_key"]
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms_from_fit(fit),
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit) if kind == "ols" else None,
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, n_complete, int(fit._N)),
-        main_term=spec.treatment,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms_from_fit(fit), n_complete, diag, with_adj_r2=kind == "ols")
 
 
 def fit_poisson(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
@@ -263,17 +281,7 @@ def fit_event_study(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult
     if msgs:
         diag["warnings"] = msgs
     n_complete = _complete_cases(spec, data, rhs)
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, n_complete, int(fit._N)),
-        main_term=pnl.event_term_label(0),
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, n_complete, diag, main_term=pnl.event_term_label(0))
 
 
 # --------------------------------------------------------------------------- negative binomial

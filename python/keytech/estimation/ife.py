@@ -37,14 +37,12 @@ import pandas as pd
 from keytech.estimation import panel as pnl
 from keytech.estimation.base import SpecResult
 from keytech.estimation.estimators import (
+    fit_result,
     RunContext,
-    _adj_r2,
     _cluster_columns,
     _demeaner,
-    _fe_desc,
     formula,
     prepare_spec_data,
-    sample_description,
     terms_from_fit,
 )
 from keytech.estimation.registry import Spec
@@ -220,14 +218,5 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     }
     if ctx.truth and "beta_key" in ctx.truth:
         diag["planted_beta_key"] = ctx.truth["beta_key"]
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx) + f" + {res.n_factors} interactive factor(s)",
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, n_complete, int(fit._N)),
-        main_term=spec.treatment,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, n_complete, diag,
+                      fixed_effects_suffix=f" + {res.n_factors} interactive factor(s)")

@@ -27,17 +27,15 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult, TermEstimate
+from keytech.estimation.base import SpecResult
 from keytech.estimation.estimators import (
+    fit_result,
     RunContext,
-    _adj_r2,
     _cluster_columns,
     _demeaner,
-    _fe_desc,
     formula,
     prepare_spec_data,
     relevant_warnings,
-    sample_description,
     terms_from_fit,
 )
 from keytech.estimation.registry import Spec
@@ -168,14 +166,5 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     else:
         terms = terms_from_fit(iv)
         main, fit = spec.treatment, iv
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit) if stage == "first" else None,
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, n_complete, int(fit._N), f"IV sample (instruments {', '.join(instruments)})"),
-        main_term=main,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, n_complete, diag, main_term=main, with_adj_r2=stage == "first",
+                      sample_note=f"IV sample (instruments {', '.join(instruments)})")

@@ -26,12 +26,10 @@ import scipy.sparse as sp
 from keytech.estimation import panel as pnl
 from keytech.estimation.base import SpecResult, TermEstimate
 from keytech.estimation.estimators import (
+    fit_result,
     RunContext,
-    _adj_r2,
-    _fe_desc,
     _fit,
     prepare_spec_data,
-    sample_description,
     terms_from_fit,
 )
 from keytech.estimation.registry import Spec
@@ -185,14 +183,5 @@ def fit_placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     ]
     if "p_empirical_t" in diag:
         terms.append(TermEstimate("placebo:p_empirical_t", diag["p_empirical_t"]))
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, len(sample), int(fit._N), f"{n_draws} placebo draws, seed {ctx.seed}"),
-        main_term=spec.treatment,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, len(sample), diag,
+                      sample_note=f"{n_draws} placebo draws, seed {ctx.seed}")

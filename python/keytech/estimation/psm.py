@@ -33,15 +33,13 @@ import pandas as pd
 
 from keytech.estimation.base import SpecResult
 from keytech.estimation.estimators import (
+    fit_result,
     RunContext,
-    _adj_r2,
     _cluster_columns,
     _demeaner,
-    _fe_desc,
     formula,
     prepare_spec_data,
     relevant_warnings,
-    sample_description,
     terms_from_fit,
 )
 from keytech.estimation.registry import Spec
@@ -230,14 +228,4 @@ def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     if msgs:
         diag["warnings"] = msgs
     n_complete = int(sub[[spec.outcome, *rhs]].notna().all(axis=1).sum())
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms_from_fit(fit),
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, n_complete, int(fit._N), f"PSM {which}"),
-        main_term=spec.treatment,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms_from_fit(fit), n_complete, diag, sample_note=f"PSM {which}")

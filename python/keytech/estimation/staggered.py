@@ -24,10 +24,10 @@ import pandas as pd
 from keytech.estimation import panel as pnl
 from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
 from keytech.estimation.estimators import (
+    fit_result,
     RunContext,
     _adj_r2,
     _demeaner,
-    _cluster_columns,
     _complete_cases,
     _fe_desc,
     _fit,
@@ -121,17 +121,7 @@ def fit_dcdh(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         TermEstimate("dcdh:sum_negative_weights", res["sum_negative"]),
         TermEstimate("dcdh:sigma_fe", res["sigma_fe"]),
     ]
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, _complete_cases(spec, data, rhs), int(fit._N)),
-        main_term=spec.treatment,
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, _complete_cases(spec, data, rhs), diag)
 
 
 # --------------------------------------------------------------------------- Goodman-Bacon
@@ -336,17 +326,7 @@ def fit_sunab(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     }
     if msgs:
         diag["warnings"] = msgs
-    return SpecResult(
-        spec_id=spec.id,
-        terms=terms,
-        nobs=int(fit._N),
-        adj_r2=_adj_r2(fit),
-        fixed_effects=_fe_desc(spec, ctx),
-        vcov=spec.vcov.describe(),
-        sample=sample_description(spec, len(data), int(fit._N)),
-        main_term="att",
-        diagnostics=diag,
-    )
+    return fit_result(spec, ctx, fit, terms, len(data), diag, main_term="att")
 
 
 # --------------------------------------------------------------------------- did2s / BJS
