@@ -10,7 +10,10 @@ city_pilots as (
     select
         city_code,
         min(announcement_date) as first_announcement_date,
-        arg_min(wave, announcement_date) as first_pilot_wave,
+        -- ties on the date (two waves announced the same day) go to the lower wave, not to
+        -- whichever row a thread saw first
+        arg_min(wave, case when announcement_date is not null then (announcement_date, wave) end)
+            as first_pilot_wave,
         count(distinct (wave, unit_name)) as n_pilot_units
     from pilot_projects
     where city_code is not null

@@ -73,7 +73,7 @@ city_vectors as (
         members.year,
         members.ipc_level,
         unit_vectors.ipc_group,
-        sum(unit_vectors.weight) as summed_weight
+        {{ ordered_sum('unit_vectors.weight') }} as summed_weight
     from members
     inner join unit_vectors
         on members.stkcd = unit_vectors.stkcd
@@ -86,7 +86,7 @@ city_norms as (
         city_code,
         year,
         ipc_level,
-        sum(summed_weight * summed_weight) as squared_norm
+        {{ ordered_sum('summed_weight * summed_weight') }} as squared_norm
     from city_vectors
     group by city_code, year, ipc_level
 ),

@@ -58,12 +58,13 @@ pilot_industry_cells as (
 firm_capital as (
     select
         stkcd,
-        avg(fixed_assets / nullif(size, 0))
+        {{ ordered_avg('fixed_assets / nullif(size, 0)') }}
             filter (where year <= {{ pre_end }}) as fixed_asset_ratio_pre,
-        avg(capital_expenditure / nullif(size, 0))
+        {{ ordered_avg('capital_expenditure / nullif(size, 0)') }}
             filter (where year <= {{ pre_end }}) as investment_ratio_pre,
-        avg(fixed_assets / nullif(size, 0)) as fixed_asset_ratio_all,
-        avg(capital_expenditure / nullif(size, 0)) as investment_ratio_all
+        {{ ordered_avg('fixed_assets / nullif(size, 0)') }} as fixed_asset_ratio_all,
+        {{ ordered_avg('capital_expenditure / nullif(size, 0)') }}
+            as investment_ratio_all
     from firm_years
     where year between {{ var('sample_start_year') }} and {{ var('sample_end_year') }}
     group by stkcd

@@ -27,7 +27,7 @@ by_industry as (
     select
         city_code,
         ifr_industry_code,
-        sum(employment_10k) as employment_10k
+        {{ ordered_sum('employment_10k') }} as employment_10k
     from matched
     where match_priority = best_priority
     group by city_code, ifr_industry_code
@@ -38,7 +38,8 @@ final as (
         city_code,
         ifr_industry_code,
         employment_10k,
-        employment_10k / nullif(sum(employment_10k) over (partition by city_code), 0)
+        employment_10k
+        / nullif({{ ordered_sum('employment_10k') }} over (partition by city_code), 0)
             as employment_share
     from by_industry
 )

@@ -24,7 +24,8 @@ reported as (
 reference as (
     select
         year,
-        sum(industrial_employment_10k) / sum(total_employment_10k) as reference_share
+        {{ ordered_sum('industrial_employment_10k') }} / {{ ordered_sum('total_employment_10k') }}
+            as reference_share
     from reported
     group by year
 ),

@@ -14,7 +14,7 @@ final as (
     select
         shares.city_code,
         us_robots.year,
-        sum(shares.employment_share * us_robots.us_robots_per_1000_workers)
+        {{ ordered_sum('shares.employment_share * us_robots.us_robots_per_1000_workers') }}
             as bartik_exposure,
         count(*) as n_industries
     from shares

@@ -71,7 +71,8 @@ volatility as (
             when count(adjusted_output_growth) over forward = {{ window }}
                 then stddev_samp(adjusted_output_growth) over forward
         end as volatility_post,
-        avg(sales_growth) over (partition by industry_code, year) as industry_sales_growth
+        {{ ordered_avg('sales_growth') }} over (partition by industry_code, year)
+            as industry_sales_growth
     from output_growth
     window
         backward as (
@@ -116,7 +117,8 @@ indices as (
         end as fc_index_unfiltered,
         case
             when sale > 0 and city_code is not null and industry_code is not null
-                then sale / sum(sale) over (partition by city_code, industry_code, year)
+                then sale / {{ ordered_sum('sale') }}
+                    over (partition by city_code, industry_code, year)
         end as city_industry_sale_share
     from volatility
     where total_assets > 0 or total_assets is null
@@ -125,7 +127,7 @@ indices as (
 concentration as (
     select
         *,
-        sum(city_industry_sale_share * city_industry_sale_share)
+        {{ ordered_sum('city_industry_sale_share * city_industry_sale_share') }}
             over (partition by city_code, industry_code, year) as hhi_unfiltered
     from indices
 ),

@@ -38,9 +38,10 @@ final as (
         count(*) as n_subsidy_items,
         count(*) filter (where is_rd_subsidy) as n_rd_subsidy_items,
         count(*) filter (where is_patent_subsidy) as n_patent_subsidy_items,
-        coalesce(sum(amount), 0) as subsidy_total,
-        coalesce(sum(amount) filter (where is_rd_subsidy), 0) as rd_subsidy,
-        coalesce(sum(amount) filter (where is_patent_subsidy), 0) as patent_subsidy
+        coalesce({{ ordered_sum('amount') }}, 0) as subsidy_total,
+        coalesce({{ ordered_sum('amount') }} filter (where is_rd_subsidy), 0) as rd_subsidy,
+        coalesce({{ ordered_sum('amount') }} filter (where is_patent_subsidy), 0)
+            as patent_subsidy
     from classified
     group by stkcd, year
 )
