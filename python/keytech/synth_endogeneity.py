@@ -147,12 +147,17 @@ def plant_selection(w) -> None:
         first_wave[chosen] = wr["wave"]
     cities["first_wave"] = first_wave
     cities["first_treated_year"] = np.where(first_wave > 0, first_wave + 1, 0)
-    lat = cities["latitude"].astype(float).to_numpy()
-    lon = cities["longitude"].astype(float).to_numpy()
+    # 三沙市 has no coordinates in the city seed: it is treated as far from every other city
+    # (the warehouse leaves its distances null, so it gets no distance-based exposure either)
+    lat = pd.to_numeric(cities["latitude"], errors="coerce").to_numpy(dtype=float)
+    lon = pd.to_numeric(cities["longitude"], errors="coerce").to_numpy(dtype=float)
+    dist = great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+    dist = np.where(np.isnan(dist), np.inf, dist)
+    np.fill_diagonal(dist, 0.0)
     w.endog = {
         "shares": shares, "employment_2009": emp, "us_robots": us, "years": years,
         "bartik_2009": bartik_2009, "robot_density_2009": density, "exposure": exposure,
-        "confounder": u, "dist": great_circle_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :]),
+        "confounder": u, "dist": dist,
     }
 
 
