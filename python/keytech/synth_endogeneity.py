@@ -210,7 +210,10 @@ def _outcome_confounder(w, city: np.ndarray, year: np.ndarray) -> np.ndarray:
     sd = np.sqrt(np.average((r - np.average(r, weights=n)) ** 2, weights=n))
     e["hypothetical_first_treated_year"] = hyp
     e["corr_confounder_outcome_selection"] = float(np.corrcoef(r, u)[0, 1])
-    return r / sd if sd > 0 else r
+    # bounded: with few cities the projection nearly saturates, and a city the window weights at
+    # ~0 (no firm-years in 2010-2019) can get a residual many SDs out, which overflowed the Poisson
+    # rate of its firms (tiny scale)
+    return np.clip(r / sd, -3.0, 3.0) if sd > 0 else r
 
 
 def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat: np.ndarray) -> np.ndarray:
