@@ -227,7 +227,7 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
     landed = work / "landing" / "patents.parquet"
     total_rows = duckdb.sql(f"select count(*) from read_parquet('{landed}')").fetchall()[0][0]
     subset = duckdb.sql(f"select Scode, ApplyNo, IPC from read_parquet('{landed}') "
-                        f"order by _source_row limit {IPC_SUBSET_ROWS}").df()
+                        f"using sample reservoir({IPC_SUBSET_ROWS} rows) repeatable (42)").df()
     seeds = paths.seeds_dir()
     start = time.perf_counter()
     concordance = Concordance.from_csv(seeds / "sei_ipc_concordance.csv", seeds / "ipc_revision_supplement.csv")
