@@ -44,7 +44,17 @@ STOCK_YOGO_15 = 8.96
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("endog")
     raw = root / "raw"
-    truth = generate(SCALE, SEED, raw, progress=False)
+    # the issue-4 stress world: strong selection, confounder trend and spillover (the demo default
+    # is milder so that Table 3 shows the baseline effect)
+    from keytech import synth_endogeneity
+
+    saved = dict(synth_endogeneity.DEFAULT_RATES_OVERRIDE)
+    synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(synth_endogeneity.STRESS_RATES)
+    try:
+        truth = generate(SCALE, SEED, raw, progress=False)
+    finally:
+        synth_endogeneity.DEFAULT_RATES_OVERRIDE.clear()
+        synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(saved)
     db = root / "warehouse.duckdb"
     build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / "landing", warehouse=db, quiet=True))
     run_id = run_estimation(only=["table4", "spill"], force=True, db_path=db, out_dir=root / "output",
