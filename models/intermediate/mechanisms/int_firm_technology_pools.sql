@@ -3,6 +3,10 @@
     de-duplicated, filed up to var similarity_pool_end_year) carrying at least one code in
     that class/subclass. The vectors of the Jaffe (1986) technology similarity. -#}
 
+-- a table, not a view: its dbt tests would otherwise recompute it once per test (paper scale:
+-- ~7 s per test; docs/performance.md)
+{{ config(materialized='table') }}
+
 with patents as (
     select * from {{ ref('fct_patents') }}
 ),

@@ -4,6 +4,10 @@
     sub-industries (seeds/sei_subindustries, e.g. 2.1) of the application's key-tech IPC codes
     (only its main code under key_tech_rule = 'main'). The firm's pool is the set of IPC
     subclasses of all its earlier applications (any type). -#}
+
+-- a table, not a view: its dbt tests would otherwise recompute it once per test (paper scale:
+-- ~7 s per test; docs/performance.md)
+{{ config(materialized='table') }}
 {%- set rule = key_tech_rule() -%}
 
 with patents as (
