@@ -10,9 +10,10 @@ Called from :mod:`keytech.synth` at three points (each a one-line hook):
   Bartik exposure). The instruments are functions of ``e_c`` only, so they move Policy while
   staying independent of ``U_c``.
 * ``key_log_shift(w, ...)`` adds to the key-tech invention log-rate of every firm-year:
-  (i) the confounder, a city-specific trend ``confounder_trend · U*_c · (year − 2008) / 10`` (pilot
+  (i) the confounder, a city-specific trend ``confounder_trend · U*_c · path(year)`` with path
+  ``(year − 2008) / 10`` (default) or a 2014–2018 ramp (``confounder_path = "pilot_era"``; pilot
   cities have higher ``U_c``, so OLS of the outcome on Policy is biased upwards; with firm FE a
-  level would be absorbed, a trend is not). ``U*_c`` is ``U_c`` made orthogonal, in the sample and
+  level would be absorbed, a time path is not). ``U*_c`` is ``U_c`` made orthogonal, in the sample and
   within province, to the instrument inputs (``orthogonal_confounder``, see
   ``_outcome_confounder``), so the instruments are valid in the drawn world and not only in
   expectation; (ii) a spillover on firms in cities *not yet treated*:
@@ -28,7 +29,10 @@ Calibration (demo scales, column (5) FE with province×year): selection loadings
 1.5 on U) make both first stages strong (F ≈ 25–40 at ``small``) while OLS stays visibly biased;
 the spillover (0.8, decay 150 km) and the agglomeration slope (0.4) are large enough for the
 near/far, distance-band and high/low-agglomeration estimates to come out in the planted direction
-at ``small`` (tests/python/test_endogeneity_synthetic.py). ``DEFAULT_RATES_OVERRIDE`` lets
+at ``small`` (tests/python/test_endogeneity_synthetic.py). The OLS-vs-2SLS and IFE recovery test
+uses ``IV_WORLD_RATES`` at paper scale instead: confounding only, on a pilot-era time path (with
+~85 cities at ``small`` a city-level confounder leaves 2SLS too imprecise to compare with OLS
+honestly). ``DEFAULT_RATES_OVERRIDE`` lets
 experiments change the rates without touching :mod:`keytech.synth`.
 
 All randomness comes from ``numpy.random.default_rng([seed, 101])``; deterministic per seed.
@@ -81,7 +85,11 @@ class EndogeneityRates:
     size_selection: float = 0.9  # as in keytech.synth._cities
     instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
     confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
-    confounder_trend: float = 0.5  # key log-rate += this * U_c * (year - 2008) / 10
+    confounder_trend: float = 0.5  # key log-rate += this * U*_c * path(year), see confounder_path
+    # time path of the confounder: "trend" = (year - 2008) / 10; "pilot_era" = a ramp from 0 in
+    # 2014 to 1 in 2018 and after, (clip(year - 2014, 0, 4) / 4), the years of the pilot waves —
+    # an unobserved local boom that coincides with the programme, the hardest case for OLS
+    confounder_path: str = "trend"
     spill_beta: float = 0.12  # key log-rate += spill_beta * exp(-d / spill_decay_km), untreated
     spill_decay_km: float = 120.0
     agglomeration_beta: float = 0.15  # treated: += agglomeration_beta * z(LQ_2009), clipped ±2
@@ -98,6 +106,18 @@ DEFAULT_RATES_OVERRIDE: dict = {}  # EndogeneityRates fields to override (experi
 STRESS_RATES: dict = {
     "instrument_selection": 3.0, "confounder_selection": 1.5, "confounder_trend": 1.0,
     "spill_beta": 0.8, "spill_decay_km": 150.0, "agglomeration_beta": 0.4,
+}
+
+# The IV world of the Table 4 recovery test (paper scale): confounding only, with the confounder's
+# time path on the pilot era (a local boom in 2015-2018 in the cities that were going to be picked,
+# invisible to the econometrician). No spillover and no agglomeration heterogeneity, so "the
+# truth" for OLS and 2SLS is one number (a spillover to untreated neighbours biases OLS and 2SLS
+# differently, and effect heterogeneity makes 2SLS a LATE). Selection loads on the instrument
+# exposure and on U about equally (first stages F > 50 and OLS biased up by ≈ 0.35 at paper scale).
+IV_WORLD_RATES: dict = {
+    "instrument_selection": 3.0, "confounder_selection": 2.0, "size_selection": 0.5,
+    "confounder_trend": 1.0, "confounder_path": "pilot_era", "spill_beta": 0.0,
+    "agglomeration_beta": 0.0,
 }
 
 
@@ -225,6 +245,16 @@ def _outcome_confounder(w, city: np.ndarray, year: np.ndarray) -> np.ndarray:
     return np.clip(r / sd, -3.0, 3.0) if sd > 0 else r
 
 
+def confounder_path(er: "EndogeneityRates", year: np.ndarray) -> np.ndarray:
+    """Multiplier of ``U*_c`` in the key-tech log-rate by year (``confounder_path``)."""
+    year = np.asarray(year, dtype=float)
+    if er.confounder_path == "trend":
+        return (year - FIRST_YEAR) / 10.0
+    if er.confounder_path == "pilot_era":
+        return np.clip(year - 2014, 0, 4) / 4.0
+    raise ValueError(f"confounder_path must be 'trend' or 'pilot_era', not {er.confounder_path!r}")
+
+
 def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat: np.ndarray) -> np.ndarray:
     """Additive key-tech log-rate terms per firm-year: confounder trend, distance-decaying
     spillover on not-yet-treated cities, agglomeration heterogeneity of the treated effect."""
@@ -235,7 +265,7 @@ def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat
     first = w.cities["first_treated_year"].to_numpy()
     u = _outcome_confounder(w, city, year) if er.orthogonal_confounder else e["confounder"]
     e["confounder_outcome"] = u
-    trend = er.confounder_trend * u[city] * (year - FIRST_YEAR) / 10.0
+    trend = er.confounder_trend * u[city] * confounder_path(er, year)
     # distance of each city to the nearest *other* city treated in year t
     nearest = np.full((len(first), LAST_YEAR - FIRST_YEAR + 1), np.inf)
     off = e["dist"].copy()
@@ -300,12 +330,15 @@ def truth(w) -> dict:
             "Pilot cities are drawn per wave with probability ∝ exp(size_selection*size + "
             "instrument_selection*e_c + confounder_selection*U_c); e_c = z(mean(z(log robot density "
             "2009), z(log Bartik exposure 2009))) drives the instruments; U_c ~ N(0,1) is unobserved "
-            "and adds confounder_trend*U*_c*(year-2008)/10 to the key-tech log-rate, U*_c its part "
+            "and adds confounder_trend*U*_c*path(year) to the key-tech log-rate (path: "
+            "confounder_path_by_year), U*_c its part "
             "orthogonal to the instruments (see confounder_outcome_definition; biases OLS up, "
             "instruments valid in sample). Firms in cities not yet treated get "
             "spill_beta*exp(-d/spill_decay_km), d = km to the nearest treated city that year. "
             "Treated firms' effect is beta_key + agglomeration_beta*z(LQ 2009 of secondary-sector "
             "employment), z clipped to [-2, 2]."),
+        "confounder_path_by_year": {str(y): float(v) for y, v in
+                                    zip(e["years"], confounder_path(er, e["years"]))},
         "corr_confounder_exposure": float(np.corrcoef(u, e["exposure"])[0, 1]),
         "mean_confounder_pilot_cities": float(u[treated].mean()) if treated.any() else None,
         "mean_confounder_other_cities": float(u[~treated].mean()) if (~treated).any() else None,
@@ -317,7 +350,7 @@ def truth(w) -> dict:
             "with orthogonal_confounder the outcome uses U*_c = standardised residual of U_c on "
             "province dummies, size, log Bartik 2009, log robot density 2009, exposure and IV2's "
             "hypothetical-wave dummies, weighted by firm-years 2010-2019 (cities[].confounder_outcome); "
-            "key log-rate += confounder_trend*U*_c*(year-2008)/10"),
+            "key log-rate += confounder_trend*U*_c*path(year), path in confounder_path_by_year"),
         "cities": [
             {"city_code": str(code), "confounder_selection": float(u[i]),
              "confounder_outcome": float(e["confounder_outcome"][i]) if "confounder_outcome" in e else float(u[i]),

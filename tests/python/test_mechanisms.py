@@ -1,8 +1,10 @@
 """Mechanisms estimation layer on hand-made data: the permutation p-value (known answers), the fast
-FE coefficient used in each reshuffle (against pyfixest), the median-split rule, the ols_split
-estimator, Policy × ln(Sale), the extra-mart join, and the synthetic generator's planted
-mechanisms. The SQL constructions (similarity, widths, WW, HHI) are tested by hand in dbt unit
-tests (models/intermediate/mechanisms/_int_mechanisms__unit_tests.yml), which run in dbt build."""
+FE coefficient used in each reshuffle (against pyfixest, an explicit dummy regression and the former
+dense algorithm, on row masks with absent levels and singletons), the --permutation-draws override
+from the CLI to the stored diagnostics, the median-split rule, the ols_split estimator,
+Policy × ln(Sale), the extra-mart join, and the synthetic generator's planted mechanisms. The SQL
+constructions (similarity, widths, WW, HHI) are tested by hand in dbt unit tests
+(models/intermediate/mechanisms/_int_mechanisms__unit_tests.yml), which run in dbt build."""
 
 from __future__ import annotations
 
@@ -145,3 +147,201 @@ def test_generator_plants_mechanisms():
     hs = m["high_similarity_city"][w.fy["city"].to_numpy()]
     assert m["key_scale"][treat & hs].mean() > m["key_scale"][treat & ~hs].mean()
     assert m["recoded"]["recoded"] > 0 and set(m["recoded"]["by_target_industry"]) == {2, 5, 6, 7}
+
+
+# --------------------------------------------------------------------------- fast path of the permutation test
+
+FAST_TOL = 1e-8  # FE OLS on a row mask vs on the subsample's frame and vs the former dense algorithm
+
+
+def _fe_panel(seed: int = 11, n_firms: int = 160) -> pd.DataFrame:
+    """An unbalanced firm-year panel with firm, industry×year and province×year cells: spells of
+    1-10 years (so subsamples have singletons and miss levels), a few firms that move province or
+    change industry (so the cells' blocks are not one per industry or province)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(n_firms):
+        start = int(rng.integers(2010, 2019))
+        length = int(rng.integers(1, 11))
+        ind, prov = int(rng.integers(0, 8)), int(rng.integers(0, 6))
+        for year in range(start, min(start + length, 2020)):
+            if year > start + 2 and f % 9 == 0:
+                prov = (prov + 1) % 6
+            if year > start + 3 and f % 13 == 0:
+                ind = (ind + 1) % 8
+            rows.append((f"{f:03d}", year, ind, prov))
+    df = pd.DataFrame(rows, columns=["stkcd", "year", "ind", "prov"])
+    df["ind_year"] = df["ind"].astype(str) + "_" + df["year"].astype(str)
+    df["prov_year"] = df["prov"].astype(str) + "_" + df["year"].astype(str)
+    df["city"] = df["prov"].astype(str) + "_" + (df["stkcd"].str[-1].astype(int) % 3).astype(str)
+    n = len(df)
+    firm_effect = rng.normal(0, 1, n_firms)[df["stkcd"].astype(int)]
+    df["policy"] = (rng.random(n) < 0.4).astype(float)
+    df["x1"], df["x2"] = rng.normal(size=n), rng.normal(size=n)
+    df["y"] = 0.3 * df["policy"] + 0.5 * df["x1"] + firm_effect + 0.2 * df["ind"] + rng.normal(0, 1, n)
+    return df
+
+
+FE3 = ["stkcd", "ind_year", "prov_year"]
+RHS = ["policy", "x1", "x2"]
+
+
+def _dummy_ols(df: pd.DataFrame, fes: list[str]) -> float:
+    """The policy coefficient from y on [X, all FE dummies] by least squares, singletons dropped."""
+    df = df[~pnl.singleton_mask(df, fes)] if fes else df
+    dummies = [pd.get_dummies(df[c]).to_numpy(float) for c in fes] or [np.ones((len(df), 1))]
+    Z = np.column_stack([df[RHS].to_numpy(float), *dummies])
+    return float(np.linalg.lstsq(Z, df["y"].to_numpy(float), rcond=None)[0][0])
+
+
+def _dense_ridge_reference(df: pd.DataFrame, fes: list[str], ridge: float = 1e-10) -> float:
+    """The algorithm fe_ols_coefficient had before the block elimination: the subsample's own FE
+    codes, the whole Schur complement S (with the same ridge) factorised densely."""
+    import scipy.linalg as sla
+    import scipy.sparse as sp
+
+    df = df[~pnl.singleton_mask(df, fes)] if fes else df
+    V = df[["y", *RHS]].to_numpy(float)
+    if not fes:
+        V = V - V.mean(axis=0)
+        M = V.T @ V
+    else:
+        n = len(df)
+        mats = [sp.csr_matrix((np.ones(n), (np.arange(n), pd.factorize(df[c])[0]))) for c in fes]
+        big = int(np.argmax([m.shape[1] for m in mats]))
+        D1 = mats[big]
+        a = np.asarray(D1.sum(axis=0)).ravel()
+        D1V = np.asarray(D1.T @ V)
+        M = V.T @ V - D1V.T @ (D1V / a[:, None])
+        others = [m for j, m in enumerate(mats) if j != big]
+        if others:
+            D2 = sp.hstack(others).tocsr()
+            W = (D2.T @ D1).tocsr()
+            S = (D2.T @ D2).toarray() - (W @ sp.diags(1.0 / a) @ W.T).toarray()
+            S[np.diag_indices_from(S)] += ridge * max(float(np.mean(np.diag(S))), 1.0)
+            R = np.asarray(D2.T @ V) - W @ (D1V / a[:, None])
+            M -= R.T @ sla.cho_solve(sla.cho_factor(S), R)
+    return float(np.linalg.lstsq(M[1:, 1:], M[1:, 0], rcond=None)[0][0])
+
+
+@pytest.mark.parametrize("fes", [FE3, ["stkcd", "year"], ["stkcd"], []])
+def test_fast_path_on_row_masks_equals_dense_algorithm_and_dummy_regression(fes):
+    """Random subsamples (some FE levels absent, singletons present): the mask path equals the
+    frame path and the former dense algorithm to 1e-8, and an explicit dummy regression to the
+    ridge's precision (COEF_TOL)."""
+    data = _fe_panel()
+    coef = fe_ols_coefficient("y", RHS, fes)
+    fast = coef.prepare(data)
+    rng = np.random.default_rng(4)
+    saw_absent = saw_singletons = False
+    for share in (0.35, 0.5, 0.7):
+        for _ in range(4):
+            mask = rng.random(len(data)) < share
+            sub = data[mask]
+            got = fast(mask)
+            assert got == pytest.approx(_dense_ridge_reference(sub, fes), rel=FAST_TOL, abs=FAST_TOL)
+            assert got == pytest.approx(coef(sub), rel=FAST_TOL, abs=FAST_TOL)  # codes of the subsample only
+            assert got == pytest.approx(_dummy_ols(sub, fes), rel=COEF_TOL, abs=FAST_TOL)
+            saw_absent |= any(sub[c].nunique() < data[c].nunique() for c in fes)
+            saw_singletons |= bool(fes) and pnl.singleton_mask(sub, fes).any()
+    assert (saw_absent and saw_singletons) or not fes
+
+
+def test_fast_path_equals_pyfixest_on_a_subsample():
+    import pyfixest as pf
+
+    data = _fe_panel(seed=2, n_firms=120)
+    mask = np.random.default_rng(8).random(len(data)) < 0.5
+    fit = pf.feols(f"y ~ {' + '.join(RHS)} | {' + '.join(FE3)}", data=data[mask].reset_index(drop=True),
+                   fixef_rm="singleton", demeaner=pf.LsmrDemeaner(fixef_atol=1e-12, fixef_btol=1e-12))
+    fast = fe_ols_coefficient("y", RHS, FE3).prepare(data)(mask)
+    assert fast == pytest.approx(float(fit.coef()["policy"]), rel=COEF_TOL, abs=FAST_TOL)
+
+
+def test_fast_path_too_small_subsample_is_nan():
+    data = _fe_panel()
+    fast = fe_ols_coefficient("y", RHS, FE3).prepare(data)
+    mask = np.zeros(len(data), bool)
+    mask[:4] = True
+    assert np.isnan(fast(mask))
+
+
+@pytest.mark.parametrize("permute_by", [None, "city"])
+def test_permutation_fast_path_gives_the_slow_paths_p_values(permute_by):
+    data = _fe_panel(seed=5, n_firms=90)
+    if permute_by:  # label constant within city
+        labels = data["city"].isin(sorted(data["city"].unique())[::2]).to_numpy()
+    else:
+        labels = np.random.default_rng(1).random(len(data)) < 0.5
+    coef = fe_ols_coefficient("y", RHS, FE3)
+    fast = permutation_test(data, labels, coef, draws=25, seed=3, permute_by=permute_by)
+    slow = permutation_test(data, labels, lambda d: coef(d), draws=25, seed=3, permute_by=permute_by)
+    assert fast["exact_enumeration"] == slow["exact_enumeration"]
+    for key in ("p_one_sided", "p_two_sided", "n_draws", "n_draws_failed", "seed", "permute_by"):
+        assert fast[key] == slow[key], key
+    assert fast["difference"] == pytest.approx(slow["difference"], rel=FAST_TOL, abs=FAST_TOL)
+    for q, v in slow["draws_quantiles"].items():
+        assert fast["draws_quantiles"][q] == pytest.approx(v, rel=FAST_TOL, abs=FAST_TOL)
+
+
+def test_permutation_fast_path_exact_enumeration():
+    # 6 cities, 3 labelled: C(6, 3) = 20 labellings <= draws, enumerated through the mask path
+    data = _fe_panel(seed=6, n_firms=90)
+    data = data[data["city"].isin(sorted(data["city"].unique())[:6])].reset_index(drop=True)
+    labels = data["city"].isin(sorted(data["city"].unique())[:3]).to_numpy()
+    coef = fe_ols_coefficient("y", RHS, FE3)
+    fast = permutation_test(data, labels, coef, draws=50, permute_by="city")
+    slow = permutation_test(data, labels, lambda d: coef(d), draws=50, permute_by="city")
+    assert fast["exact_enumeration"] and fast["n_draws"] + fast["n_draws_failed"] == 20
+    assert (fast["p_one_sided"], fast["p_two_sided"]) == (slow["p_one_sided"], slow["p_two_sided"])
+
+
+# --------------------------------------------------------------------------- --permutation-draws
+
+
+def test_permutation_draws_override_in_run_context(sim):
+    reg = load_registry()
+    df = sim.assign(similarity_ipc4=np.random.default_rng(5).random(len(sim)))
+    hi = run_spec(reg.get("table5_col2"), df, RunContext(permutation_draws=7))[0]
+    assert hi.diagnostics["permutation"]["n_draws"] == 7
+
+
+def test_cli_permutation_draws_reaches_the_stored_diagnostics(tmp_path, monkeypatch):
+    """`keytech estimate --permutation-draws 7` → run_estimation → RunContext → fit_split → results.estimates."""
+    import json
+
+    import duckdb
+
+    from keytech import cli, estimation
+    from keytech.estimation import store
+
+    monkeypatch.setenv("KEYTECH_RAW_DIR", str(tmp_path / "raw-none"))
+    monkeypatch.setenv("KEYTECH_OUTPUT_DIR", str(tmp_path / "output"))
+    db = tmp_path / "warehouse.duckdb"
+    panel = simulate_panel(seed=3, n_cities=30, firms_per_city=5.0, beta_key=0.3)
+    mech = panel[["stkcd", "year"]].assign(similarity_ipc4=np.random.default_rng(5).random(len(panel)))
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema marts")
+        con.register("p", panel)
+        con.execute("create table marts.rpt_analysis_panel as select * from p")
+        con.register("m", mech)
+        con.execute("create table marts.fct_firm_year_mechanisms as select * from m")
+    monkeypatch.setenv("KEYTECH_DB", str(db))
+
+    args = cli.build_parser().parse_args(["estimate", "--only", "table5_col2", "--force", "--permutation-draws", "7"])
+    assert args.permutation_draws == 7
+    assert cli.build_parser().parse_args(["estimate"]).permutation_draws is None  # the registry's draws
+    calls = {}
+    real = estimation.run_estimation
+
+    def run(**kwargs):
+        calls.update(kwargs)
+        return real(**kwargs, db_path=db, render=False)
+
+    monkeypatch.setattr(estimation, "run_estimation", run)
+    monkeypatch.setattr(estimation, "table3_vs_paper", lambda run_id, synthetic: "")
+    assert cli.cmd_estimate(args) == 0
+    assert calls["permutation_draws"] == 7
+    est = store.read_estimates(db)
+    row = est[(est["spec_id"] == "table5_col2") & (est["term"] == "policy")].iloc[0]
+    assert json.loads(row["diagnostics_json"])["permutation"]["n_draws"] == 7

@@ -20,6 +20,8 @@ from keytech.estimation.registry import Spec
 class RunContext:
     placebo_draws: int = 500
     seed: int = 20240601
+    # when set, replaces options.permutation.draws of every spec (keytech estimate --permutation-draws)
+    permutation_draws: int | None = None
     progress: bool = False
     fe_labels: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] | None = None

@@ -15,7 +15,9 @@ the column-5 specification (fixed effects, controls, city clustering) by
 
 **Between-group p-value** (option ``permutation: {draws, seed, permute_by}`` on the ``high``
 spec): :func:`keytech.estimation.permutation.permutation_test` of ``b_high − b_low``, reshuffling
-group membership; stored in the diagnostics (``permutation``) of the ``high`` spec.
+group membership; stored in the diagnostics (``permutation``, with the draws used as ``n_draws``)
+of the ``high`` spec. ``RunContext.permutation_draws`` (``keytech estimate --permutation-draws``)
+replaces ``draws`` in every spec.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def fit_split(spec: Spec, df: pd.DataFrame, ctx) -> SpecResult:
     perm = o.get("permutation")
     if perm and group == "high":
         draws = int(perm.get("draws", DEFAULT_DRAWS)) if isinstance(perm, dict) else DEFAULT_DRAWS
+        if ctx.permutation_draws is not None:
+            draws = int(ctx.permutation_draws)
         seed = int(perm.get("seed", ctx.seed)) if isinstance(perm, dict) else ctx.seed
         permute_by = perm.get("permute_by") if isinstance(perm, dict) else None
         coef_fn = fe_ols_coefficient(spec.outcome, list(spec.regressors), spec.fixed_effects,

@@ -104,6 +104,7 @@ def run_estimation(
     synthetic: bool | None = None,
     registry: Registry | None = None,
     strict: bool = False,
+    permutation_draws: int | None = None,
 ) -> str:
     """Estimate the selected specs on the warehouse marts and append them to the results store.
 
@@ -111,8 +112,12 @@ def run_estimation(
     prefixes; None runs everything. Refuses (``ChecksNotPassed``) unless the latest
     ``keytech check`` passed on the current marts, or ``force``. A spec that fails is recorded with
     term ``(error)`` and the error in ``diagnostics_json``; with ``strict`` the run raises instead.
+    ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
+    test (replacing ``options.permutation.draws`` of the registry, 100 in ``specs.yml``).
     Returns the run id.
     """
+    if permutation_draws is not None and permutation_draws < 1:
+        raise ValueError(f"permutation_draws must be at least 1, got {permutation_draws}")
     from tqdm.auto import tqdm
 
     reg = registry or load_registry()
@@ -129,7 +134,8 @@ def run_estimation(
     truth = load_truth()
     syn = synthetic if synthetic is not None else truth is not None
     planted = planted_effects(truth)
-    ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=planted)
+    ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=planted,
+                     permutation_draws=permutation_draws)
 
     # 2. read the panels the selection needs (each read opens and closes a read-only connection)
     panels: dict[str, pd.DataFrame | BaseException] = {}
@@ -169,6 +175,7 @@ def run_estimation(
         "only": only,
         "force": force,
         "placebo_draws": placebo_draws,
+        "permutation_draws": permutation_draws,
         "seed": seed,
         "specs": [s.id for s in specs],
         "gate": gate,
