@@ -4,10 +4,22 @@ Called from :mod:`keytech.synth` through small hooks; everything planted here is
 ``_truth.json`` under ``mechanisms``. The stages, in generation order:
 
 ``plan(w)`` (after the financial statements and the yearbook, before the patents)
-    * **Technology similarity.** A random half of the cities are *high-similarity* cities: each
-      gets a shared set of "home" technology buckets (IPC subclasses), and most firms located there
-      draw their patents from that shared set (:func:`home_buckets`), so that the Jaffe similarity
-      of their patent pools is high. Firms elsewhere keep their own buckets.
+    * **Technology similarity.** Half of the cities are *high-similarity* cities: each gets a shared
+      set of "home" technology buckets (IPC subclasses), and most firms located there draw their
+      patents from that shared set (:func:`home_buckets`), so that the Jaffe similarity of their
+      patent pools is high. Firms elsewhere keep their own buckets. The high cities are drawn by
+      **matched pairs within treatment cohorts** (:func:`_assign_high_similarity`): the cities of a
+      cohort (first treated year; never-treated cities are one cohort) are ranked by their
+      analysis-sample firm-years (:func:`planted_sample`) and paired in that order, and one city of
+      each pair is high; of ``similarity_rerandomization_draws`` random orientations of the pairs the
+      one whose high cities hold closest to half of the sample firm-years and half of the treated
+      sample firm-years is kept (rerandomisation; the shares are recorded in the truth). Why: the
+      similarity split is a comparison *between cities* (about 45 treated cities at ``small``, a few
+      of them holding much of the sample), so with independent coin flips per city (the design
+      until this change) the two halves could differ widely in treated cities and firm-years — on
+      seed 7 the planted-high cities held a third of the sample firm-years, so the estimation
+      sample's median split of the measured similarity was only half planted-high — and the planted
+      contrast sat below the noise of that comparison.
     * **Market exploration.** After treatment (Policy = 1, non-pilot firm) the firm's sales rise by
       ``sales_log_effect`` log points and the log deviations of sales and inventories from the
       firm's own log-linear trend shrink by ``volatility_shrink``: inventory-adjusted output becomes
@@ -21,8 +33,16 @@ Called from :mod:`keytech.synth` through small hooks; everything planted here is
       ``beta_key × scale`` with ``scale = 1 + 2 a_sim (H_sim − mean H_sim) + 2 a_type (T − mean T)``
       (``H_sim`` = high-similarity city; means over treated firm-years 2010-2019): larger where
       similarity is high and for low-constraint, high-concentration, high-subsidy firms. ``scale``
-      has mean 1 over treated firm-years 2010-2019, so the average effect stays ``beta_key``. The non-key rate is
-      not moderated (``beta_nonkey`` applies to everyone).
+      has mean 1 over treated firm-years 2010-2019, so the average effect stays ``beta_key``. The
+      non-key rate is not moderated (``beta_nonkey`` applies to everyone). With ``a_sim = 1.0`` and
+      ``a_type = 0.7`` the high-minus-low similarity difference is ``2 a_sim beta_key = 0.50`` log
+      points (0.25 with the former ``a_sim = 0.5``, at the noise floor of the ``small`` demo) and the
+      favourable-minus-unfavourable type difference ``0.35``: with ``beta_key = 0.25`` the effect is
+      about 0.5 in high- and 0 in low-similarity cities on average, and by cell (H_sim, T) about
+      (1, 1) 0.68, (1, 0) 0.33, (0, 1) 0.18, (0, 0) −0.17 (additive form: unfavourable firms in
+      low-similarity cities get a small negative effect; ``mean_log_rate_effect_by_cell`` in the truth).
+      On ``ln(1 + count)`` (demo: about 4.4 key-tech inventions per sample firm-year, 29 % zeros)
+      these log-rate differences show at roughly 0.65-0.8 of their size.
 
 ``recode(w)`` (after the patents)
     * **Fields and width.** A share ``recode_share`` of the treated firm-years' key-tech
@@ -64,9 +84,9 @@ _OTHER_ITEMS = ["稳岗补贴", "税收返还", "环保专项补助", "出口奖
 class MechanismRates:
     """Planted mechanism parameters (recorded in ``_truth.json``)."""
 
-    share_high_similarity_cities: float = 0.5
+    similarity_rerandomization_draws: int = 1000  # pair orientations drawn; the best balanced is kept
     p_city_cluster_home: float = 0.9  # firms in high-similarity cities using the city's buckets
-    key_scale_similarity: float = 0.5  # a_sim
+    key_scale_similarity: float = 1.0  # a_sim (0.5 until the matched-pair design; see the docstring)
     key_scale_type: float = 0.7  # a_type
     recode_share: float = 0.35
     field_weights: dict = field(default_factory=lambda: {2: 0.5, 6: 0.2, 5: 0.15, 7: 0.15})
@@ -177,16 +197,68 @@ def firm_year_indices(fin: pd.DataFrame, firm: np.ndarray, year: np.ndarray, cit
     return d.sort_index()
 
 
+def planted_sample(w) -> np.ndarray:
+    """The analysis-sample firm-years as planted (the filters of ``synth._truth``), per ``w.fy`` row."""
+    from keytech.synth import FIRST_YEAR
+
+    firms, fy = w.firms, w.fy
+    f = fy["firm"].to_numpy()
+    year = fy["year"].to_numpy()
+    keep = ((year >= 2010) & (year <= 2019) & ~firms["pilot"].to_numpy()[f]
+            & ~(firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31"))
+            & ~firms["delisted"].to_numpy()[f] & ~firms["financial"].to_numpy()[f]
+            & (fy["stflg"].to_numpy() == "") & ~fy["unknown_city"].to_numpy()
+            & ~(fy["missing_info"].to_numpy() | fy["missing_fin"].to_numpy()
+                | w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR]))
+    return keep
+
+
+def _assign_high_similarity(w, rng, r: "MechanismRates", treat: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Planted high-similarity cities: matched pairs within treatment cohorts, rerandomised for
+    balance (see the module docstring). Returns (high per city, balance record for the truth)."""
+    nc = len(w.cities)
+    keep = planted_sample(w)
+    city = w.fy["city"].to_numpy()
+    weight = np.bincount(city[keep], minlength=nc).astype(float)
+    weight_treated = np.bincount(city[keep & treat], minlength=nc).astype(float)
+    cohort = w.cities["first_treated_year"].to_numpy()
+    pairs, singles = [], []
+    for k in np.unique(cohort):
+        members = np.flatnonzero(cohort == k)
+        members = members[np.lexsort((members, -weight[members]))]  # by sample firm-years, descending
+        for j in range(0, len(members), 2):
+            if j + 1 < len(members):
+                pairs.append(members[j:j + 2])
+            else:
+                singles.append(members[j])
+    pairs = np.array(pairs, dtype=int).reshape(-1, 2)
+    singles = np.array(singles, dtype=int)
+    draws = max(1, int(r.similarity_rerandomization_draws))
+    flip = rng.random((draws, len(pairs))) < 0.5  # True: the second city of the pair is high
+    coin = rng.random((draws, len(singles))) < 0.5
+    share = {}
+    score = np.zeros(draws)
+    for name, wv in (("sample_firm_years", weight), ("treated_sample_firm_years", weight_treated)):
+        total = wv.sum()
+        hw = np.where(flip, wv[pairs[:, 1]], wv[pairs[:, 0]]).sum(axis=1) + (coin * wv[singles]).sum(axis=1)
+        share[name] = hw / total if total > 0 else np.full(draws, 0.5)
+        score += np.abs(share[name] - 0.5)
+    b = int(np.argmin(score))  # first best draw
+    high = np.zeros(nc, dtype=bool)
+    high[np.where(flip[b], pairs[:, 1], pairs[:, 0])] = True
+    high[singles[coin[b]]] = True
+    balance = {f"share_{k}_in_high_cities": float(round(v[b], 6)) for k, v in share.items()}
+    balance.update({"pairs": int(len(pairs)), "unpaired_cities": int(len(singles)), "draws": draws})
+    return high, balance
+
+
 def plan(w) -> None:
     """Stage before the patents: similarity cities, market effects, firm type, key-effect scale."""
     r = RATES
     rng = np.random.default_rng([w.seed, 51])
-    cities, firms, fy = w.cities, w.firms, w.fy
-    nc = len(cities)
-    high = rng.random(nc) < r.share_high_similarity_cities
-    if high.all() or not high.any():
-        high[rng.integers(0, nc)] = not high[0]
+    firms, fy = w.firms, w.fy
     treat = _treat(w)
+    high, balance = _assign_high_similarity(w, rng, r, treat)
     market = _plant_market(w, treat, r)
 
     fin = _consolidated(w)
@@ -210,8 +282,8 @@ def plan(w) -> None:
     scale = (1 + 2 * r.key_scale_similarity * (h_sim - (h_sim[tw].mean() if tw.any() else 0.5))
              + 2 * r.key_scale_type * (t_f - (t_f[tw].mean() if tw.any() else 0.5)))
     w.mech = {
-        "high_similarity_city": high, "firm_type": firm_type, "key_scale": scale, "treat": treat,
-        "market_rows": market,
+        "high_similarity_city": high, "similarity_balance": balance, "firm_type": firm_type,
+        "key_scale": scale, "treat": treat, "market_rows": market,
     }
 
 
@@ -366,15 +438,29 @@ def truth(w) -> dict:
     treat = m["treat"] & (year >= 2010) & (year <= 2019)
     scale = m["key_scale"]
     beta = w.rates.beta_key
+    hs = m["high_similarity_city"][fy["city"].to_numpy()].astype(int)
+    tt = m["firm_type"][fy["firm"].to_numpy()]
     return {
         "rates": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
                   for k, v in asdict(RATES).items()},
         "high_similarity_cities": sorted(w.cities.loc[m["high_similarity_city"], "city_code"].tolist()),
+        "similarity_design": {
+            "rule": ("matched pairs of cities within treatment cohorts (first treated year; never-treated "
+                     "= one cohort), ranked by analysis-sample firm-years; one city of each pair (and an "
+                     "unpaired city with probability 1/2) is high; of similarity_rerandomization_draws "
+                     "random orientations the first minimising |share of sample firm-years in high "
+                     "cities - 1/2| + |same for treated sample firm-years - 1/2| is kept"),
+            **m.get("similarity_balance", {}),
+        },
         "firms_on_city_buckets": m.get("firms_on_city_buckets"),
         "favourable_firm_type_share": float(np.mean(m["firm_type"])),
         "key_effect": {
             "formula": ("beta_key * (1 + 2*a_sim*(H_sim - mean H_sim) + 2*a_type*(T - mean T)) on the "
                         "log key-tech rate; means over treated firm-years 2010-2019"),
+            "mean_log_rate_effect_by_cell": {
+                f"H_sim={h},T={t}": (float(round(beta * scale[treat & (hs == h) & (tt == t)].mean(), 6))
+                                     if (treat & (hs == h) & (tt == t)).any() else None)
+                for h in (0, 1) for t in (0, 1)},
             "difference_high_minus_low_similarity": 2 * beta * RATES.key_scale_similarity,
             "difference_favourable_minus_unfavourable_type": 2 * beta * RATES.key_scale_type,
             "mean_scale_treated_2010_2019": float(round(scale[treat].mean(), 6)) if treat.any() else None,
