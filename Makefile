@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# one BLAS thread unless set (python/keytech/__init__.py explains; tests import numpy first)
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: demo test venv bench docs clean
 
