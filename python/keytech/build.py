@@ -52,6 +52,8 @@ class BuildOptions:
     warehouse: Path
     ipc_matching: str = "hierarchical"
     use_ipc_supplement: bool = True
+    # FC index construction (dbt var fc_index_method): "rank_composite" or "sa" (Hadlock & Pierce)
+    fc_index_method: str = "rank_composite"
     select: str | None = None
     quiet: bool = False
     # Refresh the previous warehouse when only landed data changed (see the module docstring);
@@ -78,6 +80,7 @@ def dbt_vars(options: BuildOptions) -> dict:
         "landing_dir": str(options.landing_dir),
         "ipc_matching": options.ipc_matching,
         "use_ipc_supplement": options.use_ipc_supplement,
+        "fc_index_method": options.fc_index_method,
     }
 
 

@@ -78,6 +78,7 @@ def cmd_build(args) -> int:
         warehouse=paths.warehouse_path(),
         ipc_matching="strict" if args.strict_ipc else "hierarchical",
         use_ipc_supplement=not args.no_ipc_supplement,
+        fc_index_method=args.fc_index,
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),
@@ -387,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
     p.add_argument("--strict-ipc", action="store_true", help="match IPC codes exactly (no inheritance from ancestors)")
     p.add_argument("--no-ipc-supplement", action="store_true", help="do not use the H01L/H10 revision supplement")
+    p.add_argument("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
+                   help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
+                        "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md")
     p.add_argument("--select", help="dbt selection, e.g. 'marts.rpt_analysis_panel+' (default: everything)")
     p.add_argument("--incremental", action="store_true",
                    help="refresh the existing warehouse: rebuild only what the changed raw tables feed "

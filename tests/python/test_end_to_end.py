@@ -146,3 +146,28 @@ def test_policy_timing_on_a_hand_made_city(tmp_path: Path):
     assert policy == {2015: 0, 2016: 1}
     (nanjing,) = _query(db, "select first_treated_year from marts.dim_cities where city_code = '320100'")[0]
     assert nanjing is None
+
+
+def test_fc_index_method_sa_equals_the_hadlock_pierce_formula(built, tmp_path: Path):
+    """`keytech build --fc-index sa`: fc_index is the SA index recomputed here from fct_firm_years
+    (−0.737·Size + 0.043·Size² − 0.040·Age, Size = ln assets in million yuan, Age from lnage)."""
+    import numpy as np
+
+    db = tmp_path / "sa.duckdb"
+    build_warehouse(BuildOptions(raw_dir=built["raw"], landing_dir=tmp_path / "landing", warehouse=db, quiet=True,
+                                 fc_index_method="sa"))
+    rows = _query(db, "select f.size, f.lnage, i.fc_index from marts.fct_firm_years f "
+                      "join intermediate.int_firm_year_financial_indices i using (stkcd, year)")
+    size = np.array([r[0] for r in rows], dtype=float)
+    lnage = np.array([r[1] for r in rows], dtype=float)
+    fc = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=float)
+    ok = (size > 0) & np.isfinite(lnage)
+    assert ok.sum() > 100
+    s = np.log(size[ok] / 1e6)
+    assert np.allclose(fc[ok], -0.737 * s + 0.043 * s ** 2 - 0.040 * (np.exp(lnage[ok]) - 1), atol=1e-8)
+    assert np.isnan(fc[~ok]).all()
+    # the default composite lies in [0, 1]; the SA index of listed firms is negative
+    default = [r[0] for r in _query(built["db"], "select fc_index from intermediate.int_firm_year_financial_indices "
+                                                 "where fc_index is not null")]
+    assert default and min(default) >= 0 and max(default) <= 1
+    assert np.nanmax(fc) < 0

@@ -7,6 +7,11 @@
     {{ exceptions.raise_compiler_error("var volatility_window_years must be odd and >= 3") }}
 {%- endif -%}
 {%- set half = (window - 1) // 2 -%}
+{%- set fc_method = var('fc_index_method') -%}
+{%- if fc_method not in ['rank_composite', 'sa'] -%}
+    {{ exceptions.raise_compiler_error(
+        "var fc_index_method must be 'rank_composite' or 'sa', not '" ~ fc_method ~ "'") }}
+{%- endif -%}
 
 with firm_years as (
     select * from {{ ref('fct_firm_years') }}
@@ -98,6 +103,15 @@ indices as (
         - 0.044 * ln(total_assets)
         + 0.102 * industry_sales_growth
         - 0.035 * sales_growth as ww_index,
+        {%- if fc_method == 'sa' %}
+        -- SA index (Hadlock & Pierce 2010): −0.737 Size + 0.043 Size² − 0.040 Age, Size = ln of
+        -- total assets in million yuan, Age = years since establishment (exp(lnage) − 1)
+        case
+            when total_assets > 0 and lnage is not null
+                then -0.737 * ln(total_assets / 1e6)
+                    + 0.043 * ln(total_assets / 1e6) * ln(total_assets / 1e6)
+                    - 0.040 * (exp(lnage) - 1)
+        {%- else %}
         case
             when total_assets > 0 and total_liabilities is not null and lnage is not null
                 and dividends_interest_paid is not null and operating_cash_flow is not null
@@ -114,6 +128,7 @@ indices as (
                         partition by year order by -operating_cash_flow / total_assets
                     )
                 ) / 5
+        {%- endif %}
         end as fc_index_unfiltered,
         case
             when sale > 0 and city_code is not null and industry_code is not null
