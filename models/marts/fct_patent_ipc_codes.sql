@@ -2,18 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
-        pre_hook="
-            {% if is_incremental() %}
-            delete from {{ this }} as previous
-            where not exists (
-                select 1
-                from {{ ref('int_patents_dispositioned') }} as dispositioned
-                where dispositioned.patent_id = previous.patent_id
-                    and dispositioned.disposition = 'kept'
-                    and dispositioned._batch_id <> '{{ invocation_id }}'
-            )
-            {% endif %}
-        ",
+        pre_hook="{{ delete_redispositioned_patents() }}",
     )
 }}
 

@@ -1,0 +1,16 @@
+{#- Pre-hook of the incremental patent marts (fct_patents, fct_patent_ipc_codes): on a refresh,
+    delete the rows of patents that are no longer kept or that this run re-dispositions
+    (int_patents_dispositioned._batch_id = this invocation), so that the model's append of this
+    run's batch replaces them. A no-op on a full build. docs/performance.md, "Incremental refresh". -#}
+{% macro delete_redispositioned_patents() %}
+    {% if is_incremental() %}
+    delete from {{ this }} as previous
+    where not exists (
+        select 1
+        from {{ ref('int_patents_dispositioned') }} as dispositioned
+        where dispositioned.patent_id = previous.patent_id
+            and dispositioned.disposition = 'kept'
+            and dispositioned._batch_id <> '{{ invocation_id }}'
+    )
+    {% endif %}
+{% endmacro %}
