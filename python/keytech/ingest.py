@@ -192,12 +192,17 @@ def _csv_error(path: Path, source: Path, exc: duckdb.Error, n_columns: int) -> U
     line = re.search(r"[Ll]ine:? (\d+)", text)
     where = f" at line {line.group(1)}" if line else ""
     kind = "a record with the wrong number of fields or an unterminated quote"
+    cause = "The file may be truncated or cut mid-record, or a quote is not closed"
     if "Expected Number of Columns" in text or "expected" in text.lower():
         found = re.search(r"Found: (\d+)", text)
         if found:
             kind = f"a record with {found.group(1)} field(s) where the header has {n_columns}"
+            if int(found.group(1)) > n_columns:
+                cause = "A field probably contains an unquoted comma"
+            else:
+                cause = "The record is cut short: the file may be truncated or cut mid-record"
     return UnreadableFile(
-        f"{path.name}: cannot be parsed as CSV{where}: {kind}. The file may be truncated or cut mid-record; "
+        f"{path.name}: cannot be parsed as CSV{where}: {kind}. {cause}; "
         "export it again (comma-separated, double-quoted fields)."
     )
 
@@ -412,7 +417,8 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
             try:
                 fmt, encoding, header_lines = _load_raw(con, path, scratch)
             except UnreadableFile as exc:
-                problems.append(Problem("error", table.name, path.name, str(exc)))
+                # the problem already names the file: do not repeat it in the message
+                problems.append(Problem("error", table.name, path.name, str(exc).removeprefix(f"{path.name}: ")))
                 continue
             except (ValueError, duckdb.Error) as exc:
                 problems.append(Problem("error", table.name, path.name, f"cannot read the file: {exc}".splitlines()[0]))
