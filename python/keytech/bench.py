@@ -116,9 +116,9 @@ def _stage_build(work: Path, scale: str, seed: int) -> dict:
                                            warehouse=work / "warehouse.duckdb", quiet=True))
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "timings": outcome["timings"]}
-    # dbt's per-node timings of this build (target/ is shared by every dbt run of the project:
-    # only accept results generated after this stage started)
-    run_results = paths.project_root() / "target" / "run_results.json"
+    # dbt's per-node timings of this build (its own target/, paths.dbt_artifacts_dir; still only
+    # accept results generated after this stage started)
+    run_results = paths.dbt_artifacts_dir(work / "warehouse.duckdb") / "target" / "run_results.json"
     if run_results.is_file():
         data = json.loads(run_results.read_text(encoding="utf-8"))
         generated = data.get("metadata", {}).get("generated_at", "")

@@ -3,7 +3,10 @@
 dbt builds into a fresh file beside the warehouse (``<warehouse>.building``). Only when every model
 and dbt test passes is the new file swapped in with an atomic rename, after the ``results`` schema
 (estimation runs and check runs) has been carried over from the previous warehouse. A build that
-fails or is killed halfway leaves the previous warehouse untouched and usable.
+fails or is killed halfway leaves the previous warehouse untouched and usable. dbt's target/ and
+logs/ belong to the warehouse being built (``paths.dbt_artifacts_dir``: the project root for the
+default ``data/warehouse.duckdb``, ``<warehouse>.dbt/`` beside any other), so builds of different
+warehouses at the same time do not overwrite each other's run results, manifest or log.
 
 Incremental refresh (``BuildOptions(incremental=True)``, ``keytech build --incremental``): every
 complete build records in ``build_meta.build_state`` what it was built from — the landing manifest
@@ -85,7 +88,10 @@ def dbt_vars(options: BuildOptions) -> dict:
 
 
 def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool = False) -> subprocess.CompletedProcess:
+    """Run dbt against ``warehouse`` (the file dbt writes, e.g. ``<warehouse>.building``); its
+    target/ (unless ``args`` name one) and logs/ go to ``paths.dbt_artifacts_dir(options.warehouse)``."""
     root = paths.project_root()
+    artifacts = paths.dbt_artifacts_dir(options.warehouse)
     env = dict(os.environ)
     env["KEYTECH_DB"] = str(warehouse)
     env["KEYTECH_LANDING_DIR"] = str(options.landing_dir)
@@ -93,6 +99,8 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     command = [
         dbt_executable(), *args,
         "--profiles-dir", str(root), "--project-dir", str(root),
+        *([] if "--target-path" in args else ["--target-path", str(artifacts / "target")]),
+        "--log-path", str(artifacts / "logs"),
         "--vars", json.dumps(dbt_vars(options)),
     ]
     return subprocess.run(command, cwd=root, env=env, text=True, capture_output=quiet)
@@ -276,13 +284,14 @@ def build_warehouse(options: BuildOptions) -> dict:
     completed = run_dbt(args, building, options, quiet=options.quiet)
     timings["dbt_build"] = time.perf_counter() - start
     if completed.returncode != 0:
-        failed = _failed_nodes(paths.project_root())
+        artifacts = paths.dbt_artifacts_dir(options.warehouse)
+        failed = _failed_nodes(artifacts)
         detail = "\n  ".join(failed) if failed else (completed.stdout or "")[-2000:]
         raise BuildFailed(
             "dbt build failed; the previous warehouse was left untouched.\n  "
             f"{detail}\n"
-            f"The partial build is at {building} for inspection; dbt's log is logs/dbt.log and "
-            "target/run_results.json. Run `keytech doctor` for hints."
+            f"The partial build is at {building} for inspection; dbt's log is {artifacts / 'logs' / 'dbt.log'} "
+            f"and {artifacts / 'target' / 'run_results.json'}. Run `keytech doctor` for hints."
         )
     if not options.select:  # only a complete build can be refreshed incrementally later
         write_build_state(building, state)

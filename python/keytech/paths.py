@@ -39,6 +39,18 @@ def warehouse_path() -> Path:
     return _from_env("KEYTECH_DB", project_root() / "data" / "warehouse.duckdb")
 
 
+def dbt_artifacts_dir(warehouse: str | Path | None = None) -> Path:
+    """Where dbt writes ``target/`` and ``logs/`` for builds of ``warehouse``: the project root for
+    the project's default warehouse (``data/warehouse.duckdb``), else a ``<name>.dbt`` folder beside
+    the warehouse — so builds of different warehouses (tests, benchmarks, two sessions with
+    different ``KEYTECH_DB``) never share or overwrite dbt's run results, manifest and log."""
+    w = Path(warehouse) if warehouse is not None else warehouse_path()
+    default = project_root() / "data" / "warehouse.duckdb"
+    if w.resolve() == default.resolve():
+        return project_root()
+    return w.parent / f"{w.name}.dbt"
+
+
 def output_dir() -> Path:
     return _from_env("KEYTECH_OUTPUT_DIR", project_root() / "output")
 

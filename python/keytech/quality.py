@@ -141,8 +141,8 @@ def _jsonable(value):
         return str(value)
 
 
-def _dbt_test_summary() -> dict:
-    results = paths.project_root() / "target" / "run_results.json"
+def _dbt_test_summary(db_path: str | Path | None = None) -> dict:
+    results = paths.dbt_artifacts_dir(db_path) / "target" / "run_results.json"
     if not results.is_file():
         return {"available": False}
     data = json.loads(results.read_text(encoding="utf-8"))
@@ -163,7 +163,7 @@ def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = N
         frames = {m: con.execute(f"select {_suite_columns(m)} from marts.{m}").df() for m in SUITES}
         fingerprint = mart_fingerprint(con)
     suites = _run_suites(frames)
-    dbt_tests = _dbt_test_summary()
+    dbt_tests = _dbt_test_summary(db_path)
     passed = all(s["success"] for s in suites.values())
     record = {
         "check_run_id": uuid.uuid4().hex[:12],

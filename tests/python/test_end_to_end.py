@@ -171,3 +171,15 @@ def test_fc_index_method_sa_equals_the_hadlock_pierce_formula(built, tmp_path: P
                                                  "where fc_index is not null")]
     assert default and min(default) >= 0 and max(default) <= 1
     assert np.nanmax(fc) < 0
+
+
+def test_dbt_artifacts_live_beside_a_non_default_warehouse(built):
+    """Builds of different warehouses do not share dbt's target/ and logs/ (paths.dbt_artifacts_dir);
+    the project's default warehouse keeps them in the project root."""
+    artifacts = paths.dbt_artifacts_dir(built["db"])
+    assert artifacts == built["db"].parent / "warehouse.duckdb.dbt"
+    results = json.loads((artifacts / "target" / "run_results.json").read_text(encoding="utf-8"))
+    assert len(results["results"]) > 100
+    assert (artifacts / "target" / "manifest.json").is_file()
+    assert (artifacts / "logs" / "dbt.log").is_file()
+    assert paths.dbt_artifacts_dir(paths.project_root() / "data" / "warehouse.duckdb") == paths.project_root()

@@ -65,7 +65,7 @@ def build_report(db_path: str | Path | None = None, out_dir: str | Path | None =
     data["estimation"] = collect.estimation(db, run_id)
     data["truth"] = collect.truth(raw)
     data["manifest"] = collect.landing_manifest(landing)
-    data["lineage"] = collect.lineage(paths.project_root())
+    data["lineage"] = collect.lineage(paths.dbt_artifacts_dir(db))
     data["published"] = paper.load_published()
     data["db"], data["raw"], data["landing"] = db, raw, landing
 

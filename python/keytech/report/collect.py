@@ -61,9 +61,10 @@ def schema_counts(con) -> dict[str, int]:
     return {schema: n for schema, n in rows}
 
 
-def lineage(project_root: Path) -> dict[str, list[str]] | None:
-    """mart name → source tables it depends on, from dbt's ``target/manifest.json`` (if present)."""
-    path = project_root / "target" / "manifest.json"
+def lineage(artifacts_dir: Path) -> dict[str, list[str]] | None:
+    """mart name → source tables it depends on, from dbt's ``target/manifest.json`` of the build
+    (``paths.dbt_artifacts_dir``; absent → None)."""
+    path = artifacts_dir / "target" / "manifest.json"
     if not path.is_file():
         return None
     try:
