@@ -215,6 +215,7 @@ def cmd_demo(args) -> int:
     args.scale, args.seed, args.out = args.scale or "small", args.seed, None
     cmd_synth(args)
     args.raw_dir, args.strict_ipc, args.no_ipc_supplement, args.select = None, False, False, None
+    args.fc_index = "rank_composite"
     args.skip_checks, args.verbose = False, False
     code = cmd_build(args)
     if code != EXIT_OK:
