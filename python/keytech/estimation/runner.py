@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from keytech import warehouse
 from keytech.estimation import panel as pnl
 from keytech.estimation import store
 from keytech.estimation.base import SpecResult, TermEstimate
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.estimators import RunContext, relevant_warnings, run_spec
 from keytech.estimation.gate import check_gate
 from keytech.estimation.registry import Registry, load_registry
 
@@ -157,7 +158,15 @@ def run_estimation(
         try:
             if isinstance(df, BaseException):
                 raise df
-            results.extend(run_spec(spec, df, ctx))
+            # library warnings (e.g. pyfixest's "variables dropped due to multicollinearity") go to
+            # the spec's diagnostics, not the console
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = run_spec(spec, df, ctx)
+            msgs = relevant_warnings(caught)
+            for r in out if msgs else ():
+                r.diagnostics["warnings"] = sorted(set(r.diagnostics.get("warnings") or ()) | set(msgs))
+            results.extend(out)
         except Exception as exc:  # record and continue; strict re-raises
             if strict:
                 raise
