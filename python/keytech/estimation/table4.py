@@ -79,11 +79,17 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
         "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2. IV1 = 2009 robot density × national internet users; "
         "IV2 = hypothetical pilot from the Bartik robot-exposure ranking with the real wave timing and sizes. KP = "
         "Kleibergen–Paap (2006); {·} Stock–Yogo 15% maximal IV size critical value. (6)/(7) PSM: logit on regional "
-        "characteristics, 1:1 nearest neighbour within year, caliper 0.2 SD of the logit score; (6) matching "
-        "weights, (7) common support. Balance: table4_psm_balance.",
+        "characteristics, 1:1 within year, nearest by Mahalanobis distance on the covariates among the controls "
+        "inside a caliper of 0.2 SD of the logit score; (6) matching weights, (7) common support. Balance: "
+        "table4_psm_balance.",
     ]
     if synthetic:
         notes.insert(0, SYNTHETIC_NOTE)
+        notes.append(
+            "Synthetic data: the instruments vary by city, so with the demo's ~85 cities ('small') 2SLS is "
+            "imprecise and may land anywhere within a few SE. That 2SLS and IFE remove a planted confounder "
+            "that biases OLS is shown at paper scale in tests/python/test_endogeneity_synthetic.py "
+            "(synth_endogeneity.IV_WORLD_RATES).")
     return Table("Table 4. Endogeneity: interactive fixed effects, instrumental variables and PSM",
                  [s.label for s in specs], rows, notes)
 
