@@ -117,6 +117,14 @@ def test_page_has_every_section_table_and_figure(page: str, built):
     # published numbers with stars and SE in parentheses, beside this run's
     assert "0.1287</span><span class='stars'>***</span>" in page and "(0.0423)" in page
     assert "21.355 [0.0000]" in page  # Table 4 diagnostics
+    # the publication tables in the paper's (wide) layout, one per paper table
+    start = page.index("<section id='publication-tables'>")
+    pub = page[start:page.index("</section>", start)]
+    captions = re.findall(r"<caption>([^<]*)</caption>", pub)
+    for n in (3, 4, 5, 6, 7):
+        assert any(c.startswith(f"Table {n}.") for c in captions), (n, captions)
+    assert any(c.startswith("Heterogeneity") for c in captions)
+    assert "<th>(3) IV1 2SLS</th>" in pub and "KP rk LM [p]" in pub and "not available" not in pub
     # every analysis-panel variable in the descriptives
     with duckdb.connect(str(built["db"]), read_only=True) as con:
         cols = [r[0] for r in con.execute("describe marts.rpt_analysis_panel").fetchall()]

@@ -27,12 +27,13 @@ from keytech.report.page import (
 )
 
 SECTION_IDS = (
-    "provenance", "pipeline", "funnel", "descriptives", "paper-tables", "other-specs",
+    "provenance", "pipeline", "funnel", "descriptives", "paper-tables", "publication-tables", "other-specs",
     "event-study", "placebo", "rollout", "patents-by-field", "quality",
 )
 NAV = [
     ("provenance", "Provenance"), ("pipeline", "Pipeline"), ("funnel", "Sample funnel"),
-    ("descriptives", "Descriptives"), ("paper-tables", "Paper vs this run"), ("other-specs", "Other specifications"),
+    ("descriptives", "Descriptives"), ("paper-tables", "Paper vs this run"),
+    ("publication-tables", "Tables in the paper's layout"), ("other-specs", "Other specifications"),
     ("event-study", "Event study"), ("placebo", "Placebo"), ("rollout", "Pilot rollout"),
     ("patents-by-field", "Patents by SEI field"), ("quality", "Data quality"),
 ]
@@ -94,6 +95,7 @@ def render(data: dict[str, Any]) -> str:
         funnel_section(data),
         descriptives_section(data),
         paper_tables_section(data),
+        publication_tables_section(data),
         other_specs_section(data),
         event_study_section(data),
         placebo_section(data),
@@ -303,6 +305,34 @@ def _main_term(spec, terms: list[str]) -> str | None:
             return c
     others = [t for t in terms if t not in ("Intercept", "(Intercept)")]
     return others[0] if others else None
+
+
+def publication_tables_section(data: dict[str, Any]) -> str:
+    """Tables 3–7 and the heterogeneity table as the paper lays them out (one column per paper
+    column, diagnostics rows, the paper's numbers below) — the same models that write
+    ``output/tables/*.{md,tex,html}`` (keytech.estimation.report, table4, mechanisms)."""
+    title = "Tables in the paper's layout"
+    if not data["estimation"]:
+        return section("publication-tables", title, "<p class='muted'>No estimation run yet: <code>keytech estimate</code>.</p>")
+    from keytech.estimation import mechanisms
+    from keytech.estimation.registry import load_registry
+    from keytech.estimation.report import table3_model, to_html
+    from keytech.estimation.table4 import table4_model
+
+    est, reg, synthetic = data["estimation"][0], load_registry(), data["truth"] is not None
+    builders = (table3_model, table4_model, mechanisms.table5_model, mechanisms.table6_model,
+                mechanisms.table7_model, mechanisms.heterogeneity_model)
+    parts = ["<p>The publication tables of this run (also written to <code>output/tables/</code> as Markdown, "
+             "LaTeX and HTML by <code>keytech estimate</code>). Specifications not in the run show empty cells.</p>"]
+    for build in builders:
+        try:
+            model = build(est, reg, synthetic)
+        except Exception as exc:  # a table that cannot be laid out must not take the report down
+            parts.append(f"<p class='muted'>{esc(build.__name__)}: not available ({esc(type(exc).__name__)}: {esc(str(exc))[:200]})</p>")
+            continue
+        if model is not None:
+            parts.append("<div class='scroll'>" + to_html(model) + "</div>")
+    return section("publication-tables", title, "\n".join(parts))
 
 
 def other_specs_section(data: dict[str, Any]) -> str:

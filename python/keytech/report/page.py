@@ -39,6 +39,10 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.txt{text-align:left}
 tr.group td{border-top:1px solid var(--rule)}
 tr.diag td,tr.diag th{color:var(--muted)}
+table.keytech-table td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.keytech-table tr.se td{color:var(--muted)}
+table.keytech-table tr.rule td{border-top:1px solid var(--rule);padding:0}
+table.keytech-table tfoot td{text-align:left;white-space:normal;font-size:.85em;color:var(--muted);border-top:2px solid var(--ink)}
 .se{color:var(--muted)}
 .stars{display:inline-block;width:1.7em;text-align:left}
 .status{font-size:.8em;padding:.05em .45em;border-radius:3px;white-space:nowrap}
