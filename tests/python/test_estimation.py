@@ -42,7 +42,7 @@ REQUIRED_IDS = [
     "robust_cluster_firm", "robust_cluster_province", "robust_cluster_city_year", "robust_poisson",
     "robust_negbin", "robust_grants", "robust_citations", "robust_anticipation", "robust_pretrend",
     "robust_staggered_dcdh", "robust_staggered_bacon", "robust_staggered_sunab",
-    "robust_staggered_did2s", "placebo", "robust_window2022",
+    "robust_staggered_did2s", "robust_staggered_cs", "placebo", "robust_window2022",
 ]
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -96,7 +96,8 @@ def test_registry_has_every_required_spec_and_table3_exactly_as_paper(reg):
 def test_registry_selection_by_id_group_prefix_and_unknown(reg):
     assert [s.id for s in reg.select(["table3"])] == [f"table3_col{i}" for i in range(1, 6)]
     assert {s.id for s in reg.select(["staggered"])} == {
-        "robust_staggered_dcdh", "robust_staggered_bacon", "robust_staggered_sunab", "robust_staggered_did2s"}
+        "robust_staggered_dcdh", "robust_staggered_bacon", "robust_staggered_sunab", "robust_staggered_did2s",
+        "robust_staggered_cs"}
     assert {s.id for s in reg.select(["robust_cluster"])} == {
         "robust_cluster_firm", "robust_cluster_province", "robust_cluster_city_year"}
     assert [s.id for s in reg.select(["placebo", "event_study"])] == ["event_study", "placebo"]

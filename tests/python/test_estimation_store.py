@@ -75,7 +75,7 @@ MY_SPEC_IDS = [
     "robust_cluster_firm", "robust_cluster_province", "robust_cluster_city_year", "robust_poisson",
     "robust_negbin", "robust_grants", "robust_citations", "robust_anticipation", "robust_pretrend",
     "robust_window2022", "robust_staggered_dcdh", "robust_staggered_bacon", "robust_staggered_sunab",
-    "robust_staggered_did2s", "placebo",
+    "robust_staggered_did2s", "robust_staggered_cs", "placebo",
 ]
 
 

@@ -420,6 +420,7 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "staggered_bacon": _staggered("fit_bacon"),
     "staggered_sunab": _staggered("fit_sunab"),
     "staggered_did2s": _staggered("fit_did2s"),
+    "staggered_cs": _staggered("fit_cs"),
     "placebo": _placebo,
     "ols_split": _mechanisms,  # median splits with a permutation p-value (issue 5)
     # Table 4 and spillover checks (issue 4)

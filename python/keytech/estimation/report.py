@@ -159,6 +159,8 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
     if spec.estimator == "staggered_did2s":
         n = d.get("treated_obs_dropped_unidentified_fe")
         return f"imputation; {n} treated obs w/o FE" if n else "imputation"
+    if spec.estimator == "staggered_cs" and "n_cells_post" in d:
+        return f"not-yet-treated; {d['n_cells_post']} post ATT(g,t); boot B={d.get('bootstrap', {}).get('draws', '?')}"
     if spec.id == "robust_anticipation":
         lead = _main_row(est, spec.id, "lead1")
         if lead:
