@@ -6,7 +6,9 @@ and dbt test passes is the new file swapped in with an atomic rename, after the 
 fails or is killed halfway leaves the previous warehouse untouched and usable. dbt's target/ and
 logs/ belong to the warehouse being built (``paths.dbt_artifacts_dir``: the project root for the
 default ``data/warehouse.duckdb``, ``<warehouse>.dbt/`` beside any other), so builds of different
-warehouses at the same time do not overwrite each other's run results, manifest or log.
+warehouses at the same time do not overwrite each other's run results, manifest or log. On Linux
+dbt is started with a parent-death signal: killing the ``keytech build`` process (even with
+SIGKILL, and without its process group) stops dbt too.
 
 Incremental refresh (``BuildOptions(incremental=True)``, ``keytech build --incremental``): every
 complete build records in ``build_meta.build_state`` what it was built from — the landing manifest
@@ -87,6 +89,28 @@ def dbt_vars(options: BuildOptions) -> dict:
     }
 
 
+def _parent_death_signal():
+    """A ``preexec_fn`` (Linux) that has the kernel send SIGTERM to dbt when the Python process
+    that started it dies — also on SIGKILL, which Python cannot intercept — so a killed
+    ``keytech build`` does not leave dbt writing ``<warehouse>.building``. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: no imports in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool = False) -> subprocess.CompletedProcess:
     """Run dbt against ``warehouse`` (the file dbt writes, e.g. ``<warehouse>.building``); its
     target/ (unless ``args`` name one) and logs/ go to ``paths.dbt_artifacts_dir(options.warehouse)``."""
@@ -103,7 +127,8 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
         "--log-path", str(artifacts / "logs"),
         "--vars", json.dumps(dbt_vars(options)),
     ]
-    return subprocess.run(command, cwd=root, env=env, text=True, capture_output=quiet)
+    return subprocess.run(command, cwd=root, env=env, text=True, capture_output=quiet,
+                          preexec_fn=_parent_death_signal())
 
 
 def _failed_nodes(root: Path) -> list[str]:

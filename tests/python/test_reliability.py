@@ -405,6 +405,44 @@ def test_killed_build_leaves_the_previous_warehouse_intact(interrupted: dict, ti
 
 
 @pytest.mark.slow
+def test_killing_only_the_python_parent_stops_dbt(tiny_built: dict, tmp_path):
+    """SIGKILL to the `keytech build` process alone (not its group, as a user's `kill -9 PID` does):
+    dbt gets the parent-death signal and exits, so nothing keeps writing `<warehouse>.building`.
+    Verbose (`-v`), so that dbt writes to the log file rather than to a pipe of the parent (a dead
+    reader would end it by SIGPIPE at its next write, hiding the problem)."""
+    db = tmp_path / "warehouse.duckdb"
+    building = db.with_name(db.name + ".building")
+    env = dict(os.environ, KEYTECH_RAW_DIR=str(tiny_built["raw"]), KEYTECH_DB=str(db),
+               KEYTECH_LANDING_DIR=str(tmp_path / "landing"), KEYTECH_OUTPUT_DIR=str(tmp_path / "output"),
+               DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    with open(tmp_path / "build.log", "wb") as log:
+        process = subprocess.Popen([_keytech_executable(), "-v", "build"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not building.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # dbt has started; a tiny build still needs well over 4 s
+            assert process.poll() is None, "the build finished before it could be killed; the test proves nothing"
+            os.kill(process.pid, signal.SIGKILL)  # the parent only
+            process.wait(timeout=60)
+            gone = False
+            for _ in range(40):  # 4 s: SIGTERM ends dbt at once; without it dbt would run on
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    gone = True
+                    break
+                time.sleep(0.1)
+            assert gone, "dbt outlived the killed keytech build"
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.slow
 def test_the_build_after_a_killed_build_succeeds(interrupted: dict):
     assert not interrupted["partial_left_after_rebuild"], "the partial .building file was not cleaned up"
     assert interrupted["fingerprints"]["public"]
