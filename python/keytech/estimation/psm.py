@@ -61,10 +61,10 @@ def propensity(df: pd.DataFrame, treat: str, covariates: list[str], by: str | No
     return np.asarray(res.predict(X.to_numpy()), float)
 
 
-def nearest_neighbour(score: np.ndarray, treated: np.ndarray, caliper: float, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """1:1 NN matching with replacement on ``score`` within ``strata``. Returns (weights, match
-    index for treated rows or −1)."""
-    n = len(score)
+def _match_within_strata(n: int, treated: np.ndarray, strata: np.ndarray | None, pick) -> tuple[np.ndarray, np.ndarray]:
+    """1:1 matching with replacement inside each stratum. ``pick(t, c)`` gets the row indices of
+    the stratum's treated and controls and returns (chosen control per treated row, matched?).
+    Returns (weights: 1 per matched treated row, times used per control; match index or −1)."""
     w = np.zeros(n)
     match = np.full(n, -1)
     strata = np.zeros(n) if strata is None else np.asarray(strata)
@@ -74,19 +74,27 @@ def nearest_neighbour(score: np.ndarray, treated: np.ndarray, caliper: float, st
         c = idx[~treated[idx]]
         if len(t) == 0 or len(c) == 0:
             continue
+        chosen, ok = pick(t, c)
+        match[t[ok]] = chosen[ok]
+        w[t[ok]] = 1.0
+        np.add.at(w, chosen[ok], 1.0)
+    return w, match
+
+
+def nearest_neighbour(score: np.ndarray, treated: np.ndarray, caliper: float, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """1:1 NN matching with replacement on ``score`` within ``strata``. Returns (weights, match
+    index for treated rows or −1)."""
+
+    def pick(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(score[c])
         cs = score[c][order]
         pos = np.searchsorted(cs, score[t])
         lo = np.clip(pos - 1, 0, len(cs) - 1)
         hi = np.clip(pos, 0, len(cs) - 1)
-        pick = np.where(np.abs(cs[lo] - score[t]) <= np.abs(cs[hi] - score[t]), lo, hi)
-        dist = np.abs(cs[pick] - score[t])
-        ok = dist <= caliper
-        chosen = c[order][pick]
-        match[t[ok]] = chosen[ok]
-        w[t[ok]] = 1.0
-        np.add.at(w, chosen[ok], 1.0)
-    return w, match
+        nearest = np.where(np.abs(cs[lo] - score[t]) <= np.abs(cs[hi] - score[t]), lo, hi)
+        return c[order][nearest], np.abs(cs[nearest] - score[t]) <= caliper
+
+    return _match_within_strata(len(score), treated, strata, pick)
 
 
 def mahalanobis_within_caliper(X: np.ndarray, score: np.ndarray, treated: np.ndarray, caliper: float,
@@ -102,24 +110,14 @@ def mahalanobis_within_caliper(X: np.ndarray, score: np.ndarray, treated: np.nda
     vals, vecs = np.linalg.eigh(cov)
     keep = vals > 1e-12 * max(vals.max(), 1e-300)
     Xw = X @ (vecs[:, keep] / np.sqrt(vals[keep]))
-    w = np.zeros(n)
-    match = np.full(n, -1)
-    strata = np.zeros(n) if strata is None else np.asarray(strata)
-    for s_ in np.unique(strata):
-        idx = np.flatnonzero(strata == s_)
-        t = idx[treated[idx]]
-        c = idx[~treated[idx]]
-        if len(t) == 0 or len(c) == 0:
-            continue
+
+    def pick(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d2 = ((Xw[t][:, None, :] - Xw[c][None, :, :]) ** 2).sum(axis=2)
         d2[np.abs(score[t][:, None] - score[c][None, :]) > caliper] = np.inf
-        pick = d2.argmin(axis=1)
-        ok = np.isfinite(d2[np.arange(len(t)), pick])
-        chosen = c[pick]
-        match[t[ok]] = chosen[ok]
-        w[t[ok]] = 1.0
-        np.add.at(w, chosen[ok], 1.0)
-    return w, match
+        nearest = d2.argmin(axis=1)
+        return c[nearest], np.isfinite(d2[np.arange(len(t)), nearest])
+
+    return _match_within_strata(n, treated, strata, pick)
 
 
 def std_diff(x: np.ndarray, treated: np.ndarray, w: np.ndarray | None = None) -> float:
