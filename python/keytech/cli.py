@@ -210,28 +210,32 @@ def cmd_contract_doc(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------- demo
+def _step_args(args, command: str, **overrides) -> argparse.Namespace:
+    """The options ``keytech <command>`` gets when typed without any (its parser's defaults), with
+    the demo's ``--quiet`` and ``overrides`` — so every option of a step, including one added
+    later, reaches the demo with its documented default."""
+    step = build_parser().parse_args([command])
+    step.quiet, step.verbose = args.quiet, False
+    for name, value in overrides.items():
+        setattr(step, name, value)
+    return step
+
+
 def cmd_demo(args) -> int:
     _say(args, SYNTHETIC_NOTE + "\n")
-    args.scale, args.seed, args.out = args.scale or "small", args.seed, None
-    cmd_synth(args)
-    args.raw_dir, args.strict_ipc, args.no_ipc_supplement, args.select = None, False, False, None
-    args.fc_index = "rank_composite"
-    args.skip_checks, args.verbose = False, False
-    code = cmd_build(args)
+    cmd_synth(_step_args(args, "synth", scale=args.scale or "small", seed=args.seed))
+    code = cmd_build(_step_args(args, "build"))
     if code != EXIT_OK:
         return code
-    cmd_summary(args)
+    cmd_summary(_step_args(args, "summary"))
     try:
         from keytech import estimation  # noqa: F401
     except ImportError:
         return EXIT_OK
-    args.list, args.only, args.force = False, None, False  # every specification
-    args.placebo_draws, args.permutation_draws = 500, None
-    code = cmd_estimate(args)
+    code = cmd_estimate(_step_args(args, "estimate", seed=args.seed))  # every specification
     if code != EXIT_OK:
         return code
-    args.run, args.out = None, None
-    return cmd_report(args)
+    return cmd_report(_step_args(args, "report"))
 
 
 # ----------------------------------------------------------------------------------------- report
