@@ -1,7 +1,16 @@
-{#- Pre-hook of the incremental patent marts (fct_patents, fct_patent_ipc_codes): on a refresh,
-    delete the rows of patents that are no longer kept or that this run re-dispositions
-    (int_patents_dispositioned._batch_id = this invocation), so that the model's append of this
-    run's batch replaces them. A no-op on a full build. docs/performance.md, "Incremental refresh". -#}
+{#- The incremental patent marts (fct_patents, fct_patent_ipc_codes): append-only incremental
+    models whose pre-hook, on a refresh, deletes the rows of patents that are no longer kept or
+    that this run re-dispositions (int_patents_dispositioned._batch_id = this invocation), so
+    that the model's append of this run's batch replaces them; a no-op on a full build.
+    docs/performance.md, "Incremental refresh". -#}
+{% macro incremental_patent_mart_config() %}
+    {{ config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_redispositioned_patents() }}",
+    ) }}
+{% endmacro %}
+
 {% macro delete_redispositioned_patents() %}
     {% if is_incremental() %}
     delete from {{ this }} as previous

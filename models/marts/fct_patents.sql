@@ -1,16 +1,8 @@
 {%- set rule = key_tech_rule() -%}
 
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='append',
-        pre_hook="{{ delete_redispositioned_patents() }}",
-    )
-}}
+{{ incremental_patent_mart_config() }}
 
-{#- Incremental (docs/performance.md, "Incremental refresh"): a refresh keeps the rows of
-    patents still kept and not re-dispositioned by this run (int_patents_dispositioned
-    ._batch_id), deletes the others and rebuilds the patents of this run's batch. -#}
+{#- Incremental: see macros/delete_redispositioned_patents.sql and docs/performance.md. -#}
 
 with patents as (
     select * from {{ ref('int_patents_dispositioned') }}
