@@ -1213,26 +1213,34 @@ def _write(w: World, out: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+def sample_filters(w: World) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """The paper's sample filters as planted, per ``w.fy`` row: (in the 2010-2019 window, the
+    drop masks in funnel order). The analysis sample is the window minus every drop."""
+    firms, fy = w.firms, w.fy
+    f = fy["firm"].to_numpy()
+    year = fy["year"].to_numpy()
+    in_window = (year >= 2010) & (year <= 2019)
+    drops = [
+        ("pilot_firms", firms["pilot"].to_numpy()[f]),
+        ("listed_after_2014", firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31")),
+        ("delisted_firms", firms["delisted"].to_numpy()[f]),
+        ("financial_firms", firms["financial"].to_numpy()[f]),
+        ("st_firm_years", fy["stflg"].to_numpy() != ""),
+        ("unknown_city_rows", fy["unknown_city"].to_numpy()),
+        ("missing_data", fy["missing_info"].to_numpy() | fy["missing_fin"].to_numpy()
+         | w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR]),
+    ]
+    return in_window, drops
+
+
 def _truth(w: World, files: dict) -> dict:
     firms, fy, cities = w.firms, w.fy, w.cities
     f = fy["firm"].to_numpy()
     year = fy["year"].to_numpy()
-    # the paper's sample filters, as planted
-    in_window = (year >= 2010) & (year <= 2019)
-    drop_pilot = firms["pilot"].to_numpy()[f]
-    drop_late = firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31")
-    drop_delisted = firms["delisted"].to_numpy()[f]
-    drop_fin = firms["financial"].to_numpy()[f]
-    drop_st = fy["stflg"].to_numpy() != ""
-    drop_unknown = fy["unknown_city"].to_numpy()
-    drop_missing = (fy["missing_info"].to_numpy() | fy["missing_fin"].to_numpy()
-                    | w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR])
+    in_window, drops = sample_filters(w)
     keep = in_window.copy()
     funnel = {"firm_years_2010_2019": int(keep.sum())}
-    for name, drop in (("pilot_firms", drop_pilot), ("listed_after_2014", drop_late),
-                       ("delisted_firms", drop_delisted), ("financial_firms", drop_fin),
-                       ("st_firm_years", drop_st), ("unknown_city_rows", drop_unknown),
-                       ("missing_data", drop_missing)):
+    for name, drop in drops:
         keep = keep & ~drop
         funnel[f"after_{name}"] = int(keep.sum())
     pr = w.patent_rows

@@ -198,19 +198,11 @@ def firm_year_indices(fin: pd.DataFrame, firm: np.ndarray, year: np.ndarray, cit
 
 
 def planted_sample(w) -> np.ndarray:
-    """The analysis-sample firm-years as planted (the filters of ``synth._truth``), per ``w.fy`` row."""
-    from keytech.synth import FIRST_YEAR
+    """The analysis-sample firm-years as planted (``synth.sample_filters``), per ``w.fy`` row."""
+    from keytech.synth import sample_filters
 
-    firms, fy = w.firms, w.fy
-    f = fy["firm"].to_numpy()
-    year = fy["year"].to_numpy()
-    keep = ((year >= 2010) & (year <= 2019) & ~firms["pilot"].to_numpy()[f]
-            & ~(firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31"))
-            & ~firms["delisted"].to_numpy()[f] & ~firms["financial"].to_numpy()[f]
-            & (fy["stflg"].to_numpy() == "") & ~fy["unknown_city"].to_numpy()
-            & ~(fy["missing_info"].to_numpy() | fy["missing_fin"].to_numpy()
-                | w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR]))
-    return keep
+    in_window, drops = sample_filters(w)
+    return in_window & ~np.logical_or.reduce([drop for _, drop in drops])
 
 
 def _assign_high_similarity(w, rng, r: "MechanismRates", treat: np.ndarray) -> tuple[np.ndarray, dict]:
