@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # one BLAS thread unless set (python/keytech/__init__.py explains; tests import numpy first)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test venv bench docs clean
+.PHONY: demo test venv bench docs reference clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: venv
 
 docs: venv
 	$(BIN)/keytech docs
+
+# frozen R reference values for tests/python/test_parity_r.py (needs Debian's r-base-core,
+# r-cran-mass, r-cran-sandwich, r-cran-aer, r-cran-plm, r-cran-matchit; make test never calls R)
+reference:
+	Rscript tests/python/reference/make_reference.R
 
 clean:
 	rm -rf data/warehouse.duckdb data/landing output target logs
