@@ -6,7 +6,8 @@
   ``beta = sum_{D=1} w_it TE_it`` with ``w_it = e_it / sum_{D=1} e``, and negative ``w`` mean that
   some treated cells enter with negative weight.
 * :func:`bacon_decomposition` — Goodman-Bacon (2021, J. Econometrics) decomposition of the firm+year
-  TWFE coefficient on a balanced panel into 2x2 DiDs and their weights (Theorem 1).
+  TWFE coefficient of ``policy`` on a balanced panel into 2x2 DiDs and their weights (Theorem 1);
+  timing from ``policy`` itself, units whose treatment switches off excluded (not defined there).
 * :func:`fit_sunab` — Sun & Abraham (2021) interaction-weighted event-study/ATT estimator.
 * :func:`fit_did2s` — Gardner (2021) two-stage DID (pyfixest ``did2s``), whose pooled estimate
   equals the Borusyak–Jaravel–Spiess imputation estimator.
@@ -137,28 +138,40 @@ def balanced_subpanel(df: pd.DataFrame, outcome: str, unit: str = "stkcd", time:
     return sub.loc[counts == T]
 
 
+def absorbing_units(df: pd.DataFrame, treatment: str = "policy", unit: str = "stkcd", time: str = "year") -> pd.Series:
+    """True for units whose ``treatment`` path (sorted by time) never switches off: 0…0 1…1, all 0
+    or all 1. Firms that move from a pilot city to a non-pilot city (policy 1 → 0) are not."""
+    d = df.sort_values([unit, time]).groupby(unit)[treatment]
+    return d.apply(lambda s: bool((np.diff(s.to_numpy(float)) >= 0).all()))
+
+
 def bacon_decomposition(
     df: pd.DataFrame,
     outcome: str,
-    cohort: str = "first_treated_year",
+    treatment: str = "policy",
     unit: str = "stkcd",
     time: str = "year",
 ) -> dict[str, Any]:
-    """Goodman-Bacon decomposition of ``y ~ D | unit + time`` on a balanced panel.
+    """Goodman-Bacon decomposition of ``y ~ treatment | unit + time`` on a balanced panel.
 
-    ``cohort`` holds each unit's first treated period (NaN = never treated); ``D = time >= cohort``.
-    Cohorts first treated after the last period count as never treated; units treated in every
-    period ("always treated") are their own group with D̄ = 1 and act like never treated in
-    comparisons (they are controls whose treatment does not change).
+    The timing groups come from ``treatment`` itself (a unit's first period with treatment 1; never
+    1 = never treated), so the decomposed coefficient is the one of the same regression on the same
+    rows. The decomposition needs an absorbing treatment (0…0 1…1 within each unit): a unit whose
+    treatment switches off raises ``ValueError`` (callers drop them first, see
+    :func:`absorbing_units`). Units treated in every period ("always treated") are their own group
+    with D̄ = 1 and act like never treated in comparisons (controls whose treatment does not change).
     """
     years = np.sort(df[time].unique())
     T = len(years)
     counts = df.groupby(unit)[time].nunique()
     if (counts != T).any():
         raise ValueError("bacon_decomposition needs a balanced panel")
-    first = df.groupby(unit)[cohort].first()
-    first = first.where(first <= years[-1])  # treated after the window = never treated here
-    group = first.fillna(np.inf)
+    ok = absorbing_units(df, treatment, unit, time)
+    if not ok.all():
+        raise ValueError(f"bacon_decomposition needs an absorbing {treatment}; {int((~ok).sum())} unit(s) switch off "
+                         f"(e.g. {list(ok.index[~ok][:3])})")
+    on = df.loc[df[treatment].astype(float) == 1]
+    group = on.groupby(unit)[time].min().reindex(counts.index).astype(float).fillna(np.inf)
     y = df[outcome].to_numpy(float)
     g_obs = df[unit].map(group).to_numpy(float)
     t_obs = df[time].to_numpy()
@@ -223,20 +236,38 @@ def bacon_decomposition(
 
 
 def fit_bacon(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
-    data = prepare_spec_data(spec, df)
+    """Goodman-Bacon decomposition of the firm+year TWFE coefficient of ``spec.treatment``.
+
+    Sample (the same for the decomposition and the reported TWFE term): complete cases of the
+    outcome and treatment, the balanced sub-panel (firms observed in every year), minus firms whose
+    treatment is not absorbing (movers whose ``policy`` switches off when they leave a pilot city;
+    the decomposition is not defined for them). Timing groups come from ``policy`` itself, so a
+    mover entering a pilot city is treated from its first ``policy = 1`` year, as in TWFE."""
+    data = prepare_spec_data(spec, df).dropna(subset=[spec.outcome, spec.treatment])
     bal = balanced_subpanel(data, spec.outcome)
-    res = bacon_decomposition(bal, spec.outcome)
-    # TWFE on the balanced sub-panel with the spec's variance, for the reported SE
+    absorbing = absorbing_units(bal, spec.treatment)
+    n_switch = int((~absorbing).sum())
+    bal = bal[bal["stkcd"].map(absorbing)]
+    res = bacon_decomposition(bal, spec.outcome, spec.treatment)
+    # TWFE on the same sample with the spec's variance, for the reported SE
     fit, msgs, _ = _fit("ols", spec, bal, [spec.treatment], fe=("stkcd", "year"))
     terms = terms_from_fit(fit, names=[spec.treatment])
     for kind, v in res["by_type"].items():
         terms.append(TermEstimate(f"bacon:{kind}", v["estimate"], diagnostics={"weight": v["weight"]}))
     comps = res.pop("comparisons")
+    b_fit = float(fit.coef()[spec.treatment])
     diag = res | {
         "comparisons": comps.to_dict(orient="records"),
-        "beta_twfe_pyfixest": float(fit.coef()[spec.treatment]),
-        "note": "balanced sub-panel, firm+year FE, no controls (the decomposition is exact only there)",
+        "beta_twfe_pyfixest": b_fit,
+        "sum_check_abs_diff": abs(res["beta_decomposed"] - b_fit),
+        "firms_dropped_non_absorbing": n_switch,
+        "rows_used_by_pyfixest": int(fit._N),
+        "note": f"balanced sub-panel, firm+year FE, no controls (the decomposition is exact only there); timing "
+        f"from {spec.treatment} itself; {n_switch} firm(s) whose {spec.treatment} switches off (movers leaving a "
+        "pilot city) dropped from both the decomposition and the reported TWFE term",
     }
+    if int(fit._N) != len(bal):
+        diag["warning_sample"] = "pyfixest dropped rows (singletons) from the balanced sub-panel; the sum check is on different samples"
     if msgs:
         diag["warnings"] = msgs
     return SpecResult(
@@ -246,7 +277,8 @@ def fit_bacon(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         adj_r2=_adj_r2(fit),
         fixed_effects=_fe_desc(spec, ctx, ("stkcd", "year")),
         vcov=spec.vcov.describe(),
-        sample=sample_description(spec, len(bal), int(fit._N), f"balanced sub-panel of {res['n_units']} firms x {res['n_periods']} years"),
+        sample=sample_description(spec, len(bal), int(fit._N), f"balanced sub-panel of {res['n_units']} firms x "
+                                  f"{res['n_periods']} years, {n_switch} non-absorbing firm(s) dropped"),
         main_term=spec.treatment,
         diagnostics=diag,
     )
