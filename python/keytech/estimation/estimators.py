@@ -190,12 +190,39 @@ def _adj_r2(fit) -> float | None:
 # --------------------------------------------------------------------------- OLS / Poisson
 
 
+def poisson_informative_sample(spec: Spec, data: pd.DataFrame, rhs: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Complete cases minus the observations that carry no information in an FE Poisson model,
+    removed as ppmlhdfe does: FE groups whose outcome is zero throughout (separated: their FE goes
+    to −∞) and singleton groups (when ``fixef_rm == 'singleton'``), iterated until neither is left
+    (removing one can create the other). Regressor-induced separation (ppmlhdfe's ReLU/simplex
+    checks) is not tested."""
+    from keytech.estimation.negbin import drop_uninformative
+
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=list(dict.fromkeys([spec.outcome, *rhs, *spec.fixed_effects, *cl])))
+    if not spec.fixed_effects:
+        return sample, {"separated_obs_removed": 0, "singleton_obs_removed": 0}
+    keep, n_zero, n_single = drop_uninformative(
+        sample[spec.outcome].to_numpy(float), pnl.factorize_columns(sample, spec.fixed_effects),
+        drop_singletons=spec.fixef_rm == "singleton")
+    return sample.loc[keep], {"separated_obs_removed": int(n_zero), "singleton_obs_removed": int(n_single)}
+
+
 def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") -> SpecResult:
     data = prepare_spec_data(spec, df)
     rhs = list(spec.regressors)
-    fit, msgs, _ = _fit(kind, spec, data, rhs)
     n_complete = _complete_cases(spec, data, rhs)
+    removed = None
+    if kind == "poisson":
+        data, removed = poisson_informative_sample(spec, data, rhs)
+    fit, msgs, _ = _fit(kind, spec, data, rhs)
     diag: dict[str, Any] = {"formula": formula(spec.outcome, rhs, spec.fixed_effects), "fixef_rm": spec.fixef_rm}
+    if removed is not None:
+        diag |= removed | {
+            "uninformative_obs_removed": removed["separated_obs_removed"] + removed["singleton_obs_removed"],
+            "sample_rule": "all-zero-outcome FE groups (separation) and singletons removed iteratively before the "
+            "fit, as ppmlhdfe; N and the small-sample factor use this informative sample",
+        }
     if msgs:
         diag["warnings"] = msgs
     dropped = [c for c in rhs if c not in fit._coefnames]
