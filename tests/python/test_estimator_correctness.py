@@ -195,3 +195,37 @@ def test_poisson_iterates_separation_and_singletons(reg, ctx):
     # iid SE: the GLM's with the small-sample factor on the informative N (N-1)/(N-K), K = slopes + FE
     N, K = len(informative), X.shape[1]
     assert r.main.std_error == pytest.approx(glm.bse[0] * np.sqrt((N - 1) / (N - K)), rel=1e-4)  # IRLS tolerances
+
+
+# ----------------------------------------------------------------------------- 4. placebo p and seeds
+
+
+def test_placebo_p_counts_the_real_assignment(reg):
+    df = _mover_panel(seed=3)
+    spec = _spec(reg, "placebo", controls=(), control_sets=(), fixed_effects=("stkcd", "year"))
+    B = 40
+    (r,) = run_spec(spec, df, RunContext(placebo_draws=B, seed=11, fe_labels=reg.fe_labels))
+    d = r.diagnostics
+    count = int(np.sum(np.abs(np.asarray(d["draws"])) >= abs(d["real_beta"]) * (1 - 1e-5)))
+    assert d["n_draws_as_extreme"] == count
+    assert d["p_empirical"] == pytest.approx((count + 1) / (B + 1), abs=1e-12)
+    assert r.term("placebo:p_empirical").estimate == d["p_empirical"] > 0
+    assert d["seed"] == 11
+
+
+def test_one_seed_policy_cli_runner_context_and_specs(reg):
+    import inspect
+
+    from keytech.cli import _run_seed, build_parser
+    from keytech.estimation.base import DEFAULT_SEED
+    from keytech.estimation.runner import run_estimation
+
+    args = build_parser().parse_args(["estimate"])
+    assert _run_seed(args.seed) == DEFAULT_SEED == RunContext().seed
+    assert inspect.signature(run_estimation).parameters["seed"].default == DEFAULT_SEED
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices["estimate"]._actions if "--seed" in a.option_strings)
+    assert str(DEFAULT_SEED) in sub.help and "bootstrap" in sub.help and "permutation" in sub.help
+    # no spec pins its own seed: the run seed drives every permutation test
+    for s in reg.specs:
+        perm = s.options.get("permutation")
+        assert not (isinstance(perm, dict) and "seed" in perm), s.id

@@ -12,14 +12,14 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.base import DEFAULT_SEED, SpecResult, TermEstimate, term_from_normal
 from keytech.estimation.registry import Spec
 
 
 @dataclass
 class RunContext:
     placebo_draws: int = 500
-    seed: int = 20240601
+    seed: int = DEFAULT_SEED  # the run seed: placebo, CS bootstrap, permutation tests, PSM ties
     # when set, replaces options.permutation.draws of every spec (keytech estimate --permutation-draws)
     permutation_draws: int | None = None
     progress: bool = False

@@ -25,8 +25,11 @@ from keytech.estimation.estimators import RunContext, relevant_warnings, run_spe
 from keytech.estimation.gate import check_gate
 from keytech.estimation.registry import Registry, load_registry
 
-DEFAULT_SEED = 20240601
+from keytech.estimation.base import DEFAULT_SEED  # noqa: E402  (re-exported)
+
 DEFAULT_PLACEBO_DRAWS = 500
+# estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
+STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs", "psm")
 
 
 def code_version() -> str:
@@ -166,6 +169,9 @@ def run_estimation(
             msgs = relevant_warnings(caught)
             for r in out if msgs else ():
                 r.diagnostics["warnings"] = sorted(set(r.diagnostics.get("warnings") or ()) | set(msgs))
+            if spec.estimator in STOCHASTIC_ESTIMATORS or spec.options.get("permutation"):
+                for r in out:
+                    r.diagnostics.setdefault("seed", seed)
             results.extend(out)
         except Exception as exc:  # record and continue; strict re-raises
             if strict:
