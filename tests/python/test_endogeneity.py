@@ -198,8 +198,10 @@ def test_psm_balance_improves():
         assert abs(row["std_diff_before"]) > 20
         assert abs(row["std_diff_after"]) < abs(row["std_diff_before"]) / 3
     assert info["n_treated_matched"] > 0.8 * info["n_treated"]
-    lo, hi = info["common_support"]
-    assert ((out["__pscore"] >= lo) & (out["__pscore"] <= hi)).sum() == info["n_common_support"]
+    lo, hi = info["control_pscore_range"]
+    t = out["treat"].to_numpy(bool)
+    on = ~t | ((out["__pscore"] >= lo) & (out["__pscore"] <= hi) & (out["__n_ties"] > 0)).to_numpy()
+    assert on.sum() == info["n_support"] == out["__support"].sum()
 
 
 # ------------------------------------------------------------------------------------- spillover

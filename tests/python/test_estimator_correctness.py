@@ -229,3 +229,87 @@ def test_one_seed_policy_cli_runner_context_and_specs(reg):
     for s in reg.specs:
         perm = s.options.get("permutation")
         assert not (isinstance(perm, dict) and "seed" in perm), s.id
+
+
+# ----------------------------------------------------------------------------- 5. PSM (psmatch2 conventions)
+
+
+def test_psm_ties_are_shared_and_independent_of_row_order():
+    from keytech.estimation.psm import mahalanobis_within_caliper, nearest_neighbour
+
+    # one stratum: treated T0 (x=0), T1 (x=5); controls C0, C1 tied at x=1, C2 at x=1.5, C3 at x=9 (outside caliper)
+    x = np.array([0.0, 5.0, 1.0, 1.0, 1.5, 9.0])
+    treated = np.array([True, True, False, False, False, False])
+    w, k, m = nearest_neighbour(x, treated, caliper=2.0)
+    # T0: C0 and C1 tie (distance 1) and share its weight; T1: nothing within 2 -> unmatched
+    assert list(k) == [2, 0, 0, 0, 0, 0]
+    assert list(w) == [1.0, 0.0, 0.5, 0.5, 0.0, 0.0]
+    for perm in (np.array([5, 3, 1, 4, 2, 0]), np.array([2, 3, 0, 1, 5, 4])):
+        wp, kp, _ = nearest_neighbour(x[perm], treated[perm], caliper=2.0)
+        assert np.array_equal(wp, w[perm]) and np.array_equal(kp, k[perm])
+    # Mahalanobis within the caliper: same tie rule
+    wm, km, _ = mahalanobis_within_caliper(x[:, None], x, treated, caliper=2.0)
+    assert list(wm) == [1.0, 0.0, 0.5, 0.5, 0.0, 0.0]
+
+
+def _psm_panel(seed: int = 5) -> pd.DataFrame:
+    """City-level covariates (every firm of a city-year ties), 24 cities x 5 firms x 2010-2015;
+    half the cities ever treated (cohort 2013); some firm controls missing."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    cities = [f"{c:04d}00" for c in range(24)]
+    cx = {c: rng.normal(size=2) for c in cities}
+    for ci, c in enumerate(cities):
+        ever = ci % 2 == 0
+        for f in range(5):
+            a = rng.normal()
+            for t in range(2010, 2016):
+                d = float(ever and t >= 2013)
+                x1, x2 = cx[c] + 0.1 * (t - 2010) + 0.05 * rng.normal(size=2)
+                rows.append((f"{ci:02d}{f:04d}", t, c, f"{ci % 3 + 11}", "C39", 2013.0 if ever else np.nan, d,
+                             a + 0.2 * d + 0.3 * x1 + 0.1 * rng.normal(), x1 + 0.0, x2 + 0.0,
+                             np.nan if rng.random() < 0.05 else rng.normal(), float(ever)))
+    # city covariates are the same for every firm of a city-year
+    df = _rows_to_panel(rows, ("cx1", "cx2", "roa", "is_ever_treated"))
+    df[["cx1", "cx2"]] = df.groupby(["city_code", "year"])[["cx1", "cx2"]].transform("first")
+    return df
+
+
+def test_psm_psmatch2_samples_on_fixed_estimation_sample(reg, ctx):
+    from keytech.estimation.psm import psm_sample
+
+    df = _psm_panel()
+    fe = ("stkcd", "year")
+    base_opts = {"covariates": ["cx1", "cx2"], "caliper_sd": 0.2, "metric": "mahalanobis"}
+    s6 = _spec(reg, "table4_col6", controls=("roa", "cx1"), control_sets=(), fixed_effects=fe,
+               options={**base_opts, "sample": "matched"})
+    s7 = _spec(reg, "table4_col7", controls=("roa", "cx1"), control_sets=(), fixed_effects=fe,
+               options={**base_opts, "sample": "common_support"})
+    (r6,) = run_spec(s6, df, ctx)
+    (r7,) = run_spec(s7, df, ctx)
+    # independent: matching on the complete-case sample (roa missing rows dropped first)
+    est = pnl.estimation_sample(df, ["ln_apply_inv_zl", "policy", "roa", "cx1", "cx2", "is_ever_treated"], fe, ["city_code"])
+    m, info = psm_sample(est, "is_ever_treated", ["cx1", "cx2"], 0.2, metric="mahalanobis")
+    assert r6.diagnostics["n_estimation_sample"] == len(est) < len(df)
+    assert info["n_treated_with_tied_controls"] > 0  # city-level covariates: ties everywhere
+    # all control firms of the nearest city-year tie (identical covariates) and share the weight
+    tr = m[(m["is_ever_treated"] == 1) & (m["__n_ties"] > 0)]
+    assert (tr["__n_ties"] >= 5 - 1).all()  # 5 firms per city, a few rows lost to missing roa
+    assert r6.diagnostics["n_selected"] == int((m["__w_match"] > 0).sum())
+    assert r7.diagnostics["n_selected"] == int(m["__support"].sum())
+    # (6) is an unweighted regression on the matched rows: hand dummy OLS
+    sub = m[m["__w_match"] > 0]
+    sub = pnl.estimation_sample(sub, ["ln_apply_inv_zl", "policy", "roa", "cx1"], fe, ["city_code"])
+    X = np.column_stack([sub[["policy", "roa", "cx1"]].to_numpy(float), pd.get_dummies(sub["stkcd"], dtype=float).to_numpy(),
+                         pd.get_dummies(sub["year"], drop_first=True, dtype=float).to_numpy()])
+    b = np.linalg.lstsq(X, sub["ln_apply_inv_zl"].to_numpy(float), rcond=None)[0]
+    assert r6.main.estimate == pytest.approx(b[0], rel=HAND_RTOL)
+    assert r6.diagnostics["weights"].startswith("none")
+    # row order does not matter
+    (r6s,) = run_spec(s6, df.sample(frac=1.0, random_state=1), ctx)
+    assert r6s.main.estimate == pytest.approx(r6.main.estimate, rel=1e-9) and r6s.nobs == r6.nobs
+    # pstest balance: after-column standardised by the before-matching variances
+    row = next(x for x in info["balance"] if x["covariate"] == "cx1")
+    t = est["is_ever_treated"].to_numpy(bool)
+    den = np.sqrt((est["cx1"][t].var() + est["cx1"][~t].var()) / 2)
+    assert row["std_diff_after"] == pytest.approx(100 * (row["mean_treated_after"] - row["mean_control_after"]) / den, rel=1e-9)
