@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutation-draws", type=_positive_int, metavar="N",
                    help="reshuffles of every between-group permutation test (the empirical p of b_high - b_low "
                         "in Table 5 and the heterogeneity splits), replacing options.permutation.draws of the "
-                        "registry (default: the registry's value, 100); each draw re-estimates both groups, so "
+                        "registry (default: the registry's value, 999 for Table 5, 199 for the heterogeneity splits); each "
+                        "draw re-estimates both groups (~28 ms on the demo warehouse), so "
                         "the time of those specs grows linearly with N")
 
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)

@@ -313,3 +313,52 @@ def test_psm_psmatch2_samples_on_fixed_estimation_sample(reg, ctx):
     t = est["is_ever_treated"].to_numpy(bool)
     den = np.sqrt((est["cx1"][t].var() + est["cx1"][~t].var()) / 2)
     assert row["std_diff_after"] == pytest.approx(100 * (row["mean_treated_after"] - row["mean_control_after"]) / den, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- 6. permutation blocks
+
+
+def test_permutation_exchanges_city_year_blocks_and_counts_the_observed():
+    from keytech.estimation.permutation import constant_level, permutation_test
+
+    rng = np.random.default_rng(0)
+    rows = [(c, t, f) for c in range(6) for t in range(3) for f in range(1 + (c + t) % 3)]
+    df = pd.DataFrame(rows, columns=["city_code", "year", "firm"])
+    df["stkcd"] = df["city_code"].astype(str) + "_" + df["firm"].astype(str)
+    df["y"] = rng.normal(size=len(df))
+    block_x = {(c, t): rng.normal() for c in range(6) for t in range(3)}
+    x = df.apply(lambda r: block_x[(r["city_code"], r["year"])], axis=1)
+    labels = (x > x.median()).to_numpy()
+    assert constant_level(df, labels) == ["city_code", "year"]
+    seen = []
+
+    def stat(d):
+        seen.append(d.index.to_numpy())
+        return float(d["y"].mean())
+
+    B = 60
+    res = permutation_test(df, labels, stat, draws=B, seed=3, permute_by=["city_code", "year"])
+    assert res["permute_by"] == "city_code+year" and res["n_blocks"] == 18
+    block = df.groupby(["city_code", "year"]).ngroup().to_numpy()
+    k = len(np.unique(block[labels]))
+    for idx in seen[2::2]:  # group-1 subsets of the draws: unions of whole blocks, k of them
+        chosen = np.unique(block[idx])
+        assert len(chosen) == k and np.isin(np.flatnonzero(np.isin(block, chosen)), idx).all()
+    d_obs = seen[0], seen[1]
+    diffs = np.array([df.loc[seen[i], "y"].mean() - df.loc[seen[i + 1], "y"].mean() for i in range(2, len(seen), 2)])
+    d = df.loc[d_obs[0], "y"].mean() - df.loc[d_obs[1], "y"].mean()
+    count = int((diffs >= d - 1e-12).sum()) if d >= 0 else int((diffs <= d + 1e-12).sum())
+    assert res["p_one_sided"] == pytest.approx((count + 1) / (B + 1), abs=1e-12)
+    with pytest.raises(ValueError, match="not constant"):
+        permutation_test(df, rng.random(len(df)) > 0.5, stat, draws=5, permute_by=["city_code", "year"])
+
+
+def test_registry_permutation_levels_and_draws(reg):
+    for s in reg.specs:
+        perm = s.options.get("permutation")
+        if not perm:
+            continue
+        if s.options["split_by"].startswith("similarity"):
+            assert perm["permute_by"] == ["city_code", "year"] and perm["draws"] >= 999, s.id
+        else:
+            assert perm["permute_by"] == "observation" and perm["draws"] >= 199, s.id

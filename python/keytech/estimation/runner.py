@@ -117,7 +117,8 @@ def run_estimation(
     ``keytech check`` passed on the current marts, or ``force``. A spec that fails is recorded with
     term ``(error)`` and the error in ``diagnostics_json``; with ``strict`` the run raises instead.
     ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
-    test (replacing ``options.permutation.draws`` of the registry, 100 in ``specs.yml``).
+    test (replacing ``options.permutation.draws`` of the registry: 999 for Table 5, 199 for the
+    heterogeneity splits in ``specs.yml``).
     Returns the run id.
     """
     if permutation_draws is not None and permutation_draws < 1:
