@@ -63,7 +63,10 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
     rows.append(Row("KP rk LM [p]", [f"{_f(d.get('kp_rk_lm'))} [{_f(d.get('kp_rk_lm_p'), 4)}]" if sec and d.get("kp_rk_lm") is not None else "" for d, sec in zip(diag, second)]))
     rows.append(Row("KP rk Wald F {SY 15%}", [f"{_f(d.get('kp_rk_wald_f'))} {{{_f(d.get('stock_yogo_15pct'), 2)}}}" if sec and d.get("kp_rk_wald_f") is not None else "" for d, sec in zip(diag, second)]))
     rows.append(Row("First-stage F", [_f(d.get("first_stage_F"), 2) if sec and d.get("first_stage_F") is not None else "" for d, sec in zip(diag, second)]))
-    rows.append(Row("Factors (IFE)", [str(d.get("n_factors")) if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
+    rows.append(Row("Factors (IFE)", [(str(d.get("n_factors")) + (" (= r_max)" if d.get("ic_at_r_max") else ""))
+                                      if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
+    rows.append(Row("IFE β for r = 0, 1, …", [" / ".join(f"{b:.3f}" for b in (d.get("beta_path_over_r") or {}).values())
+                                             if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
     rows.append(Row("Matched treated / controls used", [f"{d.get('n_treated_matched')} / {d.get('n_controls_used')}" if s.estimator == "psm" and d else "" for s, d in zip(specs, diag)]))
     # N of the PSM columns as a share of column (5)'s N, beside the paper's (9,008 and 9,344 of 20,607)
     n5 = next((r["nobs"] for s, r in zip(specs, anyrow) if s.id == "table4_col5" and r and r.get("nobs")), None)
@@ -83,7 +86,8 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
         "Dependent variable: ln(1 + key-technology invention applications); columns (2) and (4) are first stages "
         "(dependent variable Policy). All columns: full controls, firm, industry×year and province×year FE, SE "
         "clustered by city in parentheses; * p<0.10, ** p<0.05, *** p<0.01.",
-        "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2. IV1 = 2009 robot density × national internet users; "
+        "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2 (r ≤ 3; '= r_max' when the criterion stops at the "
+        "bound), missing firm-year cells EM-filled, SE treats the factors as known (diagnostics: factor-df SE). IV1 = 2009 robot density × national internet users; "
         "IV2 = hypothetical pilot from the Bartik robot-exposure ranking with the real wave timing and sizes. KP = "
         "Kleibergen–Paap (2006); {·} Stock–Yogo 15% maximal IV size critical value. (6)/(7) PSM: logit on regional "
         "characteristics (matching variables: ln GDP per capita, informatisation, ln fiscal expenditure, ln FDI, "
