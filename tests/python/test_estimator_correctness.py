@@ -362,3 +362,37 @@ def test_registry_permutation_levels_and_draws(reg):
             assert perm["permute_by"] == ["city_code", "year"] and perm["draws"] >= 999, s.id
         else:
             assert perm["permute_by"] == "observation" and perm["draws"] >= 199, s.id
+
+
+# ----------------------------------------------------------------------------- 8. exact FE degrees of freedom
+
+
+def test_exact_fe_rank_reported_beside_the_pyfixest_count(reg, ctx):
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(36):
+        a = rng.normal()
+        for t in range(2010, 2016):
+            d = float(i < 12 and t >= 2013)
+            rows.append((f"{i:06d}", t, f"{i % 9:04d}00", f"{11 + i % 4}", f"C{30 + i % 3}", 2013.0 if i < 12 else np.nan,
+                         d, a + 0.2 * d + 0.3 * rng.normal()))
+    df = _rows_to_panel(rows)
+    df["x1"] = rng.normal(size=len(df))
+    spec = _spec(reg, "table3_col5", controls=("x1",), control_sets=(), vcov=reg.get("table3_col2").vcov)
+    (r,) = run_spec(spec, df, ctx)
+    d = r.diagnostics
+    used = pnl.estimation_sample(df, ["ln_apply_inv_zl", "policy", "x1"], ["stkcd", "ind_year", "prov_year"])
+    D = np.column_stack([pd.get_dummies(used[c], dtype=float).to_numpy() for c in ("stkcd", "ind_year", "prov_year")])
+    k_exact = 2 + np.linalg.matrix_rank(D)
+    assert d["df_k_exact"] == k_exact
+    assert d["df_k"] - k_exact == d["redundant_fe_levels_counted"] > 0  # per-year links are redundant
+    N = r.nobs
+    assert d["std_error_exact_dof"] == pytest.approx(r.main.std_error * np.sqrt((N - d["df_k"]) / (N - k_exact)), rel=1e-12)
+    # exact-dof iid SE = explicit OLS with a rank-aware sigma^2 = RSS / (N - rank)
+    X = np.column_stack([used[["policy", "x1"]].to_numpy(float), D])
+    y = used["ln_apply_inv_zl"].to_numpy(float)
+    b = np.linalg.lstsq(X, y, rcond=None)[0]
+    e = y - X @ b
+    se = np.sqrt(e @ e / (N - np.linalg.matrix_rank(X)) * np.linalg.pinv(X.T @ X)[0, 0])
+    assert d["std_error_exact_dof"] == pytest.approx(se, rel=1e-6)
+    assert d["adj_r2_exact_dof"] > r.adj_r2
