@@ -396,3 +396,21 @@ def test_exact_fe_rank_reported_beside_the_pyfixest_count(reg, ctx):
     se = np.sqrt(e @ e / (N - np.linalg.matrix_rank(X)) * np.linalg.pinv(X.T @ X)[0, 0])
     assert d["std_error_exact_dof"] == pytest.approx(se, rel=1e-6)
     assert d["adj_r2_exact_dof"] > r.adj_r2
+
+
+def test_cs_times_movers_by_policy_like_twfe(reg, ctx):
+    df = _mover_panel()
+    spec = _spec(reg, "robust_staggered_cs", options={"bootstrap": 20})
+    (r,) = run_spec(spec, df, ctx)
+    d = r.diagnostics
+    assert d["units_non_absorbing_dropped"] == 1  # M2 leaves a pilot city
+    # M1's cohort is its first policy year 2013 (the max city cohort over its rows would say 2016)
+    assert d["cohorts"].get("2013") == 1
+    cell = next(c for c in d["cells"] if c["g"] == 2013 and c["t"] == 2013)
+    m1 = df[df["stkcd"] == "900001"].set_index("year")["ln_apply_inv_zl"]
+    ctrl = df[(df["stkcd"] != "900002") & (df["stkcd"] != "900001")]
+    ctrl_g = ctrl[ctrl["policy"] == 1].groupby("stkcd")["year"].min().reindex(ctrl["stkcd"].unique()).fillna(0)
+    ok = ctrl_g[(ctrl_g == 0) | (ctrl_g > 2013)].index
+    w = ctrl[ctrl["stkcd"].isin(ok)].pivot(index="stkcd", columns="year", values="ln_apply_inv_zl")
+    att = (m1[2013] - m1[2012]) - float((w[2013] - w[2012]).mean())
+    assert cell["att"] == pytest.approx(att, abs=1e-12)

@@ -517,17 +517,32 @@ def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
 
 
 def _cs_prepare(
-    df: pd.DataFrame, outcome: str, cohort: str, unit: str, time: str, cluster: str
+    df: pd.DataFrame, outcome: str, cohort: str, unit: str, time: str, cluster: str, treatment: str | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[Any], dict[str, int]]:
-    """Wide outcome matrix (units x years), cohort and cluster code per unit, for :func:`cs_group_time`."""
+    """Wide outcome matrix (units x years), cohort and cluster code per unit, for :func:`cs_group_time`.
+
+    Cohort: with ``treatment`` (the estimators pass ``policy``), a unit's first period with
+    treatment 1 — the timing rule of every estimator (a firm-year is treated when its current city
+    is a pilot city; unit-level estimators take the first such year); units whose treatment switches
+    off (movers leaving a pilot city) are dropped and counted. Without it, the max of ``cohort``
+    over the unit's rows (the earlier rule, kept for direct calls)."""
     sub = df.dropna(subset=[outcome, cluster])
     if sub.duplicated([unit, time]).any():
         raise ValueError(f"cs_group_time needs one row per ({unit}, {time})")
     years = np.sort(sub[time].unique())
-    G = pd.to_numeric(sub.groupby(unit)[cohort].max(), errors="coerce").astype(float).fillna(0.0)
+    n_switch = 0
+    if treatment is not None:
+        ok = absorbing_units(df.dropna(subset=[treatment]), treatment, unit, time)
+        n_switch = int((~ok).sum())
+        sub = sub[sub[unit].map(ok).fillna(False).astype(bool)]
+        on = df.loc[df[treatment].astype(float) == 1]
+        G = on.groupby(unit)[time].min().reindex(sub[unit].unique()).astype(float).fillna(0.0)
+    else:
+        G = pd.to_numeric(sub.groupby(unit)[cohort].max(), errors="coerce").astype(float).fillna(0.0)
     info = {
         "units_cohort_after_window_as_never": int((G > years[-1]).sum()),
         "units_always_treated_dropped": int(((G > 0) & (G <= years[0])).sum()),
+        "units_non_absorbing_dropped": n_switch,
     }
     G = G.where(G <= years[-1], 0.0)  # first treated after the last year: never treated in the window
     G = G[(G == 0) | (G > years[0])]  # treated in the first year: no pre-period, dropped (as did)
@@ -548,6 +563,7 @@ def cs_group_time(
     unit: str = "stkcd",
     time: str = "year",
     cluster: str = "city_code",
+    treatment: str | None = None,
 ) -> dict[str, Any]:
     """Callaway & Sant'Anna (2021) unconditional group-time ATTs with not-yet-treated controls.
 
@@ -565,7 +581,7 @@ def cs_group_time(
     cluster-level sums the bootstrap re-weights (``ST``/``NT`` treated sum of ΔY / count, ``SC``/``NC``
     controls, ``NG`` cohort size) as (clusters x cells) arrays.
     """
-    Y, G, codes, years, clusters, info = _cs_prepare(df, outcome, cohort, unit, time, cluster)
+    Y, G, codes, years, clusters, info = _cs_prepare(df, outcome, cohort, unit, time, cluster, treatment)
     C = len(clusters)
     Yv = Y.to_numpy(float)
     col = {y: j for j, y in enumerate(years)}
@@ -664,8 +680,10 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     Design (spec ``robust_staggered_cs``):
 
     * group-time ATT(g, t) of :func:`cs_group_time` on the firm panel (unit ``stkcd``, time
-      ``year``, cohort ``first_treated_year`` = the first treated year of the firm's city, as for
-      the other staggered estimators), outcome ``spec.outcome``, no covariates, not-yet-treated and
+      ``year``, cohort = the firm's first year with ``policy`` = 1 — the same timing as TWFE, Sun &
+      Abraham and the event study, whose rows carry ``policy`` and ``rel_time`` of the firm's current
+      city; firms whose policy switches off (movers leaving a pilot city) are dropped and counted;
+      a firm's cluster is the city of its first observed row), outcome ``spec.outcome``, no covariates, not-yet-treated and
       never-treated firms as controls (did's rule: G = 0 or G > max(t, base), G != g); "varying"
       base period (t - 1) for pre-periods and the universal g - 1 for post-periods;
     * unbalanced panel: each 2x2 comparison uses the firms observed in both of its periods
@@ -684,7 +702,7 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     cl = spec.vcov.cluster[0]
     draws = int(spec.options.get("bootstrap", 199))
     data = prepare_spec_data(spec, df)
-    gt = cs_group_time(data, spec.outcome, cluster=cl)
+    gt = cs_group_time(data, spec.outcome, cluster=cl, treatment=spec.treatment)
     res = cs_estimate(gt, draws, ctx.seed)
     s = res["simple"]
     terms = [term_from_normal(spec.treatment, s["estimate"], s["se"], n_cells=s["n_cells"], n_draws_used=s["n_draws_used"])]
@@ -707,6 +725,10 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "n_units": gt["n_units"],
         "units_always_treated_dropped": gt["units_always_treated_dropped"],
         "units_cohort_after_window_as_never": gt["units_cohort_after_window_as_never"],
+        "units_non_absorbing_dropped": gt["units_non_absorbing_dropped"],
+        "timing_rule": f"cohort = the firm's first year with {spec.treatment} = 1 (as TWFE/SA/event study, which use the "
+        f"firm-year's own {spec.treatment}/rel_time); firms whose {spec.treatment} switches off dropped; cluster = the "
+        "city of the firm's first observed row",
     }
     return SpecResult(
         spec_id=spec.id,
