@@ -198,8 +198,10 @@ def test_psm_balance_improves():
         assert abs(row["std_diff_before"]) > 20
         assert abs(row["std_diff_after"]) < abs(row["std_diff_before"]) / 3
     assert info["n_treated_matched"] > 0.8 * info["n_treated"]
-    lo, hi = info["common_support"]
-    assert ((out["__pscore"] >= lo) & (out["__pscore"] <= hi)).sum() == info["n_common_support"]
+    lo, hi = info["control_pscore_range"]
+    t = out["treat"].to_numpy(bool)
+    on = ~t | ((out["__pscore"] >= lo) & (out["__pscore"] <= hi) & (out["__n_ties"] > 0)).to_numpy()
+    assert on.sum() == info["n_support"] == out["__support"].sum()
 
 
 # ------------------------------------------------------------------------------------- spillover
@@ -209,3 +211,30 @@ def test_critical_distance_is_the_last_contiguous_significant_band():
     bands = [(0, 100, 0.2, 0.01), (100, 200, 0.1, 0.05), (200, 300, 0.05, 0.4), (300, 500, 0.1, 0.01)]
     assert critical_distance(bands, 0.10) == 200
     assert critical_distance([(0, 100, -0.1, 0.01)], 0.10) is None
+
+
+def test_ife_reports_r_max_boundary_beta_path_em_cells_and_factor_df_se():
+    """Issue 16 item 5: with r_max = 1 and a real factor, IC_p2 stops at the bound and says so; the β
+    path over r equals separate fits; the EM-filled cells are counted; the factor-df SE is the
+    reported SE scaled by sqrt((N-K)/(N-K-r(N+T-r)))."""
+    df = _factor_panel(seed=5, N=120, T=10, missing=0.05)
+    df = df.assign(stkcd=df["unit"].astype(str), year=2010 + df["time"], city_code=(df["unit"] % 30).astype(str),
+                   ln_apply_inv_zl=df["y"], policy=df["x"])
+    spec = _spec(estimator="ife", controls=[], fixed_effects="firm_year", options={"n_factors": "auto", "r_max": 1})
+    res = fit_ife(spec, df, RunContext())
+    d = res.diagnostics
+    assert d["n_factors"] == 1 and d["ic_at_r_max"] is True and d["r_max"] == 1
+    flist = pnl.factorize_columns(df, ["stkcd", "year"])
+    for r in (0, 1):
+        ref = ife(df["y"].to_numpy(), df[["x"]].to_numpy(), df["stkcd"].to_numpy(), df["year"].to_numpy(), flist, r, tol=1e-9, fe_tol=1e-10)
+        assert d["beta_path_over_r"][r] == pytest.approx(ref.beta[0], abs=1e-7)
+    assert d["missing_cells"] == 120 * 10 - len(df) > 0
+    assert d["tol"] <= 1e-9 and d["converged"]
+    N, K = res.nobs, 120 + 10 - 1 + 1  # upper bound of df_k: firm + year FE (one redundant) + policy
+    k_f = 1 * (120 + 10 - 1)
+    assert d["factor_parameters"] == k_f
+    ratio = d["se_factor_df_adjusted"] / res.main.std_error
+    assert ratio > 1
+    # the ratio is sqrt((N-df_k)/(N-df_k-k_f)) for pyfixest's df_k of this fit: solve for df_k, it must be an integer
+    df_k = N - k_f * ratio**2 / (ratio**2 - 1)
+    assert df_k == pytest.approx(round(df_k), abs=1e-6) and 0 < round(df_k) <= K

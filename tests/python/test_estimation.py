@@ -421,7 +421,7 @@ def test_bacon_decomposition_reproduces_twfe(sim, reg, ctx):
     from keytech.estimation.staggered import bacon_decomposition
 
     for df in (_linear_panel(), _linear_panel(never_share=0.0, seed=4)):
-        res = bacon_decomposition(df, "ln_apply_inv_zl")
+        res = bacon_decomposition(df, "ln_apply_inv_zl", "policy")
         assert res["weight_total"] == pytest.approx(1.0, abs=IDENTITY_ATOL)
         assert res["beta_decomposed"] == pytest.approx(res["beta_twfe"], abs=IDENTITY_ATOL)
     bac = _fit(reg, ctx, sim, "robust_staggered_bacon")

@@ -101,9 +101,15 @@ def test_median_split_rule():
     assert labels.tolist() == [0, 0, 1, 1, 1, 1] and "ties" in info["rule"]
 
 
+def _city_year_random(df: pd.DataFrame, seed: int = 5) -> np.ndarray:
+    """Random values constant within city-year (technology similarity is a city-year variable)."""
+    block = df.groupby(["city_code", "year"]).ngroup().to_numpy()
+    return np.random.default_rng(seed).random(block.max() + 1)[block]
+
+
 def test_ols_split_groups_and_permutation(sim):
     reg = load_registry()
-    df = sim.assign(similarity_ipc4=np.random.default_rng(5).random(len(sim)))
+    df = sim.assign(similarity_ipc4=_city_year_random(sim))  # a city-year variable, as in the marts
     base = reg.get("table5_col2")
     opts = {**base.options, "permutation": {"draws": 9, "seed": 1}}
     ctx = RunContext()
@@ -111,7 +117,9 @@ def test_ols_split_groups_and_permutation(sim):
     lo = run_spec(reg.get("table5_col1"), df, ctx)[0]
     n = df.dropna(subset=[base.outcome, *base.regressors, *base.fixed_effects, "city_code"]).shape[0]
     split = hi.diagnostics["split"]
-    assert split["n_high"] + split["n_low"] == n and abs(split["n_high"] - split["n_low"]) <= 1
+    # the median cuts between city-year blocks (firms of a city-year share the value)
+    assert split["n_high"] + split["n_low"] == n
+    assert abs(split["n_high"] - split["n_low"]) <= df.groupby(["city_code", "year"]).size().max()
     perm = hi.diagnostics["permutation"]
     assert perm["n_draws"] == 9 and 0 < perm["p_one_sided"] <= 1
     assert perm["difference"] == pytest.approx(hi.main.estimate - lo.main.estimate, abs=1e-6)
@@ -301,7 +309,7 @@ def test_permutation_fast_path_exact_enumeration():
 
 def test_permutation_draws_override_in_run_context(sim):
     reg = load_registry()
-    df = sim.assign(similarity_ipc4=np.random.default_rng(5).random(len(sim)))
+    df = sim.assign(similarity_ipc4=_city_year_random(sim))  # a city-year variable, as in the marts
     hi = run_spec(reg.get("table5_col2"), df, RunContext(permutation_draws=7))[0]
     assert hi.diagnostics["permutation"]["n_draws"] == 7
 
@@ -319,7 +327,7 @@ def test_cli_permutation_draws_reaches_the_stored_diagnostics(tmp_path, monkeypa
     monkeypatch.setenv("KEYTECH_OUTPUT_DIR", str(tmp_path / "output"))
     db = tmp_path / "warehouse.duckdb"
     panel = simulate_panel(seed=3, n_cities=30, firms_per_city=5.0, beta_key=0.3)
-    mech = panel[["stkcd", "year"]].assign(similarity_ipc4=np.random.default_rng(5).random(len(panel)))
+    mech = panel[["stkcd", "year"]].assign(similarity_ipc4=_city_year_random(panel))
     with duckdb.connect(str(db)) as con:
         con.execute("create schema marts")
         con.register("p", panel)

@@ -10,6 +10,12 @@ import numpy as np
 from scipy import stats
 
 
+# The one seed of a run (keytech estimate --seed): placebo draws, the Callaway–Sant'Anna cluster
+# bootstrap, the between-group permutation tests and PSM tie-breaking all draw from
+# numpy.random.default_rng(seed); each stochastic spec stores the seed it used in its diagnostics.
+DEFAULT_SEED = 20240601
+
+
 @dataclass
 class TermEstimate:
     term: str

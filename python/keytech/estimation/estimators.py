@@ -12,14 +12,14 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.base import DEFAULT_SEED, SpecResult, TermEstimate, term_from_normal
 from keytech.estimation.registry import Spec
 
 
 @dataclass
 class RunContext:
     placebo_draws: int = 500
-    seed: int = 20240601
+    seed: int = DEFAULT_SEED  # the run seed: placebo, CS bootstrap, permutation tests, PSM ties
     # when set, replaces options.permutation.draws of every spec (keytech estimate --permutation-draws)
     permutation_draws: int | None = None
     progress: bool = False
@@ -190,12 +190,39 @@ def _adj_r2(fit) -> float | None:
 # --------------------------------------------------------------------------- OLS / Poisson
 
 
+def poisson_informative_sample(spec: Spec, data: pd.DataFrame, rhs: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Complete cases minus the observations that carry no information in an FE Poisson model,
+    removed as ppmlhdfe does: FE groups whose outcome is zero throughout (separated: their FE goes
+    to −∞) and singleton groups (when ``fixef_rm == 'singleton'``), iterated until neither is left
+    (removing one can create the other). Regressor-induced separation (ppmlhdfe's ReLU/simplex
+    checks) is not tested."""
+    from keytech.estimation.negbin import drop_uninformative
+
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=list(dict.fromkeys([spec.outcome, *rhs, *spec.fixed_effects, *cl])))
+    if not spec.fixed_effects:
+        return sample, {"separated_obs_removed": 0, "singleton_obs_removed": 0}
+    keep, n_zero, n_single = drop_uninformative(
+        sample[spec.outcome].to_numpy(float), pnl.factorize_columns(sample, spec.fixed_effects),
+        drop_singletons=spec.fixef_rm == "singleton")
+    return sample.loc[keep], {"separated_obs_removed": int(n_zero), "singleton_obs_removed": int(n_single)}
+
+
 def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") -> SpecResult:
     data = prepare_spec_data(spec, df)
     rhs = list(spec.regressors)
-    fit, msgs, _ = _fit(kind, spec, data, rhs)
     n_complete = _complete_cases(spec, data, rhs)
+    removed = None
+    if kind == "poisson":
+        data, removed = poisson_informative_sample(spec, data, rhs)
+    fit, msgs, _ = _fit(kind, spec, data, rhs)
     diag: dict[str, Any] = {"formula": formula(spec.outcome, rhs, spec.fixed_effects), "fixef_rm": spec.fixef_rm}
+    if removed is not None:
+        diag |= removed | {
+            "uninformative_obs_removed": removed["separated_obs_removed"] + removed["singleton_obs_removed"],
+            "sample_rule": "all-zero-outcome FE groups (separation) and singletons removed iteratively before the "
+            "fit, as ppmlhdfe; N and the small-sample factor use this informative sample",
+        }
     if msgs:
         diag["warnings"] = msgs
     dropped = [c for c in rhs if c not in fit._coefnames]
@@ -204,6 +231,8 @@ def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") ->
     if spec.vcov.kind == "cluster":
         diag["n_clusters"] = [int(g) for g in np.atleast_1d(fit._G)][: len(spec.vcov.cluster)]
     diag["df_k"] = int(np.asarray(fit._df_k).ravel()[0]) if getattr(fit, "_df_k", None) is not None else None
+    if kind == "ols" and diag["df_k"] is not None:
+        diag |= exact_dof_diagnostics(spec, fit, diag["df_k"])
     if kind == "poisson":
         b = float(fit.coef()[spec.treatment])
         diag["exp_coef_minus_1"] = float(np.exp(b) - 1)
@@ -217,6 +246,39 @@ def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") ->
         if ctx.truth and "beta_key" in ctx.truth:
             diag["planted_beta_key"] = ctx.truth["beta_key"]
     return fit_result(spec, ctx, fit, terms_from_fit(fit), n_complete, diag, with_adj_r2=kind == "ols")
+
+
+def exact_dof_diagnostics(spec: Spec, fit, df_k: int) -> dict[str, Any]:
+    """The reghdfe-style alternative to pyfixest's parameter count: the FE contribute their exact
+    rank (redundant levels not counted; :func:`keytech.estimation.ssc.exact_fe_rank`) instead of
+    levels − (dimensions − 1). Reported beside the default: ``df_k_exact``, the treatment's SE and
+    the adjusted R² under it (SE × sqrt((N − df_k)/(N − df_k_exact)); adj. R² = 1 − (1 − R²)(N − 1)/
+    (N − df_k_exact)). The default stays pyfixest's (fixest's) count — see docs/estimator-conventions.md."""
+    from keytech.estimation.ssc import exact_fe_rank
+
+    if not spec.fixed_effects:
+        return {}
+    used = fit._data
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    codes = pnl.factorize_columns(used, spec.fixed_effects)
+    try:
+        fe_rank = exact_fe_rank(codes, pnl.factorize_columns(used, cl) if cl else None)  # vcov: nesting rule
+        fe_rank_all = exact_fe_rank(codes, None)  # adj. R²: every FE parameter
+    except Exception as exc:  # diagnostics only: never fail the spec
+        return {"df_k_exact": None, "df_k_exact_note": f"not computed: {type(exc).__name__}"}
+    if fe_rank is None:
+        return {"df_k_exact": None, "df_k_exact_note": "not computed: too many FE levels for the dense rank"}
+    k = len(fit._coefnames)
+    n = int(fit._N)
+    k_exact = k + fe_rank
+    out: dict[str, Any] = {"df_k_exact": int(k_exact), "redundant_fe_levels_counted": int(df_k - k_exact)}
+    if n - k_exact > 0 and n - df_k > 0 and spec.treatment in fit._coefnames:
+        ratio = float(np.sqrt((n - df_k) / (n - k_exact)))
+        out["std_error_exact_dof"] = float(fit.se()[spec.treatment]) * ratio
+    r2 = getattr(fit, "_r2", None)
+    if fe_rank_all is not None and r2 is not None and np.isfinite(r2) and n - k - fe_rank_all > 0:
+        out["adj_r2_exact_dof"] = float(1 - (1 - float(r2)) * (n - 1) / (n - k - fe_rank_all))
+    return out
 
 
 def fit_poisson(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:

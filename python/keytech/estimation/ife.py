@@ -17,13 +17,20 @@ iteration (pyfixest's demean, same tolerance as the specs).
 **Number of factors.** ``n_factors: auto`` (default) picks r ∈ {0..r_max} minimising Bai & Ng
 (2002) IC_p2: ``ln σ̂²(r) + r (N+T)/(NT) ln min(N, T)``, σ̂²(r) the mean squared residual of the
 r-factor IFE fit (r_max default 3; with T = 10 years more factors are not credible). Set an
-integer ``n_factors`` to fix it.
+integer ``n_factors`` to fix it. The diagnostics say when the criterion stops at the bound
+(``ic_at_r_max``: more factors might be preferred, and the treatment may be nearly spanned by
+loadings × factors) and give β for every r (``beta_path_over_r``).
+
+**Convergence.** max relative |Δβ| < ``tol`` (option ``tol``, default 1e-9; FE demeaning at 1e-10),
+stored with the final step; ``missing_cells`` counts the unit-year cells filled by EM.
 
 **Standard errors.** Cluster-robust (the spec's vcov) from the final HDFE regression of the
 factor-adjusted outcome y − λ̂'F̂ on x, i.e. treating the estimated factor component as known.
 This ignores the estimation error of λ̂, F̂ (asymptotically negligible in Bai's large-N, large-T
 theory when there is no incidental-parameter bias; with T = 10 it is an approximation, stated in
-the diagnostics).
+the diagnostics). No Bai (2009) bias correction. ``se_factor_df_adjusted`` in the diagnostics
+scales the SE by sqrt((N−K)/(N−K−r(N+T−r))), counting the factor parameters as estimated (a
+degrees-of-freedom correction only).
 """
 
 from __future__ import annotations
@@ -211,14 +218,18 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         raise ValueError(f"{spec.treatment} is collinear with the fixed effects")
     y = data[spec.outcome].to_numpy(float)
     X = data[rhs].to_numpy(float)
-    kw = {"fe_tol": min(spec.fixef_tol, 1e-8)}
+    tol = float(o.get("tol", 1e-9))
+    kw = {"fe_tol": min(spec.fixef_tol, 1e-10), "tol": tol}
     nf = o.get("n_factors", "auto")
-    ics = None
+    ics, fits = None, None
+    r_max = int(o.get("r_max", 3))
     if nf == "auto":
-        r, ics, fits = select_factors(y, X, data[unit].to_numpy(), data[time].to_numpy(), flist, int(o.get("r_max", 3)), **kw)
+        r, ics, fits = select_factors(y, X, data[unit].to_numpy(), data[time].to_numpy(), flist, r_max, **kw)
         res = fits[r]
     else:
         res = ife(y, X, data[unit].to_numpy(), data[time].to_numpy(), flist, int(nf), **kw)
+    N_units, T_periods = data[unit].nunique(), data[time].nunique()
+    n_missing = int(N_units * T_periods - len(data))
     data["__y_ife"] = y - res.gamma
     data, cl_cols = _cluster_columns(data, spec)
     vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
@@ -227,10 +238,25 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         fit = pf.feols(formula("__y_ife", rhs, spec.fixed_effects), data=data, vcov=vcov, fixef_rm="none",
                        demeaner=_demeaner(spec))
     terms = terms_from_fit(fit)
+    # SE with the factor parameters counted as estimated: r(N + T − r) more degrees of freedom used
+    n_obs, df_k = int(fit._N), int(np.asarray(fit._df_k).ravel()[0])
+    k_factors = res.n_factors * (N_units + T_periods - res.n_factors)
+    se_main = float(fit.se()[spec.treatment])
+    se_fdf = (se_main * np.sqrt((n_obs - df_k) / (n_obs - df_k - k_factors))
+              if n_obs - df_k - k_factors > 0 else None)
     diag: dict[str, Any] = {
         "n_factors": res.n_factors,
         "n_factors_rule": "Bai-Ng (2002) IC_p2, r in 0..r_max" if nf == "auto" else "user-set",
         "ic_p2": ics,
+        "r_max": r_max if nf == "auto" else None,
+        "ic_at_r_max": bool(nf == "auto" and res.n_factors == r_max),
+        "beta_path_over_r": {int(k): float(f.beta[0]) for k, f in fits.items()} if fits else None,
+        "tol": tol,
+        "missing_cells": n_missing,
+        "missing_cells_note": f"{n_missing} of {N_units}×{T_periods} unit-year cells missing; filled by EM "
+        "(Stock & Watson 2002) with the current factor fit at each iteration" if n_missing else "balanced panel",
+        "se_factor_df_adjusted": float(se_fdf) if se_fdf is not None else None,
+        "factor_parameters": k_factors,
         "iterations": res.iterations,
         "converged": res.converged,
         "anderson_restarts": res.restarts,
@@ -239,7 +265,10 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "ife_beta_check": float(res.beta[0]),
         "dropped_collinear": dropped,
         "twfe_policy": float(probe.coef()[spec.treatment]),
-        "se_note": "cluster-robust SE of the HDFE regression of y - λ̂'F̂ on x (factor component treated as known)",
+        "se_note": "reported SE: cluster-robust SE of the HDFE regression of y - λ̂'F̂ on x, factor component "
+        "treated as known (no correction for the r(N+T-r) factor parameters, no Bai 2009 bias correction); "
+        "se_factor_df_adjusted scales it by sqrt((N-K)/(N-K-r(N+T-r))) to count the factor parameters as "
+        "estimated (a degrees-of-freedom correction only)",
         "algorithm": "Bai (2009) iterations: HDFE LS ↔ PCA of the residual panel, EM imputation of missing cells",
     }
     if ctx.truth and "beta_key" in ctx.truth:

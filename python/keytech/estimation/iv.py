@@ -80,6 +80,9 @@ def kp_rk_statistics(x: np.ndarray, Z: np.ndarray, groups: np.ndarray, df_k: int
         "kp_rk_lm_p": float(stats.chi2.sf(lm, L)),
         "kp_rk_wald_chi2": wald,
         "kp_rk_wald_f": wald / L,
+        # the same statistic without the CRV1 small-sample factor (ranktest's default without `small`);
+        # ivreg2 then applies its own (N−K)/N·(G−1)/G to the F: not reproduced, see docs/estimator-conventions.md
+        "kp_rk_wald_f_no_ssc": wald * c / L,
         "stock_yogo_15pct": STOCK_YOGO_15.get(L),
         "stock_yogo_10pct": STOCK_YOGO_10.get(L),
         "n": n,

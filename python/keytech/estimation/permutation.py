@@ -40,12 +40,16 @@ def permutation_test(
     coef_fn: Callable[[pd.DataFrame], float],
     draws: int = 500,
     seed: int = 20240601,
-    permute_by: str | None = None,
+    permute_by: str | list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """Permutation test of ``coef_fn(group 1) − coef_fn(group 0)``.
 
-    ``labels``: boolean array aligned with ``data`` (True = group 1). ``permute_by``: a column of
-    ``data`` whose units carry one label each and are reshuffled as wholes (None = observations).
+    ``labels``: boolean array aligned with ``data`` (True = group 1). ``permute_by``: the blocks
+    whose labels are reshuffled as wholes — a column or a list of columns of ``data`` (blocks = their
+    combinations, e.g. ``[city_code, year]``), ``"auto"`` (the coarsest of city, city-year, firm
+    within which the label is constant, else observations), or None/``"observation"``. Permute at the
+    level the split varies: a split variable constant within city-years is exchanged in city-year
+    blocks, not firm-year by firm-year.
     When ``coef_fn`` has a ``prepare(data)`` method (as :func:`fe_ols_coefficient`'s), it is called
     once and the function of a boolean row mask it returns replaces ``coef_fn(data[mask])``: the
     same statistic without subsetting the frame in every draw.
@@ -53,16 +57,22 @@ def permutation_test(
     labels = np.asarray(labels, dtype=bool)
     if len(labels) != len(data):
         raise ValueError("labels must align with data")
-    if permute_by is None:
+    if permute_by == "auto":
+        permute_by = constant_level(data, labels)
+    if permute_by in (None, "observation"):
+        permute_by = None
         unit = np.arange(len(data))
         unit_label = labels
     else:
-        codes, uniques = pd.factorize(data[permute_by])
+        cols = [permute_by] if isinstance(permute_by, str) else list(permute_by)
+        codes = _block_codes(data, cols)
         first = pd.Series(labels).groupby(codes).agg(["min", "max"])
         if (first["min"] != first["max"]).any():
-            raise ValueError(f"group label is not constant within {permute_by}; permute observations instead")
+            raise ValueError(f"group label is not constant within {'+'.join(cols)} blocks "
+                             f"({int((first['min'] != first['max']).sum())} mixed); permute a finer level")
         unit = codes
         unit_label = first["max"].to_numpy().astype(bool)
+        permute_by = "+".join(cols)
     n_units, k = len(unit_label), int(unit_label.sum())
     if k == 0 or k == n_units:
         raise ValueError("both groups need at least one unit")
@@ -102,8 +112,32 @@ def permutation_test(
         "exact_enumeration": bool(exact),
         "seed": int(seed),
         "permute_by": permute_by or "observation",
+        "n_blocks": int(n_units),
+        "n_blocks_group1": int(k),
+        "p_definition": "exact enumeration of all labellings" if exact else "(1 + count) / (1 + draws)",
         "draws_quantiles": {q: float(np.quantile(d_star, q)) for q in (0.025, 0.5, 0.975)} if B else {},
     }
+
+
+def _block_codes(data: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    if len(cols) == 1:
+        return pd.factorize(data[cols[0]])[0]
+    return data.groupby(cols, sort=False, dropna=False).ngroup().to_numpy()
+
+
+AUTO_LEVELS = (["city_code"], ["city_code", "year"], ["stkcd"])
+
+
+def constant_level(data: pd.DataFrame, labels: np.ndarray) -> list[str] | None:
+    """The coarsest of :data:`AUTO_LEVELS` (present in ``data``) within whose blocks ``labels`` is
+    constant; None (observations) when the label varies within every one."""
+    lab = pd.Series(np.asarray(labels, dtype=bool))
+    for cols in AUTO_LEVELS:
+        if all(c in data.columns for c in cols):
+            codes = _block_codes(data, cols)
+            if (lab.groupby(codes).nunique() == 1).all():
+                return cols
+    return None
 
 
 def fe_ols_coefficient(

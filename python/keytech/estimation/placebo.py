@@ -158,21 +158,22 @@ def fit_placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "placebo_sd": float(B.std(ddof=1)) if n_draws > 1 else None,
         "placebo_q025": float(np.quantile(B, 0.025)) if n_draws else None,
         "placebo_q975": float(np.quantile(B, 0.975)) if n_draws else None,
-        "p_empirical": ge / n_draws if n_draws else None,
+        "p_empirical": (ge + 1) / (n_draws + 1),
         "n_draws_as_extreme": ge,
-        "p_empirical_plus1": (ge + 1) / (n_draws + 1),
+        "share_draws_as_extreme": ge / n_draws if n_draws else None,
         "draws": [float(f"{x:.6g}") for x in B],
         "fast_path_check": {
             "beta_abs_diff": float(abs(b_real_fast[0] - b_real)),
             "se_rel_diff": float(abs(abs(b_real_fast[0] / t_real_fast[0]) - se_real) / se_real) if t_real_fast is not None else None,
         },
-        "p_definition": "share of draws with |beta_placebo| >= |beta_real| (p_empirical_plus1 = (count+1)/(draws+1))",
+        "p_definition": "(1 + #draws with |beta_placebo| >= |beta_real|) / (1 + draws): the real assignment counts "
+        "as one draw (Phipson & Smyth 2010), so p is never 0; share_draws_as_extreme = count/draws",
         "seconds": None,
     }
     if Tt is not None and t_real_fast is not None:
         diag["real_t"] = float(t_real_fast[0])
         diag["t_draws"] = [float(f"{x:.6g}") for x in Tt]
-        diag["p_empirical_t"] = float(np.mean(np.abs(Tt) >= abs(t_real_fast[0]))) if n_draws else None
+        diag["p_empirical_t"] = float((np.sum(np.abs(Tt) >= abs(t_real_fast[0])) + 1) / (n_draws + 1))
     if msgs:
         diag["warnings"] = msgs
     diag["seconds"] = round(time.perf_counter() - t0, 3)

@@ -157,8 +157,8 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
     if spec.estimator == "placebo" and "p_empirical" in d:
         return f"p_emp={d['p_empirical']:.3f} ({d.get('n_draws_as_extreme', '?')}/{d['n_draws']} draws)"
     if spec.estimator == "staggered_did2s":
-        n = d.get("treated_obs_dropped_unidentified_fe")
-        return f"imputation; {n} treated obs w/o FE" if n else "imputation"
+        n = d.get("treated_obs_dropped_unidentified", d.get("treated_obs_dropped_unidentified_fe"))
+        return f"imputation; {n} treated obs w/o estimable Y(0) dropped" if n else "imputation"
     if spec.estimator == "staggered_cs" and "n_cells_post" in d:
         return f"not-yet-treated; {d['n_cells_post']} post ATT(g,t); boot B={d.get('bootstrap', {}).get('draws', '?')}"
     if spec.id == "robust_anticipation":

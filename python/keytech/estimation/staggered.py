@@ -6,7 +6,8 @@
   ``beta = sum_{D=1} w_it TE_it`` with ``w_it = e_it / sum_{D=1} e``, and negative ``w`` mean that
   some treated cells enter with negative weight.
 * :func:`bacon_decomposition` — Goodman-Bacon (2021, J. Econometrics) decomposition of the firm+year
-  TWFE coefficient on a balanced panel into 2x2 DiDs and their weights (Theorem 1).
+  TWFE coefficient of ``policy`` on a balanced panel into 2x2 DiDs and their weights (Theorem 1);
+  timing from ``policy`` itself, units whose treatment switches off excluded (not defined there).
 * :func:`fit_sunab` — Sun & Abraham (2021) interaction-weighted event-study/ATT estimator.
 * :func:`fit_did2s` — Gardner (2021) two-stage DID (pyfixest ``did2s``), whose pooled estimate
   equals the Borusyak–Jaravel–Spiess imputation estimator.
@@ -137,28 +138,40 @@ def balanced_subpanel(df: pd.DataFrame, outcome: str, unit: str = "stkcd", time:
     return sub.loc[counts == T]
 
 
+def absorbing_units(df: pd.DataFrame, treatment: str = "policy", unit: str = "stkcd", time: str = "year") -> pd.Series:
+    """True for units whose ``treatment`` path (sorted by time) never switches off: 0…0 1…1, all 0
+    or all 1. Firms that move from a pilot city to a non-pilot city (policy 1 → 0) are not."""
+    d = df.sort_values([unit, time]).groupby(unit)[treatment]
+    return d.apply(lambda s: bool((np.diff(s.to_numpy(float)) >= 0).all()))
+
+
 def bacon_decomposition(
     df: pd.DataFrame,
     outcome: str,
-    cohort: str = "first_treated_year",
+    treatment: str = "policy",
     unit: str = "stkcd",
     time: str = "year",
 ) -> dict[str, Any]:
-    """Goodman-Bacon decomposition of ``y ~ D | unit + time`` on a balanced panel.
+    """Goodman-Bacon decomposition of ``y ~ treatment | unit + time`` on a balanced panel.
 
-    ``cohort`` holds each unit's first treated period (NaN = never treated); ``D = time >= cohort``.
-    Cohorts first treated after the last period count as never treated; units treated in every
-    period ("always treated") are their own group with D̄ = 1 and act like never treated in
-    comparisons (they are controls whose treatment does not change).
+    The timing groups come from ``treatment`` itself (a unit's first period with treatment 1; never
+    1 = never treated), so the decomposed coefficient is the one of the same regression on the same
+    rows. The decomposition needs an absorbing treatment (0…0 1…1 within each unit): a unit whose
+    treatment switches off raises ``ValueError`` (callers drop them first, see
+    :func:`absorbing_units`). Units treated in every period ("always treated") are their own group
+    with D̄ = 1 and act like never treated in comparisons (controls whose treatment does not change).
     """
     years = np.sort(df[time].unique())
     T = len(years)
     counts = df.groupby(unit)[time].nunique()
     if (counts != T).any():
         raise ValueError("bacon_decomposition needs a balanced panel")
-    first = df.groupby(unit)[cohort].first()
-    first = first.where(first <= years[-1])  # treated after the window = never treated here
-    group = first.fillna(np.inf)
+    ok = absorbing_units(df, treatment, unit, time)
+    if not ok.all():
+        raise ValueError(f"bacon_decomposition needs an absorbing {treatment}; {int((~ok).sum())} unit(s) switch off "
+                         f"(e.g. {list(ok.index[~ok][:3])})")
+    on = df.loc[df[treatment].astype(float) == 1]
+    group = on.groupby(unit)[time].min().reindex(counts.index).astype(float).fillna(np.inf)
     y = df[outcome].to_numpy(float)
     g_obs = df[unit].map(group).to_numpy(float)
     t_obs = df[time].to_numpy()
@@ -223,20 +236,38 @@ def bacon_decomposition(
 
 
 def fit_bacon(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
-    data = prepare_spec_data(spec, df)
+    """Goodman-Bacon decomposition of the firm+year TWFE coefficient of ``spec.treatment``.
+
+    Sample (the same for the decomposition and the reported TWFE term): complete cases of the
+    outcome and treatment, the balanced sub-panel (firms observed in every year), minus firms whose
+    treatment is not absorbing (movers whose ``policy`` switches off when they leave a pilot city;
+    the decomposition is not defined for them). Timing groups come from ``policy`` itself, so a
+    mover entering a pilot city is treated from its first ``policy = 1`` year, as in TWFE."""
+    data = prepare_spec_data(spec, df).dropna(subset=[spec.outcome, spec.treatment])
     bal = balanced_subpanel(data, spec.outcome)
-    res = bacon_decomposition(bal, spec.outcome)
-    # TWFE on the balanced sub-panel with the spec's variance, for the reported SE
+    absorbing = absorbing_units(bal, spec.treatment)
+    n_switch = int((~absorbing).sum())
+    bal = bal[bal["stkcd"].map(absorbing)]
+    res = bacon_decomposition(bal, spec.outcome, spec.treatment)
+    # TWFE on the same sample with the spec's variance, for the reported SE
     fit, msgs, _ = _fit("ols", spec, bal, [spec.treatment], fe=("stkcd", "year"))
     terms = terms_from_fit(fit, names=[spec.treatment])
     for kind, v in res["by_type"].items():
         terms.append(TermEstimate(f"bacon:{kind}", v["estimate"], diagnostics={"weight": v["weight"]}))
     comps = res.pop("comparisons")
+    b_fit = float(fit.coef()[spec.treatment])
     diag = res | {
         "comparisons": comps.to_dict(orient="records"),
-        "beta_twfe_pyfixest": float(fit.coef()[spec.treatment]),
-        "note": "balanced sub-panel, firm+year FE, no controls (the decomposition is exact only there)",
+        "beta_twfe_pyfixest": b_fit,
+        "sum_check_abs_diff": abs(res["beta_decomposed"] - b_fit),
+        "firms_dropped_non_absorbing": n_switch,
+        "rows_used_by_pyfixest": int(fit._N),
+        "note": f"balanced sub-panel, firm+year FE, no controls (the decomposition is exact only there); timing "
+        f"from {spec.treatment} itself; {n_switch} firm(s) whose {spec.treatment} switches off (movers leaving a "
+        "pilot city) dropped from both the decomposition and the reported TWFE term",
     }
+    if int(fit._N) != len(bal):
+        diag["warning_sample"] = "pyfixest dropped rows (singletons) from the balanced sub-panel; the sum check is on different samples"
     if msgs:
         diag["warnings"] = msgs
     return SpecResult(
@@ -246,7 +277,8 @@ def fit_bacon(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         adj_r2=_adj_r2(fit),
         fixed_effects=_fe_desc(spec, ctx, ("stkcd", "year")),
         vcov=spec.vcov.describe(),
-        sample=sample_description(spec, len(bal), int(fit._N), f"balanced sub-panel of {res['n_units']} firms x {res['n_periods']} years"),
+        sample=sample_description(spec, len(bal), int(fit._N), f"balanced sub-panel of {res['n_units']} firms x "
+                                  f"{res['n_periods']} years, {n_switch} non-absorbing firm(s) dropped"),
         main_term=spec.treatment,
         diagnostics=diag,
     )
@@ -357,6 +389,57 @@ def _did2s_demeaner(spec: Spec):
         did2s_module.feols = original
 
 
+
+def identified_rows(
+    untreated: pd.DataFrame,
+    treated: pd.DataFrame,
+    covariates: list[str] | tuple[str, ...],
+    fixed_effects: list[str] | tuple[str, ...],
+    tol: float = 1e-8,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Which treated rows have an estimable counterfactual ``x'b + sum of FE`` given the untreated rows.
+
+    A linear function ``z'theta`` of the first-stage parameters (covariates and every FE level,
+    one dummy per level) is estimable from the untreated design Z exactly when z lies in the row
+    space of Z, i.e. is orthogonal to the null space of Z'Z. That null space is computed once
+    (symmetric eigendecomposition of the dense Z'Z, covariates standardised; eigenvalues below
+    ``tol`` × the largest count as zero), and each treated row is kept when
+    max |N'z| <= sqrt(tol) × (1 + ||z||). Checking only that each FE level occurs among untreated
+    rows is necessary but not sufficient (e.g. a firm observed untreated only in years that are
+    disconnected from the treated year through the other FE dimensions). Deterministic: no
+    solver, no random start. Cost: O(p³) for p = covariates + FE levels (a few seconds for
+    p ≈ 5,000).
+    Returns (mask over ``treated`` rows, info with ``levels_present`` and ``null_dim``).
+    """
+    import scipy.sparse as sp
+
+    covariates, fixed_effects = list(covariates), list(fixed_effects)
+    both = pd.concat([untreated, treated])
+    n_u = len(untreated)
+    blocks = []
+    if covariates:
+        X = both[covariates].to_numpy(float)
+        mu, sd = X[:n_u].mean(axis=0), X[:n_u].std(axis=0)
+        blocks.append(sp.csr_matrix((X - mu) / np.where(sd > 0, sd, 1.0)))
+    present = np.ones(len(treated), dtype=bool)
+    for f in fixed_effects:
+        codes, uniq = pd.factorize(both[f])
+        blocks.append(sp.csr_matrix((np.ones(len(both)), (np.arange(len(both)), codes)), shape=(len(both), len(uniq))))
+        present &= np.isin(codes[n_u:], codes[:n_u])
+    Z = sp.hstack(blocks).tocsr()
+    Zu, Zt = Z[:n_u], Z[n_u:]
+    A = (Zu.T @ Zu).toarray()
+    vals, vecs = np.linalg.eigh(A)
+    null = vecs[:, vals <= tol * max(float(vals.max()), 1.0)]
+    if null.shape[1] == 0:
+        ok = np.ones(len(treated), dtype=bool)
+    else:
+        proj = np.asarray(Zt @ null)
+        znorm = np.sqrt(np.asarray(Zt.multiply(Zt).sum(axis=1)).ravel())
+        ok = np.abs(proj).max(axis=1) <= np.sqrt(tol) * (1.0 + znorm)
+    return ok, {"levels_present": present, "null_dim": int(null.shape[1]), "tol": tol}
+
+
 def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     import warnings
 
@@ -372,16 +455,15 @@ def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     covs = [*spec.extra_regressors, *spec.controls]
     data = data.dropna(subset=[spec.outcome, spec.treatment, *covs, *fe, cl])
     n_complete = len(data)
-    # first stage is fitted on untreated rows: drop their singletons, then treated rows whose FE
-    # levels never occur among the remaining untreated rows (their counterfactual is not identified)
+    # first stage is fitted on untreated rows: drop their singletons, then keep only the treated
+    # rows whose counterfactual x'b + FE is estimable from the untreated design (rank test)
     untreated = data[data[spec.treatment] == 0]
     untreated = pnl.estimation_sample(untreated, [spec.outcome, *covs], fe, (), spec.fixef_rm)
     treated = data[data[spec.treatment] == 1]
-    ok = np.ones(len(treated), dtype=bool)
-    for f in fe:
-        ok &= treated[f].isin(set(untreated[f])).to_numpy()
+    ok, ident = identified_rows(untreated, treated, covs, fe)
     n_unidentified = int((~ok).sum())
-    sample = pd.concat([untreated, treated.loc[ok]]).sort_index()
+    n_level_check = int((~ident["levels_present"]).sum())
+    sample = pd.concat([untreated, treated.loc[ok]]).sort_index(kind="stable")
     sample = sample.assign(**{spec.treatment: sample[spec.treatment].astype(int)})
     first = f"~ {' + '.join(covs) if covs else '0'} | {' + '.join(fe)}"
     with warnings.catch_warnings(record=True) as caught, _did2s_demeaner(spec):
@@ -403,7 +485,13 @@ def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     diag: dict[str, Any] = {
         "first_stage": f"{spec.outcome} {first} (untreated observations only)",
         "second_stage": f"residualised {spec.outcome} ~ {spec.treatment}",
-        "treated_obs_dropped_unidentified_fe": n_unidentified,
+        "treated_obs_dropped_unidentified": n_unidentified,
+        "treated_obs_dropped_fe_level_absent": n_level_check,
+        "identification": "a treated row is kept when its design row (covariates + FE dummies) lies in the row "
+        "space of the untreated first-stage design (rank test, null space of Z'Z, "
+        f"rel. tol {ident['tol']:g}); others have no estimable Y(0) and are dropped "
+        f"({n_unidentified}, of which {n_level_check} have an FE level absent among untreated rows)",
+        "untreated_design_rank_deficiency": ident["null_dim"],
         "untreated_obs": len(untreated),
         "treated_obs": int(ok.sum()),
         "n_clusters": G,
@@ -429,17 +517,32 @@ def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
 
 
 def _cs_prepare(
-    df: pd.DataFrame, outcome: str, cohort: str, unit: str, time: str, cluster: str
+    df: pd.DataFrame, outcome: str, cohort: str, unit: str, time: str, cluster: str, treatment: str | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[Any], dict[str, int]]:
-    """Wide outcome matrix (units x years), cohort and cluster code per unit, for :func:`cs_group_time`."""
+    """Wide outcome matrix (units x years), cohort and cluster code per unit, for :func:`cs_group_time`.
+
+    Cohort: with ``treatment`` (the estimators pass ``policy``), a unit's first period with
+    treatment 1 — the timing rule of every estimator (a firm-year is treated when its current city
+    is a pilot city; unit-level estimators take the first such year); units whose treatment switches
+    off (movers leaving a pilot city) are dropped and counted. Without it, the max of ``cohort``
+    over the unit's rows (the earlier rule, kept for direct calls)."""
     sub = df.dropna(subset=[outcome, cluster])
     if sub.duplicated([unit, time]).any():
         raise ValueError(f"cs_group_time needs one row per ({unit}, {time})")
     years = np.sort(sub[time].unique())
-    G = pd.to_numeric(sub.groupby(unit)[cohort].max(), errors="coerce").astype(float).fillna(0.0)
+    n_switch = 0
+    if treatment is not None:
+        ok = absorbing_units(df.dropna(subset=[treatment]), treatment, unit, time)
+        n_switch = int((~ok).sum())
+        sub = sub[sub[unit].map(ok).fillna(False).astype(bool)]
+        on = df.loc[df[treatment].astype(float) == 1]
+        G = on.groupby(unit)[time].min().reindex(sub[unit].unique()).astype(float).fillna(0.0)
+    else:
+        G = pd.to_numeric(sub.groupby(unit)[cohort].max(), errors="coerce").astype(float).fillna(0.0)
     info = {
         "units_cohort_after_window_as_never": int((G > years[-1]).sum()),
         "units_always_treated_dropped": int(((G > 0) & (G <= years[0])).sum()),
+        "units_non_absorbing_dropped": n_switch,
     }
     G = G.where(G <= years[-1], 0.0)  # first treated after the last year: never treated in the window
     G = G[(G == 0) | (G > years[0])]  # treated in the first year: no pre-period, dropped (as did)
@@ -460,6 +563,7 @@ def cs_group_time(
     unit: str = "stkcd",
     time: str = "year",
     cluster: str = "city_code",
+    treatment: str | None = None,
 ) -> dict[str, Any]:
     """Callaway & Sant'Anna (2021) unconditional group-time ATTs with not-yet-treated controls.
 
@@ -477,7 +581,7 @@ def cs_group_time(
     cluster-level sums the bootstrap re-weights (``ST``/``NT`` treated sum of ΔY / count, ``SC``/``NC``
     controls, ``NG`` cohort size) as (clusters x cells) arrays.
     """
-    Y, G, codes, years, clusters, info = _cs_prepare(df, outcome, cohort, unit, time, cluster)
+    Y, G, codes, years, clusters, info = _cs_prepare(df, outcome, cohort, unit, time, cluster, treatment)
     C = len(clusters)
     Yv = Y.to_numpy(float)
     col = {y: j for j, y in enumerate(years)}
@@ -576,8 +680,10 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     Design (spec ``robust_staggered_cs``):
 
     * group-time ATT(g, t) of :func:`cs_group_time` on the firm panel (unit ``stkcd``, time
-      ``year``, cohort ``first_treated_year`` = the first treated year of the firm's city, as for
-      the other staggered estimators), outcome ``spec.outcome``, no covariates, not-yet-treated and
+      ``year``, cohort = the firm's first year with ``policy`` = 1 — the same timing as TWFE, Sun &
+      Abraham and the event study, whose rows carry ``policy`` and ``rel_time`` of the firm's current
+      city; firms whose policy switches off (movers leaving a pilot city) are dropped and counted;
+      a firm's cluster is the city of its first observed row), outcome ``spec.outcome``, no covariates, not-yet-treated and
       never-treated firms as controls (did's rule: G = 0 or G > max(t, base), G != g); "varying"
       base period (t - 1) for pre-periods and the universal g - 1 for post-periods;
     * unbalanced panel: each 2x2 comparison uses the firms observed in both of its periods
@@ -596,7 +702,7 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     cl = spec.vcov.cluster[0]
     draws = int(spec.options.get("bootstrap", 199))
     data = prepare_spec_data(spec, df)
-    gt = cs_group_time(data, spec.outcome, cluster=cl)
+    gt = cs_group_time(data, spec.outcome, cluster=cl, treatment=spec.treatment)
     res = cs_estimate(gt, draws, ctx.seed)
     s = res["simple"]
     terms = [term_from_normal(spec.treatment, s["estimate"], s["se"], n_cells=s["n_cells"], n_draws_used=s["n_draws_used"])]
@@ -619,6 +725,10 @@ def fit_cs(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "n_units": gt["n_units"],
         "units_always_treated_dropped": gt["units_always_treated_dropped"],
         "units_cohort_after_window_as_never": gt["units_cohort_after_window_as_never"],
+        "units_non_absorbing_dropped": gt["units_non_absorbing_dropped"],
+        "timing_rule": f"cohort = the firm's first year with {spec.treatment} = 1 (as TWFE/SA/event study, which use the "
+        f"firm-year's own {spec.treatment}/rel_time); firms whose {spec.treatment} switches off dropped; cluster = the "
+        "city of the firm's first observed row",
     }
     return SpecResult(
         spec_id=spec.id,

@@ -63,8 +63,18 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
     rows.append(Row("KP rk LM [p]", [f"{_f(d.get('kp_rk_lm'))} [{_f(d.get('kp_rk_lm_p'), 4)}]" if sec and d.get("kp_rk_lm") is not None else "" for d, sec in zip(diag, second)]))
     rows.append(Row("KP rk Wald F {SY 15%}", [f"{_f(d.get('kp_rk_wald_f'))} {{{_f(d.get('stock_yogo_15pct'), 2)}}}" if sec and d.get("kp_rk_wald_f") is not None else "" for d, sec in zip(diag, second)]))
     rows.append(Row("First-stage F", [_f(d.get("first_stage_F"), 2) if sec and d.get("first_stage_F") is not None else "" for d, sec in zip(diag, second)]))
-    rows.append(Row("Factors (IFE)", [str(d.get("n_factors")) if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
+    rows.append(Row("Factors (IFE)", [(str(d.get("n_factors")) + (" (= r_max)" if d.get("ic_at_r_max") else ""))
+                                      if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
+    rows.append(Row("IFE β for r = 0, 1, …", [" / ".join(f"{b:.3f}" for b in (d.get("beta_path_over_r") or {}).values())
+                                             if s.estimator == "ife" and d else "" for s, d in zip(specs, diag)]))
     rows.append(Row("Matched treated / controls used", [f"{d.get('n_treated_matched')} / {d.get('n_controls_used')}" if s.estimator == "psm" and d else "" for s, d in zip(specs, diag)]))
+    # N of the PSM columns as a share of column (5)'s N, beside the paper's (9,008 and 9,344 of 20,607)
+    n5 = next((r["nobs"] for s, r in zip(specs, anyrow) if s.id == "table4_col5" and r and r.get("nobs")), None)
+    paper5 = next((s.paper.nobs for s in specs if s.id == "table4_col5" and s.paper), None)
+    rows.append(Row("N / N of (5): run · paper", [
+        (f"{100 * r['nobs'] / n5:.0f}%" if (r and r.get("nobs") and n5) else "–")
+        + (f" · {100 * s.paper.nobs / paper5:.0f}%" if (s.paper and s.paper.nobs and paper5) else "")
+        if s.estimator == "psm" else "" for s, r in zip(specs, anyrow)]))
     rows.append(Row("", [], "rule"))
     rows.append(Row("Paper: Policy / IV", [fmt_coef(s.paper.coef, _stars_to_p(s.paper.stars)) if s.paper else "" for s in specs], "coef"))
     rows.append(Row("", [fmt_se(s.paper.se) if s.paper else "" for s in specs], "se"))
@@ -76,12 +86,17 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
         "Dependent variable: ln(1 + key-technology invention applications); columns (2) and (4) are first stages "
         "(dependent variable Policy). All columns: full controls, firm, industry×year and province×year FE, SE "
         "clustered by city in parentheses; * p<0.10, ** p<0.05, *** p<0.01.",
-        "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2. IV1 = 2009 robot density × national internet users; "
+        "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2 (r ≤ 3; '= r_max' when the criterion stops at the "
+        "bound), missing firm-year cells EM-filled, SE treats the factors as known (diagnostics: factor-df SE). IV1 = 2009 robot density × national internet users; "
         "IV2 = hypothetical pilot from the Bartik robot-exposure ranking with the real wave timing and sizes. KP = "
         "Kleibergen–Paap (2006); {·} Stock–Yogo 15% maximal IV size critical value. (6)/(7) PSM: logit on regional "
-        "characteristics, 1:1 within year, nearest by Mahalanobis distance on the covariates among the controls "
-        "inside a caliper of 0.2 SD of the logit score; (6) matching weights, (7) common support. Balance: "
-        "table4_psm_balance.",
+        "characteristics (matching variables: ln GDP per capita, informatisation, ln fiscal expenditure, ln FDI, "
+        "agglomeration LQ; plus year dummies), psmatch2 conventions: 1:1 nearest neighbour within year with "
+        "replacement, by Mahalanobis distance on the covariates among the controls inside a caliper of 0.2 SD of "
+        "the logit score, tied controls share the weight, matched on the fixed column (5) estimation sample; "
+        "(6) matched sample (rows with a match weight, unweighted regression), (7) common support (_support = 1: "
+        "all controls and the treated inside the controls' score range with a match inside the caliper, "
+        "unweighted). Balance before/after (pstest): table4_psm_balance.",
     ]
     if synthetic:
         notes.insert(0, SYNTHETIC_NOTE)
@@ -105,8 +120,9 @@ def psm_balance_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Tabl
         rows.append(Row(b["covariate"], [_f(b["mean_treated_before"]), _f(b["mean_control_before"]), _f(b["std_diff_before"], 1),
                                          _f(b["mean_treated_after"]), _f(b["mean_control_after"]), _f(b["std_diff_after"], 1)]))
     d = r["diagnostics"]
-    notes = [f"Standardised difference = 100·(mean_t − mean_c)/sqrt((var_t + var_c)/2), variances of the unmatched groups. "
-             f"Treatment group: firm-years in ever-pilot cities. After = matched sample with matching weights "
+    notes = [f"Standardised difference = 100·(mean_t − mean_c)/sqrt((var_t + var_c)/2), variances of the unmatched "
+             f"(before) groups in both columns (psmatch2 pstest). Treatment group: firm-years in ever-pilot cities. "
+             f"After = matched sample, means weighted by the match weight (tied controls share it) "
              f"({d.get('n_treated_matched')} of {d.get('n_treated')} treated matched, {d.get('n_controls_used')} controls used, "
              f"caliper {d.get('caliper_sd')} SD of the logit score)."]
     if synthetic:

@@ -317,10 +317,10 @@ def publication_tables_section(data: dict[str, Any]) -> str:
     from keytech.estimation import mechanisms
     from keytech.estimation.registry import load_registry
     from keytech.estimation.report import table3_model, to_html
-    from keytech.estimation.table4 import table4_model
+    from keytech.estimation.table4 import psm_balance_model, table4_model
 
     est, reg, synthetic = data["estimation"][0], load_registry(), data["truth"] is not None
-    builders = (table3_model, table4_model, mechanisms.table5_model, mechanisms.table6_model,
+    builders = (table3_model, table4_model, psm_balance_model, mechanisms.table5_model, mechanisms.table6_model,
                 mechanisms.table7_model, mechanisms.heterogeneity_model)
     parts = ["<p>The publication tables of this run (also written to <code>output/tables/</code> as Markdown, "
              "LaTeX and HTML by <code>keytech estimate</code>). Specifications not in the run show empty cells.</p>"]
