@@ -69,26 +69,52 @@ def cmd_validate(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ build
+def _parse_limits(items: list[str] | None) -> dict:
+    """``--limit NAME=VALUE`` options → {name: float}; names checked against keytech.limits."""
+    from keytech.limits import DEFAULT_LIMITS
+
+    limits: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in DEFAULT_LIMITS:
+            raise UserError(f"--limit {item!r}: expected NAME=VALUE with NAME one of "
+                            f"{', '.join(sorted(DEFAULT_LIMITS))} (docs/reliability: limits)", EXIT_USAGE)
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            raise UserError(f"--limit {item!r}: {value!r} is not a number", EXIT_USAGE) from None
+    return limits
+
+
 def cmd_build(args) -> int:
     from keytech.build import BuildOptions, build_warehouse
 
+    warehouse = paths.warehouse_path()
     options = BuildOptions(
         raw_dir=Path(args.raw_dir) if args.raw_dir else paths.raw_dir(),
-        landing_dir=paths.landing_dir(),
-        warehouse=paths.warehouse_path(),
+        landing_dir=paths.landing_dir(warehouse),
+        warehouse=warehouse,
         ipc_matching="strict" if args.strict_ipc else "hierarchical",
         use_ipc_supplement=not args.no_ipc_supplement,
         fc_index_method=args.fc_index,
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),
+        checks=not args.skip_checks,
+        limits=None if args.skip_checks else _parse_limits(getattr(args, "limit", None)),
+        lock_wait=float(getattr(args, "wait", 0) or 0),
     )
     _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
     if options.incremental:
-        _say(args, "[2/3] dbt build of what the changed tables feed, on a copy of the warehouse, "
-                   "swapped in on success …")
+        _say(args, "[2/3] dbt build of what the changed tables feed, on a copy of the warehouse …")
+    elif options.select:
+        _say(args, f"[2/3] dbt build --select {options.select} on a copy of the warehouse …")
     else:
-        _say(args, "[2/3] dbt build (models + dbt tests) into a new file, swapped in on success …")
+        _say(args, "[2/3] dbt build (models + dbt tests) into a new file …")
+    if options.checks:
+        _say(args, "[3/3] limits on dropped/quarantined/merged shares and Great Expectations checks on the "
+                   "new file; swapped in only when everything passes …")
     outcome = build_warehouse(options)
     timing = outcome["timings"]
     if options.incremental:
@@ -96,10 +122,12 @@ def cmd_build(args) -> int:
     _say(args, f"      landed in {timing['validate_and_land']:.1f} s; dbt build {timing['dbt_build']:.1f} s "
                f"→ {outcome['warehouse']}")
     if args.skip_checks:
-        _say(args, "[3/3] Checks skipped (--skip-checks): estimation will refuse to run until `keytech check` passes.")
-        return EXIT_OK
-    _say(args, "[3/3] Great Expectations checks on the marts …")
-    return cmd_check(args)
+        _say(args, "      Checks skipped (--skip-checks): estimation will refuse to run until `keytech check` passes.")
+    elif outcome.get("checks"):
+        record = outcome["checks"]
+        _say(args, f"      limits within bounds; all checks passed (fingerprint {record['data_fingerprint']}); "
+                   f"report: {record['html_path']}")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -396,11 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
                    help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
                         "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md")
-    p.add_argument("--select", help="dbt selection, e.g. 'marts.rpt_analysis_panel+' (default: everything)")
+    p.add_argument("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
+                                    "'marts.rpt_analysis_panel+' (default: everything); a selection that "
+                                    "matches nothing is refused")
     p.add_argument("--incremental", action="store_true",
                    help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
                         "(falls back to a full build when models, seeds or options changed)")
-    p.add_argument("--skip-checks", action="store_true", help="skip the Great Expectations checks")
+    p.add_argument("--skip-checks", action="store_true",
+                   help="skip the limits and the Great Expectations checks (the new warehouse is swapped in "
+                        "after dbt's tests alone; estimation refuses to run until `keytech check` passes)")
+    p.add_argument("--limit", action="append", metavar="NAME=VALUE",
+                   help="raise (or lower) one limit on a silent share, e.g. --limit unparseable_ipc_share=0.05; "
+                        "repeatable. Limits and defaults: README, 'Reliability'")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="when another build of the same warehouse runs, wait up to SECONDS for it "
+                        "(default 0: exit at once, naming the holder)")
 
     add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
 
