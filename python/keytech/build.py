@@ -428,6 +428,12 @@ def build_warehouse(options: BuildOptions) -> dict:
     if options.select and not target.is_file():
         raise BuildFailed(f"--select rebuilds part of an existing warehouse, and there is none at {target}. "
                           "Run a full `keytech build` first.")
+    if target.is_file():
+        from keytech.warehouse import open_error
+
+        problem = open_error(target)
+        if problem:  # its results could not be carried over, and a swap would pull it from under its user
+            raise BuildFailed(problem + " Nothing was built.")
     landing = Path(options.landing_dir)
     with file_lock(paths.lock_path(target), f"the warehouse {target}", options.lock_wait), \
             file_lock(landing.with_name(landing.name + ".lock"), f"the landing folder {landing}", options.lock_wait):

@@ -206,14 +206,14 @@ def cmd_summary(args) -> int:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from keytech.warehouse import connect
-
     from keytech.analyses import AnalysisError, read_query
+    from keytech.warehouse import UnsafeQuery, check_read_only_query, connect_query_only
 
-    with connect() as con:
+    with connect_query_only() as con:
         try:
-            relation = con.sql(read_query(args.query, con))
-        except AnalysisError as exc:
+            query = check_read_only_query(read_query(args.query, con))
+            relation = con.sql(query)
+        except (AnalysisError, UnsafeQuery) as exc:
             raise UserError(str(exc)) from exc
         except duckdb.Error as exc:
             raise UserError(f"Query failed: {exc}") from exc
@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
 
-    p = add("sql", "Run a read-only SQL query on the warehouse and print the result.", cmd_sql)
+    p = add("sql", "Run one read-only query (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) on the warehouse and print "
+                   "the result; the connection is read-only and cannot attach, copy or read other files.", cmd_sql)
     p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel, or an analysis file "
                                  "(analysis/*.sql; {{ ref('x') }} is resolved)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
@@ -495,32 +496,70 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `keytech sql … | head`
+        return EXIT_OK
+
+
+def _run(args) -> int:
+    """One top-level handler: every error becomes a message saying what to do (the traceback only
+    with -v) and an exit code — 1 failed, 3 missing prerequisite, 130 interrupted."""
+    import duckdb
+    import yaml
+
     from keytech.build import BuildFailed
     from keytech.contract import ContractError
     from keytech.ingest import ValidationFailed
-    from keytech.warehouse import WarehouseMissing
+    from keytech.warehouse import WarehouseMissing, WarehouseUnreadable, explain_open_error
 
     try:
         from keytech.estimation import ChecksNotPassed, RegistryError
 
-        user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed, RegistryError)
+        user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed,
+                              RegistryError, WarehouseUnreadable)
     except ImportError:
-        user_errors = (ValidationFailed, BuildFailed, ContractError, UserError)
+        user_errors = (ValidationFailed, BuildFailed, ContractError, UserError, WarehouseUnreadable)
+
+    def fail(message: str, code: int) -> int:
+        if args.verbose:
+            raise
+        print(message, file=sys.stderr)
+        return code
+
     try:
         return args.func(args)
     except user_errors as exc:
-        if args.verbose:
-            raise
-        print(str(exc), file=sys.stderr)
-        return getattr(exc, "code", EXIT_FAILED)
+        return fail(str(exc), getattr(exc, "code", EXIT_FAILED))
     except (WarehouseMissing, FileNotFoundError) as exc:
-        if args.verbose:
-            raise
-        print(str(exc), file=sys.stderr)
-        return EXIT_MISSING
+        return fail(str(exc), EXIT_MISSING)
+    except LookupError as exc:  # an unknown run id, spec or table named by the user
+        text = exc.args[0] if exc.args else str(exc)
+        return fail(f"{text}. List the estimation runs with: keytech sql \"select run_id, started_at from "
+                    "results.runs order by started_at\"", EXIT_FAILED)
+    except duckdb.CatalogException as exc:
+        return fail(f"The warehouse {paths.warehouse_path()} lacks a table this command needs "
+                    f"({str(exc).splitlines()[0]}). Is KEYTECH_DB a KeyTech warehouse? Run `keytech build` "
+                    "(and `keytech estimate` for results).", EXIT_MISSING)
+    except duckdb.Error as exc:
+        return fail(explain_open_error(paths.warehouse_path(), exc) if isinstance(exc, duckdb.IOException)
+                    else f"DuckDB error: {exc}", EXIT_FAILED)
+    except yaml.YAMLError as exc:
+        return fail(f"A YAML file is not valid: {exc}. Fix it (it must be UTF-8 YAML) and run again.", EXIT_FAILED)
+    except UnicodeDecodeError as exc:
+        return fail(f"A text file is not UTF-8 ({exc.reason} at byte {exc.start}; it looks {exc.encoding}-"
+                    "incompatible, e.g. GBK): save it as UTF-8 and run again.", EXIT_FAILED)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = " Free some disk space and run again." if exc.errno == 28 else \
+            " Check that the folder exists and is writable." if exc.errno in (13, 30) else ""
+        return fail(f"{exc.strerror or exc}{where}.{hint}", EXIT_FAILED)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still a message, with the way to the traceback
+        return fail(f"Unexpected error ({type(exc).__name__}): {exc}\nRun with -v for the traceback and "
+                    "report it with the command you ran.", EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tupl
     """Load a raw file into temp table ``raw_t``. Returns (format, encoding, header_lines)."""
     if path.suffix.lower() == ".parquet":
         try:
-            con.execute(f"create or replace temp table raw_t as select * from read_parquet('{path}')")
+            con.execute("create or replace temp table raw_t as select * from read_parquet(?)", [str(path)])
         except duckdb.Error as exc:
             raise UnreadableFile(
                 f"{path.name}: not a complete Parquet file ({str(exc).splitlines()[0].replace(str(path), path.name)}); "
@@ -307,6 +307,12 @@ def _count_description_rows(con: duckdb.DuckDBPyConnection, table: Table, resolv
     return skipped
 
 
+def _sql_string(value) -> str:
+    """A SQL string literal (quotes doubled), for statements that take no parameters (COPY … TO) and
+    for the file name written into ``_source_file``."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _landed_select(table: Table, resolved: dict[str, str], file_name: str, header_lines: int, skip: int) -> str:
     parts = []
     for column in table.columns:
@@ -314,7 +320,7 @@ def _landed_select(table: Table, resolved: dict[str, str], file_name: str, heade
             parts.append(f"nullif(trim(cast({_quote(resolved[column.name])} as varchar)), '') as {_quote(column.name)}")
         else:
             parts.append(f"cast(null as varchar) as {_quote(column.name)}")
-    parts.append(f"'{file_name}' as _source_file")
+    parts.append(f"{_sql_string(file_name)} as _source_file")  # a file name is user input: quoted
     parts.append(f"cast(rowid + 1 + {header_lines} as bigint) as _source_row")
     return f"select {', '.join(parts)} from raw_t where rowid >= {skip} order by rowid"
 
@@ -412,7 +418,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                                           description_rows_skipped=0, header_map={}, missing_optional_columns=[],
                                           extra_columns=[], sha256=""))
                 if landing_dir is not None:
-                    con.execute(f"copy landed to '{scratch / (table.name + '.parquet')}' (format parquet)")
+                    con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet)")
                 continue
             try:
                 fmt, encoding, header_lines = _load_raw(con, path, scratch)
@@ -452,7 +458,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                 missing_optional_columns=[m for m in missing if m not in missing_required],
                 extra_columns=extra, sha256=_sha256(path)))
             if landing_dir is not None and not any(p.severity == "error" for p in problems):
-                con.execute(f"copy landed to '{scratch / (table.name + '.parquet')}' (format parquet, compression zstd)")
+                con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet, compression zstd)")
         # Swap the landing area in only when every table passed: a failed ingest changes nothing.
         if landing_dir is not None and not any(p.severity == "error" for p in problems):
             landing_dir.mkdir(parents=True, exist_ok=True)
