@@ -270,6 +270,13 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from keytech.report import build_report
 
+    if getattr(args, "run", None):
+        from keytech.estimation import store
+
+        known = set(store.read_runs(paths.warehouse_path())["run_id"])
+        if args.run not in known:
+            raise LookupError(f"no run {args.run!r} in results.runs"
+                              + ("" if known else " (there are no estimation runs yet: `keytech estimate`)"))
     _say(args, "Writing the replication report (paper vs this run, figures, data quality) …")
     target = build_report(run_id=getattr(args, "run", None), out_dir=getattr(args, "out", None))
     _say(args, f"Report: {target}")
