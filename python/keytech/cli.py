@@ -338,7 +338,7 @@ def cmd_docs(args) -> int:
 
             shutil.rmtree(scratch, ignore_errors=True)
     if completed.returncode != 0:
-        tail = ((completed.stdout or "") + (completed.stderr or ""))[-1500:] if not args.verbose else ""
+        tail = ((completed.stdout or "") + (completed.stderr or "")) if not args.verbose else ""  # in full
         raise UserError(f"dbt docs generate failed.\n{tail}\nRun `keytech -v docs` for dbt's full output.")
     page = target / "static_index.html"
     _say(args, f"dbt docs: {page if page.is_file() else target / 'index.html'} (open it in a browser; "
