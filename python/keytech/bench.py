@@ -225,9 +225,9 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
     from keytech.ipc import Concordance, normalise_ipc_list
 
     landed = work / "landing" / "patents.parquet"
-    total_rows = duckdb.sql(f"select count(*) from read_parquet('{landed}')").fetchall()[0][0]
-    subset = duckdb.sql(f"select Scode, ApplyNo, IPC from read_parquet('{landed}') "
-                        f"using sample reservoir({IPC_SUBSET_ROWS} rows) repeatable (42)").df()
+    total_rows = duckdb.execute("select count(*) from read_parquet(?)", [str(landed)]).fetchall()[0][0]
+    subset = duckdb.execute(f"select Scode, ApplyNo, IPC from read_parquet(?) "
+                            f"using sample reservoir({IPC_SUBSET_ROWS} rows) repeatable (42)", [str(landed)]).df()
     seeds = paths.seeds_dir()
     start = time.perf_counter()
     concordance = Concordance.from_csv(seeds / "sei_ipc_concordance.csv", seeds / "ipc_revision_supplement.csv")

@@ -1,9 +1,23 @@
 """`keytech build`: raw folder → landing → dbt build → data checks, with a safe swap.
 
 dbt builds into a fresh file beside the warehouse (``<warehouse>.building``). Only when every model
-and dbt test passes is the new file swapped in with an atomic rename, after the ``results`` schema
-(estimation runs and check runs) has been carried over from the previous warehouse. A build that
-fails or is killed halfway leaves the previous warehouse untouched and usable. dbt's target/ and
+and dbt test passes — and, when asked (``BuildOptions.checks``, on for ``keytech build`` unless
+``--skip-checks``), the Great Expectations checks and the limits on silent shares
+(``keytech.limits``) pass on that new file — is it swapped in with an atomic rename, after the
+``results`` schema (estimation runs and check runs) has been carried over from the previous
+warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
+usable; a build whose checks or limits fail is kept as ``<warehouse>.rejected`` for inspection.
+
+Isolation: each warehouse owns its landing area (``paths.landing_dir(warehouse)``), one build per
+warehouse runs at a time (an OS lock on ``<warehouse>.lock``, and on ``<landing>.lock`` for the
+landing folder; a second build waits ``lock_wait`` seconds, then exits naming the holder), and
+leftovers (``.building``, its WAL) are removed only while holding that lock. Staging models are
+tables, so a finished warehouse is self-contained: nothing in it reads the landing Parquet at query
+time, and a later (failed) build that re-lands cannot change what it answers.
+
+``select`` (``keytech build --select``) builds on a copy of the current warehouse, like an
+incremental refresh, so unselected models keep their tables; a selection that matches no node is
+refused and the warehouse is left as it was. dbt's target/ and
 logs/ belong to the warehouse being built (``paths.dbt_artifacts_dir``: the project root for the
 default ``data/warehouse.duckdb``, ``<warehouse>.dbt/`` beside any other), so builds of different
 warehouses at the same time do not overwrite each other's run results, manifest or log. On Linux
@@ -28,13 +42,16 @@ compares the new landing manifest with that record:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +65,20 @@ from keytech.ingest import ingest
 
 class BuildFailed(RuntimeError):
     """dbt failed; the message says which nodes and where to look."""
+
+    code = 1
+
+
+class BuildLocked(BuildFailed):
+    """Another build holds the lock of this warehouse (or of its landing folder)."""
+
+
+class ChecksFailed(BuildFailed):
+    """The new warehouse was built but its data checks or limits failed; it was not swapped in."""
+
+
+class NothingSelected(BuildFailed):
+    """``--select`` matched no model, seed or test."""
 
 
 @dataclass
@@ -64,6 +95,15 @@ class BuildOptions:
     # Refresh the previous warehouse when only landed data changed (see the module docstring);
     # falls back to a full build whenever that would not be safe.
     incremental: bool = False
+    # Run the Great Expectations checks (keytech.quality) on the new file before the swap.
+    checks: bool = False
+    # Limits on silent shares (keytech.limits): None = not enforced; {} = the documented defaults;
+    # {name: value} overrides individual limits.
+    limits: dict | None = None
+    # Seconds to wait for another build of the same warehouse to finish (0: exit at once).
+    lock_wait: float = 0.0
+    # Where GX writes latest.{json,html} (default output/checks).
+    checks_out: Path | None = None
 
 
 STATE_SCHEMA = "build_meta"
@@ -131,16 +171,34 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
                           preexec_fn=_parent_death_signal())
 
 
-def _failed_nodes(root: Path) -> list[str]:
+def _run_results(root: Path) -> list[dict] | None:
     results = root / "target" / "run_results.json"
     if not results.is_file():
-        return []
-    data = json.loads(results.read_text(encoding="utf-8"))
+        return None
+    try:
+        return json.loads(results.read_text(encoding="utf-8")).get("results", [])
+    except (OSError, ValueError):
+        return None
+
+
+def _failed_nodes(root: Path) -> list[str]:
+    """Every failed node with dbt's whole message (never cut: the cause is often at the end, e.g.
+    "No space left on device")."""
     return [
-        f"{r['unique_id']}: {r['status']} — {(r.get('message') or '').strip()[:200]}"
-        for r in data.get("results", [])
+        f"{r['unique_id']}: {r['status']} — {(r.get('message') or '').strip()}"
+        for r in _run_results(root) or []
         if r.get("status") in ("error", "fail")
     ]
+
+
+def sql_string(value: str | Path) -> str:
+    """``value`` as a SQL string literal (quotes doubled) for the few statements that take no
+    parameters (ATTACH, COPY … TO)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def carry_over_results(old: Path, new: Path) -> int:
@@ -149,7 +207,7 @@ def carry_over_results(old: Path, new: Path) -> int:
         return 0
     con = duckdb.connect(str(new))
     try:
-        con.execute(f"attach '{old}' as previous (read_only)")
+        con.execute(f"attach {sql_string(old)} as previous (read_only)")
         tables = [
             row[0]
             for row in con.execute(
@@ -160,11 +218,75 @@ def carry_over_results(old: Path, new: Path) -> int:
         if tables:
             con.execute("create schema if not exists results")
         for table in tables:
-            con.execute(f"create or replace table results.{table} as select * from previous.results.{table}")
+            t = sql_identifier(table)
+            con.execute(f"create or replace table results.{t} as select * from previous.results.{t}")
         con.execute("detach previous")
         return len(tables)
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------------------------------ lock
+def lock_holder(lock_file: Path) -> dict | None:
+    """Who holds ``lock_file`` ({'pid', 'host', 'started_at', 'command'}), or None when it is free."""
+    if not lock_file.is_file():
+        return None
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(lock_file.read_text(encoding="utf-8") or "{}") or {"pid": "?"}
+            except (OSError, ValueError):
+                return {"pid": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(holder: dict) -> str:
+    return (f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
+            f"{holder.get('started_at', '?')} UTC ({holder.get('command', '?')})")
+
+
+@contextmanager
+def file_lock(lock_file: Path, what: str, wait: float = 0.0):
+    """Hold an exclusive OS lock (flock) on ``lock_file`` for the block. The kernel releases it when
+    the process dies, so a killed build never leaves a stale lock. The file is kept (removing a lock
+    file races with the next locker); it records the holder for the message of a second build."""
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise BuildFailed(f"Cannot create the lock file {lock_file} ({exc.strerror}): the folder "
+                          f"{lock_file.parent} must be writable to build {what}.") from exc
+    try:
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = lock_holder(lock_file) or {}
+                    raise BuildLocked(
+                        f"Another build is using {what}: {_describe_holder(holder)}; lock {lock_file}. "
+                        "Wait for it to finish (or pass --wait SECONDS), or build another warehouse "
+                        "(KEYTECH_DB). Nothing was changed.") from None
+                time.sleep(0.2)
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                  "command": " ".join(sys.argv[:3]) or "python"}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        yield record
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ---------------------------------------------------------------------------- incremental state
@@ -267,29 +389,72 @@ def plan_refresh(previous: dict | None, current: dict, warehouse: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ build
+def leftovers(warehouse: Path) -> list[Path]:
+    """Files a killed or failed build of ``warehouse`` left behind (for ``keytech doctor``)."""
+    building = paths.building_path(warehouse)
+    candidates = [building, building.with_name(building.name + ".wal"), paths.rejected_path(warehouse),
+                  warehouse.with_name(warehouse.name + ".wal")]
+    return [p for p in candidates if p.exists()]
+
+
+def _remove_leftovers(building: Path) -> None:
+    """Only called while holding the warehouse's lock: a ``.building`` that exists then belongs to a
+    build of this warehouse that died, never to a running one."""
+    for leftover in (building, building.with_name(building.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _drop_build_state(warehouse: Path) -> None:
+    """A partial (--select) build no longer matches the recorded state: the next --incremental
+    build must be a full one."""
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(f"drop table if exists {STATE_TABLE}")
+    finally:
+        con.close()
+
+
 def build_warehouse(options: BuildOptions) -> dict:
-    """Validate + land the raw folder, then `dbt build` into a new file and swap it in.
+    """Validate + land the raw folder, then `dbt build` into a new file, check it and swap it in.
 
     With ``options.incremental`` the previous warehouse is refreshed instead when only landed data
-    changed (see the module docstring). The result says which: ``mode`` is 'full', 'incremental' or
-    'unchanged', with ``reason`` and ``changed_tables``."""
+    changed (see the module docstring). The result says which: ``mode`` is 'full', 'incremental',
+    'select' or 'unchanged', with ``reason`` and ``changed_tables``; ``checks`` holds the GX record
+    and ``limits`` the limit report when they ran."""
     if options.incremental and options.select:
-        raise ValueError("an incremental build refreshes everything downstream of the changed tables; "
-                         "it cannot be combined with --select")
+        raise BuildFailed("an incremental build refreshes everything downstream of the changed tables; "
+                          "it cannot be combined with --select")
+    target = Path(options.warehouse)
+    if options.select and not target.is_file():
+        raise BuildFailed(f"--select rebuilds part of an existing warehouse, and there is none at {target}. "
+                          "Run a full `keytech build` first.")
+    if target.is_file():
+        from keytech.warehouse import open_error
+
+        problem = open_error(target)
+        if problem:  # its results could not be carried over, and a swap would pull it from under its user
+            raise BuildFailed(problem + " Nothing was built.")
+    landing = Path(options.landing_dir)
+    with file_lock(paths.lock_path(target), f"the warehouse {target}", options.lock_wait), \
+            file_lock(landing.with_name(landing.name + ".lock"), f"the landing folder {landing}", options.lock_wait):
+        return _build_locked(options, target)
+
+
+def _build_locked(options: BuildOptions, target: Path) -> dict:
     timings: dict[str, float] = {}
+    building = paths.building_path(target)
+    _remove_leftovers(building)
     start = time.perf_counter()
     manifest = ingest(options.raw_dir, options.landing_dir)
     timings["validate_and_land"] = time.perf_counter() - start
 
-    target = options.warehouse
     target.parent.mkdir(parents=True, exist_ok=True)
-    building = target.with_name(target.name + ".building")
-    for leftover in (building, building.with_name(building.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-
     state = build_state(manifest, options)
     if options.incremental:
         plan = plan_refresh(read_build_state(target), state, target)
+    elif options.select:
+        plan = {"mode": "select", "reason": f"--select {options.select} on a copy of the warehouse",
+                "changed_tables": [], "select": options.select}
     else:
         plan = {"mode": "full", "reason": "full build requested", "changed_tables": sorted(state["tables"]),
                 "select": None}
@@ -299,27 +464,65 @@ def build_warehouse(options: BuildOptions) -> dict:
         return outcome
 
     start = time.perf_counter()
-    if plan["mode"] == "incremental":
+    if plan["mode"] in ("incremental", "select"):
         shutil.copyfile(target, building)
         timings["copy_warehouse"] = time.perf_counter() - start
         start = time.perf_counter()
         args = ["build", "--select", plan["select"]]
     else:
-        args = ["build"] + (["--select", options.select] if options.select else [])
+        args = ["build"]
+    artifacts = paths.dbt_artifacts_dir(target)
+    (artifacts / "target" / "run_results.json").unlink(missing_ok=True)
     completed = run_dbt(args, building, options, quiet=options.quiet)
     timings["dbt_build"] = time.perf_counter() - start
     if completed.returncode != 0:
-        artifacts = paths.dbt_artifacts_dir(options.warehouse)
         failed = _failed_nodes(artifacts)
-        detail = "\n  ".join(failed) if failed else (completed.stdout or "")[-2000:]
+        output = (completed.stdout or "") + (completed.stderr or "")
+        detail = "\n  ".join(failed) if failed else (output[-4000:] or f"dbt exited with code {completed.returncode}")
         raise BuildFailed(
             "dbt build failed; the previous warehouse was left untouched.\n  "
             f"{detail}\n"
             f"The partial build is at {building} for inspection; dbt's log is {artifacts / 'logs' / 'dbt.log'} "
             f"and {artifacts / 'target' / 'run_results.json'}. Run `keytech doctor` for hints."
         )
-    if not options.select:  # only a complete build can be refreshed incrementally later
+    if plan["mode"] == "select" and not (_run_results(artifacts) or []):
+        building.unlink(missing_ok=True)
+        raise NothingSelected(
+            f"--select {options.select!r} matches no model, seed or test, so nothing was built; the "
+            f"warehouse {target} was left as it was. Selectors look like 'rpt_analysis_panel', "
+            "'marts.rpt_analysis_panel+' (the model and everything downstream) or "
+            "'source:cnrds.patents+'; list them with `dbt ls` (see docs/architecture.md).")
+    if plan["mode"] == "select":
+        _drop_build_state(building)
+    else:  # only a complete build can be refreshed incrementally later
         write_build_state(building, state)
     carry_over_results(target, building)
+    rejected = paths.rejected_path(target)
+    problems: list[str] = []
+    if options.limits is not None:
+        from keytech.limits import check_limits
+
+        outcome["limits"] = check_limits(building, manifest, options.limits)
+        problems += outcome["limits"]["violations"]
+    if options.checks:
+        from keytech.quality import failures, run_checks
+
+        start = time.perf_counter()
+        record = run_checks(building, out_dir=options.checks_out, dbt_artifacts=artifacts)
+        timings["checks"] = time.perf_counter() - start
+        outcome["checks"] = record
+        if not record["passed"]:
+            problems += [f"data check failed: {line}" for line in failures(record)]
+            problems.append(f"(check report: {record['html_path']})")
+    if problems:
+        rejected.unlink(missing_ok=True)
+        os.replace(building, rejected)
+        raise ChecksFailed(
+            f"The new build of {target} failed its checks, so it was NOT swapped in: the previous "
+            "warehouse is unchanged.\n  " + "\n  ".join(problems) +
+            f"\nThe rejected build is at {rejected} for inspection "
+            f"(`KEYTECH_DB={rejected} keytech sql \"select …\"`). Fix the data, or raise a limit with "
+            "`keytech build --limit NAME=VALUE` if the share is expected, and build again.")
     os.replace(building, target)
+    rejected.unlink(missing_ok=True)
     return outcome

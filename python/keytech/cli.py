@@ -69,26 +69,52 @@ def cmd_validate(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ build
+def _parse_limits(items: list[str] | None) -> dict:
+    """``--limit NAME=VALUE`` options → {name: float}; names checked against keytech.limits."""
+    from keytech.limits import DEFAULT_LIMITS
+
+    limits: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in DEFAULT_LIMITS:
+            raise UserError(f"--limit {item!r}: expected NAME=VALUE with NAME one of "
+                            f"{', '.join(sorted(DEFAULT_LIMITS))} (docs/reliability: limits)", EXIT_USAGE)
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            raise UserError(f"--limit {item!r}: {value!r} is not a number", EXIT_USAGE) from None
+    return limits
+
+
 def cmd_build(args) -> int:
     from keytech.build import BuildOptions, build_warehouse
 
+    warehouse = paths.warehouse_path()
     options = BuildOptions(
         raw_dir=Path(args.raw_dir) if args.raw_dir else paths.raw_dir(),
-        landing_dir=paths.landing_dir(),
-        warehouse=paths.warehouse_path(),
+        landing_dir=paths.landing_dir(warehouse),
+        warehouse=warehouse,
         ipc_matching="strict" if args.strict_ipc else "hierarchical",
         use_ipc_supplement=not args.no_ipc_supplement,
         fc_index_method=args.fc_index,
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),
+        checks=not args.skip_checks,
+        limits=None if args.skip_checks else _parse_limits(getattr(args, "limit", None)),
+        lock_wait=float(getattr(args, "wait", 0) or 0),
     )
     _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
     if options.incremental:
-        _say(args, "[2/3] dbt build of what the changed tables feed, on a copy of the warehouse, "
-                   "swapped in on success …")
+        _say(args, "[2/3] dbt build of what the changed tables feed, on a copy of the warehouse …")
+    elif options.select:
+        _say(args, f"[2/3] dbt build --select {options.select} on a copy of the warehouse …")
     else:
-        _say(args, "[2/3] dbt build (models + dbt tests) into a new file, swapped in on success …")
+        _say(args, "[2/3] dbt build (models + dbt tests) into a new file …")
+    if options.checks:
+        _say(args, "[3/3] limits on dropped/quarantined/merged shares and Great Expectations checks on the "
+                   "new file; swapped in only when everything passes …")
     outcome = build_warehouse(options)
     timing = outcome["timings"]
     if options.incremental:
@@ -96,10 +122,12 @@ def cmd_build(args) -> int:
     _say(args, f"      landed in {timing['validate_and_land']:.1f} s; dbt build {timing['dbt_build']:.1f} s "
                f"→ {outcome['warehouse']}")
     if args.skip_checks:
-        _say(args, "[3/3] Checks skipped (--skip-checks): estimation will refuse to run until `keytech check` passes.")
-        return EXIT_OK
-    _say(args, "[3/3] Great Expectations checks on the marts …")
-    return cmd_check(args)
+        _say(args, "      Checks skipped (--skip-checks): estimation will refuse to run until `keytech check` passes.")
+    elif outcome.get("checks"):
+        record = outcome["checks"]
+        _say(args, f"      limits within bounds; all checks passed (fingerprint {record['data_fingerprint']}); "
+                   f"report: {record['html_path']}")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -184,14 +212,14 @@ def cmd_summary(args) -> int:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from keytech.warehouse import connect
-
     from keytech.analyses import AnalysisError, read_query
+    from keytech.warehouse import UnsafeQuery, check_read_only_query, connect_query_only
 
-    with connect() as con:
+    with connect_query_only() as con:
         try:
-            relation = con.sql(read_query(args.query, con))
-        except AnalysisError as exc:
+            query = check_read_only_query(read_query(args.query, con))
+            relation = con.sql(query)
+        except (AnalysisError, UnsafeQuery) as exc:
             raise UserError(str(exc)) from exc
         except duckdb.Error as exc:
             raise UserError(f"Query failed: {exc}") from exc
@@ -248,6 +276,13 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from keytech.report import build_report
 
+    if getattr(args, "run", None):
+        from keytech.estimation import store
+
+        known = set(store.read_runs(paths.warehouse_path())["run_id"])
+        if args.run not in known:
+            raise LookupError(f"no run {args.run!r} in results.runs"
+                              + ("" if known else " (there are no estimation runs yet: `keytech estimate`)"))
     _say(args, "Writing the replication report (paper vs this run, figures, data quality) …")
     target = build_report(run_id=getattr(args, "run", None), out_dir=getattr(args, "out", None))
     _say(args, f"Report: {target}")
@@ -309,7 +344,7 @@ def cmd_docs(args) -> int:
 
             shutil.rmtree(scratch, ignore_errors=True)
     if completed.returncode != 0:
-        tail = ((completed.stdout or "") + (completed.stderr or ""))[-1500:] if not args.verbose else ""
+        tail = ((completed.stdout or "") + (completed.stderr or "")) if not args.verbose else ""  # in full
         raise UserError(f"dbt docs generate failed.\n{tail}\nRun `keytech -v docs` for dbt's full output.")
     page = target / "static_index.html"
     _say(args, f"dbt docs: {page if page.is_file() else target / 'index.html'} (open it in a browser; "
@@ -402,11 +437,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
                    help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
                         "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md")
-    p.add_argument("--select", help="dbt selection, e.g. 'marts.rpt_analysis_panel+' (default: everything)")
+    p.add_argument("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
+                                    "'marts.rpt_analysis_panel+' (default: everything); a selection that "
+                                    "matches nothing is refused")
     p.add_argument("--incremental", action="store_true",
                    help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
                         "(falls back to a full build when models, seeds or options changed)")
-    p.add_argument("--skip-checks", action="store_true", help="skip the Great Expectations checks")
+    p.add_argument("--skip-checks", action="store_true",
+                   help="skip the limits and the Great Expectations checks (the new warehouse is swapped in "
+                        "after dbt's tests alone; estimation refuses to run until `keytech check` passes)")
+    p.add_argument("--limit", action="append", metavar="NAME=VALUE",
+                   help="raise (or lower) one limit on a silent share, e.g. --limit unparseable_ipc_share=0.05; "
+                        "repeatable. Limits and defaults: README, 'Reliability'")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="when another build of the same warehouse runs, wait up to SECONDS for it "
+                        "(default 0: exit at once, naming the holder)")
 
     add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
 
@@ -429,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
 
-    p = add("sql", "Run a read-only SQL query on the warehouse and print the result.", cmd_sql)
+    p = add("sql", "Run one read-only query (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) on the warehouse and print "
+                   "the result; the connection is read-only and cannot attach, copy or read other files.", cmd_sql)
     p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel, or an analysis file "
                                  "(analysis/*.sql; {{ ref('x') }} is resolved)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
@@ -468,32 +514,70 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `keytech sql … | head`
+        return EXIT_OK
+
+
+def _run(args) -> int:
+    """One top-level handler: every error becomes a message saying what to do (the traceback only
+    with -v) and an exit code — 1 failed, 3 missing prerequisite, 130 interrupted."""
+    import duckdb
+    import yaml
+
     from keytech.build import BuildFailed
     from keytech.contract import ContractError
     from keytech.ingest import ValidationFailed
-    from keytech.warehouse import WarehouseMissing
+    from keytech.warehouse import WarehouseMissing, WarehouseUnreadable, explain_open_error
 
     try:
         from keytech.estimation import ChecksNotPassed, RegistryError
 
-        user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed, RegistryError)
+        user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed,
+                              RegistryError, WarehouseUnreadable)
     except ImportError:
-        user_errors = (ValidationFailed, BuildFailed, ContractError, UserError)
+        user_errors = (ValidationFailed, BuildFailed, ContractError, UserError, WarehouseUnreadable)
+
+    def fail(message: str, code: int) -> int:
+        if args.verbose:
+            raise
+        print(message, file=sys.stderr)
+        return code
+
     try:
         return args.func(args)
     except user_errors as exc:
-        if args.verbose:
-            raise
-        print(str(exc), file=sys.stderr)
-        return getattr(exc, "code", EXIT_FAILED)
+        return fail(str(exc), getattr(exc, "code", EXIT_FAILED))
     except (WarehouseMissing, FileNotFoundError) as exc:
-        if args.verbose:
-            raise
-        print(str(exc), file=sys.stderr)
-        return EXIT_MISSING
+        return fail(str(exc), EXIT_MISSING)
+    except LookupError as exc:  # an unknown run id, spec or table named by the user
+        text = exc.args[0] if exc.args else str(exc)
+        return fail(f"{text}. List the estimation runs with: keytech sql \"select run_id, started_at from "
+                    "results.runs order by started_at\"", EXIT_FAILED)
+    except duckdb.CatalogException as exc:
+        return fail(f"The warehouse {paths.warehouse_path()} lacks a table this command needs "
+                    f"({str(exc).splitlines()[0]}). Is KEYTECH_DB a KeyTech warehouse? Run `keytech build` "
+                    "(and `keytech estimate` for results).", EXIT_MISSING)
+    except duckdb.Error as exc:
+        return fail(explain_open_error(paths.warehouse_path(), exc) if isinstance(exc, duckdb.IOException)
+                    else f"DuckDB error: {exc}", EXIT_FAILED)
+    except yaml.YAMLError as exc:
+        return fail(f"A YAML file is not valid: {exc}. Fix it (it must be UTF-8 YAML) and run again.", EXIT_FAILED)
+    except UnicodeDecodeError as exc:
+        return fail(f"A text file is not UTF-8 ({exc.reason} at byte {exc.start}; it looks {exc.encoding}-"
+                    "incompatible, e.g. GBK): save it as UTF-8 and run again.", EXIT_FAILED)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = " Free some disk space and run again." if exc.errno == 28 else \
+            " Check that the folder exists and is writable." if exc.errno in (13, 30) else ""
+        return fail(f"{exc.strerror or exc}{where}.{hint}", EXIT_FAILED)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still a message, with the way to the traceback
+        return fail(f"Unexpected error ({type(exc).__name__}): {exc}\nRun with -v for the traceback and "
+                    "report it with the command you ran.", EXIT_FAILED)
 
 
 if __name__ == "__main__":

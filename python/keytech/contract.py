@@ -104,8 +104,18 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
         return Mapping()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: not UTF-8 (byte {exc.start} does not decode; saved as GBK?). "
+                            "Save it as UTF-8 and run again.") from exc
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: not valid YAML ({exc}). Fix the file or remove it.") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tables") or {}, dict):
+        raise ContractError(f"{path}: expected a mapping with a 'tables:' key (tables: {{firm_info: {{file: …, "
+                            "columns: {your header: contract column}}}}}); see docs/input-contract.md.")
+    if any(spec is not None and not isinstance(spec, dict) for spec in (data.get("tables") or {}).values()) or any(
+            not isinstance((spec or {}).get("columns") or {}, dict) for spec in (data.get("tables") or {}).values()):
+        raise ContractError(f"{path}: each table entry must be a mapping with optional 'file:' and 'columns:' "
+                            "(a mapping of your header to the contract column); see docs/input-contract.md.")
     mapping = Mapping(path=path)
     for table_name, spec in (data.get("tables") or {}).items():
         if table_name not in contract:

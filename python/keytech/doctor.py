@@ -6,8 +6,12 @@ Checks, in pipeline order, each giving ok / warn / fail with a one-line fix:
    ``requirements.lock``; dbt-core within ``>=1.9,<1.12``; the ``dbt`` executable beside Python.
 2. raw folder — exists; satisfies the input contract (``keytech.ingest.validate``: every problem
    listed, the first few shown); synthetic or licensed (``_truth.json``).
-3. landing — ``_manifest.json`` exists and was landed from the same raw files (sha256).
-4. warehouse — the file exists, opens read-only, holds every public mart with rows.
+3. landing — ``_manifest.json`` exists and was landed from the same raw files (sha256), and matches
+   what the warehouse was built from (``build_meta.build_state``): a later build that landed other
+   data and then failed or was killed leaves them different.
+4. warehouse — the file exists, opens read-only (else why: locked, corrupt, not a warehouse), holds
+   every public mart with rows; no build is running on it, and no leftovers of a killed or failed
+   build lie beside it (``.building``, its WAL, ``.rejected``, an unfinished ``.wal``).
 5. checks — the latest ``results.check_runs`` row passed and was computed on the current marts
    (same fingerprint).
 6. estimation — a run exists on the current marts; the report exists.
@@ -162,12 +166,60 @@ def check_landing(raw: Path, landing: Path) -> list[Finding]:
     return [Finding("landing", "ok", f"{landing}: {len(manifest.get('tables', {}))} tables landed from the current raw files")]
 
 
+def check_landing_state(landing: Path, db: Path) -> list[Finding]:
+    """Does the landing area hold what the warehouse was built from?"""
+    from keytech.build import read_build_state
+
+    manifest_path = landing / "_manifest.json"
+    state = read_build_state(db) if db.is_file() else None
+    if not manifest_path.is_file() or state is None:
+        return []
+    try:
+        landed = json.loads(manifest_path.read_text(encoding="utf-8")).get("tables", {})
+    except (OSError, ValueError):
+        return [Finding("landing", "warn", f"{manifest_path} is unreadable", "run `keytech build`")]
+    built = state.get("tables") or {}
+    differ = sorted(t for t in set(landed) | set(built)
+                    if (landed.get(t) or {}).get("sha256") != (built.get(t) or {}).get("sha256"))
+    if differ:
+        return [Finding("landing", "warn", f"the landing at {landing} does not match what {db.name} was built from "
+                        f"(tables {', '.join(differ)}): a later build landed other data and did not finish",
+                        "run `keytech build` (the warehouse itself is self-contained and still answers for its "
+                        "own build)")]
+    return [Finding("landing", "ok", "the landing matches the warehouse's last complete build")]
+
+
+def check_leftovers(db: Path) -> list[Finding]:
+    """A running build (lock held) or files a killed/failed build left beside the warehouse."""
+    from keytech.build import leftovers, lock_holder
+
+    holder = lock_holder(paths.lock_path(db))
+    if holder:
+        return [Finding("build", "warn", f"a build of {db.name} is running: process {holder.get('pid')} on "
+                        f"{holder.get('host')}, started {holder.get('started_at')} UTC",
+                        "wait for it to finish, then run `keytech doctor` again")]
+    found = leftovers(db)
+    if not found:
+        return [Finding("build", "ok", "no build running and no leftovers of killed or failed builds")]
+    names = ", ".join(f"{p.name} ({p.stat().st_size:,} bytes)" for p in found)
+    rejected = paths.rejected_path(db)
+    hint = (f"{rejected.name} is a build whose checks failed, kept for inspection; " if rejected in found else "")
+    return [Finding("build", "warn", f"leftovers of a killed or failed build beside {db.name}: {names}",
+                    hint + "the next `keytech build` removes .building files; delete the others with `rm` "
+                    "once inspected")]
+
+
 def check_warehouse(db: Path) -> tuple[list[Finding], dict]:
     from keytech.warehouse import PUBLIC_MARTS, connect, mart_fingerprint, table_exists
+
+    from keytech.warehouse import open_error
 
     state: dict = {}
     if not db.is_file():
         return [Finding("warehouse", "fail", f"no warehouse at {db}", "run `keytech build`")], state
+    problem = open_error(db)
+    if problem:
+        return [Finding("warehouse", "fail", f"{db} does not open", problem)], state
     try:
         with connect(db) as con:
             missing = [m for m in PUBLIC_MARTS if not table_exists(con, "marts", m)]
@@ -224,8 +276,8 @@ def diagnose(raw_dir: str | Path | None = None, db_path: str | Path | None = Non
     """Run every check; later checks are skipped when an earlier stage is broken."""
     root = paths.project_root()
     raw = Path(raw_dir) if raw_dir else paths.raw_dir()
-    landing = Path(landing_dir) if landing_dir else paths.landing_dir()
     db = Path(db_path) if db_path else paths.warehouse_path()
+    landing = Path(landing_dir) if landing_dir else paths.landing_dir(db)
     output = Path(output_dir) if output_dir else paths.output_dir()
     findings = check_environment(root)
     raw_findings, raw_ok = check_raw(raw)
@@ -234,6 +286,9 @@ def diagnose(raw_dir: str | Path | None = None, db_path: str | Path | None = Non
         findings += check_landing(raw, landing)
     wh_findings, state = check_warehouse(db)
     findings += wh_findings
+    findings += check_leftovers(db)
+    if state.get("fingerprint"):
+        findings += check_landing_state(landing, db)
     if state.get("fingerprint"):
         findings += check_results(state, output)
     return findings

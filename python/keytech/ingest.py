@@ -211,7 +211,7 @@ def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> tupl
     """Load a raw file into temp table ``raw_t``. Returns (format, encoding, header_lines)."""
     if path.suffix.lower() == ".parquet":
         try:
-            con.execute(f"create or replace temp table raw_t as select * from read_parquet('{path}')")
+            con.execute("create or replace temp table raw_t as select * from read_parquet(?)", [str(path)])
         except duckdb.Error as exc:
             raise UnreadableFile(
                 f"{path.name}: not a complete Parquet file ({str(exc).splitlines()[0].replace(str(path), path.name)}); "
@@ -307,6 +307,12 @@ def _count_description_rows(con: duckdb.DuckDBPyConnection, table: Table, resolv
     return skipped
 
 
+def _sql_string(value) -> str:
+    """A SQL string literal (quotes doubled), for statements that take no parameters (COPY … TO) and
+    for the file name written into ``_source_file``."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _landed_select(table: Table, resolved: dict[str, str], file_name: str, header_lines: int, skip: int) -> str:
     parts = []
     for column in table.columns:
@@ -314,7 +320,7 @@ def _landed_select(table: Table, resolved: dict[str, str], file_name: str, heade
             parts.append(f"nullif(trim(cast({_quote(resolved[column.name])} as varchar)), '') as {_quote(column.name)}")
         else:
             parts.append(f"cast(null as varchar) as {_quote(column.name)}")
-    parts.append(f"'{file_name}' as _source_file")
+    parts.append(f"{_sql_string(file_name)} as _source_file")  # a file name is user input: quoted
     parts.append(f"cast(rowid + 1 + {header_lines} as bigint) as _source_row")
     return f"select {', '.join(parts)} from raw_t where rowid >= {skip} order by rowid"
 
@@ -364,24 +370,68 @@ def _check_values(con: duckdb.DuckDBPyConnection, table: Table, file_name: str) 
     return problems
 
 
+# How key columns are compared at validation: the form staging gives them (stock codes padded to
+# six digits, dates parsed whatever their format, text case-folded), so that '1' and '000001', or
+# '2015-12-31' and '2015/12/31', are the same key here exactly as they are in the warehouse.
+_KEY_NORMAL = {
+    "stock_code": "lpad({c}, 6, '0')",
+    "date": "strftime(" + _DATE_PARSE + ", '%Y-%m-%d')",
+    "integer": "cast(try_cast({c} as bigint) as varchar)",
+    "number": "cast(try_cast({c} as double) as varchar)",
+    "text": "upper({c})",
+}
+
+
 def _check_keys(con: duckdb.DuckDBPyConnection, table: Table, file_name: str) -> list[Problem]:
+    """Duplicate keys, compared after normalisation (_KEY_NORMAL). Rows that repeat a key with the
+    same values in every other column are a counted warning (the warehouse keeps the first and
+    quarantines the rest); a repeated key with other values is an error with examples — unless the
+    table merges duplicates (patents: reconciled in marts.rpt_patent_reconciliation)."""
     keys = ", ".join(_quote(k) for k in table.key)
-    groups, rows, examples = con.execute(
-        f"with dup as (select {keys}, list(_source_row order by _source_row) as r from landed "
-        f"group by all having count(*) > 1) "
-        f"select count(*), flatten(list(r))[1:{EXAMPLES_PER_PROBLEM}], "
-        f"list(concat_ws('/', {keys}))[1:{EXAMPLES_PER_PROBLEM}] from dup"
-    ).fetchone()
-    if not groups:
-        return []
     if table.duplicates == "merge":
+        groups, rows, examples = con.execute(
+            f"with dup as (select {keys}, list(_source_row order by _source_row) as r from landed "
+            f"group by all having count(*) > 1) "
+            f"select count(*), flatten(list(r))[1:{EXAMPLES_PER_PROBLEM}], "
+            f"list(concat_ws('/', {keys}))[1:{EXAMPLES_PER_PROBLEM}] from dup"
+        ).fetchone()
+        if not groups:
+            return []
         return [Problem("warning", table.name, file_name,
                         f"{groups} key(s) ({', '.join(table.key)}) occur more than once; "
                         "they will be merged (see marts.rpt_patent_reconciliation)",
                         rows=rows, values=examples, count=groups)]
-    return [Problem("error", table.name, file_name,
-                    f"{groups} duplicate key(s) ({', '.join(table.key)}); each key must occur once",
-                    rows=rows, values=examples, count=groups)]
+    normal = ", ".join(f"{_KEY_NORMAL[table.column(k).type].format(c=_quote(k))} as k{i}"
+                       for i, k in enumerate(table.key))
+    knames = ", ".join(f"k{i}" for i in range(len(table.key)))
+    others = [c.name for c in table.columns if c.name not in table.key]
+    content = f"[{', '.join(_quote(c) for c in others)}]::varchar[]" if others else "[]::varchar[]"
+    result = con.execute(
+        f"with k as (select {normal}, _source_row, {content} as content from landed), "
+        f"dup as (select {knames}, list(_source_row order by _source_row) as r, count(*) as n, "
+        f"count(distinct content) as variants from k group by {knames} having count(*) > 1) "
+        f"select count(*) filter (where variants > 1), "
+        f"flatten(list(r order by r[1]) filter (where variants > 1))[1:{EXAMPLES_PER_PROBLEM}], "
+        f"(list(concat_ws('/', {knames}) order by r[1]) filter (where variants > 1))[1:{EXAMPLES_PER_PROBLEM}], "
+        f"count(*) filter (where variants = 1), coalesce(sum(n - 1) filter (where variants = 1), 0), "
+        f"flatten(list(r order by r[1]) filter (where variants = 1))[1:{EXAMPLES_PER_PROBLEM}], "
+        f"(list(concat_ws('/', {knames}) order by r[1]) filter (where variants = 1))[1:{EXAMPLES_PER_PROBLEM}] "
+        f"from dup").fetchone()
+    conflicting, c_rows, c_examples, identical, extra_rows, i_rows, i_examples = result
+    problems = []
+    if conflicting:
+        problems.append(Problem(
+            "error", table.name, file_name,
+            f"{conflicting} duplicate key(s) ({', '.join(table.key)}) with different values; each key must "
+            "occur once (keys compared after padding stock codes, parsing dates and ignoring case)",
+            rows=c_rows or [], values=c_examples or [], count=conflicting))
+    if identical:
+        problems.append(Problem(
+            "warning", table.name, file_name,
+            f"{extra_rows} row(s) repeat {identical} key(s) ({', '.join(table.key)}) with identical values "
+            "(after padding/date/case normalisation); the first is used, the repeats are quarantined",
+            rows=i_rows or [], values=i_examples or [], count=identical))
+    return problems
 
 
 def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], list[FileReport]]:
@@ -412,7 +462,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                                           description_rows_skipped=0, header_map={}, missing_optional_columns=[],
                                           extra_columns=[], sha256=""))
                 if landing_dir is not None:
-                    con.execute(f"copy landed to '{scratch / (table.name + '.parquet')}' (format parquet)")
+                    con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet)")
                 continue
             try:
                 fmt, encoding, header_lines = _load_raw(con, path, scratch)
@@ -452,7 +502,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                 missing_optional_columns=[m for m in missing if m not in missing_required],
                 extra_columns=extra, sha256=_sha256(path)))
             if landing_dir is not None and not any(p.severity == "error" for p in problems):
-                con.execute(f"copy landed to '{scratch / (table.name + '.parquet')}' (format parquet, compression zstd)")
+                con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet, compression zstd)")
         # Swap the landing area in only when every table passed: a failed ingest changes nothing.
         if landing_dir is not None and not any(p.severity == "error" for p in problems):
             landing_dir.mkdir(parents=True, exist_ok=True)

@@ -141,8 +141,9 @@ def _jsonable(value):
         return str(value)
 
 
-def _dbt_test_summary(db_path: str | Path | None = None) -> dict:
-    results = paths.dbt_artifacts_dir(db_path) / "target" / "run_results.json"
+def _dbt_test_summary(db_path: str | Path | None = None, dbt_artifacts: str | Path | None = None) -> dict:
+    root = Path(dbt_artifacts) if dbt_artifacts is not None else paths.dbt_artifacts_dir(db_path)
+    results = root / "target" / "run_results.json"
     if not results.is_file():
         return {"available": False}
     data = json.loads(results.read_text(encoding="utf-8"))
@@ -154,8 +155,12 @@ def _dbt_test_summary(db_path: str | Path | None = None) -> dict:
             "generated_at": data.get("metadata", {}).get("generated_at")}
 
 
-def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = None) -> dict:
-    """Validate the marts, write output/checks/latest.{json,html} and a results.check_runs row."""
+def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = None,
+               dbt_artifacts: str | Path | None = None) -> dict:
+    """Validate the marts, write output/checks/latest.{json,html} and a results.check_runs row.
+
+    ``keytech build`` runs this on the new file (``<warehouse>.building``) before the swap, with
+    ``dbt_artifacts`` the folder of the warehouse's dbt run results."""
     with connect(db_path) as con:
         missing = [m for m in SUITES if not table_exists(con, "marts", m)]
         if missing:
@@ -163,7 +168,7 @@ def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = N
         frames = {m: con.execute(f"select {_suite_columns(m)} from marts.{m}").df() for m in SUITES}
         fingerprint = mart_fingerprint(con)
     suites = _run_suites(frames)
-    dbt_tests = _dbt_test_summary(db_path)
+    dbt_tests = _dbt_test_summary(db_path, dbt_artifacts)
     passed = all(s["success"] for s in suites.values())
     record = {
         "check_run_id": uuid.uuid4().hex[:12],

@@ -39,7 +39,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path):
     files["balance_sheet.csv"] = files["balance_sheet.csv"].replace("A002000000", "Liabilities")
     files["income_statement.csv"] = files["income_statement.csv"].replace("800000000", "8亿")
     files["patents.csv"] = files["patents.csv"].replace(",3\n", ",three\n", 1)
-    files["pilot_list.csv"] += "2015,2015-07-21,某智能工厂试点示范,丙公司,广东省,深圳市,流程制造,\n"
+    # the same pilot project again with another category: a conflicting duplicate (an identical
+    # repeat would be a counted warning)
+    files["pilot_list.csv"] += "2015,2015-07-21,某智能工厂试点示范,丙公司,广东省,深圳市,离散制造,\n"
     files["firm_info.csv"] = files["firm_info.csv"].replace("2005-06-01", "1805-06-01", 1)
     raw = write_raw(tmp_path / "raw", files)
     with pytest.raises(ValidationFailed) as caught:

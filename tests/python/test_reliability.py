@@ -311,6 +311,11 @@ def _differing(first: dict, second: dict) -> dict:
     return {k: (first.get(k), second.get(k)) for k in sorted(set(first) | set(second)) if first.get(k) != second.get(k)}
 
 
+HOSTILE_DIR = "it's a {dir} 数据 '||(select 'X')||'"
+HOSTILE_FILE = "x' || (select 'INJECTED') || '.csv"
+HOSTILE_DB = "ware'house 仓库 {0}.duckdb"
+
+
 def _keytech_executable() -> str:
     candidate = Path(sys.executable).with_name("keytech")
     assert candidate.exists(), f"{candidate} missing: is the package installed in this venv?"
@@ -326,9 +331,14 @@ def tiny_built(tmp_path_factory) -> dict:
     """Tiny synthetic data built into warehouse A."""
     from keytech.synth import generate
 
-    root = tmp_path_factory.mktemp("tiny")
+    # Every user-controlled name is hostile (safe SQL): the folder, the warehouse file and a mapped
+    # raw file name hold apostrophes, spaces, Chinese, braces and a `'||…||'` injection attempt.
+    root = tmp_path_factory.mktemp("tiny") / HOSTILE_DIR
     generate("tiny", 11, root / "raw", progress=False)
-    warehouse = root / "a" / "warehouse.duckdb"
+    (root / "raw" / "patents.csv").rename(root / "raw" / HOSTILE_FILE)
+    (root / "raw" / "column_mapping.yml").write_text(
+        yaml.safe_dump({"tables": {"patents": {"file": HOSTILE_FILE}}}, allow_unicode=True), encoding="utf-8")
+    warehouse = root / "a" / HOSTILE_DB
     build_warehouse(BuildOptions(raw_dir=root / "raw", landing_dir=root / "a" / "landing",
                                  warehouse=warehouse, quiet=True))
     return {"root": root, "raw": root / "raw", "db": warehouse, "landing": root / "a" / "landing",
@@ -384,6 +394,9 @@ def interrupted(tiny_built: dict) -> dict:
     record["fingerprints_after_kill"] = _fingerprints(db)
     record["panel_rows_after_kill"] = _query(db, "select count(*) from marts.rpt_analysis_panel")[0][0]
     record["partial_left"] = building.exists()
+    from keytech.doctor import check_leftovers
+
+    record["doctor_after_kill"] = [(f.status, f.render()) for f in check_leftovers(db)]
     # the next build: discards the partial file, builds B and swaps it in
     build_warehouse(BuildOptions(raw_dir=tiny_built["raw"], landing_dir=landing, warehouse=db, quiet=True))
     record["partial_left_after_rebuild"] = building.exists()
@@ -443,6 +456,13 @@ def test_killing_only_the_python_parent_stops_dbt(tiny_built: dict, tmp_path):
 
 
 @pytest.mark.slow
+def test_doctor_reports_the_leftovers_of_a_killed_build(interrupted: dict):
+    assert interrupted["partial_left"], "the killed build left no .building: nothing for doctor to find"
+    (status, text), = interrupted["doctor_after_kill"]
+    assert status == "warn" and ".building" in text and "killed or failed build" in text, text
+
+
+@pytest.mark.slow
 def test_the_build_after_a_killed_build_succeeds(interrupted: dict):
     assert not interrupted["partial_left_after_rebuild"], "the partial .building file was not cleaned up"
     assert interrupted["fingerprints"]["public"]
@@ -457,7 +477,7 @@ def test_same_inputs_give_the_same_marts(tiny_built: dict, interrupted: dict):
     assert a == b, _differing(a, b)
     # the landing areas are identical (lineage columns included)
     for table in ("firm_info", "balance_sheet", "patents", "city_yearbook", "pilot_list"):
-        rows = [duckdb.sql(f"select * from read_parquet('{landing / (table + '.parquet')}') order by all").fetchall()
+        rows = [duckdb.execute("select * from read_parquet(?) order by all", [str(landing / (table + ".parquet"))]).fetchall()
                 for landing in (tiny_built["landing"], interrupted["landing"])]
         assert rows[0] == rows[1], table
 
@@ -466,3 +486,411 @@ def test_same_inputs_give_the_same_marts(tiny_built: dict, interrupted: dict):
 def test_same_inputs_give_identical_mart_fingerprints(tiny_built: dict, interrupted: dict):
     a, b = tiny_built["fingerprints"], interrupted["fingerprints"]
     assert a == b, _differing(a, b)
+
+
+# ------------------------------------------------ isolation, checks before the swap, safe SQL, errors
+def _cli(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """`keytech <args>` in this process with ``env`` set; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from keytech.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, str(value))
+        mp.delenv("KEYTECH_LANDING_DIR", raising=False) if "KEYTECH_LANDING_DIR" not in env else None
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _env(db: Path, raw: Path, output: Path) -> dict[str, str]:
+    return {"KEYTECH_DB": str(db), "KEYTECH_RAW_DIR": str(raw), "KEYTECH_OUTPUT_DIR": str(output),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+
+def _copy_warehouse(tiny_built: dict, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / HOSTILE_DB
+    shutil.copyfile(tiny_built["db"], db)
+    return db
+
+
+@pytest.mark.slow
+def test_user_controlled_names_reach_sql_as_values(tiny_built: dict):
+    """The build above ran in a folder, into a file and from a raw file whose names hold `'`, spaces,
+    Chinese, braces and `'||(select …)||'`: the lineage column holds the file name verbatim."""
+    files = _query(tiny_built["db"], "select distinct _source_file from marts.rpt_patent_reconciliation "
+                                     "join intermediate.int_patents_dispositioned using (disposition)")
+    assert files == [(HOSTILE_FILE,)]
+    assert _query(tiny_built["db"], "select count(*) from marts.fct_patents")[0][0] > 0
+
+
+@pytest.mark.slow
+def test_built_warehouse_is_self_contained(tiny_built: dict, tmp_path: Path):
+    """No view reads the landing Parquet: with the landing gone, every relation still answers."""
+    db = _copy_warehouse(tiny_built, tmp_path)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("select count(*) from duckdb_views() where not internal and "
+                           "(sql ilike '%read_parquet%' or sql ilike '%landing%')").fetchone()[0] == 0
+        relations = con.execute("select schema_name, table_name from duckdb_tables() union all "
+                                "select schema_name, view_name from duckdb_views() where not internal").fetchall()
+        assert len(relations) > 20
+        staging = [r for r in relations if r[0] == "staging"]
+        assert staging and all(con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] >= 0 for s, t in staging)
+        assert con.execute("select count(*) from staging.stg_cnrds__patents").fetchone()[0] > 0
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def rejected(tiny_built: dict, tmp_path_factory) -> dict:
+    """`keytech build` on a copy of warehouse A from raw data with a pilot row in an unknown city
+    (over the limit unmatched_pilot_rows = 0) and a GX suite that cannot pass: both must stop the
+    swap. One dbt build."""
+    from keytech import quality
+
+    root = tmp_path_factory.mktemp("rejected")
+    raw = root / "raw"
+    shutil.copytree(tiny_built["raw"], raw)
+    lines = (raw / "pilot_list.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].strip().split(",")
+    last = lines[-1].rstrip("\n").split(",")
+    last[header.index("Province")], last[header.index("City")] = "火星省", "火星市"
+    lines[-1] = ",".join(last) + "\n"
+    (raw / "pilot_list.csv").write_text("".join(lines), encoding="utf-8")
+    db = _copy_warehouse(tiny_built, root / "w")
+    before = _file_identity(db)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(quality.SUITES, "rpt_analysis_panel", [
+            *quality.SUITES["rpt_analysis_panel"], ("ExpectTableRowCountToBeBetween", {"min_value": 0, "max_value": 1})])
+        code, out, err = _cli(["build"], _env(db, raw, root / "output"))
+    return {"db": db, "before": before, "code": code, "out": out, "err": err, "after": _file_identity(db),
+            "raw": raw}
+
+
+@pytest.mark.slow
+def test_failed_checks_and_limits_keep_the_previous_warehouse(rejected: dict):
+    from keytech import paths
+
+    assert rejected["code"] == 1, rejected["err"]
+    assert rejected["after"] == rejected["before"], "the previous warehouse changed"
+    err = rejected["err"]
+    assert "NOT swapped in" in err
+    assert "limit unmatched_pilot_rows exceeded in pilot_list: 1 rows" in err and "火星市" in err
+    assert "expect_table_row_count_to_be_between" in err  # the GX suite failed too
+    assert str(paths.rejected_path(rejected["db"])) in err
+    assert paths.rejected_path(rejected["db"]).is_file()
+    assert not paths.building_path(rejected["db"]).exists()
+
+
+@pytest.mark.slow
+def test_a_raised_limit_accepts_the_share(rejected: dict):
+    """The limit check on the rejected file: over the default, within a raised limit."""
+    import json
+
+    from keytech import paths
+    from keytech.limits import check_limits
+
+    landing = paths.landing_dir(rejected["db"])
+    manifest = json.loads((landing / "_manifest.json").read_text(encoding="utf-8"))
+    rejected_db = paths.rejected_path(rejected["db"])
+    assert [v for v in check_limits(rejected_db, manifest)["violations"] if "unmatched_pilot_rows" in v]
+    report = check_limits(rejected_db, manifest, {"unmatched_pilot_rows": 1})
+    assert report["violations"] == []
+    measured = {(m["name"], m["table"]): m for m in report["measured"]}
+    assert measured[("unmatched_pilot_rows", "pilot_list")]["count"] == 1
+    # independent count: pilot rows of the landed file whose city is not in the warehouse's cities
+    (landed_rows,) = duckdb.execute("select count(*) from read_parquet(?)", [str(landing / "pilot_list.parquet")]).fetchone()
+    assert measured[("unmatched_pilot_rows", "pilot_list")]["of"] == landed_rows
+
+
+@pytest.mark.slow
+def test_cli_limit_option_is_checked(tiny_built: dict, tmp_path: Path):
+    code, _, err = _cli(["build", "--limit", "no_such_limit=1"], _env(tmp_path / "w.duckdb", tiny_built["raw"], tmp_path))
+    assert code == 2 and "unparseable_ipc_share" in err
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_empty_selection_leaves_the_warehouse_byte_identical(tiny_built: dict, tmp_path: Path):
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    before = _file_identity(db)
+    code, _, err = _cli(["build", "--select", "nonexistent_model"], _env(db, tiny_built["raw"], tmp_path / "out"))
+    assert code == 1, err
+    assert "matches no model" in err and "nonexistent_model" in err
+    assert _file_identity(db) == before
+
+
+@pytest.mark.slow
+def test_select_example_of_the_help_builds_on_a_copy(tiny_built: dict, tmp_path: Path):
+    """`keytech build --select marts.rpt_analysis_panel+` (the help's example) rebuilds the panel on a
+    copy of the warehouse; the result equals the clean build, checks included."""
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    code, out, err = _cli(["build", "--select", "marts.rpt_analysis_panel+"], _env(db, tiny_built["raw"], tmp_path / "out"))
+    assert code == 0, err
+    assert "all checks passed" in out
+    assert _fingerprints(db) == tiny_built["fingerprints"]
+    from keytech.build import read_build_state
+
+    assert read_build_state(db) is None  # a partial build: the next --incremental build is a full one
+
+
+@pytest.mark.slow
+def test_select_without_a_warehouse_is_refused(tiny_built: dict, tmp_path: Path):
+    code, _, err = _cli(["build", "--select", "rpt_analysis_panel"], _env(tmp_path / "none.duckdb", tiny_built["raw"], tmp_path))
+    assert code == 1 and "Run a full `keytech build` first" in err
+
+
+@pytest.mark.slow
+def test_second_build_of_the_same_warehouse_exits_naming_the_holder(tiny_built: dict, tmp_path: Path):
+    from keytech import paths
+    from keytech.build import file_lock
+
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    before = _file_identity(db)
+    env = dict(os.environ, **_env(db, tiny_built["raw"], tmp_path / "out"))
+    env.pop("KEYTECH_LANDING_DIR", None)
+    with file_lock(paths.lock_path(db), "test"):
+        # the running build's file: the second build must not clean it up
+        paths.building_path(db).write_bytes(b"in progress")
+        completed = subprocess.run([_keytech_executable(), "build"], env=env, capture_output=True, text=True, timeout=120)
+        assert paths.building_path(db).read_bytes() == b"in progress"
+        from keytech.doctor import check_leftovers
+
+        (finding,) = check_leftovers(db)
+        assert finding.status == "warn" and "is running" in finding.message and str(os.getpid()) in finding.message
+    assert completed.returncode == 1, completed.stderr
+    assert "Another build is using the warehouse" in completed.stderr
+    assert f"process {os.getpid()}" in completed.stderr
+    assert _file_identity(db) == before
+    assert not paths.landing_dir(db).exists(), "the waiting build landed data"
+
+
+@pytest.mark.slow
+def test_doctor_reports_a_landing_that_does_not_match_the_warehouse(tiny_built: dict, tmp_path: Path):
+    """A later build that landed other data and then failed: the landing no longer matches the
+    warehouse's build state."""
+    import json
+
+    from keytech import paths
+    from keytech.doctor import check_landing_state
+
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    landing = paths.landing_dir(db)
+    shutil.copytree(tiny_built["landing"], landing)
+    (finding,) = check_landing_state(landing, db)
+    assert finding.status == "ok", finding.render()
+    manifest = json.loads((landing / "_manifest.json").read_text(encoding="utf-8"))
+    manifest["tables"]["pilot_list"]["sha256"] = "0" * 64
+    (landing / "_manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (finding,) = check_landing_state(landing, db)
+    assert finding.status == "warn" and "does not match" in finding.message and "pilot_list" in finding.message
+
+
+@pytest.fixture(scope="module")
+def concurrent(tiny_built: dict, tmp_path_factory) -> dict:
+    """Two warehouses built at the same time from different raw folders (only KEYTECH_DB differs:
+    each gets its own landing area), and a third build of the second warehouse started meanwhile."""
+    root = tmp_path_factory.mktemp("concurrent")
+    raw_b = root / "raw_b"
+    shutil.copytree(tiny_built["raw"], raw_b)
+    lines = (raw_b / HOSTILE_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
+    (raw_b / HOSTILE_FILE).write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    runs = {"a": (root / "a" / "w.duckdb", tiny_built["raw"]), "b": (root / "b" / "w.duckdb", raw_b)}
+    procs = {}
+    for name, (db, raw) in runs.items():
+        env = dict(os.environ, **_env(db, raw, root / name / "out"))
+        env.pop("KEYTECH_LANDING_DIR", None)
+        procs[name] = subprocess.Popen([_keytech_executable(), "build"], env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+    lock_b = root / "b" / "w.duckdb.lock"
+    deadline = time.monotonic() + 60
+    while not lock_b.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    env = dict(os.environ, **_env(runs["b"][0], tiny_built["raw"], root / "b2" / "out"))
+    env.pop("KEYTECH_LANDING_DIR", None)
+    third = subprocess.run([_keytech_executable(), "build"], env=env, capture_output=True, text=True, timeout=300)
+    results = {name: (p.wait(timeout=900), *p.communicate()) for name, p in procs.items()}
+    return {"runs": runs, "results": results, "third": third, "raw_b_rows": len(lines[: len(lines) // 2]) - 1}
+
+
+@pytest.mark.slow
+def test_concurrent_builds_of_two_warehouses_keep_their_own_data(concurrent: dict, tiny_built: dict):
+    for name, (code, out, err) in concurrent["results"].items():
+        assert code == 0, f"{name}: {err}"
+    db_a, db_b = concurrent["runs"]["a"][0], concurrent["runs"]["b"][0]
+    assert _fingerprints(db_a) == tiny_built["fingerprints"]  # equals the clean build of its raw folder
+    (landed_b,) = _query(db_b, "select sum(raw_rows) from marts.rpt_patent_reconciliation")[0]
+    assert landed_b == concurrent["raw_b_rows"]
+    (landed_a,) = _query(db_a, "select sum(raw_rows) from marts.rpt_patent_reconciliation")[0]
+    assert landed_a > landed_b
+
+
+@pytest.mark.slow
+def test_concurrent_second_build_of_one_warehouse_is_refused(concurrent: dict):
+    third = concurrent["third"]
+    assert third.returncode == 1, third.stderr
+    assert "Another build is using" in third.stderr and "process" in third.stderr
+
+
+# -------------------------------------------------------------------------------- keytech sql
+@pytest.mark.slow
+@pytest.mark.parametrize("query, allowed", [
+    ("select count(*) from marts.dim_firms", True),
+    ("with a as (select 1 as x) select * from a", True),
+    ("describe marts.dim_firms", True),
+    ("show tables", True),
+    ("explain select 1", True),
+    ("copy (select 1) to '{out}/copied.csv'", False),
+    ("attach '{db}' as rw (read_only false)", False),
+    ("explain analyze copy (select 1) to '{out}/copied.csv'", False),
+    ("select 1; delete from marts.dim_firms", False),
+    ("delete from marts.dim_firms", False),
+    ("install httpfs", False), ("load httpfs", False), ("pragma version", False), ("set threads = 1", False),
+    ("select * from read_csv('{db}.csv')", False),
+])
+def test_keytech_sql_only_reads(query: str, allowed: bool, tiny_built: dict, tmp_path: Path):
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    before = _file_identity(db)
+    code, out, err = _cli(["sql", query.format(db=db, out=tmp_path)], {"KEYTECH_DB": str(db)})
+    assert (code == 0) == allowed, (code, out, err)
+    if not allowed:
+        assert err.strip() and "Traceback" not in err
+    assert not (tmp_path / "copied.csv").exists()
+    assert _file_identity(db) == before
+
+
+# ------------------------------------------------------------------------------ clean errors
+@pytest.mark.parametrize("content, code, message", [
+    (b"", 1, "not a readable KeyTech warehouse"),
+    (os.urandom(5000), 1, "not a readable KeyTech warehouse"),
+    (b"hello\n", 1, "not a readable KeyTech warehouse"),
+    (None, 3, "lacks a table this command needs"),  # a valid but blank DuckDB file
+], ids=["zero_bytes", "random", "text", "blank_duckdb"])
+def test_a_broken_warehouse_gives_a_message(content, code: int, message: str, tmp_path: Path):
+    db = tmp_path / "w.duckdb"
+    if content is None:
+        duckdb.connect(str(db)).close()
+    else:
+        db.write_bytes(content)
+    commands = [["summary"], ["doctor"]] if content is None else [["summary"], ["sql", "select 1 from marts.dim_firms"]]
+    for args in commands:
+        got, out, err = _cli(args, {"KEYTECH_DB": str(db)})
+        if args == ["doctor"]:  # doctor fails (1) on a blank warehouse, naming the missing marts
+            assert got == 1 and "lacks marts" in out, (got, out)
+            continue
+        assert got == code and message in err and "Traceback" not in err, (args, got, err)
+
+
+@pytest.mark.slow
+def test_a_truncated_warehouse_gives_a_message_and_blocks_the_build(tiny_built: dict, tmp_path: Path):
+    db = tmp_path / "w.duckdb"
+    db.write_bytes(tiny_built["db"].read_bytes()[:300_000])
+    before = _file_identity(db)
+    code, _, err = _cli(["summary"], {"KEYTECH_DB": str(db)})
+    assert code == 1 and "not a readable KeyTech warehouse" in err
+    code, _, err = _cli(["build"], _env(db, tiny_built["raw"], tmp_path / "out"))
+    assert code == 1 and "Move it away" in err and "Nothing was built" in err
+    assert _file_identity(db) == before
+    from keytech.doctor import check_warehouse
+
+    (finding,), _ = check_warehouse(db)
+    assert finding.status == "fail" and "does not open" in finding.message and "Move it away" in finding.fix
+
+
+@pytest.mark.slow
+def test_a_locked_warehouse_gives_a_message(tiny_built: dict, tmp_path: Path):
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('open', flush=True); time.sleep(120)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        completed = subprocess.run([_keytech_executable(), "summary"], env=dict(os.environ, KEYTECH_DB=str(db)),
+                                   capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert completed.returncode == 1
+    assert "in use by another process" in completed.stderr and f"process {holder.pid}" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_unknown_run_id_gives_a_message(tiny_built: dict, tmp_path: Path):
+    db = _copy_warehouse(tiny_built, tmp_path / "w")
+    code, _, err = _cli(["report", "--run", "nope-123", "--out", str(tmp_path / "r")],
+                        {"KEYTECH_DB": str(db), "KEYTECH_OUTPUT_DIR": str(tmp_path / "out")})
+    assert code == 1 and "no run 'nope-123' in results.runs" in err and "select run_id" in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("tables:\n  patents:\n    file: 专利.csv\n".encode("gbk"), "not UTF-8"),
+    (b"tables: [unclosed\n", "not valid YAML"),
+    (b"- just\n- a list\n", "expected a mapping"),
+    (b"tables:\n  patents: [a, b]\n", "each table entry must be a mapping"),
+], ids=["gbk", "malformed", "list", "wrong_shape"])
+def test_a_bad_column_mapping_gives_a_message(content: bytes, message: str, minimal_raw: Path):
+    (minimal_raw / "column_mapping.yml").write_bytes(content)
+    code, _, err = _cli(["validate", "--raw-dir", str(minimal_raw)], {})
+    assert code == 1 and message in err and "column_mapping.yml" in err and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------- operational faults
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc}); the disk-full/read-only tests need one")
+
+
+def _umount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_disk_full_keeps_the_previous_warehouse(tiny_built: dict, tmp_path: Path):
+    """The warehouse lies on a tmpfs with room for the previous file and little more: the build runs
+    out of space, says so, and the previous warehouse is byte-identical."""
+    mount = tmp_path / "small"
+    size = tiny_built["db"].stat().st_size + 3 * 1024 * 1024
+    _mount_tmpfs(mount, str(size))
+    try:
+        db = mount / "w.duckdb"
+        shutil.copyfile(tiny_built["db"], db)
+        before = _file_identity(db)
+        code, _, err = _cli(["build"], _env(db, tiny_built["raw"], tmp_path / "out"))
+        assert code == 1, err
+        assert "No space left on device" in err or "not enough space" in err.lower(), err[-3000:]
+        # our message (dbt's own output, shown in full, may hold dbt's traceback of its logger)
+        assert err.startswith("dbt build failed; the previous warehouse was left untouched"), err[:500]
+        assert "keytech/build.py" not in err
+        assert _file_identity(db) == before
+    finally:
+        _umount(mount)
+
+
+@pytest.mark.slow
+def test_read_only_folder_keeps_the_previous_warehouse(tiny_built: dict, tmp_path: Path):
+    """The warehouse's folder is read-only (a read-only tmpfs: root ignores file modes): the build
+    exits with a message naming the folder, and the warehouse still answers."""
+    mount = tmp_path / "ro"
+    _mount_tmpfs(mount, "64m")
+    try:
+        db = mount / "w.duckdb"
+        shutil.copyfile(tiny_built["db"], db)
+        before = _file_identity(db)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True, timeout=30)
+        code, _, err = _cli(["build"], _env(db, tiny_built["raw"], tmp_path / "out"))
+        assert code == 1 and "must be writable" in err and str(mount) in err, err
+        assert _file_identity(db) == before
+        code, out, err = _cli(["sql", "select count(*) as n from marts.rpt_analysis_panel"], {"KEYTECH_DB": str(db)})
+        assert code == 0 and "n" in out, err
+    finally:
+        _umount(mount)
