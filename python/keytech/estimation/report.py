@@ -164,6 +164,8 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
     if spec.estimator == "wild_bootstrap" and "wild_bootstrap" in d:
         return "; ".join(f"WCR {k}: p={v['p_value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
                          for k, v in d["wild_bootstrap"].items())
+    if spec.estimator == "staggered_cs_dr" and "uniform_band" in d:
+        return f"DR, covariates {'+'.join(d.get('covariates') or []) or 'none'}; uniform band c={d['uniform_band']['critical_value']:.2f}"
     if spec.id == "robust_anticipation":
         lead = _main_row(est, spec.id, "lead1")
         if lead:

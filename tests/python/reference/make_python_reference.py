@@ -1,17 +1,19 @@
-"""Frozen reference values from Python reference implementations (issue 14, items 1 and 3).
+"""Frozen reference values from Python reference implementations (issue 14, items 1 and 4).
 
 Run in a throwaway environment OUTSIDE the project (these packages are never project
 dependencies; `make test` only reads the CSVs this writes):
 
-    python3 -m venv /tmp/kt-ref && /tmp/kt-ref/bin/pip install wildboottest==0.3.2 honestdid==0.1.1 pandas
+    python3 -m venv /tmp/kt-ref && /tmp/kt-ref/bin/pip install wildboottest==0.3.2 moderndid==0.2.0 pandas
     /tmp/kt-ref/bin/python tests/python/reference/make_python_reference.py
 
 Writes (next to this script):
 * ``wildboottest_reference.csv`` — WCR11 p-values and t-statistics of ``wildboottest.WildboottestCL``
   (the package pyfixest's ``Feols.wildboottest`` calls) on ``tiny_panel.csv`` with the fixed effects
   as explicit dummy columns, for Rademacher and Webb weights, several seeds and null values r.
-* ``honestdid_reference.csv`` — Rambachan–Roth robust confidence sets of ``honestdid`` for a fixed
-  event-study coefficient vector and covariance (written to ``honestdid_input.csv``).
+* ``mpdta.csv`` (public: the county teen-employment panel of Callaway & Sant'Anna 2021, shipped with
+  R's ``did`` and with ``moderndid``) and ``cs_dr_reference.csv`` — ``moderndid``'s ``att_gt`` /
+  ``aggte`` (its port of R ``did``) doubly robust ATT(g,t), simple and event-time aggregations with
+  analytic SEs, never-treated and not-yet-treated controls.
 """
 
 from __future__ import annotations
@@ -80,13 +82,40 @@ def wildboottest_cases() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cs_dr_cases() -> pd.DataFrame:
+    """moderndid's port of R did::att_gt / aggte (est_method "dr", xformla ~lpop, varying base,
+    analytic SEs) on mpdta (also frozen here as mpdta.csv)."""
+    from moderndid.core.data import load_mpdta
+    from moderndid.did.aggte import aggte
+    from moderndid.did.att_gt import att_gt
+
+    d = load_mpdta()
+    d.to_pandas().to_csv(HERE / "mpdta.csv", index=False, float_format="%.17g")
+    rows = []
+    for control in ("nevertreated", "notyettreated"):
+        r = att_gt(d, yname="lemp", tname="year", idname="countyreal", gname="first.treat", xformla="~lpop",
+                   est_method="dr", boot=False, cband=False, control_group=control, base_period="varying")
+        for g, t, a, s in zip(r.groups, r.times, r.att_gt, r.se_gt):
+            rows.append({"control_group": control, "aggregation": "group_time", "g": g, "t": t, "e": t - g, "att": a, "se": s})
+        simple = aggte(r, type="simple", boot=False, cband=False)
+        rows.append({"control_group": control, "aggregation": "simple", "att": simple.overall_att, "se": simple.overall_se})
+        dyn = aggte(r, type="dynamic", boot=False, cband=False)
+        rows.append({"control_group": control, "aggregation": "dynamic_overall", "att": dyn.overall_att, "se": dyn.overall_se})
+        for e, a, s in zip(dyn.event_times, dyn.att_by_event, dyn.se_by_event):
+            rows.append({"control_group": control, "aggregation": "dynamic", "e": e, "att": a, "se": s})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
+    cs = cs_dr_cases()
+    cs.to_csv(HERE / "cs_dr_reference.csv", index=False, float_format="%.17g")
+    print(cs)
     out = wildboottest_cases()
     out.to_csv(HERE / "wildboottest_reference.csv", index=False, float_format="%.17g")
     print(out)
     with open(HERE / "PY_VERSIONS.txt", "w") as fh:
         fh.write(f"python {sys.version.split()[0]}\n")
-        for pkg in ("wildboottest", "numpy", "pandas"):
+        for pkg in ("wildboottest", "moderndid", "numpy", "pandas"):
             fh.write(f"{pkg} {version(pkg)}\n")
 
 
