@@ -492,6 +492,9 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "ols_ext": _lazy("spillover", "fit_ols_ext"),
     "spill_split": _lazy("spillover", "fit_spill_split"),
     "spill_bands": _lazy("spillover", "fit_spill_bands"),
+    "wild_bootstrap": _lazy("wild_bootstrap", "fit_wild_bootstrap"),  # issue 14
+    "multiple_testing": _lazy("multiple_testing", "fit_multiple_testing"),  # issue 14
+    "staggered_cs_dr": _lazy("cs_doubly_robust", "fit_cs_dr"),  # issue 14
 }
 
 

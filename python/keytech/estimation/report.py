@@ -161,6 +161,11 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
         return f"imputation; {n} treated obs w/o estimable Y(0) dropped" if n else "imputation"
     if spec.estimator == "staggered_cs" and "n_cells_post" in d:
         return f"not-yet-treated; {d['n_cells_post']} post ATT(g,t); boot B={d.get('bootstrap', {}).get('draws', '?')}"
+    if spec.estimator == "wild_bootstrap" and "wild_bootstrap" in d:
+        return "; ".join(f"WCR {k}: p={v['p_value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
+                         for k, v in d["wild_bootstrap"].items())
+    if spec.estimator == "staggered_cs_dr" and "uniform_band" in d:
+        return f"DR, covariates {'+'.join(d.get('covariates') or []) or 'none'}; uniform band c={d['uniform_band']['critical_value']:.2f}"
     if spec.id == "robust_anticipation":
         lead = _main_row(est, spec.id, "lead1")
         if lead:
