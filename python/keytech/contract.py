@@ -40,6 +40,18 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Enables:
+    """What an optional table feeds: spec ids (or id prefixes) that need the mart columns."""
+
+    specs: tuple[str, ...]
+    mart: str
+    columns: tuple[str, ...]
+
+    def covers(self, spec_id: str) -> bool:
+        return any(spec_id == s or (s.endswith("_") and spec_id.startswith(s)) for s in self.specs)
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     description: str
@@ -48,6 +60,8 @@ class Table:
     columns: tuple[Column, ...]
     duplicates: str = "error"  # 'error' or 'merge' (duplicates are handled downstream)
     required: bool = True  # optional tables (extensions) may be absent: they land empty
+    supply: str = ""  # what to add when the table is absent (optional tables)
+    enables: tuple[Enables, ...] = ()  # the specs and mart columns an optional table feeds
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -93,6 +107,11 @@ def load_contract() -> dict[str, Table]:
             columns=tuple(columns),
             duplicates=spec.get("duplicates", "error"),
             required=spec.get("required", True),
+            supply=spec.get("supply", ""),
+            enables=tuple(
+                Enables(specs=tuple(e["specs"]), mart=e["mart"], columns=tuple(e["columns"]))
+                for e in spec.get("enables") or ()
+            ),
         )
     return tables
 
@@ -186,6 +205,12 @@ def render_markdown(contract: dict[str, Table] | None = None) -> str:
     for table in contract.values():
         optional = " (optional: may be absent, lands empty)" if not table.required else ""
         parts.append(f"\n## `{table.name}` — {table.vendor}{optional}\n\n{table.description}\n")
+        if not table.required and table.enables:
+            needs = "; ".join(
+                f"{', '.join(f'`{s}*`' if s.endswith('_') else f'`{s}`' for s in e.specs)} "
+                f"(`marts.{e.mart}`: {', '.join(f'`{c}`' for c in e.columns)})" for e in table.enables)
+            parts.append(f"Enables: {needs}. When absent these columns are NULL and these specifications are "
+                         f"skipped with the reason (add {table.supply or table.name + '.csv'}).\n")
         parts.append(f"Key: {', '.join(f'`{k}`' for k in table.key)}"
                      + (" (duplicates are merged downstream and reconciled)" if table.duplicates == "merge" else
                         " (must be unique)") + ".\n")

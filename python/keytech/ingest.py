@@ -441,8 +441,11 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
             problems += _check_values(con, table, path.name)
             problems += _check_keys(con, table, path.name)
             data_rows = con.execute("select count(*) from landed").fetchone()[0]
-            if data_rows == 0:
+            if data_rows == 0 and table.required:
                 problems.append(Problem("error", table.name, path.name, "the file has a header but no data rows"))
+            elif data_rows == 0:
+                problems.append(Problem("warning", table.name, path.name,
+                                        f"optional table {table.name} has a header but no data rows; landed empty"))
             if extra:
                 problems.append(Problem("warning", table.name, path.name,
                                         f"extra column(s) not in the contract, ignored: {', '.join(extra)}"))

@@ -35,10 +35,11 @@ def test_minimal_folder_lands_with_lineage(minimal_raw: Path, tmp_path: Path):
 
 def test_every_problem_is_reported_at_once(tmp_path: Path):
     files = dict(MINIMAL_RAW)
-    del files["cash_flow.csv"]
+    del files["income_statement.csv"]
+    del files["cash_flow.csv"]  # optional: a warning, not an error
     files["balance_sheet.csv"] = files["balance_sheet.csv"].replace("A002000000", "Liabilities")
-    files["income_statement.csv"] = files["income_statement.csv"].replace("800000000", "8亿")
     files["patents.csv"] = files["patents.csv"].replace(",3\n", ",three\n", 1)
+    files["city_yearbook.csv"] = files["city_yearbook.csv"].replace("150000", "15万")
     files["pilot_list.csv"] += "2015,2015-07-21,某智能工厂试点示范,丙公司,广东省,深圳市,流程制造,\n"
     files["firm_info.csv"] = files["firm_info.csv"].replace("2005-06-01", "1805-06-01", 1)
     raw = write_raw(tmp_path / "raw", files)
@@ -46,18 +47,20 @@ def test_every_problem_is_reported_at_once(tmp_path: Path):
         validate(raw)
     problems = caught.value.problems
     errors = {(p.table, p.column) for p in problems if p.severity == "error"}
-    assert ("cash_flow", None) in errors
+    assert ("income_statement", None) in errors
+    assert ("cash_flow", None) not in errors
+    assert any(p.table == "cash_flow" and p.severity == "warning" and "optional" in p.message for p in problems)
     assert ("balance_sheet", "A002000000") in errors
-    assert ("income_statement", "B001101000") in errors
+    assert ("city_yearbook", "GdpPerCapita") in errors
     assert ("patents", "CitedTimes") in errors
     assert ("pilot_list", None) in errors  # duplicate key
     assert ("firm_info", "Listdt") in errors  # date out of range
     message = str(caught.value)
-    assert "missing file cash_flow.csv or cash_flow.parquet" in message
+    assert "missing file income_statement.csv or income_statement.parquet" in message
     assert "missing column A002000000" in message
     # file, row and value of the type error
-    bad_amount = next(p for p in problems if p.column == "B001101000")
-    assert bad_amount.file == "income_statement.csv" and bad_amount.rows == [2] and bad_amount.values == ["8亿"]
+    bad_amount = next(p for p in problems if p.column == "GdpPerCapita")
+    assert bad_amount.file == "city_yearbook.csv" and bad_amount.rows == [3] and bad_amount.values == ["15万"]
     bad_count = next(p for p in problems if p.column == "CitedTimes")
     assert bad_count.rows == [2] and bad_count.values == ["three"]
     duplicate = next(p for p in problems if p.table == "pilot_list")
