@@ -4,7 +4,7 @@ A raw folder may hold ``column_mapping.yml``::
 
     tables:
       patents:
-        file: cnrds_patents_2023.csv      # optional: a file name other than patents.csv/.parquet
+        file: cnrds_patents_*.csv         # optional: a file name, glob or list (parts are stacked)
         columns:                          # your header -> contract column
           证券代码: Scode
           专利申请号: ApplyNo
@@ -74,7 +74,7 @@ class Table:
 class Mapping:
     """A user's column-mapping file: optional file names and header renames per table."""
 
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | list[str]] = field(default_factory=dict)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     path: Path | None = None
 
@@ -132,8 +132,9 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
                 f"{path}: unknown table {table_name!r}; contract tables are {', '.join(contract)}."
             )
         spec = spec or {}
-        if spec.get("file"):
-            mapping.files[table_name] = str(spec["file"])
+        if spec.get("file"):  # a name, a glob, or a list of them (the parts of one table)
+            file = spec["file"]
+            mapping.files[table_name] = [str(f) for f in file] if isinstance(file, list) else str(file)
         renames = {}
         known = {c.name for c in contract[table_name].columns}
         for header, target in (spec.get("columns") or {}).items():

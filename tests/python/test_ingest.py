@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -110,3 +111,85 @@ def test_input_contract_doc_is_generated_from_the_contract():
 
     doc = (paths.project_root() / "docs" / "input-contract.md").read_text(encoding="utf-8")
     assert doc == render_markdown(), "run `keytech contract-doc` after editing contract.yml"
+
+
+@pytest.mark.parametrize("encoding, bom, delimiter", [
+    ("utf-16-le", codecs.BOM_UTF16_LE, "\t"),  # Excel's 'Unicode text'
+    ("utf-16-le", b"", ","),
+    ("utf-16-be", b"", ","),
+    ("gbk", b"", "\t"),
+    ("utf-8", codecs.BOM_UTF8, "\t"),
+])
+def test_utf16_and_tab_separated_files_land_like_utf8_csv(tmp_path: Path, encoding, bom, delimiter):
+    clean = ingest(write_raw(tmp_path / "clean"), tmp_path / "landing_clean")
+    files = dict(MINIMAL_RAW)
+    raw = write_raw(tmp_path / "raw", {k: v for k, v in files.items() if k != "patents.csv"})
+    text = files["patents.csv"].replace(",", delimiter) if delimiter == "\t" else files["patents.csv"]
+    # the Applicants field '乙公司;某大学' holds no comma, so a plain replace makes a valid TSV
+    (raw / "patents.csv").write_bytes(bom + text.encode(encoding))
+    manifest = ingest(raw, tmp_path / "landing")
+    assert manifest["tables"]["patents"]["encoding"] in ("utf-16", "gbk", "utf-8")
+    query = "select * exclude (_source_file) from '{}/patents.parquet' order by _source_row"
+    assert duckdb.sql(query.format(tmp_path / "landing")).fetchall() == \
+        duckdb.sql(query.format(tmp_path / "landing_clean")).fetchall()
+    assert clean["tables"]["patents"]["data_rows"] == manifest["tables"]["patents"]["data_rows"] == 3
+
+
+def test_encoding_is_checked_over_the_whole_file(tmp_path: Path):
+    # valid UTF-8 for more than the sniffing sample, then a Latin-1 byte: the real cause is named
+    from keytech.ingest import SNIFF_BYTES
+
+    path = tmp_path / "big.csv"
+    line = "000001,CN201510000001.1,2015-03-01,发明,H04L27/26,甲公司,,0\n".encode()
+    body = line * (SNIFF_BYTES // len(line) + 10)
+    path.write_bytes(b"Scode,ApplyNo,ApplyDate,PatentType,IPC,Applicants,GrantDate,CitedTimes\n" + body
+                     + b"000001,CN2015,2015-03-01,\xe9,x,y,,0\n")
+    with pytest.raises(ValueError) as caught:
+        detect_encoding(path)
+    message = str(caught.value)
+    assert "UTF-8 fails at byte" in message and "GBK/GB18030 fails" in message
+    newlines = body.count(b"\n")
+    assert f"line {newlines + 2}" in message
+
+
+def test_a_csv_and_a_parquet_of_one_table_is_an_error_naming_both(tmp_path: Path):
+    raw = write_raw(tmp_path / "raw")
+    duckdb.sql(f"copy (select * from read_csv('{raw / 'pilot_list.csv'}', all_varchar=true)) "
+               f"to '{raw / 'pilot_list.parquet'}' (format parquet)")
+    with pytest.raises(ValidationFailed) as caught:
+        validate(raw)
+    message = str(caught.value)
+    assert "pilot_list.csv and pilot_list.parquet both hold table pilot_list" in message
+    assert "stale copy" in message
+
+
+def test_parts_of_a_table_are_stacked_and_overlap_is_resolved(tmp_path: Path):
+    files = dict(MINIMAL_RAW)
+    header, *rows = files.pop("balance_sheet.csv").splitlines()
+    files["balance_sheet_2015.csv"] = "\n".join([header, rows[0], rows[2]]) + "\n"
+    files["balance_sheet_2016.csv"] = "\n".join([header, rows[1], rows[0]]) + "\n"  # rows[0] in both
+    raw = write_raw(tmp_path / "raw", files)
+    manifest = ingest(raw, tmp_path / "landing")
+    assert manifest["tables"]["balance_sheet"]["data_rows"] == 3
+    assert [f["name"] for f in manifest["tables"]["balance_sheet"]["files"]] == ["balance_sheet_2015.csv",
+                                                                                  "balance_sheet_2016.csv"]
+    assert any("identical rows; landed once (1 repeated row(s) left out)" in w for w in manifest["warnings"])
+    # a key with different values in two files is an error naming both
+    (raw / "balance_sheet_2016.csv").write_text(
+        "\n".join([header, rows[1], rows[0].replace("400000000", "400000001")]) + "\n", encoding="utf-8")
+    with pytest.raises(ValidationFailed) as caught:
+        validate(raw)
+    assert "balance_sheet_2015.csv and balance_sheet_2016.csv" in str(caught.value)
+    assert "different values" in str(caught.value)
+
+
+def test_mapping_file_may_list_the_parts_of_a_table(tmp_path: Path):
+    files = dict(MINIMAL_RAW)
+    header, *rows = files.pop("patents.csv").splitlines()
+    files["cnrds_a.csv"] = "\n".join([header, rows[0]]) + "\n"
+    files["cnrds_b.csv"] = "\n".join([header, *rows[1:]]) + "\n"
+    files["column_mapping.yml"] = "tables:\n  patents:\n    file: cnrds_*.csv\n"
+    raw = write_raw(tmp_path / "raw", files)
+    manifest = ingest(raw, tmp_path / "landing")
+    assert manifest["tables"]["patents"]["data_rows"] == 3
+    assert manifest["tables"]["patents"]["file"] == "cnrds_a.csv, cnrds_b.csv"
