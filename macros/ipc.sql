@@ -2,24 +2,79 @@
     (normalise_ipc_code / normalise_ipc_list); tests/python compares the two row by row.
 
     Per raw IPC string: NFKC's one-character → ASCII mappings (macro nfkc_ascii_pairs),
-    split on ';' or ',', strip whitespace, drop empty tokens. Per token: upper case,
-    remove all whitespace, remove edition suffixes such as (2006.01), then parse
+    split on ';', ',', '、' or whitespace before another code (ipc_separate_codes), strip
+    whitespace, drop empty tokens. Per token: upper case, remove all whitespace, remove
+    edition suffixes such as (2006.01) with an I/N/A marker, then parse
     <section A-H><class 2 digits><subclass A-Z>[<main group 1-4 digits><'/', ':' or '-'>
     <subgroup 1-6 digits>]; main group without leading zeros, subgroup padded to 2
     digits. -#}
 
 {% macro ipc_edition_suffix_pattern() -%}
-    \(\d{4}(\.\d{1,2})?\)
+    \([0-9]{4}(\.[0-9]{1,2})?\)[IAN]?
 {%- endmacro %}
 
-{#- Remove edition suffixes such as (2006.01) from an upper-cased, whitespace-free
-    token. -#}
+{#- Remove edition suffixes such as (2006.01), with an attached I/N/A marker
+    ((2006.01)I), and a marker directly after the subgroup (G06F17/30I) from an
+    upper-cased, whitespace-free token. -#}
 {% macro ipc_remove_edition_suffix(base) -%}
+    regexp_replace(
+        case
+            when contains({{ base }}, '(')
+                then
+                    regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
+            else {{ base }}
+        end,
+        '([0-9])[IAN]$',
+        '\1'
+    )
+{%- endmacro %}
+
+{#- Separators of a raw IPC string (after NFKC): ';' ',' '、' and whitespace in front of
+    the start of another code (<A-H><2 digits><letter>, any case) all become ';', so
+    'H04L 27/26 G06F 17/30' is two codes and 'H04L 27/26' one. -#}
+{% macro ipc_separate_codes(text, printable_ascii=false) -%}
+    {%- if printable_ascii -%}
+        {#- the only whitespace of printable ASCII is the space -#}
+        {%- set ws = ' ' -%}
+    {%- else -%}
+        {%- set ws = whitespace_class() -%}
+    {%- endif -%}
+    replace(
+        replace(
+            case
+                when {{ 'contains(' ~ text ~ ", ' ')" if printable_ascii else 'true' }}
+                    then regexp_replace(
+                        {{ text }},
+                        '{{ ws }}+([A-Ha-h]{{ ws }}*[0-9]{2}{{ ws }}*[A-Za-z])',
+                        ';\1',
+                        'g'
+                    )
+                else {{ text }}
+            end,
+            ',',
+            ';'
+        ),
+        '、',
+        ';'
+    )
+{%- endmacro %}
+
+{#- One key per CNIPA application number (python/keytech/ipc.py
+    normalise_application_number): CN/ZL prefix or none, check character with or
+    without a dot or absent, 12-digit (from October 2003) or 8-digit form → 'CN' + the
+    digits; anything else upper-cased and whitespace-free. -#}
+{% macro normalise_application_number(column) -%}
     case
-        when contains({{ base }}, '(')
-            then
-                regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
-        else {{ base }}
+        when regexp_full_match(
+            upper({{ remove_whitespace(column) }}),
+            '(CN|ZL)?([0-9]{12}|[0-9]{8})\.?[0-9X]?'
+        )
+            then 'CN' || regexp_extract(
+                upper({{ remove_whitespace(column) }}),
+                '^(CN|ZL)?([0-9]{12}|[0-9]{8})',
+                2
+            )
+        else upper({{ remove_whitespace(column) }})
     end
 {%- endmacro %}
 

@@ -57,11 +57,19 @@ def cmd_validate(args) -> int:
     from keytech.ingest import validate
 
     raw = Path(args.raw_dir) if args.raw_dir else paths.raw_dir()
+    from keytech.contract import load_contract
+    from keytech.inputs import enabled_by
+
     problems, reports = validate(raw)
+    contract = load_contract()
     for report in reports:
         extra = f", {report.description_rows_skipped} description row(s) skipped" if report.description_rows_skipped else ""
+        if report.format == "absent":
+            _say(args, f"  -- {report.table:24} {'absent':>10} (optional) → skipped: {enabled_by(contract[report.table])}")
+            continue
         _say(args, f"  ok {report.file:24} {report.data_rows:>10,} rows ({report.format}"
-                   f"{', ' + report.encoding if report.encoding else ''}{extra})")
+                   f"{', ' + report.encoding if report.encoding else ''}{extra}) → enables "
+                   f"{enabled_by(contract[report.table])}")
     for problem in problems:
         _say(args, "  " + problem.render())
     _say(args, f"{raw} satisfies the input contract.")
@@ -168,6 +176,13 @@ def cmd_estimate(args) -> int:
     _say(args, estimation.table3_vs_paper(run_id, synthetic=is_synthetic()))
     _say(args, f"Run {run_id} stored in results.estimates; tables in {paths.output_dir() / 'tables'}, "
                f"figures in {paths.output_dir() / 'figures'}.")
+    outcome = estimation.runner.run_outcome(run_id)
+    for spec_id, reason in outcome["skipped"].items():
+        _say(args, f"  skipped {spec_id}: {reason}")
+    if outcome["failures"]:
+        print(f"keytech estimate: {len(outcome['failures'])} requested spec(s) failed: "
+              f"{', '.join(outcome['failures'])}; details in results.estimates (term '(error)').", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -267,9 +282,8 @@ def cmd_demo(args) -> int:
     except ImportError:
         return EXIT_OK
     code = cmd_estimate(_step_args(args, "estimate", seed=args.seed))  # every specification
-    if code != EXIT_OK:
-        return code
-    return cmd_report(_step_args(args, "report"))
+    report_code = cmd_report(_step_args(args, "report"))  # the report also shows failed specs
+    return code or report_code
 
 
 # ----------------------------------------------------------------------------------------- report

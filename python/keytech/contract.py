@@ -4,7 +4,7 @@ A raw folder may hold ``column_mapping.yml``::
 
     tables:
       patents:
-        file: cnrds_patents_2023.csv      # optional: a file name other than patents.csv/.parquet
+        file: cnrds_patents_*.csv         # optional: a file name, glob or list (parts are stacked)
         columns:                          # your header -> contract column
           证券代码: Scode
           专利申请号: ApplyNo
@@ -40,6 +40,18 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Enables:
+    """What an optional table feeds: spec ids (or id prefixes) that need the mart columns."""
+
+    specs: tuple[str, ...]
+    mart: str
+    columns: tuple[str, ...]
+
+    def covers(self, spec_id: str) -> bool:
+        return any(spec_id == s or (s.endswith("_") and spec_id.startswith(s)) for s in self.specs)
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     description: str
@@ -48,6 +60,8 @@ class Table:
     columns: tuple[Column, ...]
     duplicates: str = "error"  # 'error' or 'merge' (duplicates are handled downstream)
     required: bool = True  # optional tables (extensions) may be absent: they land empty
+    supply: str = ""  # what to add when the table is absent (optional tables)
+    enables: tuple[Enables, ...] = ()  # the specs and mart columns an optional table feeds
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -60,7 +74,7 @@ class Table:
 class Mapping:
     """A user's column-mapping file: optional file names and header renames per table."""
 
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | list[str]] = field(default_factory=dict)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     path: Path | None = None
 
@@ -93,6 +107,11 @@ def load_contract() -> dict[str, Table]:
             columns=tuple(columns),
             duplicates=spec.get("duplicates", "error"),
             required=spec.get("required", True),
+            supply=spec.get("supply", ""),
+            enables=tuple(
+                Enables(specs=tuple(e["specs"]), mart=e["mart"], columns=tuple(e["columns"]))
+                for e in spec.get("enables") or ()
+            ),
         )
     return tables
 
@@ -123,8 +142,9 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
                 f"{path}: unknown table {table_name!r}; contract tables are {', '.join(contract)}."
             )
         spec = spec or {}
-        if spec.get("file"):
-            mapping.files[table_name] = str(spec["file"])
+        if spec.get("file"):  # a name, a glob, or a list of them (the parts of one table)
+            file = spec["file"]
+            mapping.files[table_name] = [str(f) for f in file] if isinstance(file, list) else str(file)
         renames = {}
         known = {c.name for c in contract[table_name].columns}
         for header, target in (spec.get("columns") or {}).items():
@@ -196,6 +216,12 @@ def render_markdown(contract: dict[str, Table] | None = None) -> str:
     for table in contract.values():
         optional = " (optional: may be absent, lands empty)" if not table.required else ""
         parts.append(f"\n## `{table.name}` — {table.vendor}{optional}\n\n{table.description}\n")
+        if not table.required and table.enables:
+            needs = "; ".join(
+                f"{', '.join(f'`{s}*`' if s.endswith('_') else f'`{s}`' for s in e.specs)} "
+                f"(`marts.{e.mart}`: {', '.join(f'`{c}`' for c in e.columns)})" for e in table.enables)
+            parts.append(f"Enables: {needs}. When absent these columns are NULL and these specifications are "
+                         f"skipped with the reason (add {table.supply or table.name + '.csv'}).\n")
         parts.append(f"Key: {', '.join(f'`{k}`' for k in table.key)}"
                      + (" (duplicates are merged downstream and reconciled)" if table.duplicates == "merge" else
                         " (must be unique)") + ".\n")

@@ -155,9 +155,16 @@ def check_landing(raw: Path, landing: Path) -> list[Finding]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     changed = []
     for table, entry in manifest.get("tables", {}).items():
-        source = raw / entry.get("file", "")
-        if not source.is_file() or (entry.get("sha256") and _sha256(source) != entry["sha256"]):
-            changed.append(entry.get("file", table))
+        files = entry.get("files") or ([{"name": entry["file"], "sha256": entry.get("sha256")}]
+                                       if entry.get("file") else [])
+        if not files:  # an optional table landed absent: changed only if a file for it appeared
+            if any((raw / f"{table}{suffix}").is_file() for suffix in (".csv", ".parquet")):
+                changed.append(f"{table} (now supplied)")
+            continue
+        for item in files:
+            source = raw / item["name"]
+            if not source.is_file() or (item.get("sha256") and _sha256(source) != item["sha256"]):
+                changed.append(item["name"])
     if Path(manifest.get("raw_dir", raw)).resolve() != raw.resolve():
         return [Finding("landing", "warn", f"landed from {manifest.get('raw_dir')}, not {raw}", "run `keytech build` to land this raw folder")]
     if changed:

@@ -5,12 +5,28 @@ independent second implementation the tests compare it against, and the syntheti
 to know the true status of every code it plants.
 
 Normalisation (``normalise_ipc_list``)
-    Unicode NFKC (full-width letters, digits and ``；`` become ASCII), upper case, all whitespace
-    removed, edition suffixes such as ``(2006.01)`` removed, ``-`` or ``:`` between main group and
-    subgroup read as ``/``, leading zeros of the main group dropped (``H04L0027/26`` → ``H04L27/26``),
-    subgroups padded to two digits (``/0`` → ``/00``). Tokens are separated by ``;`` or ``,``; empty
-    tokens are ignored; a repeated code keeps its first position only. A token that does not parse
-    as ``<section><class><subclass>[<group>/<subgroup>]`` is returned with ``code=None``.
+    Every form CNIPA and CNRDS publish. The string: Unicode NFKC (full-width letters, digits,
+    ``；`` and ``，`` become ASCII); tokens are separated by ``;``, ``,``, ``、`` or by whitespace
+    in front of the start of another code (``<A-H><2 digits><letter>``, any case, e.g.
+    ``H04L 27/26 G06F 17/30`` is two codes while ``H04L 27/26`` is one); empty tokens are ignored;
+    a repeated code keeps its first position only. Each token: upper case, all whitespace removed,
+    edition suffixes such as ``(2006.01)`` removed together with an attached I/N/A marker
+    (``H01L21/00(2006.01)I``), a marker directly after the subgroup dropped (``G06F17/30I``),
+    ``-`` or ``:`` between main group and subgroup read as ``/``, leading zeros of the main group
+    dropped (``H04L0027/26`` → ``H04L27/26``), subgroups padded to two digits (``/0`` → ``/00``).
+    A token that does not parse as ``<section><class><subclass>[<group>/<subgroup>]`` is returned
+    with ``code=None``. The SQL twin is ``macros/ipc.sql`` with
+    ``models/intermediate/patents/int_patent_ipc_tokens_parsed.sql``.
+
+    Design patents carry a Locarno class (e.g. ``14-03``) in the same vendor field: staging moves it
+    to ``locarno_class`` and it is never tokenised as IPC (not quarantined either).
+
+Application numbers (``normalise_application_number``)
+    One key per CNIPA application whatever the extract's form: ``CN`` or ``ZL`` prefix or none,
+    check character after a dot, directly attached, or absent, whitespace; the 12-digit form
+    (from October 2003) and the 8-digit form (before). Key: ``CN`` + the 12 or 8 digits, without
+    the check character (``CN201510123456.7``, ``201510123456.7``, ``2015101234567`` and
+    ``201510123456`` → ``CN201510123456``). Anything else is kept upper-cased and whitespace-free.
 
 Matching (``Concordance.match``), mode ``hierarchical`` (default) or ``strict``
     1. ``exact``: the normalised code is listed.
@@ -40,9 +56,16 @@ from pathlib import Path
 
 MATCH_LEVELS = ("exact", "main_group", "subclass", "class", "supplement", "none")
 
-_EDITION_SUFFIX = re.compile(r"\(\d{4}(?:\.\d{1,2})?\)")
-_CODE = re.compile(r"^([A-H])(\d{2})([A-Z])(?:(\d{1,4})[/:\-](\d{1,6}))?$")
-_SPLIT = re.compile(r"[;,]")
+# Python's str.isspace() characters, as in macros/cleaning.sql whitespace_class()
+_WS = "[\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# whitespace in front of the start of another code is a separator (macros/ipc.sql ipc_separate_codes)
+_CODE_START_AFTER_WS = re.compile(_WS + "+([A-Ha-h]" + _WS + "*[0-9]{2}" + _WS + "*[A-Za-z])")
+# edition suffix with an optional attached I/N/A marker; a marker right after the subgroup
+_EDITION_SUFFIX = re.compile(r"\([0-9]{4}(?:\.[0-9]{1,2})?\)[IAN]?")
+_TRAILING_MARKER = re.compile(r"([0-9])[IAN]$")
+_CODE = re.compile(r"^([A-H])([0-9]{2})([A-Z])(?:([0-9]{1,4})[/:\-]([0-9]{1,6}))?$")
+_SPLIT = re.compile(r"[;,、]")
+_APPLICATION_NUMBER = re.compile(r"^(?:CN|ZL)?([0-9]{12}|[0-9]{8})\.?[0-9X]?$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,7 @@ def normalise_ipc_code(token: str) -> str | None:
     text = unicodedata.normalize("NFKC", token).upper()
     text = "".join(text.split())
     text = _EDITION_SUFFIX.sub("", text)
+    text = _TRAILING_MARKER.sub(r"\1", text)
     match = _CODE.match(text)
     if not match:
         return None
@@ -81,7 +105,7 @@ def normalise_ipc_list(raw: str | None) -> list[IpcToken]:
     """Split a raw semicolon-separated IPC string into normalised, de-duplicated tokens."""
     if raw is None:
         return []
-    text = unicodedata.normalize("NFKC", raw)
+    text = _CODE_START_AFTER_WS.sub(r";\1", unicodedata.normalize("NFKC", raw))
     tokens: list[IpcToken] = []
     seen: set[str] = set()
     for piece in _SPLIT.split(text):
@@ -95,6 +119,15 @@ def normalise_ipc_list(raw: str | None) -> list[IpcToken]:
         seen.add(key)
         tokens.append(IpcToken(position=len(tokens) + 1, raw=trimmed, code=code))
     return tokens
+
+
+def normalise_application_number(raw: str | None) -> str | None:
+    """One key per CNIPA application number (see the module docstring); None for None."""
+    if raw is None:
+        return None
+    text = "".join(str(raw).split()).upper()
+    match = _APPLICATION_NUMBER.match(text)
+    return f"CN{match.group(1)}" if match else text
 
 
 def main_group_of(code: str) -> str | None:

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from keytech import paths
+from keytech.inputs import empty_supplied_columns
 from keytech.warehouse import connect, mart_fingerprint, table_exists
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -123,6 +124,24 @@ def _run_suites(frames: dict) -> dict:
     return outcome
 
 
+def _supplied_inputs_suite(empty_columns: list[dict]) -> dict:
+    """A supplied optional table must fill the mart columns it exists for (contract ``enables``):
+    an entirely NULL column means its rows matched nothing (keytech/inputs.py). Computed in SQL,
+    reported in the same shape as a GX suite."""
+    expectations = [
+        {"type": "supplied_table_fills_mart_column",
+         "kwargs": {"table": e["table"], "column": f"{e['mart']}.{e['column']}"},
+         "success": False,
+         "observed_value": f"{e['table']} landed {e['rows']} row(s) but marts.{e['mart']}.{e['column']} is "
+                           f"entirely NULL (specs {', '.join(s + '*' if s.endswith('_') else s for s in e['specs'])} "
+                           "would have nothing to split on): check its keys (stock code, report date, "
+                           "report type A) match the firm-years",
+         "unexpected_count": None, "unexpected_percent": None, "partial_unexpected_list": []}
+        for e in empty_columns
+    ]
+    return {"success": not expectations, "rows": 0, "expectations": expectations}
+
+
 def _suite_columns(mart: str) -> str:
     """Only the columns a suite looks at are read: marts such as fct_patent_ipc_codes are wide."""
     columns: list[str] = []
@@ -167,7 +186,9 @@ def run_checks(db_path: str | Path | None = None, out_dir: str | Path | None = N
             raise RuntimeError(f"marts missing from the warehouse: {', '.join(missing)}; run `keytech build`.")
         frames = {m: con.execute(f"select {_suite_columns(m)} from marts.{m}").df() for m in SUITES}
         fingerprint = mart_fingerprint(con)
+        empty_columns = empty_supplied_columns(con)
     suites = _run_suites(frames)
+    suites["supplied_inputs"] = _supplied_inputs_suite(empty_columns)
     dbt_tests = _dbt_test_summary(db_path, dbt_artifacts)
     passed = all(s["success"] for s in suites.values())
     record = {

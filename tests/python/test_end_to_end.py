@@ -101,8 +101,8 @@ def test_ipc_tokens_equal_plain_python_normalisation(built):
             sql_codes.setdefault(patent_id, []).append((position, code))
         patents = con.execute(
             f"select p.patent_id, l.IPC from marts.fct_patents p join read_parquet('{landed}') l "
-            "on p.stkcd = lpad(l.Scode, 6, '0') and p.application_number = l.ApplyNo "
-            "where p.is_invention qualify row_number() over (partition by p.patent_id order by l._source_row) = 1"
+            "on p._source_file = l._source_file and p._source_row = l._source_row "
+            "where p.is_invention"
         ).fetchall()
     finally:
         con.close()

@@ -117,15 +117,29 @@ normalised as (
     cross join nfkc_mapping
 ),
 
+normalised_classified as (
+    select
+        *,
+        regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii
+    from normalised
+),
+
 split as (
     select
         _source_file,
         _source_row,
         patent_id,
         _row_hash,
-        regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii,
-        string_split(replace(ipc_text, ',', ';'), ';') as pieces
-    from normalised
+        is_printable_ascii,
+        string_split(
+            case
+                when is_printable_ascii
+                    then {{ ipc_separate_codes('ipc_text', printable_ascii=true) }}
+                else {{ ipc_separate_codes('ipc_text') }}
+            end,
+            ';'
+        ) as pieces
+    from normalised_classified
 ),
 
 ascii_tokens as (

@@ -4,6 +4,7 @@
     'application_date',
     'patent_type_raw',
     'ipc_string',
+    'locarno_class',
     'applicants_string',
     'grant_date',
     'citations',

@@ -24,6 +24,7 @@ from keytech.estimation.base import SpecResult, TermEstimate
 from keytech.estimation.estimators import RunContext, relevant_warnings, run_spec
 from keytech.estimation.gate import check_gate
 from keytech.estimation.registry import Registry, load_registry
+from keytech.inputs import skipped_specs
 
 from keytech.estimation.base import DEFAULT_SEED  # noqa: E402  (re-exported)
 
@@ -80,6 +81,14 @@ def list_specs(registry: Registry | None = None) -> list[tuple[str, str]]:
     return [(s.id, s.description) for s in reg.specs]
 
 
+def run_outcome(run_id: str, db_path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """{'failures': {spec: error}, 'skipped': {spec: reason}} of a stored run."""
+    with warehouse.connect(db_path) as con:
+        row = con.execute("select parameters_json from results.runs where run_id = ?", [run_id]).fetchone()
+    params = json.loads(row[0]) if row and row[0] else {}
+    return {"failures": params.get("failures") or {}, "skipped": params.get("skipped") or {}}
+
+
 def _error_result(spec_id: str, exc: BaseException) -> SpecResult:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     return SpecResult(
@@ -119,7 +128,10 @@ def run_estimation(
     ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
     test (replacing ``options.permutation.draws`` of the registry: 999 for Table 5, 199 for the
     heterogeneity splits in ``specs.yml``).
-    Returns the run id.
+    Specs that need an optional raw table the build was not given (``contract.yml`` ``enables``)
+    are skipped, not run: they are named on stderr with what to add and listed under
+    ``skipped`` in the run's parameters (``results.runs``). Returns the run id; ``run_outcome``
+    says which specs failed or were skipped.
     """
     if permutation_draws is not None and permutation_draws < 1:
         raise ValueError(f"permutation_draws must be at least 1, got {permutation_draws}")
@@ -133,8 +145,14 @@ def run_estimation(
     # 1. gate + fingerprint (read-only), then close
     with warehouse.connect(db_path) as con:
         gate = check_gate(con, force=force)
+        # specs that need an optional raw table the build did not get (keytech/inputs.py)
+        skips = skipped_specs([s.id for s in specs], con)
     if gate["status"] == "forced":
         print(f"WARNING: {gate['message']}", file=sys.stderr)
+    for skip in skips.values():
+        print(f"  {skip.spec_id} SKIPPED: {skip.reason}", file=sys.stderr)
+    skipped = {skip.spec_id: skip.reason for skip in skips.values()}
+    specs = [s for s in specs if s.id not in skipped]
 
     truth = load_truth()
     syn = synthetic if synthetic is not None else truth is not None
@@ -199,6 +217,7 @@ def run_estimation(
         "truth": planted,
         "timings_seconds": timings,
         "failures": failures,
+        "skipped": skipped,
         "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
         "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
     }
@@ -215,6 +234,9 @@ def run_estimation(
         },
         results,
     )
+    if skipped:
+        print(f"{len(skipped)} spec(s) skipped for want of an optional input table: {', '.join(skipped)} "
+              "(listed in results.runs parameters 'skipped')", file=sys.stderr)
     if failures:
         print(f"{len(failures)} spec(s) failed: {', '.join(failures)} (details in results.estimates term '(error)')", file=sys.stderr)
     if render:

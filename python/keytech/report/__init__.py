@@ -147,6 +147,14 @@ def provenance_section(data: dict[str, Any], now: str) -> str:
             ("Code version", f"<code>{esc(run['code_version'])}</code>"),
             ("Specifications", f"{est['spec_id'].nunique()} with stored estimates"),
         ]
+        if params.get("skipped"):
+            items.append(("Skipped specifications", "<ul id='skipped-specs'>" + "".join(
+                f"<li><code>{esc(spec)}</code>: {esc(reason)}</li>" for spec, reason in params["skipped"].items())
+                + "</ul>"))
+        if params.get("failures"):
+            items.append(("Failed specifications", "<ul id='failed-specs'>" + "".join(
+                f"<li><code>{esc(spec)}</code>: {esc(error)}</li>" for spec, error in params["failures"].items())
+                + "</ul>"))
         older = sorted({r for s, r in source.items() if r != run["run_id"]})
         if older:
             items.append(("Filled from earlier runs", "specs not in this run come from run(s) on the same data: "
