@@ -1,5 +1,3 @@
-{%- set listing_cutoff_year = var('sample_end_year') - var('min_listing_years') -%}
-
 with firm_years as (
     select * from {{ ref('int_firm_years_city_matched') }}
 ),
@@ -47,12 +45,14 @@ joined as (
         panel_firm_years.industry_code,
         panel_firm_years.industry_section,
         panel_firm_years.is_st,
+        coalesce(panel_firm_years.st_flag = '*ST', false) as is_star_st,
         panel_firm_years.is_state_owned,
         panel_firm_years.ownership,
         firms.establishment_date,
         firms.listing_date,
         firms.is_pilot_firm,
         firms.is_delisted,
+        firms.delisting_date,
         cities.first_treated_year,
         financials.total_assets,
         financials.total_liabilities,
@@ -132,36 +132,26 @@ with_share as (
     from variables
 ),
 
-flagged as (
+ingredients as (
     select
         *,
-        coalesce(
-            listing_date > make_date({{ listing_cutoff_year }}, 12, 31), false
-        ) as is_listed_under_min_years,
-        coalesce(is_delisted, false) as is_delisted_firm,
-        coalesce(industry_section = 'J', false) as is_financial,
         (
             city_code is null
             or province_code is null
             or industry_code is null
             or policy is null
-            or roa is null
-            or lnage is null
-            or ki is null
-            or ifdome is null
-            or size is null
-            or kd is null
-            or meangdp is null
-            or infor is null
-            or finsgov is null
-            or fdi is null
-            or sale is null
-            or saleshare is null
-            or not (size > 0 and meangdp > 0 and finsgov > 0 and sale > 0 and fdi >= 0)
-        ) as has_missing_data,
+        ) as has_missing_identifiers,
         year between {{ var('sample_start_year') }} and {{ var('sample_end_year') }}
             as is_in_sample_window
     from with_share
+),
+
+flagged as (
+    -- the sample filters of the 2010-2019 window (macros/analysis_panel.sql)
+    select
+        *,
+        {{ sample_flag_columns(var('sample_end_year')) | indent(8) }}
+    from ingredients
 ),
 
 final as (
@@ -200,20 +190,24 @@ final as (
         fixed_assets,
         inventories,
         coalesce(is_pilot_firm, false) as is_pilot_firm,
-        is_listed_under_min_years,
-        is_delisted_firm,
+        listing_date,
+        is_delisted,
+        delisting_date,
         is_st,
+        is_star_st,
+        has_missing_identifiers,
+        is_listed_under_min_years,
+        is_delisting_flagged,
         is_financial,
-        has_missing_data,
+        is_missing_data_firm,
         is_in_sample_window,
         is_in_sample_window
         and not (
             coalesce(is_pilot_firm, false)
             or is_listed_under_min_years
-            or is_delisted_firm
-            or is_st
+            or is_delisting_flagged
             or is_financial
-            or has_missing_data
+            or is_missing_data_firm
         ) as is_in_analysis_sample
     from flagged
 )

@@ -36,8 +36,8 @@ firm_unknown_cities as (
         'unknown_city' as rejection_code,
         'city name not found among prefecture-level cities, their short forms or '
         || 'aliases; '
-        || 'the firm-year gets no city (no city controls, no policy) and is flagged '
-        || 'has_missing_data' as reason
+        || 'the firm-year gets no city (no city controls, no policy), so the firm is '
+        || 'dropped from the sample as a missing-data firm (is_missing_data_firm)' as reason
     from firm_years
     where city_code is null
 ),
@@ -50,8 +50,8 @@ firm_unknown_industries as (
         'Nnindcd' as column_name,
         industry_code_raw as value,
         'unknown_industry_code' as rejection_code,
-        'not a CSRC 2012 division code; the firm-year gets no industry and is flagged '
-        || 'has_missing_data' as reason
+        'not a CSRC 2012 division code; the firm-year gets no industry, so the firm is '
+        || 'dropped from the sample as a missing-data firm (is_missing_data_firm)' as reason
     from firm_years
     where industry_code is null
 ),

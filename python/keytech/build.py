@@ -90,6 +90,8 @@ class BuildOptions:
     use_ipc_supplement: bool = True
     # FC index construction (dbt var fc_index_method): "rank_composite" or "sa" (Hadlock & Pierce)
     fc_index_method: str = "rank_composite"
+    # Reading of the paper's 退市标识 filter (dbt var delisting_flag_rule, macros/analysis_panel.sql)
+    delisting_flag_rule: str = "delisted_or_star_st"
     select: str | None = None
     quiet: bool = False
     # Refresh the previous warehouse when only landed data changed (see the module docstring);
@@ -126,6 +128,7 @@ def dbt_vars(options: BuildOptions) -> dict:
         "ipc_matching": options.ipc_matching,
         "use_ipc_supplement": options.use_ipc_supplement,
         "fc_index_method": options.fc_index_method,
+        "delisting_flag_rule": options.delisting_flag_rule,
     }
 
 

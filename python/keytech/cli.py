@@ -106,6 +106,7 @@ def cmd_build(args) -> int:
         ipc_matching="strict" if args.strict_ipc else "hierarchical",
         use_ipc_supplement=not args.no_ipc_supplement,
         fc_index_method=args.fc_index,
+        delisting_flag_rule=getattr(args, "delisting_flag", "delisted_or_star_st"),
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),
@@ -451,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
                    help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
                         "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md")
+    p.add_argument("--delisting-flag", choices=["delisted_or_star_st", "delisted_only", "st_years", "st_firms"],
+                   default="delisted_or_star_st",
+                   help="reading of the paper's 'firms with a delisting flag' (退市标识) filter: delisted_or_star_st "
+                        "(default: firms delisted by the window end or *ST in a window year; plain ST years kept), "
+                        "delisted_only, st_years (also drop every ST/*ST firm-year) or st_firms (also drop firms "
+                        "ever ST/*ST in the window); docs/variables.md")
     p.add_argument("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
                                     "'marts.rpt_analysis_panel+' (default: everything); a selection that "
                                     "matches nothing is refused")

@@ -123,6 +123,14 @@ class Rates:
     nonkey_level_probs: dict = field(default_factory=lambda: {"no_rows": 0.75, "excluded": 0.25})
     p_home_bucket: float = 0.7
     p_key_secondary_code: float = 0.5  # secondary codes of key patents drawn from the key pool
+    # Planted missingness (issue 11): the paper's Table 3 loses 1.7% of its rows from column 2 to 3
+    # (firm controls) and 4.8% from 3 to 4 (city controls). Firm controls: consolidated-statement
+    # values (1% of firm-years, one of five items, four of which feed a control) plus an empty
+    # Ownership (ifdome) in this share of firm-years; city controls: one of the five yearbook
+    # series behind them empty in this share of city-years; with the 0.4% noise in all seven
+    # series about 5% of city-years lack a city control.
+    p_missing_ownership: float = 0.009
+    p_missing_city_control: float = 0.038
 
 
 # ----------------------------------------------------------------------------------------------
@@ -633,8 +641,9 @@ def _firm_info(w: World) -> None:
     est = _date_str(firms["est_date"].to_numpy()[f])
     own = firms["ownership"].to_numpy()[f].astype(object)
     n_miss = max(3, int(round(0.004 * nrow)))
+    n_miss_own = max(3, int(round(w.rates.p_missing_ownership * nrow)))
     miss_est = rng.choice(nrow, n_miss, replace=False)
-    miss_own = rng.choice(nrow, n_miss, replace=False)
+    miss_own = rng.choice(nrow, n_miss_own, replace=False)
     est[miss_est] = ""
     own[miss_own] = ""
     w.firm_info = pd.DataFrame({
@@ -647,9 +656,13 @@ def _firm_info(w: World) -> None:
     fy.loc[unknown, "unknown_city"] = True
     fy["missing_info"] = False
     fy.loc[np.union1d(miss_est, miss_own), "missing_info"] = True
+    # ifdome is the row's own Ownership; lnage uses the firm's latest printed Estbdt (dim_firms),
+    # so only an empty Ownership makes a firm control missing in that year
+    fy["missing_ownership"] = False
+    fy.loc[miss_own, "missing_ownership"] = True
     w.alias_rows = alias_rows
     w.info_mess = {"unknown_city_rows": int(n_unknown), "missing_estbdt_rows": int(n_miss),
-                   "missing_ownership_rows": int(n_miss), "old_city_name_rows": len(alias_rows)}
+                   "missing_ownership_rows": int(n_miss_own), "old_city_name_rows": len(alias_rows)}
 
 
 def _financials(w: World) -> None:
@@ -713,6 +726,12 @@ def _financials(w: World) -> None:
         w.stripped_codes[table] = int(2 * strip_firm[f].sum())
     fy["missing_fin"] = False
     fy.loc[miss_rows, "missing_fin"] = True
+    # which firm controls the empty item removes: assets -> roa, ki, size, kd; liabilities -> kd;
+    # revenue -> ki (and sale); profit -> roa; operating cash flow -> none
+    fy["missing_firm_control"] = fy["missing_ownership"].to_numpy().copy()
+    fy.loc[miss_rows[miss_cols != "C001000000"], "missing_firm_control"] = True
+    fy["missing_assets"] = False
+    fy.loc[miss_rows[miss_cols == "A001000000"], "missing_assets"] = True
     w.fin_missing = {"firm_years_with_missing_consolidated_values": int(n_miss)}
 
 
@@ -761,6 +780,12 @@ def _yearbook(w: World) -> None:
     n_miss = max(4, int(round(0.004 * n * len(values))))
     cell_r = rng.integers(0, n, n_miss)
     cell_c = rng.integers(0, len(values), n_miss)
+    # planted city-control missingness: one of the five series behind Meangdp, Infor, Finsgov, FDI
+    n_ctrl = int(round(w.rates.p_missing_city_control * n))
+    ctrl_r = rng.choice(n, n_ctrl, replace=False)
+    ctrl_c = rng.integers(0, 5, n_ctrl)  # GdpPerCapita, Population, InternetUsers, Budget, Fdi
+    cell_r = np.r_[cell_r, ctrl_r]
+    cell_c = np.r_[cell_c, ctrl_c]
     raw = {k: v.copy() for k, (v, _) in values.items()}
     keys = list(values)
     for r, cidx in zip(cell_r, cell_c):
@@ -1215,22 +1240,43 @@ def _write(w: World, out: Path) -> dict:
 
 def sample_filters(w: World) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """The paper's sample filters as planted, per ``w.fy`` row: (in the 2010-2019 window, the
-    drop masks in funnel order). The analysis sample is the window minus every drop."""
+    drop masks in funnel order). The analysis sample is the window minus every drop.
+
+    Written from the generator's own records, independently of the SQL, with the warehouse's
+    default readings (docs/variables.md): pilot firms; ① listed after 2014-12-31; ② delisted
+    by 2019 or *ST in a window year (delisting_flag_rule delisted_or_star_st); ③ CSRC section J;
+    ④ firms with a window year printed with an unknown city (未知市), or without total assets in
+    every window year. Missing controls drop no rows here."""
     firms, fy = w.firms, w.fy
     f = fy["firm"].to_numpy()
     year = fy["year"].to_numpy()
     in_window = (year >= 2010) & (year <= 2019)
+    n = len(firms)
+
+    def any_in_window(mask: np.ndarray) -> np.ndarray:
+        hit = np.zeros(n, bool)
+        hit[f[in_window & mask]] = True
+        return hit[f]
+
+    delisted = firms["delisted"].to_numpy() & (firms["delist_year"].to_numpy() <= 2019)
+    has_assets = any_in_window(~fy["missing_assets"].to_numpy())
     drops = [
         ("pilot_firms", firms["pilot"].to_numpy()[f]),
-        ("listed_after_2014", firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31")),
-        ("delisted_firms", firms["delisted"].to_numpy()[f]),
+        ("listed_under_min_years", firms["list_date"].to_numpy()[f] > np.datetime64("2014-12-31")),
+        ("delisting_flag", delisted[f] | any_in_window(fy["stflg"].to_numpy() == "*ST")),
         ("financial_firms", firms["financial"].to_numpy()[f]),
-        ("st_firm_years", fy["stflg"].to_numpy() != ""),
-        ("unknown_city_rows", fy["unknown_city"].to_numpy()),
-        ("missing_data", fy["missing_info"].to_numpy() | fy["missing_fin"].to_numpy()
-         | w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR]),
+        ("missing_data_firms", any_in_window(fy["unknown_city"].to_numpy()) | ~has_assets),
     ]
     return in_window, drops
+
+
+def planted_missing_controls(w: World) -> tuple[np.ndarray, np.ndarray]:
+    """Per ``w.fy`` row: (a firm control is missing, a city control is missing) as planted."""
+    fy = w.fy
+    year = fy["year"].to_numpy()
+    firm = fy["missing_firm_control"].to_numpy()
+    city = w.yearbook_missing_ctrl[fy["city"].to_numpy(), year - FIRST_YEAR]
+    return firm, city
 
 
 def _truth(w: World, files: dict) -> dict:
@@ -1250,12 +1296,25 @@ def _truth(w: World, files: dict) -> dict:
         ys, cnt = np.unique(pr["year"][mask], return_counts=True)
         return {str(int(y)): int(c) for y, c in zip(ys, cnt)}
 
+    miss_firm, miss_city = planted_missing_controls(w)
+    missing_controls = {
+        "planted_rates": {"p_missing_ownership": w.rates.p_missing_ownership,
+                          "p_missing_city_control": w.rates.p_missing_city_control,
+                          "p_missing_statement_value": 0.01},
+        "sample_firm_years_missing_a_firm_control": int((keep & miss_firm).sum()),
+        "sample_firm_years_missing_a_city_control_only": int((keep & miss_city & ~miss_firm).sum()),
+        "share_lost_firm_controls": float(round((keep & miss_firm).sum() / max(keep.sum(), 1), 6)),
+        "share_lost_city_controls_given_firm_controls": float(round(
+            (keep & miss_city & ~miss_firm).sum() / max((keep & ~miss_firm).sum(), 1), 6)),
+        "paper_shares": {"col2_to_col3": 0.017, "col3_to_col4": 0.048},
+    }
     sample_key = fy["n_key"].to_numpy()[keep]
     sample_years = year[keep]
     sample = {
         "firm_years": int(keep.sum()),
         "firms": int(len(np.unique(f[keep]))),
         "treated_firm_years": int(fy["policy"].to_numpy()[keep].sum()),
+        "missing_controls": missing_controls,
         "mean_key_inventions": float(round(sample_key.mean(), 6)) if keep.any() else None,
         "share_zero_key_inventions": float(round((sample_key == 0).mean(), 6)) if keep.any() else None,
         "key_inventions_by_year": {str(int(y)): int(sample_key[sample_years == y].sum())
@@ -1309,12 +1368,12 @@ def _truth(w: World, files: dict) -> dict:
         "designs_by_year": by_year(main & (pr["kind"] == 3)),
         "analysis_sample": {
             "definition": (
-                "firm-years 2010-2019 of firm_info, dropping in this order: pilot firms (Stkcd in "
-                "pilot_list), firms listed after 2014-12-31, delisted firms, CSRC section J, ST/*ST "
-                "firm-years, firm-years printed with an unknown city (未知市), firm-years with an empty "
-                "Estbdt or Ownership in that row, an empty consolidated statement value, or an empty "
-                "yearbook control (GdpPerCapita, Population, InternetUsers, BudgetExpenditure, FdiUsed) "
-                "for the firm's city-year"),
+                "firm-years 2010-2019 of firm_info, dropping whole firms in this order: pilot firms "
+                "(Stkcd in pilot_list), firms listed after 2014-12-31, firms delisted by 2019 or *ST in "
+                "a 2010-2019 year (plain ST years kept), CSRC section J, firms with a 2010-2019 year "
+                "printed with an unknown city (未知市) or without total assets in every 2010-2019 year. "
+                "Firm-years with missing controls stay in the sample (missing_controls: planted "
+                "rates and the firm-years each regression column loses)"),
             "funnel": funnel, **sample},
         "mechanisms": synth_mechanisms.truth(w),
         "endogeneity": synth_endogeneity.truth(w),

@@ -1,6 +1,7 @@
 -- Each winsorised control of both panels lies within the winsor_lower-winsor_upper
 -- quantiles of the unwinsorised values of the same sample (from fct_firm_years), and
--- values already inside those bounds are unchanged.
+-- values already inside those bounds are unchanged; a control is NULL in the panel exactly
+-- when it is NULL in fct_firm_years (missing controls stay missing, none are invented).
 {%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
                     'fdi', 'sale', 'saleshare'] %}
 {%- set panels = ['rpt_analysis_panel', 'rpt_analysis_panel_window2022'] %}
@@ -44,6 +45,7 @@ with firm_years as (
     where
         {{ control }} < {{ control }}_bounds[1] - 1e-9 * abs({{ control }}_bounds[1])
         or {{ control }} > {{ control }}_bounds[2] + 1e-9 * abs({{ control }}_bounds[2])
+        or ({{ control }} is null) <> (raw_{{ control }} is null)
         or (
             raw_{{ control }}
             between {{ control }}_bounds[1] and {{ control }}_bounds[2]

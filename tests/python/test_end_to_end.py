@@ -183,3 +183,84 @@ def test_dbt_artifacts_live_beside_a_non_default_warehouse(built):
     assert (artifacts / "target" / "manifest.json").is_file()
     assert (artifacts / "logs" / "dbt.log").is_file()
     assert paths.dbt_artifacts_dir(paths.project_root() / "data" / "warehouse.duckdb") == paths.project_root()
+
+
+def test_funnel_equals_the_generators_planted_filters(built):
+    """Issue 11: the warehouse funnel (SQL, macros/analysis_panel.sql) equals the firm filters
+    the generator applies to its own records (keytech.synth.sample_filters), step by step."""
+    funnel = _query(built["db"], "select step, filter_level, firm_years_kept from marts.rpt_sample_funnel "
+                                 "order by step_order")
+    truth = built["truth"]["analysis_sample"]["funnel"]
+    assert [step for step, _, _ in funnel] == [
+        "all_firm_years", "pilot_firms", "listed_under_min_years", "delisting_flag", "financial_firms",
+        "missing_data_firms"]
+    assert {level for step, level, _ in funnel[1:]} == {"firm"}
+    expected = [truth["firm_years_2010_2019"], *[truth[f"after_{step}"] for step, _, _ in funnel[1:]]]
+    assert [kept for _, _, kept in funnel] == expected
+
+
+def test_panel_keeps_firm_years_with_missing_controls(built):
+    """Missing controls stay NULL in rpt_analysis_panel (no row is dropped for them): the panel
+    holds every firm-year of the kept firms, including the planted missing controls."""
+    db = built["db"]
+    (n_null_roa, n_null_city) = _query(
+        db, "select count(*) filter (where roa is null or ifdome is null), "
+            "count(*) filter (where ln_meangdp is null or infor is null or ln_finsgov is null "
+            "or ln_fdi is null) from marts.rpt_analysis_panel")[0]
+    assert n_null_roa > 0 and n_null_city > 0
+    (n_panel,) = _query(db, "select count(*) from marts.rpt_analysis_panel")[0]
+    assert n_panel == built["truth"]["analysis_sample"]["firm_years"]
+
+
+def _drop_singletons(df, fe: list[str]):
+    """Iteratively drop observations alone in any FE group (plain pandas; independent of pyfixest)."""
+    while fe:
+        alone = False
+        for col in fe:
+            size = df.groupby(col)[col].transform("size")
+            alone = alone | (size == 1)
+        if not alone.any():
+            break
+        df = df.loc[~alone]
+    return df
+
+
+def test_table3_nobs_fall_column_by_column_as_recounted_from_the_panel(built, tmp_path):
+    """Issue 11: each Table 3 column drops only the rows missing its own variables. The stored
+    nobs equal an independent recount on the panel (complete cases on the column's outcome,
+    regressors and FE, then iterated singleton removal), and the planted missing firm and city
+    controls make N fall from column 2 to 3 and from 3 to 4."""
+    import duckdb
+    import pandas as pd
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    run_id = run_estimation(only=["table3"], force=True, db_path=db, progress=False, render=False,
+                            out_dir=tmp_path)
+    stored = dict(_query(db, f"select spec_id, nobs from results.estimates where run_id = '{run_id}' "
+                             "and term = 'policy'"))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        panel = con.execute("select * from marts.rpt_analysis_panel").df()
+    finally:
+        con.close()
+    panel["ind_year"] = panel["industry_code"].astype(str) + "_" + panel["year"].astype(str)
+    panel["prov_year"] = panel["province_code"].astype(str) + "_" + panel["year"].astype(str)
+    firm = ["roa", "lnage", "ki", "ifdome", "ln_size", "kd"]
+    city = ["ln_meangdp", "infor", "ln_finsgov", "ln_fdi"]
+    columns = {
+        "table3_col1": ([], []),
+        "table3_col2": ([], ["stkcd", "year"]),
+        "table3_col3": (firm, ["stkcd", "year"]),
+        "table3_col4": (firm + city, ["stkcd", "year"]),
+        "table3_col5": (firm + city, ["stkcd", "ind_year", "prov_year"]),
+    }
+    recount = {}
+    for spec_id, (controls, fe) in columns.items():
+        used = panel.dropna(subset=["ln_apply_inv_zl", "policy", *controls, *fe, "city_code"])
+        recount[spec_id] = len(_drop_singletons(used, fe))
+    assert stored == recount
+    n = [recount[f"table3_col{k}"] for k in range(1, 6)]
+    assert n[0] == len(panel)
+    assert n[0] >= n[1] > n[2] > n[3] >= n[4], n

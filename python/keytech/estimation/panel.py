@@ -52,8 +52,10 @@ def prepare_panel(df: pd.DataFrame) -> pd.DataFrame:
         # rel_time is redundant with first_treated_year; recompute where the mart left it null
         rel = out["year"] - out["first_treated_year"]
         out["rel_time"] = out["rel_time"].where(out["rel_time"].notna(), rel)
-    out["ind_year"] = out["industry_code"].astype(str) + "_" + out["year"].astype(str)
-    out["prov_year"] = out["province_code"].astype(str) + "_" + out["year"].astype(str)
+    # a missing industry or province leaves its FE cell missing (not a "None_2015" cell), so the
+    # specs with that FE drop the row like any other missing variable
+    out["ind_year"] = (out["industry_code"].astype(str) + "_" + out["year"].astype(str)).where(out["industry_code"].notna())
+    out["prov_year"] = (out["province_code"].astype(str) + "_" + out["year"].astype(str)).where(out["province_code"].notna())
     return out.sort_values(["stkcd", "year"]).reset_index(drop=True)
 
 

@@ -215,7 +215,7 @@ def funnel_section(data: dict[str, Any]) -> str:
     frame = data["funnel"]
     if frame is None or frame.empty:
         return section("funnel", "Sample funnel", "<p class='muted'>marts.rpt_sample_funnel is missing.</p>")
-    rows = [[("num", str(int(r.step_order))), ("txt", f"<code>{esc(r.step)}</code>"), ("txt", esc(r.description)),
+    rows = [[("num", str(int(r.step_order))), ("txt", f"<code>{esc(r.step)}</code>" + (f" <span class='muted'>({esc(r.filter_level)})</span>" if getattr(r, "filter_level", None) else "")), ("txt", esc(r.description)),
              ("num", fmt_int(r.firms_dropped)), ("num", fmt_int(r.firm_years_dropped)),
              ("num", fmt_int(r.firms_kept)), ("num", fmt_int(r.firm_years_kept))]
             for r in frame.itertuples()]
