@@ -152,10 +152,10 @@ def test_psm_logit_score_and_nearest_neighbour_matches_equal_matchit(ref):
     # MatchIt: 1:1 nearest neighbour on the logit score, with replacement, caliper 0.2 SD (n-1) of it
     caliper = 0.2 * ref["psm_lalonde", "logit_sd", ""]
     treated = ll["treat"].to_numpy(bool)
-    _, match = nearest_neighbour(logit, treated, caliper)
+    weights, n_tied, match = nearest_neighbour(logit, treated, caliper)
     logit_by_id = pd.Series(logit, index=ll["id"].to_numpy())
+    row_of = pd.Series(np.arange(len(ll)), index=ll["id"].to_numpy())
     theirs = dict(zip(matches["treated_id"], matches["control_id"]))
-    controls = logit[~treated]
     n_ties = 0
     for i in np.flatnonzero(treated):
         tid, j = ll["id"].iat[i], match[i]
@@ -164,9 +164,10 @@ def test_psm_logit_score_and_nearest_neighbour_matches_equal_matchit(ref):
             continue
         d_ours, d_theirs = abs(logit[j] - logit[i]), abs(logit_by_id[theirs[tid]] - logit[i])
         assert d_ours == pytest.approx(d_theirs, abs=1e-12), tid  # the nearest distance
-        tied = np.sum(np.abs(np.abs(controls - logit[i]) - d_ours) <= 1e-12) > 1
-        n_ties += tied
-        if not tied:  # a unique nearest control: the very same unit
+        if n_tied[i] == 1:  # a unique nearest control: the very same unit
             assert ll["id"].iat[j] == theirs[tid], tid
+        else:  # tied controls share the weight (psmatch2); MatchIt's pick is one of them
+            n_ties += 1
+            assert weights[row_of[theirs[tid]]] > 0, tid
     assert int((match[treated] >= 0).sum()) == ref["psm_lalonde", "n_matched_treated", ""]
     assert n_ties > 0  # lalonde has controls with identical covariates: the tie rule matters there
