@@ -483,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--placebo-draws", type=int, default=500, help="placebo reassignments (default 500)")
     p.add_argument("--seed", type=int, default=None,
                    help="the run's one random seed (default 20240601, keytech.estimation.base.DEFAULT_SEED): seeds "
-                        "the placebo draws, the Callaway-Sant'Anna cluster bootstrap, the permutation tests and PSM "
-                        "tie-breaking; stored in results.runs and in each stochastic spec's diagnostics "
+                        "the placebo draws, the Callaway-Sant'Anna cluster bootstrap and the permutation tests (PSM "
+                        "shares ties and draws nothing); stored in results.runs and in each stochastic spec's diagnostics "
                         "(keytech demo passes its --seed)")
     p.add_argument("--permutation-draws", type=_positive_int, metavar="N",
                    help="reshuffles of every between-group permutation test (the empirical p of b_high - b_low "

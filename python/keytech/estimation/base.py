@@ -11,8 +11,8 @@ from scipy import stats
 
 
 # The one seed of a run (keytech estimate --seed): placebo draws, the Callaway–Sant'Anna cluster
-# bootstrap, the between-group permutation tests and PSM tie-breaking all draw from
-# numpy.random.default_rng(seed); each stochastic spec stores the seed it used in its diagnostics.
+# bootstrap and the between-group permutation tests draw from numpy.random.default_rng(seed) (PSM
+# shares ties and draws nothing); each stochastic spec stores the seed it used in its diagnostics.
 DEFAULT_SEED = 20240601
 
 

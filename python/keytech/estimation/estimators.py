@@ -19,7 +19,7 @@ from keytech.estimation.registry import Spec
 @dataclass
 class RunContext:
     placebo_draws: int = 500
-    seed: int = DEFAULT_SEED  # the run seed: placebo, CS bootstrap, permutation tests, PSM ties
+    seed: int = DEFAULT_SEED  # the run seed: placebo, CS bootstrap, permutation tests
     # when set, replaces options.permutation.draws of every spec (keytech estimate --permutation-draws)
     permutation_draws: int | None = None
     progress: bool = False

@@ -155,7 +155,7 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
         forb = d["by_type"].get("later_vs_earlier", {}).get("weight", 0.0)
         return f"late-vs-early w={forb:.3f}"
     if spec.estimator == "placebo" and "p_empirical" in d:
-        return f"p_emp={d['p_empirical']:.3f} ({d.get('n_draws_as_extreme', '?')}/{d['n_draws']} draws)"
+        return f"p_emp=(1+{d.get('n_draws_as_extreme', '?')})/(1+{d['n_draws']})={d['p_empirical']:.3f}"
     if spec.estimator == "staggered_did2s":
         n = d.get("treated_obs_dropped_unidentified", d.get("treated_obs_dropped_unidentified_fe"))
         return f"imputation; {n} treated obs w/o estimable Y(0) dropped" if n else "imputation"

@@ -30,7 +30,7 @@ from keytech.estimation.base import DEFAULT_SEED  # noqa: E402  (re-exported)
 
 DEFAULT_PLACEBO_DRAWS = 500
 # estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
-STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs", "psm")
+STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs")
 
 
 def code_version() -> str:
