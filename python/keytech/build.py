@@ -77,6 +77,10 @@ class ChecksFailed(BuildFailed):
     """The new warehouse was built but its data checks or limits failed; it was not swapped in."""
 
 
+class BadOptions(BuildFailed, ValueError):
+    """Build options that cannot be combined."""
+
+
 class NothingSelected(BuildFailed):
     """``--select`` matched no model, seed or test."""
 
@@ -425,7 +429,7 @@ def build_warehouse(options: BuildOptions) -> dict:
     'select' or 'unchanged', with ``reason`` and ``changed_tables``; ``checks`` holds the GX record
     and ``limits`` the limit report when they ran."""
     if options.incremental and options.select:
-        raise BuildFailed("an incremental build refreshes everything downstream of the changed tables; "
+        raise BadOptions("an incremental build refreshes everything downstream of the changed tables; "
                           "it cannot be combined with --select")
     target = Path(options.warehouse)
     if options.select and not target.is_file():

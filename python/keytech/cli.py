@@ -383,7 +383,11 @@ EXAMPLES = {
     "synth": "keytech synth --scale tiny --seed 1 --out /tmp/raw",
     "validate": "keytech validate --raw-dir /data/csmar_2024",
     "build": "keytech build                       # data/raw → data/warehouse.duckdb\n"
-             "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc",
+             "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc\n"
+             "  keytech build --select marts.rpt_analysis_panel+   # the panel and what follows, on a copy\n"
+             "  keytech build --limit unparseable_ipc_share=0.03 --wait 600\n"
+             "The new warehouse replaces the old one only after dbt's tests, the limits and the data checks\n"
+             "pass; otherwise the old one stays byte-identical (README, 'Reliability').",
     "check": "keytech check",
     "estimate": "keytech estimate --list\n  keytech estimate --only table3 event_study\n  keytech estimate --placebo-draws 1000 --seed 7\n"
                 "  keytech estimate --only table5 het --permutation-draws 20   # quick look at the p-values",
