@@ -26,17 +26,20 @@ def test_inference_section_renders_stored_results():
     df = df.assign(fc_index=np.random.default_rng(2).normal(size=len(df)))
     results = []
     for sid, opts in (("robust_wcr_city", {"draws": 99}), ("mt_het_fc", {"draws": 99}),
-                      ("robust_staggered_cs_dr", {"band_draws": 99})):
+                      ("robust_staggered_cs_dr", {"band_draws": 99}), ("robust_etwfe_poisson", {}),
+                      ("table3_col5", {})):
         spec = reg.get(sid)
         results += run_spec(dataclasses.replace(spec, options={**spec.options, **opts}), df, RunContext(seed=1))
     est = pd.DataFrame(store.estimate_rows("r1", results), columns=store.ESTIMATE_COLUMNS)
     html = inference_section({"estimation": (est, {}, {}, None)})
-    for tid in ("wcr-table", "adjusted-pvalues-table", "cs-dr-table"):
+    for tid in ("wcr-table", "adjusted-pvalues-table", "cs-dr-table", "etwfe-table"):
         assert f"id='{tid}'" in html
     wcr = results[0]
     assert f"{wcr.term('policy').p_value:.4f}" in html
     for t in results[1].terms:
         assert f"<code>{t.term}</code>" in html and f"{t.p_value:.4f}" in html
     assert "uniform band" in html.lower()
+    pct = [r for r in results if r.spec_id == "robust_etwfe_poisson"][0].term("att_pct")
+    assert f"{pct.estimate:,.4f}" in html
     empty = inference_section({"estimation": (est.iloc[0:0], {}, {}, None)})
     assert "keytech estimate --only wcr" in empty
