@@ -434,6 +434,7 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "multiple_testing": _lazy("multiple_testing", "fit_multiple_testing"),  # issue 14
     "staggered_cs_dr": _lazy("cs_doubly_robust", "fit_cs_dr"),  # issue 14
     "etwfe_poisson": _lazy("etwfe", "fit_etwfe_poisson"),  # issue 14
+    "staggered_imputation": _lazy("imputation", "fit_imputation"),  # issue 14
 }
 
 
