@@ -495,6 +495,8 @@ ESTIMATORS: dict[str, Callable[[Spec, pd.DataFrame, RunContext], SpecResult]] = 
     "wild_bootstrap": _lazy("wild_bootstrap", "fit_wild_bootstrap"),  # issue 14
     "multiple_testing": _lazy("multiple_testing", "fit_multiple_testing"),  # issue 14
     "staggered_cs_dr": _lazy("cs_doubly_robust", "fit_cs_dr"),  # issue 14
+    "etwfe_poisson": _lazy("etwfe", "fit_etwfe_poisson"),  # issue 14
+    "staggered_imputation": _lazy("imputation", "fit_imputation"),  # issue 14
 }
 
 

@@ -134,7 +134,7 @@ def fit_multiple_testing(spec, df: pd.DataFrame, ctx):
     hl = holm(raw)
     terms = []
     for i, (ms, (res, main)) in enumerate(zip(mspecs, fits)):
-        info = {"member": ms.id, "term": ms.treatment, "raw_p_value": float(raw[i]), "holm_p_value": float(hl[i]),
+        info = {"member": ms.id, "tested_term": ms.treatment, "raw_p_value": float(raw[i]), "holm_p_value": float(hl[i]),
                 "romano_wolf_p_value": float(rw[i]), "raw_bootstrap_p_value": float(raw_boot[i]),
                 "nobs": res.nobs, "n_clusters": boots[i].G}
         terms.append(TermEstimate(ms.id, main.estimate, main.std_error, main.t_stat, float(rw[i]), main.ci_low,

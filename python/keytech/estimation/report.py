@@ -166,6 +166,10 @@ def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
                          for k, v in d["wild_bootstrap"].items())
     if spec.estimator == "staggered_cs_dr" and "uniform_band" in d:
         return f"DR, covariates {'+'.join(d.get('covariates') or []) or 'none'}; uniform band c={d['uniform_band']['critical_value']:.2f}"
+    if spec.estimator == "etwfe_poisson" and "pct_effect" in d:
+        return f"ETWFE: {d['pct_effect']:+.1f}% (SE {d['pct_se']:.1f}) on the count"
+    if spec.estimator == "staggered_imputation" and "pretrend_test" in d:
+        return f"BJS conservative SE; pre-trend p={d['pretrend_test'].get('p_value', float('nan')):.3f}"
     if spec.id == "robust_anticipation":
         lead = _main_row(est, spec.id, "lead1")
         if lead:

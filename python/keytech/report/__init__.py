@@ -21,6 +21,7 @@ import pandas as pd
 
 from keytech import paths
 from keytech.report import collect, figures, paper
+from keytech.report.inference import inference_section
 from keytech.report.page import (
     coef_html, esc, figure, fmt_int, fmt_num, fmt_r2, is_missing, kv, page, pretty_json, section,
     stars_from_count, stars_from_p, status, table,
@@ -28,13 +29,14 @@ from keytech.report.page import (
 
 SECTION_IDS = (
     "provenance", "pipeline", "funnel", "descriptives", "paper-tables", "publication-tables", "other-specs",
-    "event-study", "placebo", "rollout", "patents-by-field", "quality",
+    "event-study", "placebo", "inference", "rollout", "patents-by-field", "quality",
 )
 NAV = [
     ("provenance", "Provenance"), ("pipeline", "Pipeline"), ("funnel", "Sample funnel"),
     ("descriptives", "Descriptives"), ("paper-tables", "Paper vs this run"),
     ("publication-tables", "Tables in the paper's layout"), ("other-specs", "Other specifications"),
-    ("event-study", "Event study"), ("placebo", "Placebo"), ("rollout", "Pilot rollout"),
+    ("event-study", "Event study"), ("placebo", "Placebo"), ("inference", "Inference beyond the peers"),
+    ("rollout", "Pilot rollout"),
     ("patents-by-field", "Patents by SEI field"), ("quality", "Data quality"),
 ]
 
@@ -99,6 +101,7 @@ def render(data: dict[str, Any]) -> str:
         other_specs_section(data),
         event_study_section(data),
         placebo_section(data),
+        inference_section(data),
         rollout_section(data),
         patents_section(data),
         quality_section(data),
