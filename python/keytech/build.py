@@ -64,6 +64,9 @@ class BuildOptions:
     # Refresh the previous warehouse when only landed data changed (see the module docstring);
     # falls back to a full build whenever that would not be safe.
     incremental: bool = False
+    # Another edition of the SEI–IPC concordance (same shape as seeds/sei_ipc_concordance.csv);
+    # None uses the versioned seed. Recorded in the landing manifest ('concordance').
+    concordance: Path | None = None
 
 
 STATE_SCHEMA = "build_meta"
@@ -81,12 +84,47 @@ def dbt_executable() -> str:
 
 
 def dbt_vars(options: BuildOptions) -> dict:
-    return {
+    out = {
         "landing_dir": str(options.landing_dir),
         "ipc_matching": options.ipc_matching,
         "use_ipc_supplement": options.use_ipc_supplement,
         "fc_index_method": options.fc_index_method,
     }
+    if options.concordance is not None:
+        out["concordance_path"] = str(options.landing_dir / CONCORDANCE_LANDED)
+    return out
+
+
+CONCORDANCE_LANDED = "sei_ipc_concordance_edition.csv"
+
+
+def land_concordance(options: BuildOptions) -> dict:
+    """Which SEI–IPC concordance edition the build uses: the versioned seed, or the file given
+    with ``--concordance`` (checked for the seed's shape, copied into the landing area)."""
+    import csv
+
+    if options.concordance is None:
+        seed = paths.project_root() / "seeds" / "sei_ipc_concordance.csv"
+        return {"edition": "seeds/sei_ipc_concordance.csv (CNIPA 2021, versioned seed)",
+                "sha256": hashlib.sha256(seed.read_bytes()).hexdigest()}
+    source = Path(options.concordance)
+    if not source.is_file():
+        raise FileNotFoundError(f"--concordance {source}: no such file")
+    with open(source, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        rows = list(reader)
+    if header[:2] != ["ipc_code", "sei_rule_id"]:
+        raise ValueError(f"--concordance {source}: the header must start with ipc_code,sei_rule_id "
+                         f"(the shape of seeds/sei_ipc_concordance.csv), not {','.join(header)}")
+    bad = [i + 2 for i, row in enumerate(rows) if len(row) < 2 or not row[1].strip().isdigit()]
+    if bad:
+        raise ValueError(f"--concordance {source}: sei_rule_id is not a whole number at line(s) "
+                         f"{', '.join(map(str, bad[:5]))}")
+    options.landing_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, options.landing_dir / CONCORDANCE_LANDED)
+    return {"edition": str(source.resolve()), "rows": len(rows),
+            "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
 
 
 def _parent_death_signal():
@@ -193,6 +231,7 @@ def build_state(manifest: dict, options: BuildOptions) -> dict:
         "code_fingerprint": code_fingerprint(),
         "vars": dbt_vars(options),
         "tables": manifest["tables"],
+        "concordance": manifest.get("concordance"),
     }
 
 
@@ -250,6 +289,8 @@ def plan_refresh(previous: dict | None, current: dict, warehouse: Path) -> dict:
         return full("models, seeds, macros, the contract or tool versions changed since the last build")
     if previous.get("vars") != current["vars"]:
         return full("build options (dbt vars) changed since the last build")
+    if previous.get("concordance") != current.get("concordance"):
+        return full("the SEI-IPC concordance edition changed since the last build")
     before, after = previous.get("tables") or {}, current["tables"]
     if set(before) != set(after):
         return full("the set of contract tables changed")
@@ -279,6 +320,9 @@ def build_warehouse(options: BuildOptions) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     manifest = ingest(options.raw_dir, options.landing_dir)
+    manifest["concordance"] = land_concordance(options)
+    (options.landing_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False),
+                                                        encoding="utf-8")
     timings["validate_and_land"] = time.perf_counter() - start
 
     target = options.warehouse

@@ -90,6 +90,7 @@ def cmd_build(args) -> int:
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),
+        concordance=Path(args.concordance) if getattr(args, "concordance", None) else None,
     )
     _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
     if options.incremental:
@@ -415,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
                         "(falls back to a full build when models, seeds or options changed)")
     p.add_argument("--skip-checks", action="store_true", help="skip the Great Expectations checks")
+    p.add_argument("--concordance", metavar="PATH",
+                   help="another edition of the SEI-IPC concordance (CSV with ipc_code,sei_rule_id like "
+                        "seeds/sei_ipc_concordance.csv, e.g. a later CNIPA revision) instead of the versioned "
+                        "seed; the edition used is recorded in the landing manifest, build state and report")
 
     add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
 
