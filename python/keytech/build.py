@@ -308,6 +308,12 @@ def plan_refresh(previous: dict | None, current: dict, warehouse: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ build
+def previous_warehouse_path(warehouse: Path) -> Path:
+    """Where a complete build keeps the warehouse it replaced (`keytech diff`'s default OLD)."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(warehouse.stem + ".previous" + warehouse.suffix)
+
+
 def build_warehouse(options: BuildOptions) -> dict:
     """Validate + land the raw folder, then `dbt build` into a new file and swap it in.
 
@@ -365,5 +371,12 @@ def build_warehouse(options: BuildOptions) -> dict:
     if not options.select:  # only a complete build can be refreshed incrementally later
         write_build_state(building, state)
     carry_over_results(target, building)
+    if target.is_file():  # keep the build being replaced for `keytech diff` (a hard link: no copy)
+        previous = previous_warehouse_path(target)
+        previous.unlink(missing_ok=True)
+        try:
+            os.link(target, previous)
+        except OSError:
+            shutil.copyfile(target, previous)
     os.replace(building, target)
     return outcome
