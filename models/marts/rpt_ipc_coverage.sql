@@ -7,7 +7,7 @@ patents as (
 ),
 
 concordance as (
-    select * from {{ ref('sei_ipc_concordance') }}
+    select * from {{ ref('int_sei_ipc_concordance_edition') }}
 ),
 
 supplement as (

@@ -34,8 +34,9 @@ firm_unknown_cities as (
         'Ctnm' as column_name,
         city_name_raw as value,
         'unknown_city' as rejection_code,
-        'city name not found among prefecture-level cities, their short forms or '
-        || 'aliases; '
+        'city name not found (or ambiguous) in that year among prefecture-level '
+        || 'cities, their short forms, and the prefecture and county names in use '
+        || '(seeds/city_name_history.csv); '
         || 'the firm-year gets no city (no city controls, no policy), so the firm is '
         || 'dropped from the sample as a missing-data firm (is_missing_data_firm)' as reason
     from firm_years
@@ -78,8 +79,9 @@ yearbook_unknown_cities as (
         'CityName' as column_name,
         city_name_raw as value,
         'unknown_city' as rejection_code,
-        'city name not found among prefecture-level cities, their short forms or '
-        || 'aliases; '
+        'city name not found (or ambiguous) in that year among prefecture-level '
+        || 'cities, their short forms, and the prefecture and county names in use '
+        || '(seeds/city_name_history.csv); '
         || 'row not used' as reason
     from city_years
     where city_code is null

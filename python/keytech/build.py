@@ -110,6 +110,9 @@ class BuildOptions:
     lock_wait: float = 0.0
     # Where GX writes latest.{json,html} (default output/checks).
     checks_out: Path | None = None
+    # Another edition of the SEI–IPC concordance (same shape as seeds/sei_ipc_concordance.csv);
+    # None uses the versioned seed. Recorded in the landing manifest ('concordance').
+    concordance: Path | None = None
 
 
 STATE_SCHEMA = "build_meta"
@@ -127,13 +130,48 @@ def dbt_executable() -> str:
 
 
 def dbt_vars(options: BuildOptions) -> dict:
-    return {
+    out = {
         "landing_dir": str(options.landing_dir),
         "ipc_matching": options.ipc_matching,
         "use_ipc_supplement": options.use_ipc_supplement,
         "fc_index_method": options.fc_index_method,
         "delisting_flag_rule": options.delisting_flag_rule,
     }
+    if options.concordance is not None:
+        out["concordance_path"] = str(options.landing_dir / CONCORDANCE_LANDED)
+    return out
+
+
+CONCORDANCE_LANDED = "sei_ipc_concordance_edition.csv"
+
+
+def land_concordance(options: BuildOptions) -> dict:
+    """Which SEI–IPC concordance edition the build uses: the versioned seed, or the file given
+    with ``--concordance`` (checked for the seed's shape, copied into the landing area)."""
+    import csv
+
+    if options.concordance is None:
+        seed = paths.project_root() / "seeds" / "sei_ipc_concordance.csv"
+        return {"edition": "seeds/sei_ipc_concordance.csv (CNIPA 2021, versioned seed)",
+                "sha256": hashlib.sha256(seed.read_bytes()).hexdigest()}
+    source = Path(options.concordance)
+    if not source.is_file():
+        raise FileNotFoundError(f"--concordance {source}: no such file")
+    with open(source, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        rows = list(reader)
+    if header[:2] != ["ipc_code", "sei_rule_id"]:
+        raise ValueError(f"--concordance {source}: the header must start with ipc_code,sei_rule_id "
+                         f"(the shape of seeds/sei_ipc_concordance.csv), not {','.join(header)}")
+    bad = [i + 2 for i, row in enumerate(rows) if len(row) < 2 or not row[1].strip().isdigit()]
+    if bad:
+        raise ValueError(f"--concordance {source}: sei_rule_id is not a whole number at line(s) "
+                         f"{', '.join(map(str, bad[:5]))}")
+    options.landing_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, options.landing_dir / CONCORDANCE_LANDED)
+    return {"edition": str(source.resolve()), "rows": len(rows),
+            "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
 
 
 def _parent_death_signal():
@@ -322,6 +360,7 @@ def build_state(manifest: dict, options: BuildOptions) -> dict:
         "code_fingerprint": code_fingerprint(),
         "vars": dbt_vars(options),
         "tables": manifest["tables"],
+        "concordance": manifest.get("concordance"),
     }
 
 
@@ -379,6 +418,8 @@ def plan_refresh(previous: dict | None, current: dict, warehouse: Path) -> dict:
         return full("models, seeds, macros, the contract or tool versions changed since the last build")
     if previous.get("vars") != current["vars"]:
         return full("build options (dbt vars) changed since the last build")
+    if previous.get("concordance") != current.get("concordance"):
+        return full("the SEI-IPC concordance edition changed since the last build")
     before, after = previous.get("tables") or {}, current["tables"]
     if set(before) != set(after):
         return full("the set of contract tables changed")
@@ -421,6 +462,12 @@ def _drop_build_state(warehouse: Path) -> None:
         con.close()
 
 
+def previous_warehouse_path(warehouse: Path) -> Path:
+    """Where a complete build keeps the warehouse it replaced (`keytech diff`'s default OLD)."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(warehouse.stem + ".previous" + warehouse.suffix)
+
+
 def build_warehouse(options: BuildOptions) -> dict:
     """Validate + land the raw folder, then `dbt build` into a new file, check it and swap it in.
 
@@ -453,6 +500,9 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
     _remove_leftovers(building)
     start = time.perf_counter()
     manifest = ingest(options.raw_dir, options.landing_dir)
+    manifest["concordance"] = land_concordance(options)
+    (options.landing_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False),
+                                                        encoding="utf-8")
     timings["validate_and_land"] = time.perf_counter() - start
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -530,6 +580,13 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
             f"\nThe rejected build is at {rejected} for inspection "
             f"(`KEYTECH_DB={rejected} keytech sql \"select …\"`). Fix the data, or raise a limit with "
             "`keytech build --limit NAME=VALUE` if the share is expected, and build again.")
+    if target.is_file():  # keep the build being replaced for `keytech diff` (a hard link: no copy)
+        previous = previous_warehouse_path(target)
+        previous.unlink(missing_ok=True)
+        try:
+            os.link(target, previous)
+        except OSError:
+            shutil.copyfile(target, previous)
     os.replace(building, target)
     rejected.unlink(missing_ok=True)
     return outcome

@@ -113,6 +113,7 @@ def cmd_build(args) -> int:
         checks=not args.skip_checks,
         limits=None if args.skip_checks else _parse_limits(getattr(args, "limit", None)),
         lock_wait=float(getattr(args, "wait", 0) or 0),
+        concordance=Path(args.concordance) if getattr(args, "concordance", None) else None,
     )
     _say(args, f"[1/3] Validating {options.raw_dir} and landing it in {options.landing_dir} …")
     if options.incremental:
@@ -319,6 +320,34 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------------- diff
+def cmd_diff(args) -> int:
+    from keytech import diff
+    from keytech.build import previous_warehouse_path
+
+    current = paths.warehouse_path()
+    if args.runs:
+        result = diff.diff_runs(args.runs[0], args.runs[1], current)
+        store_in = current
+    else:
+        new = Path(args.new) if args.new else current
+        old = Path(args.old) if args.old else previous_warehouse_path(new)
+        if not old.is_file():
+            raise UserError(f"no previous build at {old}: name the old warehouse, e.g. `keytech diff OLD.duckdb` "
+                           "(every `keytech build` keeps the one it replaces there)", EXIT_MISSING)
+        result = diff.diff_builds(old, new)
+        store_in = new
+    diff_id = diff.store(result, store_in)
+    out = Path(args.out) if args.out else paths.output_dir() / "diff"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = diff.render_markdown(result)
+    (out / "diff.md").write_text(markdown, encoding="utf-8")
+    (out / "diff.html").write_text(diff.render_html(result), encoding="utf-8")
+    _say(args, markdown)
+    _say(args, f"Stored as {diff_id} in results.diffs of {store_in}; {out / 'diff.md'} and {out / 'diff.html'}.")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------------------- doctor
 def cmd_doctor(args) -> int:
     from keytech.doctor import diagnose, next_step
@@ -402,6 +431,9 @@ EXAMPLES = {
               "  keytech export --what results --format csv --all-runs\n"
               "  keytech export --what panel --panel rpt_analysis_panel_window2022 --format parquet --out /tmp/",
     "doctor": "keytech doctor\n  keytech doctor --raw-dir /data/csmar_2024",
+    "diff": "keytech diff                                  # previous build (kept by the swap) vs the current one\n"
+            "  keytech diff /backup/warehouse_2024.duckdb data/warehouse.duckdb\n"
+            "  keytech diff --runs 20260101T120000-ab12cd 20260201T090000-ef34ab",
     "docs": "keytech docs                        # → output/dbt-docs/static_index.html\n  make docs",
 }
 
@@ -477,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="when another build of the same warehouse runs, wait up to SECONDS for it "
                         "(default 0: exit at once, naming the holder)")
+    p.add_argument("--concordance", metavar="PATH",
+                   help="another edition of the SEI-IPC concordance (CSV with ipc_code,sei_rule_id like "
+                        "seeds/sei_ipc_concordance.csv, e.g. a later CNIPA revision) instead of the versioned "
+                        "seed; the edition used is recorded in the landing manifest, build state and report")
 
     add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
 
@@ -520,6 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
                    default="rpt_analysis_panel", help="which panel mart for --what panel")
     p.add_argument("--run", help="run id for --what results (default: the latest run)")
     p.add_argument("--all-runs", action="store_true", help="every run for --what results")
+
+    p = add("diff", "What changed between two builds (per public mart: rows added/removed/changed by key, "
+                    "column change counts, the sample funnel side by side) or two estimation runs "
+                    "(estimate, SE, N; sign and 5%-significance changes).", cmd_diff)
+    p.add_argument("old", nargs="?", help="old warehouse (default: the previous build, <warehouse>.previous.duckdb)")
+    p.add_argument("new", nargs="?", help="new warehouse (default: data/warehouse.duckdb or KEYTECH_DB)")
+    p.add_argument("--runs", nargs=2, metavar=("A", "B"), help="compare two estimation runs of the warehouse instead")
+    p.add_argument("--out", help="folder for diff.md and diff.html (default output/diff)")
 
     p = add("doctor", "Check the environment, the raw folder, the warehouse and the last checks; say what to do next.", cmd_doctor)
     p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")

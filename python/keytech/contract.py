@@ -161,18 +161,49 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
 CONTRACT_DOC_HEADER = """# Raw input contract
 
 A raw folder (default `data/raw/`; `KEYTECH_RAW_DIR` or `keytech build --raw-dir` to change it)
-holds **one file per table**, named `<table>.csv` or `<table>.parquet` (or any name given in
-`column_mapping.yml`). CSV files may be UTF-8 (with or without BOM) or GBK/GB18030 — the encoding
-is detected — and may carry vendor description or unit rows directly under the header (CSMAR
-exports have two, yearbook extracts one): a leading row in which no typed column holds a value of
-its type is skipped and counted in `data/landing/_manifest.json`.
+holds the files of each table **as the vendor delivers them** — no hand-made one-CSV-per-table step:
+
+- **Which files belong to a table.** Files named after the table or its known CSMAR table code —
+  `STK_LISTEDCOINFOANL` (firm_info), `FS_Combas` (balance_sheet), `FS_Comins` (income_statement),
+  `FS_Comscfd` / `FS_Comscfi` (cash_flow) — alone or followed by `_`, `-` or a space
+  (`patents_2008_2015.csv` + `patents_2016_2022.csv`, `FS_Combas_2000_2010.zip` +
+  `FS_Combas_2011_2024.zip`), or what `file:` in `column_mapping.yml` names (a name, a glob or a
+  list). Several files of one table are **stacked**. Rows of one key in two files: identical rows
+  are landed once (a warning says how many), different rows are an error naming both files
+  (patents: every row lands and repeats are merged downstream, see
+  `marts.rpt_patent_reconciliation`). Two files that differ only in format (`patents.csv` and
+  `patents.parquet`) are an error naming both: one is a stale copy, not a part.
+- **Formats.** `.zip` (a CSMAR download: the CSV/TXT/Excel inside is read, the `[DES][csv].txt`
+  description file's labels go to the landing manifest, the copyright PDF is ignored); `.xlsx` /
+  `.xls` (first sheet, read with python-calamine; whole numbers are read without `.0`, so a
+  stock code stored as the number `1` lands as `1` and is padded to `000001` in staging; dates
+  as `YYYY-MM-DD`); CSV or TXT in UTF-8 (with or without
+  BOM), GBK/GB18030 or UTF-16 (BOM, or recognised by its NUL bytes), comma- or tab-separated; and
+  Parquet. The encoding is checked over the *whole* file; a file that is neither UTF-8 nor GBK is
+  refused naming the byte and line where each fails.
+- **Header rows.** Vendor description, label, unit and notes rows directly under the header (CSMAR
+  exports and Excel files have two or three, yearbook extracts one) are recognised and skipped: a
+  leading row (at most three) is a description row when none of its typed columns holds a value of
+  its type. Columns prefixed by their table in multi-table CSMAR queries (`FS_Combas-A001000000`)
+  are recognised.
+- **Optional tables.** A table marked *optional* below may be absent: it lands empty, the build and
+  the checks succeed, the mart columns it would fill are NULL, and the specifications it enables
+  are **skipped** with the reason (`het_fc_low_key needs cash_flow: add cash_flow.csv or a CSMAR
+  FS_Comscfd (direct method) download`) — listed in `results.runs` (parameters `skipped`), on the
+  console and in the report. A supplied optional table that fills none of its mart columns (e.g.
+  its rows match no firm-year) makes `keytech check` fail. `keytech validate` prints per table
+  which specifications it enables.
 
 `keytech validate` checks a folder and reports **every** problem at once: a missing file or column
 (naming both), a value of the wrong type (file, row, column, value), an empty required value,
 a date outside 1900–2100, duplicate keys (with examples). `keytech build` runs the same validation
 and then lands each table as `data/landing/<table>.parquet` — contract column names, every value as
-text, plus `_source_file` and `_source_row` (the line in the raw CSV, header = line 1; the row index
-for Parquet) — which dbt reads as its sources. Nothing is landed unless every table passes.
+text, plus `_source_file` (the file, or `zip:member`) and `_source_row` (the line in the raw CSV,
+header = line 1; the Excel row; the row index for Parquet) — which dbt reads as its sources.
+Nothing is landed unless every table passes. `data/landing/_manifest.json` lists per table its
+files with their sha256, format, encoding, skipped description rows, header mapping and column
+labels, and the SEI–IPC concordance edition used (`keytech build --concordance PATH` for another
+edition in the shape of `seeds/sei_ipc_concordance.csv`).
 
 ## Bringing your own extracts: `column_mapping.yml`
 
@@ -182,7 +213,7 @@ case-insensitively. For any other header, put a `column_mapping.yml` in the raw 
 ```yaml
 tables:
   patents:
-    file: cnrds_invention_2023.csv   # optional: a file name other than patents.csv/.parquet
+    file: cnrds_invention_*.csv      # optional: a name, glob or list (parts are stacked)
     columns:                          # your header: contract column
       专利申请号: ApplyNo
       IPC分类号: IPC

@@ -119,10 +119,10 @@ class FileReport:
 # Known CSMAR table codes (a download is named after its table code, e.g. FS_Combas.zip).
 CSMAR_CODES = {
     "STK_LISTEDCOINFOANL": "firm_info",
-    "FS_COMBAS": "balance_sheet",
-    "FS_COMINS": "income_statement",
-    "FS_COMSCFD": "cash_flow",
-    "FS_COMSCFI": "cash_flow",
+    "FS_Combas": "balance_sheet",
+    "FS_Comins": "income_statement",
+    "FS_Comscfd": "cash_flow",
+    "FS_Comscfi": "cash_flow",
 }
 DATA_SUFFIXES = (".csv", ".txt", ".tsv", ".xlsx", ".xlsm", ".xls", ".parquet", ".zip")
 DESCRIPTION_MARK = "[DES]"
@@ -451,7 +451,7 @@ def _resolve_headers(
     # columns prefixed by their table in multi-table CSMAR queries: FS_Combas-A001000000
     for h in headers:
         prefix, sep, rest = h.strip().partition("-")
-        if sep and rest and (prefix.upper() in CSMAR_CODES or prefix.lower() == table.name):
+        if sep and rest and (prefix.upper() in {c.upper() for c in CSMAR_CODES} or prefix.lower() == table.name):
             by_folded.setdefault(rest.strip().lower(), h)
     user = {k.strip().lower(): v for k, v in mapping.columns.get(table.name, {}).items()}
     resolved: dict[str, str] = {}

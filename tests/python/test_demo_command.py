@@ -1,6 +1,7 @@
 """`keytech demo` end to end at tiny scale, as `make demo` runs it (the command assembles the
 arguments of synth, build, check, estimate and report itself, so a new option of one of them must
-reach it): synthetic data → warehouse → checks → every spec id → report, in temporary folders."""
+reach it): synthetic data → warehouse → checks → every spec id → report, in temporary folders. The
+report is written even when a spec fails; the exit code is then 1 (issue 12)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_demo_runs_every_spec_and_writes_the_report(tmp_path: Path):
     keytech = Path(sys.executable).with_name("keytech")
     done = subprocess.run([str(keytech), "demo", "--scale", "tiny"], env=env, capture_output=True, text=True,
                           timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
     assert "SYNTHETIC" in done.stdout
     # library warnings are kept in each spec's diagnostics, not printed over the progress output
     assert "dropped due to multicollinearity" not in done.stdout + done.stderr
@@ -36,8 +37,14 @@ def test_demo_runs_every_spec_and_writes_the_report(tmp_path: Path):
         passed = con.execute("select count(*) from results.check_runs").fetchone()[0]
         kept = con.execute("select count(*) from results.estimates where diagnostics_json like "
                            "'%dropped due to multicollinearity%'").fetchone()[0]
+        failed = sorted(r[0] for r in con.execute("select distinct spec_id from results.estimates "
+                                                  "where term = '(error)'").fetchall())
     finally:
         con.close()
     assert ids == {s.id for s in load_registry().specs}
+    # the exit code says whether every spec estimated (at tiny scale a few splits have too little data)
+    assert done.returncode == (1 if failed else 0), failed
+    if failed:
+        assert f"{len(failed)} requested spec(s) failed" in done.stderr
     assert passed >= 1
     assert kept > 0

@@ -4,7 +4,8 @@ and its panel equals the one built from the same data as clean one-file-per-tabl
 The clean folder is the tiny synthetic one (``keytech synth``). The vendor folder holds the same
 data as:
 * ``STK_LISTEDCOINFOANL.zip``: an ``.xlsx`` with three header rows (field code, Chinese label,
-  unit), stock codes stored as numbers, a ``[DES][csv].txt`` description file and a copyright PDF;
+  unit), stock codes stored as numbers, cities named as in their own year (襄樊 before 2010, 毕节地区
+  before 2011) or by county (浦东新区), a ``[DES][csv].txt`` description file and a copyright PDF;
 * ``FS_Combas_2000_2015.zip`` + ``FS_Combas_2016_2024.zip``: GBK CSVs with table-prefixed columns
   (``FS_Combas-A001000000``), split by period, overlapping in one year (identical rows: landed once);
 * ``FS_Comins.xlsx`` (three header rows, integer stock codes) and ``FS_Comscfd.txt`` (UTF-16,
@@ -123,6 +124,13 @@ def make_vendor_folder(clean: Path, vendor: Path) -> None:
 
     # firm_info: zip of an xlsx with 3 header rows (codes, labels, units), numeric stock codes
     firm = _rows(clean / "firm_info.csv")
+    for i, row in enumerate(firm[3:]):  # cities named as in their own year, and by county
+        if row[5] in ("襄阳市", "襄阳") and row[1][:4] < "2010":
+            row[5] = "襄樊市"
+        elif row[5] in ("毕节市", "毕节") and row[1][:4] < "2011":
+            row[5] = "毕节地区"
+        elif row[5] == "上海市" and i % 2 == 0:
+            row[5] = "浦东新区"
     with zipfile.ZipFile(vendor / "STK_LISTEDCOINFOANL.zip", "w") as archive:
         archive.writestr("STK_LISTEDCOINFOANL.xlsx", xlsx_bytes(firm, {0}, header_rows=3))
         archive.writestr("STK_LISTEDCOINFOANL[DES][csv].txt", DES.encode("gbk"))
@@ -189,6 +197,14 @@ def test_vendor_folder_panel_equals_clean_panel(builds):
     assert _fetch(builds["vendor"]["db"], query) == _fetch(builds["clean"]["db"], query)
     query = ("select patent_id, is_key_tech, n_ipc_codes from marts.fct_patents order by patent_id")
     assert _fetch(builds["vendor"]["db"], query) == _fetch(builds["clean"]["db"], query)
+
+
+def test_vendor_folder_names_cities_by_year_and_county(builds):
+    printed = _fetch(builds["vendor"]["db"], "select distinct city_name_raw, city_code from "
+                                             "intermediate.int_firm_years_city_matched order by 1")
+    printed = dict(printed)
+    assert printed.get("浦东新区") == "310000"
+    assert any(name in printed for name in ("襄樊市", "毕节地区"))
 
 
 def test_vendor_files_are_recognised_and_reported(builds):

@@ -3,17 +3,25 @@
       2 suffix_removed  the official name without 市 / 地区 / 盟 / 自治州, e.g. 深圳, 延边朝鲜族
       3 short_form      for 自治州 also without the ethnic names, bare and with 州,
                         e.g. 延边, 延边州, 黔东南州
-      4 alias           seeds/city_name_aliases.csv (older names: 襄樊市, 毕节地区, 莱芜市 ...)
-      5 alias_suffix_removed  an alias without its suffix, e.g. 莱芜
+      4 history_prefecture  a prefecture-level name in use in any year from
+                        {{ var('city_history_first_year') }} (seeds/city_name_history.csv,
+                        derived from the division-code history: 襄樊市, 毕节地区, 巢湖, 莱芜
+                        ...), with the panel city it belongs to
+      5 history_county  a county-level name in use from {{ var('city_history_first_year') }}
+                        (浦东新区), mapped to its prefecture
     A name that resolves to more than one city at its best priority is ambiguous and
-    left out (rows printing it stay unmatched and are quarantined). -#}
+    left out (rows printing it stay unmatched and are quarantined). The year-aware
+    resolution used for firm, yearbook and pilot rows is int_city_names_by_year; this
+    name-only table serves inputs without a meaningful year (the base-year instrument
+    tables). -#}
 
 with cities as (
     select * from {{ ref('cn_prefecture_cities') }}
 ),
 
-aliases as (
-    select * from {{ ref('city_name_aliases') }}
+history as (
+    select * from {{ ref('city_name_history') }}
+    where valid_until > {{ var('city_history_first_year') }}
 ),
 
 official as (
@@ -62,22 +70,13 @@ short_forms as (
     from autonomous_prefectures
 ),
 
-alias_names as (
+history_names as (
     select
-        {{ clean_place_name('alias') }} as lookup_name,
+        {{ clean_place_name('lookup_name') }} as lookup_name,
         city_code,
-        4 as match_priority,
-        'alias' as match_type
-    from aliases
-),
-
-alias_suffix_removed as (
-    select
-        regexp_replace(lookup_name, '(自治州|地区|盟|市)$', '') as lookup_name,
-        city_code,
-        5 as match_priority,
-        'alias_suffix_removed' as match_type
-    from alias_names
+        case division_level when 'prefecture' then 4 else 5 end as match_priority,
+        'history_' || division_level as match_type
+    from history
 ),
 
 candidates as (
@@ -87,9 +86,7 @@ candidates as (
     union all
     select * from short_forms
     union all
-    select * from alias_names
-    union all
-    select * from alias_suffix_removed
+    select * from history_names
 ),
 
 usable as (

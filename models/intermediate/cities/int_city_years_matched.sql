@@ -1,7 +1,7 @@
 {{ config(materialized='table') }}
 
 {#- One row per landed yearbook row, with the city code its printed name resolves to
-    (int_city_names_unioned). When two rows resolve to the same city and year (a merged
+    (int_city_names_by_year: the name valid in the row's year). When two rows resolve to the same city and year (a merged
     or renamed city printed under both names, e.g. 莱芜市 and 济南市 before 2019), the row
     with the better name match wins (official name first), then the lower _source_row;
     the other is quarantined. Unknown names are quarantined too. -#}
@@ -11,7 +11,7 @@ with city_years as (
 ),
 
 city_names as (
-    select * from {{ ref('int_city_names_unioned') }}
+    select * from {{ ref('int_city_names_by_year') }}
 ),
 
 matched as (
@@ -23,6 +23,7 @@ matched as (
     from city_years
     left join city_names
         on {{ clean_place_name('city_years.city_name_raw') }} = city_names.lookup_name
+        and city_years.year = city_names.year
 ),
 
 ranked as (

@@ -7,7 +7,7 @@ with pilot_projects as (
 ),
 
 city_names as (
-    select * from {{ ref('int_city_names_unioned') }}
+    select * from {{ ref('int_city_names_by_year') }}
 ),
 
 cities as (
@@ -29,6 +29,7 @@ matched as (
     left join city_names
         on {{ clean_place_name('pilot_projects.city_name_raw') }}
         = city_names.lookup_name
+        and pilot_projects.wave = city_names.year
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names

@@ -1,7 +1,7 @@
 {{ config(materialized='table') }}
 
 {#- One row per landed firm_info row, with the city code its printed city resolves to
-    (int_city_names_unioned), the city's province, a check of the printed province, and
+    (int_city_names_by_year: the name valid in the row's year), the city's province, a check of the printed province, and
     the industry section of a valid CSRC 2012 division code. When a firm has two rows in
     the same fiscal year, the one with the latest fiscal year end (then the higher
     _source_row) is kept (is_kept) and the other quarantined. An unknown city or
@@ -13,7 +13,7 @@ with firm_years as (
 ),
 
 city_names as (
-    select * from {{ ref('int_city_names_unioned') }}
+    select * from {{ ref('int_city_names_by_year') }}
 ),
 
 cities as (
@@ -40,6 +40,7 @@ matched as (
     from firm_years
     left join city_names
         on {{ clean_place_name('firm_years.city_name_raw') }} = city_names.lookup_name
+        and firm_years.fiscal_year = city_names.year
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names

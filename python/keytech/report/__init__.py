@@ -209,6 +209,10 @@ def pipeline_section(data: dict[str, Any]) -> str:
         body += "<h3>Lineage: which sources feed each mart</h3>" + table(
             ["mart", "source tables (landing)", "seeds"], rows, table_id="lineage-table")
         body += "<p class='notes'>From dbt's manifest (<code>target/manifest.json</code>); the full graph is in the dbt docs (<code>make docs</code>).</p>"
+    if manifest and manifest.get("concordance"):
+        edition = manifest["concordance"]
+        body += (f"<p id='concordance-edition'>SEI–IPC concordance edition: <code>{esc(edition.get('edition'))}</code> "
+                 f"(sha256 <code>{esc(str(edition.get('sha256'))[:12])}</code>).</p>")
     if manifest and manifest.get("warnings"):
         body += "<h3>Warnings while landing</h3><ul class='small'>" + "".join(f"<li>{esc(w)}</li>" for w in manifest["warnings"][:20]) + "</ul>"
     return section("pipeline", "Pipeline at a glance", body)
