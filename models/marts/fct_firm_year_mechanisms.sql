@@ -92,6 +92,13 @@ joined as (
         end as patent_subsidy,
         keyword_counts.visit_count,
         keyword_counts.standard_count,
+        keyword_counts.pilot_mention_count,
+        -- firm-level: any annual report (any year) counts a pilot category; null when the firm
+        -- has no pilot-category row at all (keyword data not supplied for it)
+        cast(
+            bool_or(keyword_counts.pilot_mention_count > 0) over (partition by firm_years.stkcd)
+            as integer
+        ) as mentions_pilot_category,
         {%- for industry in range(1, 10) %}
         coalesce(key_tech_profiles.apply_inv_zl_sei_{{ industry }}, 0)
             as apply_inv_zl_sei_{{ industry }},

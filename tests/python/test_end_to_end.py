@@ -362,3 +362,38 @@ def test_near_far_split_at_the_critical_distance_or_the_documented_fallback(buil
             assert d["threshold_km"] == pytest.approx(median) and "fallback" in d["threshold_rule"]
         else:
             assert d["threshold_km"] == pytest.approx(crit) and "critical" in d["threshold_rule"]
+
+
+def test_alt_no_pilot_mention_keeps_the_firms_that_never_mention_a_pilot_category(built, tmp_path):
+    """Issue 11 §4: alt_no_pilot_mention runs column (5) on the firms whose annual reports never
+    count a pilot category (read here from the raw annual_report_keywords.csv and the
+    dbt var's keyword list); its nobs equal a recount on the panel (complete cases, singletons)."""
+    import duckdb
+    import pandas as pd
+    import yaml
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    keywords = set(yaml.safe_load((paths.project_root() / "dbt_project.yml").read_text(encoding="utf-8"))
+                   ["vars"]["pilot_mention_keywords"])
+    raw = pd.read_csv(built["raw"] / "annual_report_keywords.csv", dtype=str)
+    pilot_rows = raw[raw["Keyword"].isin(keywords)].assign(Count=lambda d: d["Count"].astype(int))
+    per_firm = pilot_rows.groupby(pilot_rows["Stkcd"].str.zfill(6))["Count"].max()
+    never = set(per_firm.index[per_firm == 0])
+    assert never and len(never) < len(per_firm)
+    run_id = run_estimation(only=["alt_no_pilot_mention"], force=True, db_path=db, progress=False,
+                            render=False, out_dir=tmp_path)
+    ((nobs,),) = _query(db, f"select nobs from results.estimates where run_id = '{run_id}' and term = 'policy'")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        panel = con.execute("select * from marts.rpt_endogeneity_panel").df()
+    finally:
+        con.close()
+    panel = panel[panel["stkcd"].isin(never)].assign(
+        ind_year=lambda d: d["industry_code"].astype(str) + "_" + d["year"].astype(str),
+        prov_year=lambda d: d["province_code"].astype(str) + "_" + d["year"].astype(str))
+    controls = ["roa", "lnage", "ki", "ifdome", "ln_size", "kd", "ln_meangdp", "infor", "ln_finsgov", "ln_fdi"]
+    fe = ["stkcd", "ind_year", "prov_year"]
+    used = panel.dropna(subset=["ln_apply_inv_zl", "policy", *controls, *fe, "city_code"])
+    assert nobs == len(_drop_singletons(used, fe)) > 0
