@@ -24,16 +24,18 @@ pilot_projects as (
     select * from {{ ref('int_pilot_projects_city_matched') }}
 ),
 
-{#- CSRC industries with a listed pilot firm, anywhere and in a given city: the year after the
-    first announcement naming one -#}
+{#- CSRC industries with a pilot unit, anywhere and in a given city: the year after the first
+    announcement naming one. The unit's industry is pilot_list.Industry when supplied (also for
+    units that are not listed), else the industry of its linked listed firm (Stkcd). -#}
 pilot_firm_units as (
     select
         pilot_projects.city_code,
-        firms.industry_code,
+        coalesce(pilot_projects.industry_code, firms.industry_code) as industry_code,
         pilot_projects.wave
     from pilot_projects
-    inner join firms
+    left join firms
         on pilot_projects.stkcd = firms.stkcd
+    where coalesce(pilot_projects.industry_code, firms.industry_code) is not null
 ),
 
 pilot_industries as (
@@ -124,6 +126,10 @@ final as (
         case
             when joined.policy = 1 and joined.has_same_industry_pilot then 1 else 0
         end as policy_same_industry,
+        case
+            when joined.first_treated_year is null and joined.has_same_industry_pilot then 1
+            else 0
+        end as control_same_industry_pilot,
         {%- for lo in bands[:-1] %}
         {%- set hi = bands[loop.index] %}
         case

@@ -241,7 +241,8 @@ _COLUMNS = {
     "income_statement": ["Stkcd", "Accper", "Typrep", "B001101000", "B001100000", "B002000000"],
     "cash_flow": ["Stkcd", "Accper", "Typrep", "C001000000", "C002006000", "C003006000"],
     "patents": ["Scode", "ApplyNo", "ApplyDate", "PatentType", "IPC", "Applicants", "GrantDate", "CitedTimes"],
-    "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd"],
+    "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd",
+                   "Industry"],
 }
 _YEARBOOK_HEADER = [
     "城市", "年份", "人均地区生产总值(元)", "年末户籍人口(万人)", "互联网宽带接入用户数(万户)",
@@ -589,7 +590,13 @@ def _pilots(w: World) -> None:
                 "City": cities.at[unit_cities[u_i], "print_pilot"],
                 "Category": cat[u_i], "Stkcd": stk[u_i],
             })
-    pilot = pd.DataFrame(rows, columns=_COLUMNS["pilot_list"])
+    pilot = pd.DataFrame(rows, columns=_COLUMNS["pilot_list"][:-1])
+    # optional Industry (CSRC 2012 division of the unit): the listed firm's for listed units, a
+    # manufacturing division for the others (own stream: the draws above are unchanged)
+    rng_ind = np.random.default_rng([w.seed, 31])
+    industry_of = dict(zip(firms["stkcd"], firms["industry"]))
+    manufacturing = np.sort(firms.loc[firms["manufacturing"], "industry"].unique())
+    pilot["Industry"] = [industry_of[s] if s else str(rng_ind.choice(manufacturing)) for s in pilot["Stkcd"]]
     # the key (Wave, ProjectName, UnitName) must be unique
     dup = pilot.duplicated(["Wave", "ProjectName", "UnitName"], keep="first")
     pilot.loc[dup, "ProjectName"] = pilot.loc[dup, "ProjectName"] + "（二期）"

@@ -397,3 +397,30 @@ def test_alt_no_pilot_mention_keeps_the_firms_that_never_mention_a_pilot_categor
     fe = ["stkcd", "ind_year", "prov_year"]
     used = panel.dropna(subset=["ln_apply_inv_zl", "policy", *controls, *fe, "city_code"])
     assert nobs == len(_drop_singletons(used, fe)) > 0
+
+
+def test_same_industry_exposure_of_control_firms_from_the_raw_pilot_list(built, tmp_path):
+    """Issue 11 §4: control_same_industry_pilot (rpt_endogeneity_panel) is 1 exactly for firm-years
+    of firms in never-treated cities whose CSRC industry had a pilot unit announced (raw
+    pilot_list.csv Industry, the optional column the generator fills) before that year; and
+    spill_industry runs on control firms only."""
+    import pandas as pd
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    pilots = pd.read_csv(built["raw"] / "pilot_list.csv", dtype=str)
+    assert pilots["Industry"].notna().all()
+    first = pilots.assign(Wave=pilots["Wave"].astype(int)).groupby(pilots["Industry"].str.upper())["Wave"].min() + 1
+    rows = _query(db, "select industry_code, year, first_treated_year, control_same_industry_pilot "
+                      "from marts.rpt_endogeneity_panel")
+    for industry, year, first_treated, got in rows:
+        expected = int(first_treated is None and industry in first.index and year >= first[industry])
+        assert got == expected, (industry, year, first_treated)
+    assert any(r[3] == 1 for r in rows) and any(r[3] == 0 and r[2] is None for r in rows)
+    run_id = run_estimation(only=["spill_industry"], force=True, db_path=db, progress=False, render=False,
+                            out_dir=tmp_path)
+    ((nobs, term),) = _query(db, f"select nobs, term from results.estimates where run_id = '{run_id}' "
+                                 "and spec_id = 'spill_industry' and term = 'control_same_industry_pilot'")
+    (n_control,) = _query(db, "select count(*) from marts.rpt_endogeneity_panel where first_treated_year is null")[0]
+    assert 0 < nobs <= n_control
