@@ -424,3 +424,20 @@ def test_same_industry_exposure_of_control_firms_from_the_raw_pilot_list(built, 
                                  "and spec_id = 'spill_industry' and term = 'control_same_industry_pilot'")
     (n_control,) = _query(db, "select count(*) from marts.rpt_endogeneity_panel where first_treated_year is null")[0]
     assert 0 < nobs <= n_control
+
+
+def test_registration_place_check_keeps_firms_operating_where_registered(built, tmp_path):
+    """Issue 11 §4: is_registered_elsewhere (rpt_endogeneity_panel) is 1 exactly for the firms the
+    generator gave another office city (truth), and robust_registration_place runs on the others."""
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    planted = set(built["truth"]["firms"]["registered_elsewhere_stkcds"])
+    flags = dict(_query(db, "select distinct stkcd, is_registered_elsewhere from marts.rpt_endogeneity_panel"))
+    assert {s for s, v in flags.items() if v == 1} == planted & set(flags)
+    assert {s for s, v in flags.items() if v == 0} == set(flags) - planted
+    run_id = run_estimation(only=["robust_registration_place"], force=True, db_path=db, progress=False,
+                            render=False, out_dir=tmp_path)
+    ((nobs,),) = _query(db, f"select nobs from results.estimates where run_id = '{run_id}' and term = 'policy'")
+    (n_kept,) = _query(db, "select count(*) from marts.rpt_endogeneity_panel where is_registered_elsewhere = 0")[0]
+    assert 0 < nobs <= n_kept
