@@ -208,9 +208,10 @@ def table7_model(est, reg, synthetic):
     ids = [f"table7_col{i}" for i in range(1, 5)]
     return _column_table(
         est, reg, ids, "Table 7. Extension: technology width",
-        ["ln(1+Width1)", "ln(1+Width2)", "Width3", "ln(1+Width4)"], None, synthetic,
-        ["Width1: key-tech SEI sub-fields applied in the year; Width2: key-tech IPC4 codes new relative to "
-         "the firm's pool 3 years earlier; Width3: 1 − Σ s² over sub-fields (firm-years with key-tech "
+        ["Width1", "Width2", "Width3", "Width4"], None, synthetic,
+        ["Levels, as the paper's columns (ln(1+x) versions: specs table7_ln_col1..4). Width1: key-tech SEI "
+         "sub-fields applied in the year; Width2: key-tech IPC4 codes in the firm's key-tech pool up to t "
+         "that were not in it up to t−3; Width3: 1 − Σ s² over sub-fields (firm-years with key-tech "
          "applications); Width4: key-tech applications outside the pool held up to last year."])
 
 
