@@ -110,8 +110,10 @@
 {%- endmacro %}
 
 {% macro analysis_panel(end_year) -%}
+{#- the paper winsorises "all control variables" at 1% (所有控制变量都进行了 1% 的缩尾处理);
+    Sale and Saleshare are Table 6 outcomes, not controls, and stay as measured -#}
 {%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
-                    'fdi', 'sale', 'saleshare'] -%}
+                    'fdi'] -%}
 {%- set outcomes = ['apply_inv_zl', 'apply_inv_nozl', 'apply_inv_zl_joint',
                     'grant_inv_zl', 'cite_inv_zl'] -%}
 with firm_years as (
@@ -154,6 +156,8 @@ winsorised as (
         {%- for outcome in outcomes %}
         sample.{{ outcome }},
         {%- endfor %}
+        sample.sale,
+        sample.saleshare,
         {%- for control in controls %}
         -- least/greatest skip NULLs in DuckDB: a missing control must stay missing
         case

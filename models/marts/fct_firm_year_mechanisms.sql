@@ -26,6 +26,14 @@ keyword_counts as (
     select * from {{ ref('int_firm_year_keyword_counts') }}
 ),
 
+key_subclass_entries as (
+    select * from {{ ref('int_firm_key_subclass_entries') }}
+),
+
+patent_counts as (
+    select * from {{ ref('int_firm_year_patent_counts') }}
+),
+
 subsidy_coverage as (
     select count(*) > 0 as has_subsidy_data
     from subsidies
@@ -37,6 +45,20 @@ first_years as (
         min(year) as first_year
     from firm_years
     group by stkcd
+),
+
+pool_growth as (
+    -- Width2: key-tech IPC4 subclasses in the pool of year t but not in the pool of t - lag
+    select
+        firm_years.stkcd,
+        firm_years.year,
+        count(key_subclass_entries.ipc_subclass) as width2
+    from firm_years
+    left join key_subclass_entries
+        on firm_years.stkcd = key_subclass_entries.stkcd
+        and key_subclass_entries.first_year > firm_years.year - {{ var('width_pool_lag_years') }}
+        and key_subclass_entries.first_year <= firm_years.year
+    group by firm_years.stkcd, firm_years.year
 ),
 
 joined as (
@@ -70,6 +92,13 @@ joined as (
         end as patent_subsidy,
         keyword_counts.visit_count,
         keyword_counts.standard_count,
+        keyword_counts.pilot_mention_count,
+        -- firm-level: any annual report (any year) counts a pilot category; null when the firm
+        -- has no pilot-category row at all (keyword data not supplied for it)
+        cast(
+            bool_or(keyword_counts.pilot_mention_count > 0) over (partition by firm_years.stkcd)
+            as integer
+        ) as mentions_pilot_category,
         {%- for industry in range(1, 10) %}
         coalesce(key_tech_profiles.apply_inv_zl_sei_{{ industry }}, 0)
             as apply_inv_zl_sei_{{ industry }},
@@ -77,10 +106,11 @@ joined as (
         coalesce(key_tech_profiles.width1, 0) as width1,
         case
             when firm_years.year - {{ var('width_pool_lag_years') }} >= first_years.first_year
-                then coalesce(key_tech_profiles.width2, 0)
+                then pool_growth.width2
         end as width2,
         key_tech_profiles.width3,
-        coalesce(key_tech_profiles.width4, 0) as width4
+        coalesce(key_tech_profiles.width4, 0) as width4,
+        coalesce(patent_counts.grant_inv_zl_joint, 0) as grant_inv_zl_joint
     from firm_years
     left join first_years
         on firm_years.stkcd = first_years.stkcd
@@ -100,6 +130,12 @@ joined as (
     left join keyword_counts
         on firm_years.stkcd = keyword_counts.stkcd
         and firm_years.year = keyword_counts.year
+    left join pool_growth
+        on firm_years.stkcd = pool_growth.stkcd
+        and firm_years.year = pool_growth.year
+    left join patent_counts
+        on firm_years.stkcd = patent_counts.stkcd
+        and firm_years.year = patent_counts.year
 ),
 
 final as (
@@ -112,7 +148,8 @@ final as (
         {%- endfor %}
         ln(1 + width1) as ln_width1,
         ln(1 + width2) as ln_width2,
-        ln(1 + width4) as ln_width4
+        ln(1 + width4) as ln_width4,
+        ln(1 + grant_inv_zl_joint) as ln_grant_inv_zl_joint
     from joined
 )
 

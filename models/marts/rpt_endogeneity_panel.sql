@@ -24,16 +24,37 @@ pilot_projects as (
     select * from {{ ref('int_pilot_projects_city_matched') }}
 ),
 
-{#- CSRC industries with a listed pilot firm, anywhere and in a given city: the year after the
-    first announcement naming one -#}
+matched_firm_years as (
+    select * from {{ ref('int_firm_years_city_matched') }}
+),
+
+{#- 企业注册地选择: firms whose office (operating) city differs from the registered city in any
+    window year; null when the optional OfficeCity was not supplied for the firm -#}
+registration_places as (
+    select
+        stkcd,
+        cast(bool_or(office_city_code <> city_code) as integer) as is_registered_elsewhere
+    from matched_firm_years
+    where
+        is_kept
+        and year between {{ var('sample_start_year') }} and {{ var('sample_end_year') }}
+        and office_city_code is not null
+        and city_code is not null
+    group by stkcd
+),
+
+{#- CSRC industries with a pilot unit, anywhere and in a given city: the year after the first
+    announcement naming one. The unit's industry is pilot_list.Industry when supplied (also for
+    units that are not listed), else the industry of its linked listed firm (Stkcd). -#}
 pilot_firm_units as (
     select
         pilot_projects.city_code,
-        firms.industry_code,
+        coalesce(pilot_projects.industry_code, firms.industry_code) as industry_code,
         pilot_projects.wave
     from pilot_projects
-    inner join firms
+    left join firms
         on pilot_projects.stkcd = firms.stkcd
+    where coalesce(pilot_projects.industry_code, firms.industry_code) is not null
 ),
 
 pilot_industries as (
@@ -89,6 +110,7 @@ joined as (
             as has_same_industry_pilot,
         coalesce(panel.year >= pilot_industry_cells.first_treated_year, false)
             as has_same_industry_pilot_in_city,
+        registration_places.is_registered_elsewhere,
         coalesce(firm_capital.fixed_asset_ratio_pre, firm_capital.fixed_asset_ratio_all)
             as fixed_asset_ratio_pre,
         coalesce(firm_capital.investment_ratio_pre, firm_capital.investment_ratio_all)
@@ -103,6 +125,8 @@ joined as (
         on panel.industry_code = pilot_industries.industry_code
     left join firm_capital
         on panel.stkcd = firm_capital.stkcd
+    left join registration_places
+        on panel.stkcd = registration_places.stkcd
 ),
 
 medians as (
@@ -124,6 +148,10 @@ final as (
         case
             when joined.policy = 1 and joined.has_same_industry_pilot then 1 else 0
         end as policy_same_industry,
+        case
+            when joined.first_treated_year is null and joined.has_same_industry_pilot then 1
+            else 0
+        end as control_same_industry_pilot,
         {%- for lo in bands[:-1] %}
         {%- set hi = bands[loop.index] %}
         case

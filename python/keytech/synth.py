@@ -46,6 +46,7 @@ LAST_YEAR = 2022
 YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)
 EXTRACTION_DATE = "2022-12-31"
 GENERATOR_VERSION = 1
+SHARE_REGISTERED_ELSEWHERE = 0.08  # firms whose office city differs from the registered city
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -216,8 +217,8 @@ _FULLWIDTH = str.maketrans({chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)})
 _CSMAR_DESC = {
     "firm_info": (
         ["证券代码", "统计截止日期", "证券简称", "行业代码", "所属省份", "所属城市", "成立日期", "上市日期",
-         "上市状态", "退市日期", "ST标识", "股权性质"],
-        ["没有单位"] * 12,
+         "上市状态", "退市日期", "ST标识", "股权性质", "办公地所在城市"],
+        ["没有单位"] * 13,
     ),
     "balance_sheet": (
         ["证券代码", "会计期间", "报表类型", "资产总计", "负债合计", "存货净额", "固定资产净额", "长期借款"],
@@ -235,13 +236,14 @@ _CSMAR_DESC = {
 }
 _COLUMNS = {
     "firm_info": ["Stkcd", "Accper", "Stknme", "Nnindcd", "Provnm", "Ctnm", "Estbdt", "Listdt", "Statco",
-                  "Delistdt", "Stflg", "Ownership"],
+                  "Delistdt", "Stflg", "Ownership", "OfficeCity"],
     "balance_sheet": ["Stkcd", "Accper", "Typrep", "A001000000", "A002000000", "A001123000", "A001212000",
                       "A002201000"],
     "income_statement": ["Stkcd", "Accper", "Typrep", "B001101000", "B001100000", "B002000000"],
     "cash_flow": ["Stkcd", "Accper", "Typrep", "C001000000", "C002006000", "C003006000"],
     "patents": ["Scode", "ApplyNo", "ApplyDate", "PatentType", "IPC", "Applicants", "GrantDate", "CitedTimes"],
-    "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd"],
+    "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd",
+                   "Industry"],
 }
 _YEARBOOK_HEADER = [
     "城市", "年份", "人均地区生产总值(元)", "年末户籍人口(万人)", "互联网宽带接入用户数(万户)",
@@ -589,7 +591,13 @@ def _pilots(w: World) -> None:
                 "City": cities.at[unit_cities[u_i], "print_pilot"],
                 "Category": cat[u_i], "Stkcd": stk[u_i],
             })
-    pilot = pd.DataFrame(rows, columns=_COLUMNS["pilot_list"])
+    pilot = pd.DataFrame(rows, columns=_COLUMNS["pilot_list"][:-1])
+    # optional Industry (CSRC 2012 division of the unit): the listed firm's for listed units, a
+    # manufacturing division for the others (own stream: the draws above are unchanged)
+    rng_ind = np.random.default_rng([w.seed, 31])
+    industry_of = dict(zip(firms["stkcd"], firms["industry"]))
+    manufacturing = np.sort(firms.loc[firms["manufacturing"], "industry"].unique())
+    pilot["Industry"] = [industry_of[s] if s else str(rng_ind.choice(manufacturing)) for s in pilot["Stkcd"]]
     # the key (Wave, ProjectName, UnitName) must be unique
     dup = pilot.duplicated(["Wave", "ProjectName", "UnitName"], keep="first")
     pilot.loc[dup, "ProjectName"] = pilot.loc[dup, "ProjectName"] + "（二期）"
@@ -646,11 +654,21 @@ def _firm_info(w: World) -> None:
     miss_own = rng.choice(nrow, n_miss_own, replace=False)
     est[miss_est] = ""
     own[miss_own] = ""
+    # optional OfficeCity (robust_registration_place): the registered city's standard name, except
+    # for a share of firms that operate in another city in every year (own stream: draws above
+    # are unchanged)
+    rng_office = np.random.default_rng([w.seed, 41])
+    elsewhere = rng_office.random(len(firms)) < SHARE_REGISTERED_ELSEWHERE
+    other_city = (firms["city0"].to_numpy() + rng_office.integers(1, len(cities), len(firms))) % len(cities)
+    office = np.where(elsewhere[f], cities["city_name"].to_numpy()[other_city[f]],
+                      cities["city_name"].to_numpy()[c]).astype(object)
+    w.registered_elsewhere = sorted(firms.loc[elsewhere, "stkcd"].tolist())
     w.firm_info = pd.DataFrame({
         "Stkcd": firms["stkcd"].to_numpy()[f], "Accper": [f"{y}-12-31" for y in year],
         "Stknme": stknme, "Nnindcd": firms["industry"].to_numpy()[f], "Provnm": provnm, "Ctnm": ctnm,
         "Estbdt": est, "Listdt": _date_str(firms["list_date"].to_numpy()[f]), "Statco": statco,
         "Delistdt": delist_str, "Stflg": stflg, "Ownership": own,
+        "OfficeCity": office,
     })
     fy["unknown_city"] = False
     fy.loc[unknown, "unknown_city"] = True
@@ -1352,6 +1370,7 @@ def _truth(w: World, files: dict) -> dict:
             "listed_after_2014_stkcds": sorted(
                 firms.loc[firms["list_date"] > np.datetime64("2014-12-31"), "stkcd"].tolist()),
             "movers": w.movers,
+            "registered_elsewhere_stkcds": w.registered_elsewhere,
             "st_firm_years": int((fy["stflg"] != "").sum()),
             "old_city_name_rows": w.alias_rows,
             **w.info_mess,

@@ -96,6 +96,7 @@ class MechanismRates:
     p_rd_item: tuple[float, float] = (0.2, 0.5)
     p_patent_item: tuple[float, float] = (0.05, 0.25)
     visit_mean: tuple[float, float] = (0.6, 2.2)
+    p_pilot_mention_firm: float = 0.35  # firms whose annual reports mention a pilot category
     standard_mean: tuple[float, float] = (2.0, 5.5)
 
 
@@ -411,6 +412,18 @@ def write_tables(w, out: Path) -> dict:
     kw = pd.DataFrame({"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
                        "Keyword": np.tile(np.array(KEYWORDS, dtype=object), len(f)),
                        "Count": counts.ravel().astype(str)})
+    # pilot categories of the MIIT application form (spec alt_no_pilot_mention): a share of the
+    # firms mention one in their annual reports (one row per firm-year, a random category of the
+    # 2016 modes; count Poisson(1) for those firms, 0 for the others)
+    from keytech.synth import _MODES_2016
+
+    mentions = rng.random(len(w.firms)) < r.p_pilot_mention_firm
+    pilot_kw = pd.DataFrame({
+        "Stkcd": stk, "Year": year.astype(str),
+        "Keyword": np.array(_MODES_2016, dtype=object)[rng.integers(0, len(_MODES_2016), len(f))],
+        "Count": np.where(mentions[f], rng.poisson(1.0, len(f)), 0).astype(str)})
+    kw = pd.concat([kw, pilot_kw], ignore_index=True)
+    m["pilot_mention_firms"] = int(mentions.sum())
     files = {}
     for name, df in (("subsidy_detail", sub), ("annual_report_keywords", kw)):
         S._write_csv(df, out / f"{name}.csv", "utf-8")

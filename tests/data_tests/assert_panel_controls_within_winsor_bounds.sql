@@ -3,7 +3,9 @@
 -- values already inside those bounds are unchanged; a control is NULL in the panel exactly
 -- when it is NULL in fct_firm_years (missing controls stay missing, none are invented).
 {%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
-                    'fdi', 'sale', 'saleshare'] %}
+                    'fdi'] %}
+{#- sale and saleshare are outcomes (Table 6), not controls: they must equal fct_firm_years -#}
+{%- set unwinsorised = ['sale', 'saleshare'] %}
 {%- set panels = ['rpt_analysis_panel', 'rpt_analysis_panel_window2022'] %}
 
 with firm_years as (
@@ -14,7 +16,7 @@ with firm_years as (
 {{ panel }}_raw as (
     select
         panel.*,
-        {%- for control in controls %}
+        {%- for control in controls + unwinsorised %}
         firm_years.{{ control }} as raw_{{ control }}{{ ',' if not loop.last }}
         {%- endfor %}
     from {{ ref(panel) }} as panel
@@ -51,6 +53,16 @@ with firm_years as (
             between {{ control }}_bounds[1] and {{ control }}_bounds[2]
             and {{ control }} <> raw_{{ control }}
         )
+    union all
+    {%- endfor %}
+    {%- for column in unwinsorised %}
+    select
+        '{{ panel }}' as panel,
+        '{{ column }}' as control,
+        stkcd,
+        year
+    from {{ panel }}_raw
+    where {{ column }} is distinct from raw_{{ column }}
     {{ 'union all' if not loop.last }}
     {%- endfor %}
 ){{ ',' if not loop.last }}

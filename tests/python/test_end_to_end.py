@@ -264,3 +264,180 @@ def test_table3_nobs_fall_column_by_column_as_recounted_from_the_panel(built, tm
     n = [recount[f"table3_col{k}"] for k in range(1, 6)]
     assert n[0] == len(panel)
     assert n[0] >= n[1] > n[2] > n[3] >= n[4], n
+
+
+def test_width2_is_the_difference_of_key_tech_pools(built):
+    """Issue 11 §2: Width2_t = |key-tech IPC4 pool up to t \\ pool up to t-3|, recomputed in
+    pandas from fct_patents and fct_patent_ipc_codes for every firm-year of fct_firm_years
+    (null when the firm has no firm-year 3 years earlier)."""
+    import duckdb
+    import pandas as pd
+
+    con = duckdb.connect(str(built["db"]), read_only=True)
+    try:
+        codes = con.execute(
+            "select p.stkcd, p.application_year as year, c.ipc_subclass from marts.fct_patents p "
+            "join marts.fct_patent_ipc_codes c using (patent_id) where p.is_key_tech and c.is_key_tech").df()
+        firm_years = con.execute("select stkcd, year from marts.fct_firm_years").df()
+        mart = con.execute("select stkcd, year, width2 from marts.fct_firm_year_mechanisms").df()
+    finally:
+        con.close()
+    first_year_of_firm = firm_years.groupby("stkcd")["year"].min()
+    pools: dict[str, dict[str, int]] = {}
+    for row in codes.itertuples():
+        firm = pools.setdefault(row.stkcd, {})
+        firm[row.ipc_subclass] = min(firm.get(row.ipc_subclass, 9999), int(row.year))
+
+    def pool(stkcd: str, up_to: int) -> set[str]:
+        return {code for code, first in pools.get(stkcd, {}).items() if first <= up_to}
+
+    expected = {}
+    for row in firm_years.itertuples():
+        t = int(row.year)
+        if t - 3 < first_year_of_firm[row.stkcd]:
+            expected[(row.stkcd, t)] = None
+        else:
+            expected[(row.stkcd, t)] = len(pool(row.stkcd, t) - pool(row.stkcd, t - 3))
+    got = {(r.stkcd, int(r.year)): (None if pd.isna(r.width2) else int(r.width2)) for r in mart.itertuples()}
+    assert got == expected
+    assert sum(v for v in expected.values() if v) > 0
+
+
+def test_joint_grants_and_new_spec_ids_run(built, tmp_path):
+    """Issue 11 §4: grant_inv_zl_joint (fct_firm_year_mechanisms) equals a count of joint, granted
+    key-tech inventions from fct_patents, and the new cooperation and activity × similarity specs
+    run on the warehouse and are stored in results.estimates."""
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    expected = dict(((s, int(y)), int(n)) for s, y, n in _query(
+        db, "select stkcd, application_year, count(*) from marts.fct_patents "
+            "where is_invention and is_key_tech and is_joint and is_granted group by 1, 2"))
+    got = {(s, int(y)): int(n) for s, y, n in _query(
+        db, "select stkcd, year, grant_inv_zl_joint from marts.fct_firm_year_mechanisms "
+            "where grant_inv_zl_joint > 0")}
+    in_firm_years = {(s, int(y)) for s, y in _query(db, "select stkcd, year from marts.fct_firm_years")}
+    assert got == {k: v for k, v in expected.items() if k in in_firm_years} and got
+    ids = ["coop_joint_grants", "coop_dynamics_apply", "coop_dynamics_grants",
+           *[f"het_{a}_similarity_{x}_{y}" for a in ("visit", "standard") for x in ("high", "low")
+             for y in ("high", "low")]]
+    run_id = run_estimation(only=ids, force=True, db_path=db, progress=False, render=False, out_dir=tmp_path)
+    stored = _query(db, f"select spec_id, term, nobs from results.estimates where run_id = '{run_id}'")
+    assert {s for s, _, _ in stored} == set(ids)
+    # the cooperation specs are estimated on the tiny panel; a quarter-sample cell of the joint
+    # split with three-way FE can be all singletons at this scale (its estimator is checked on a
+    # hand-made panel in test_mechanisms.py)
+    coop = [(s, term, n) for s, term, n in stored if s.startswith("coop_")]
+    assert not [s for s, term, _ in coop if term == "(error)"]
+    assert all(n > 0 for _, _, n in coop)
+
+
+def test_near_far_split_at_the_critical_distance_or_the_documented_fallback(built, tmp_path):
+    """Issue 11 §4: spill_near / spill_far split the controls at the critical distance of the
+    distance-band regression (spill_distance, same bands and alpha) and store it; when no band is
+    significant they use the median of the control firm-years' distance and say so."""
+    import json
+
+    import duckdb
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    run_id = run_estimation(only=["spill_near", "spill_far", "spill_distance"], force=True, db_path=db,
+                            progress=False, render=False, out_dir=tmp_path)
+    diag = {s: json.loads(d) for s, d in _query(
+        db, f"select spec_id, diagnostics_json from results.estimates where run_id = '{run_id}' "
+            "and term in ('policy')")}
+    crit = diag["spill_distance"]["critical_distance_km"]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        median = con.execute("select median(dist_nearest_pilot_city_km) from marts.rpt_endogeneity_panel "
+                             "where is_ever_treated = 0").fetchone()[0]
+    finally:
+        con.close()
+    for side in ("spill_near", "spill_far"):
+        d = diag[side]
+        assert d["critical_distance_km"] == crit
+        if crit is None:
+            assert d["threshold_km"] == pytest.approx(median) and "fallback" in d["threshold_rule"]
+        else:
+            assert d["threshold_km"] == pytest.approx(crit) and "critical" in d["threshold_rule"]
+
+
+def test_alt_no_pilot_mention_keeps_the_firms_that_never_mention_a_pilot_category(built, tmp_path):
+    """Issue 11 §4: alt_no_pilot_mention runs column (5) on the firms whose annual reports never
+    count a pilot category (read here from the raw annual_report_keywords.csv and the
+    dbt var's keyword list); its nobs equal a recount on the panel (complete cases, singletons)."""
+    import duckdb
+    import pandas as pd
+    import yaml
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    keywords = set(yaml.safe_load((paths.project_root() / "dbt_project.yml").read_text(encoding="utf-8"))
+                   ["vars"]["pilot_mention_keywords"])
+    raw = pd.read_csv(built["raw"] / "annual_report_keywords.csv", dtype=str)
+    pilot_rows = raw[raw["Keyword"].isin(keywords)].assign(Count=lambda d: d["Count"].astype(int))
+    per_firm = pilot_rows.groupby(pilot_rows["Stkcd"].str.zfill(6))["Count"].max()
+    never = set(per_firm.index[per_firm == 0])
+    assert never and len(never) < len(per_firm)
+    run_id = run_estimation(only=["alt_no_pilot_mention"], force=True, db_path=db, progress=False,
+                            render=False, out_dir=tmp_path)
+    ((nobs,),) = _query(db, f"select nobs from results.estimates where run_id = '{run_id}' and term = 'policy'")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        panel = con.execute("select * from marts.rpt_endogeneity_panel").df()
+    finally:
+        con.close()
+    panel = panel[panel["stkcd"].isin(never)].assign(
+        ind_year=lambda d: d["industry_code"].astype(str) + "_" + d["year"].astype(str),
+        prov_year=lambda d: d["province_code"].astype(str) + "_" + d["year"].astype(str))
+    controls = ["roa", "lnage", "ki", "ifdome", "ln_size", "kd", "ln_meangdp", "infor", "ln_finsgov", "ln_fdi"]
+    fe = ["stkcd", "ind_year", "prov_year"]
+    used = panel.dropna(subset=["ln_apply_inv_zl", "policy", *controls, *fe, "city_code"])
+    assert nobs == len(_drop_singletons(used, fe)) > 0
+
+
+def test_same_industry_exposure_of_control_firms_from_the_raw_pilot_list(built, tmp_path):
+    """Issue 11 §4: control_same_industry_pilot (rpt_endogeneity_panel) is 1 exactly for firm-years
+    of firms in never-treated cities whose CSRC industry had a pilot unit announced (raw
+    pilot_list.csv Industry, the optional column the generator fills) before that year; and
+    spill_industry runs on control firms only."""
+    import pandas as pd
+
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    pilots = pd.read_csv(built["raw"] / "pilot_list.csv", dtype=str)
+    assert pilots["Industry"].notna().all()
+    first = pilots.assign(Wave=pilots["Wave"].astype(int)).groupby(pilots["Industry"].str.upper())["Wave"].min() + 1
+    rows = _query(db, "select industry_code, year, first_treated_year, control_same_industry_pilot "
+                      "from marts.rpt_endogeneity_panel")
+    for industry, year, first_treated, got in rows:
+        expected = int(first_treated is None and industry in first.index and year >= first[industry])
+        assert got == expected, (industry, year, first_treated)
+    assert any(r[3] == 1 for r in rows) and any(r[3] == 0 and r[2] is None for r in rows)
+    run_id = run_estimation(only=["spill_industry"], force=True, db_path=db, progress=False, render=False,
+                            out_dir=tmp_path)
+    ((nobs, term),) = _query(db, f"select nobs, term from results.estimates where run_id = '{run_id}' "
+                                 "and spec_id = 'spill_industry' and term = 'control_same_industry_pilot'")
+    (n_control,) = _query(db, "select count(*) from marts.rpt_endogeneity_panel where first_treated_year is null")[0]
+    assert 0 < nobs <= n_control
+
+
+def test_registration_place_check_keeps_firms_operating_where_registered(built, tmp_path):
+    """Issue 11 §4: is_registered_elsewhere (rpt_endogeneity_panel) is 1 exactly for the firms the
+    generator gave another office city (truth), and robust_registration_place runs on the others."""
+    from keytech.estimation import run_estimation
+
+    db = built["db"]
+    planted = set(built["truth"]["firms"]["registered_elsewhere_stkcds"])
+    flags = dict(_query(db, "select distinct stkcd, is_registered_elsewhere from marts.rpt_endogeneity_panel"))
+    assert {s for s, v in flags.items() if v == 1} == planted & set(flags)
+    assert {s for s, v in flags.items() if v == 0} == set(flags) - planted
+    run_id = run_estimation(only=["robust_registration_place"], force=True, db_path=db, progress=False,
+                            render=False, out_dir=tmp_path)
+    ((nobs,),) = _query(db, f"select nobs from results.estimates where run_id = '{run_id}' and term = 'policy'")
+    (n_kept,) = _query(db, "select count(*) from marts.rpt_endogeneity_panel where is_registered_elsewhere = 0")[0]
+    assert 0 < nobs <= n_kept

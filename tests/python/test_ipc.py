@@ -127,3 +127,16 @@ def test_list_normalisation_is_idempotent_and_unique(codes):
     assert [t.code for t in again] == [t.code for t in tokens]
     assert len({t.code for t in tokens}) == len(tokens)
     assert tokens[0].code == codes[0]
+
+
+def test_photovoltaic_devices_go_to_the_solar_field_of_their_family(concordance):
+    """Issue 11 §5: solar cells (H01L31/04-31/078, H10F10, H10F19) take the SEI rule the 2021
+    concordance gives their family, PV modules H02S (read from the concordance file itself),
+    not rule 13 (1.2) of the rest of H01L; photodetectors stay in 1.2."""
+    h02s_rules = {rules for code, rules in concordance.rules_by_code.items() if code.startswith("H02S")}
+    assert h02s_rules == {(237,)}
+    for pv in ("H01L31/0445", "H01L31/05", "H01L31/0687", "H01L31/078", "H10F10/142", "H10F19/50"):
+        match = concordance.match(pv)
+        assert (match.match_level, match.sei_rule_ids) == ("supplement", (237,)), pv
+    for other in ("H01L31/0216", "H01L31/18", "H01L31/101", "H10F30/22", "H10F39/18", "H01L21/02"):
+        assert concordance.match(other).sei_rule_ids == (13,), other

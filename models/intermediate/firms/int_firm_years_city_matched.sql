@@ -33,6 +33,7 @@ matched as (
         firm_years.*,
         city_names.city_code,
         city_names.match_type as city_match_type,
+        office_city_names.city_code as office_city_code,
         cities.province_code,
         province_names.province_code as printed_province_code,
         industries.industry_code as valid_industry_code,
@@ -41,6 +42,10 @@ matched as (
     left join city_names
         on {{ clean_place_name('firm_years.city_name_raw') }} = city_names.lookup_name
         and firm_years.fiscal_year = city_names.year
+    left join city_names as office_city_names
+        on {{ clean_place_name('firm_years.office_city_name_raw') }}
+        = office_city_names.lookup_name
+        and firm_years.fiscal_year = office_city_names.year
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names
@@ -73,6 +78,8 @@ final as (
         city_name_raw,
         city_code,
         city_match_type,
+        office_city_name_raw,
+        office_city_code,
         province_code,
         case
             when province_name_raw is null or city_code is null then null

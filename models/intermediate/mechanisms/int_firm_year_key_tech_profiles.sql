@@ -1,6 +1,7 @@
 {#- One row per firm and application year with at least one key-tech invention application:
     key-tech applications by SEI top-level industry and the technology-width measures of
-    Table 7 (Width1-Width4, defined in docs/variables.md). Sub-fields are the SEI
+    Table 7 (Width1, Width3, Width4, defined in docs/variables.md; Width2 is a difference of
+    pools, defined for every firm-year: int_firm_key_subclass_entries, fct_firm_year_mechanisms). Sub-fields are the SEI
     sub-industries (seeds/sei_subindustries, e.g. 2.1) of the application's key-tech IPC codes
     (only its main code under key_tech_rule = 'main'). The firm's pool is the set of IPC
     subclasses of all its earlier applications (any type). -#}
@@ -88,19 +89,6 @@ subfield_widths as (
     group by stkcd, year
 ),
 
-new_key_subclasses as (
-    select
-        key_codes.stkcd,
-        key_codes.year,
-        count(distinct key_codes.ipc_subclass) as width2
-    from key_codes
-    inner join subclass_first_years
-        on key_codes.stkcd = subclass_first_years.stkcd
-        and key_codes.ipc_subclass = subclass_first_years.ipc_subclass
-    where subclass_first_years.first_year > key_codes.year - {{ var('width_pool_lag_years') }}
-    group by key_codes.stkcd, key_codes.year
-),
-
 patent_pool_status as (
     select
         key_patents.patent_id,
@@ -146,16 +134,12 @@ final as (
         field_counts.apply_inv_zl_sei_{{ industry }},
         {%- endfor %}
         coalesce(subfield_widths.width1, 0) as width1,
-        coalesce(new_key_subclasses.width2, 0) as width2,
         round(subfield_widths.width3, 10) as width3,
         coalesce(outside_pool.width4, 0) as width4
     from field_counts
     left join subfield_widths
         on field_counts.stkcd = subfield_widths.stkcd
         and field_counts.year = subfield_widths.year
-    left join new_key_subclasses
-        on field_counts.stkcd = new_key_subclasses.stkcd
-        and field_counts.year = new_key_subclasses.year
     left join outside_pool
         on field_counts.stkcd = outside_pool.stkcd
         and field_counts.year = outside_pool.year

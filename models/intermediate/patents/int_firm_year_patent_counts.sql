@@ -1,6 +1,8 @@
 {#- One row per firm and application year with patents, counting the kept patents
     (fct_patents) behind the Table 2 outcomes. Grants and citations are counted by
-    application year (the cohort filed that year), as of the extraction date. -#}
+    application year (the cohort filed that year), as of the extraction date; citations are
+    those received by all the year's key-tech invention applications, granted or not (an
+    application is citable once published; the paper: 发明专利被引用量). -#}
 
 with patents as (
     select * from {{ ref('fct_patents') }}
@@ -16,11 +18,11 @@ final as (
             as apply_inv_zl_joint,
         count(*) filter (where is_invention and is_key_tech and is_granted)
             as grant_inv_zl,
+        count(*) filter (where is_invention and is_key_tech and is_joint and is_granted)
+            as grant_inv_zl_joint,
         cast(
             coalesce(
-                sum(citations) filter (
-                    where is_invention and is_key_tech and is_granted
-                ),
+                sum(citations) filter (where is_invention and is_key_tech),
                 0
             ) as bigint
         ) as cite_inv_zl,

@@ -11,6 +11,7 @@ renamed as (
         upper(Nnindcd) as industry_code,
         Provnm as province_name_raw,
         Ctnm as city_name_raw,
+        OfficeCity as office_city_name_raw,
         {{ parse_vendor_date('Estbdt') }} as establishment_date,
         {{ parse_vendor_date('Listdt') }} as listing_date,
         Statco as listing_status,

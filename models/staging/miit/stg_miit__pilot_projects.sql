@@ -12,6 +12,7 @@ final as (
         City as city_name_raw,
         Category as category,
         {{ clean_stock_code('Stkcd') }} as stkcd,
+        nullif(upper(trim(Industry)), '') as industry_code,
         _source_file,
         _source_row
     from source

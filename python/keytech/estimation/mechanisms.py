@@ -4,7 +4,9 @@ SEI-field outcomes): the median-split estimator and the publication tables.
 Specs (``specs.yml``, section "Mechanisms") read ``marts.rpt_analysis_panel`` with
 ``marts.fct_firm_year_mechanisms`` left-joined by (stkcd, year) (``extra_marts``).
 
-**Median split** (estimator ``ols_split``; options ``split_by``, ``group``): the split variable's
+**Median split** (estimator ``ols_split``; options ``split_by``, ``group``; both may be lists,
+e.g. ``split_by: [visit_count, similarity_ipc4], group: [high, high]`` for one cell of a joint
+split, each variable split at its own median over the same rows): the split variable's
 median is taken over the spec's complete-case rows (outcome, regressors, fixed effects, cluster
 variable and the split variable all present). ``high`` = above the median, ``low`` = at or below
 it. When ties at the median make that split more unbalanced than "at or above" vs "below" (e.g. a
@@ -58,24 +60,41 @@ def fit_split(spec: Spec, df: pd.DataFrame, ctx) -> SpecResult:
     from keytech.estimation.permutation import fe_ols_coefficient, permutation_test
 
     o = spec.options
-    by, group = o["split_by"], o["group"]
-    if group not in ("low", "high"):
-        raise ValueError(f"{spec.id}: options.group must be 'low' or 'high'")
-    if by not in df.columns:
-        raise KeyError(f"{spec.id}: split variable {by!r} is not in the panel (extra_marts: {list(spec.extra_marts)})")
+    # one split variable, or several (options split_by: [a, b], group: [high, low]): the cell of
+    # the joint split, each variable split at its own median over the same complete-case rows
+    bys = list(o["split_by"]) if isinstance(o["split_by"], (list, tuple)) else [o["split_by"]]
+    groups = list(o["group"]) if isinstance(o["group"], (list, tuple)) else [o["group"]]
+    if len(bys) != len(groups):
+        raise ValueError(f"{spec.id}: options.split_by and options.group need the same length")
+    for by, group in zip(bys, groups):
+        if group not in ("low", "high"):
+            raise ValueError(f"{spec.id}: options.group must be 'low' or 'high'")
+        if by not in df.columns:
+            raise KeyError(f"{spec.id}: split variable {by!r} is not in the panel (extra_marts: {list(spec.extra_marts)})")
     data = prepare_spec_data(spec, df)
     cluster = list(spec.vcov.cluster) if spec.vcov.kind == "cluster" else []
-    needed = list(dict.fromkeys([spec.outcome, *spec.regressors, *spec.fixed_effects, *cluster, by]))
+    needed = list(dict.fromkeys([spec.outcome, *spec.regressors, *spec.fixed_effects, *cluster, *bys]))
     elig = data.dropna(subset=needed)
     if elig.empty:
-        raise ValueError(f"{spec.id}: no complete rows with {by} (is the optional input table supplied?)")
-    labels, info = median_split(elig[by])
-    is_high = (labels == 1).to_numpy()
-    sub = elig.loc[is_high] if group == "high" else elig.loc[~is_high]
+        raise ValueError(f"{spec.id}: no complete rows with {', '.join(bys)} (is the optional input table supplied?)")
+    keep = np.ones(len(elig), dtype=bool)
+    infos = []
+    for by, group in zip(bys, groups):
+        labels, info = median_split(elig[by])
+        is_high = (labels == 1).to_numpy()
+        keep &= is_high if group == "high" else ~is_high
+        infos.append({"by": by, "group": group, **info})
+    sub = elig.loc[keep]
     plain = dataclasses.replace(spec, sample_query="", split=None)
     res = fit_ols(plain, sub, ctx)
-    res.sample = f"{res.sample}; {by} {group} half ({info['rule']}, median {info['median']:.6g})"
-    res.diagnostics["split"] = {"by": by, "group": group, **info}
+    res.sample = res.sample + "".join(
+        f"; {i['by']} {i['group']} half ({i['rule']}, median {i['median']:.6g})" for i in infos)
+    if len(bys) == 1:
+        by, group, info = bys[0], groups[0], infos[0]
+        res.diagnostics["split"] = infos[0]
+    else:
+        res.diagnostics["split"] = {"cells": infos, "n_cell": int(keep.sum()), "n_eligible": int(len(elig))}
+        return res  # the between-group permutation test is defined for a single split
     perm = o.get("permutation")
     if perm and group == "high":
         draws = int(perm.get("draws", DEFAULT_DRAWS)) if isinstance(perm, dict) else DEFAULT_DRAWS
@@ -98,8 +117,8 @@ HET_MODERATORS = (
     ("fc", "FC index", "low = less constrained"),
     ("ww", "WW index", "low = less constrained"),
     ("hhi", "City–industry HHI", "high = more concentrated"),
-    ("rdsub", "R&D subsidies / assets", ""),
-    ("patsub", "Patent subsidies / assets", ""),
+    ("rdsub", "R&D subsidy amount", ""),
+    ("patsub", "Patent subsidy amount", ""),
     ("visit", "Annual-report mentions of 参访", ""),
     ("standard", "Annual-report mentions of 标准化", ""),
 )
@@ -189,9 +208,10 @@ def table7_model(est, reg, synthetic):
     ids = [f"table7_col{i}" for i in range(1, 5)]
     return _column_table(
         est, reg, ids, "Table 7. Extension: technology width",
-        ["ln(1+Width1)", "ln(1+Width2)", "Width3", "ln(1+Width4)"], None, synthetic,
-        ["Width1: key-tech SEI sub-fields applied in the year; Width2: key-tech IPC4 codes new relative to "
-         "the firm's pool 3 years earlier; Width3: 1 − Σ s² over sub-fields (firm-years with key-tech "
+        ["Width1", "Width2", "Width3", "Width4"], None, synthetic,
+        ["Levels, as the paper's columns (ln(1+x) versions: specs table7_ln_col1..4). Width1: key-tech SEI "
+         "sub-fields applied in the year; Width2: key-tech IPC4 codes in the firm's key-tech pool up to t "
+         "that were not in it up to t−3; Width3: 1 − Σ s² over sub-fields (firm-years with key-tech "
          "applications); Width4: key-tech applications outside the pool held up to last year."])
 
 

@@ -2,10 +2,14 @@
 ``marts.rpt_endogeneity_panel`` with spillover-specific samples or regressors.
 
 * ``spill_split`` — near / far control groups (``options: {side: near | far, threshold_km:
-  median | <km>}``): treated-group firms (cities ever a pilot) plus only the control firms whose
-  city is nearer than (near) or at least (far) ``threshold_km`` from the nearest ever-pilot city
-  (``dist_nearest_pilot_city_km``). ``median`` = the median of that distance over the control
-  firm-years. A spillover to nearby controls biases the baseline down; the far-control estimate
+  critical | median | <km>}``): treated-group firms (cities ever a pilot) plus only the control
+  firms whose city is nearer than (near) or at least (far) ``threshold_km`` from the nearest
+  ever-pilot city (``dist_nearest_pilot_city_km``). ``critical`` (the paper's rule, after Cao
+  2020) = the critical distance of the distance-band regression below, run on the same panel with
+  the bands ``options.bands`` (default: those of ``spill_distance``) at ``options.alpha`` (0.10);
+  when no band is significant the split falls back to ``median`` = the median of that distance
+  over the control firm-years, and the diagnostics say so. The distance used is stored
+  (``threshold_km``, ``threshold_rule``, the band estimates). A spillover to nearby controls biases the baseline down; the far-control estimate
   is then the larger one.
 * ``spill_bands`` — critical distance of the spatial spillover (after Cao 2020): Policy plus
   dummies for untreated firm-years whose nearest treated city is in a distance band
@@ -19,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -51,16 +56,36 @@ def fit_spill_split(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult
     dist = df["dist_nearest_pilot_city_km"]
     treated = df["is_ever_treated"] == 1
     thr = o.get("threshold_km", "median")
-    km = float(dist[~treated].median()) if thr == "median" else float(thr)
+    band_info: dict[str, Any] = {}
+    if thr == "critical":
+        alpha = float(o.get("alpha", 0.10))
+        bands = tuple(o.get("bands", DEFAULT_BANDS))
+        band_spec = dataclasses.replace(spec, extra_regressors=bands, options={"alpha": alpha}, estimator="spill_bands")
+        band_res = fit_spill_bands(band_spec, df, ctx)
+        crit = band_res.diagnostics["critical_distance_km"]
+        band_info = {"bands": band_res.diagnostics["bands"], "critical_distance_km": crit, "alpha": alpha}
+        if crit is None:
+            km = float(dist[~treated].median())
+            rule = f"median (fallback: no distance band significant at {alpha}, so no critical distance)"
+        else:
+            km, rule = float(crit), f"critical distance of the distance-band regression (alpha {alpha})"
+    elif thr == "median":
+        km, rule = float(dist[~treated].median()), "median of the control firm-years' distance"
+    else:
+        km, rule = float(thr), "fixed (options.threshold_km)"
     keep = treated | ((dist < km) if side == "near" else (dist >= km))
     res = _ensure_main(fit_ols(spec, df.loc[keep], ctx), spec)
     res.diagnostics.update({
-        "side": side, "threshold_km": km, "threshold_rule": str(thr),
+        "side": side, "threshold_km": km, "threshold_rule": rule, **band_info,
         "control_firm_years": int((keep & ~treated).sum()),
         "control_cities": int(df.loc[keep & ~treated, "city_code"].nunique()),
     })
-    res.sample += f"; {side} controls (distance to nearest pilot city {'<' if side == 'near' else '>='} {km:.0f} km)"
+    res.sample += (f"; {side} controls (distance to nearest pilot city {'<' if side == 'near' else '>='} {km:.0f} km, "
+                   f"{rule})")
     return res
+
+
+DEFAULT_BANDS = ("spill_band_0_100", "spill_band_100_200", "spill_band_200_300", "spill_band_300_500")
 
 
 def critical_distance(bands: list[tuple[float, float, float | None, float | None]], alpha: float) -> float | None:
