@@ -107,7 +107,7 @@ def test_no_covariates_equals_unconditional_cs(sim):
 
 
 def test_registry_spec(sim):
-    spec = load_registry().get("robust_staggered_cs_dr")
+    spec = load_registry().get("robust_staggered_drcs")
     spec = dataclasses.replace(spec, options={**spec.options, "band_draws": 299})
     a = run_spec(spec, sim, RunContext(seed=5))[0]
     b = run_spec(spec, sim, RunContext(seed=5))[0]

@@ -89,3 +89,18 @@ def test_att_equals_did2s_and_pretrend(sim):
                                               pretrend=((-3, 0.6), (-2, 0.6), (-1, 0.6))))
     pre = run_spec(reg.get("robust_staggered_imputation"), bumped, RunContext())[0].diagnostics["pretrend_test"]
     assert pre["p_value"] < 0.01
+
+
+def test_unidentified_treated_observation_dropped_and_hand_value():
+    # firm + year FE. Untreated rows connect {f1, f3, 2010, 2013} and {f2, f4, 2011, 2012}; f1 in 2011
+    # has both levels seen untreated but in different components: not identified, dropped.
+    rows = [("f1", 2010, 0, 1.0), ("f3", 2010, 0, 2.5), ("f3", 2013, 0, 4.0), ("f1", 2013, 1, 7.0),
+            ("f2", 2011, 0, 0.3), ("f2", 2012, 0, 0.9), ("f4", 2011, 0, 1.7), ("f4", 2012, 0, 2.0),
+            ("f1", 2011, 1, 9.0)]
+    d = pd.DataFrame(rows, columns=["stkcd", "year", "policy", "y"]).assign(
+        city_code=lambda x: x["stkcd"], first_treated_year=lambda x: np.where(x["stkcd"] == "f1", 2011.0, np.nan))
+    d["rel_time"] = d["year"] - d["first_treated_year"]
+    res = imputation(d, "y", "policy", ["stkcd", "year"], [], "city_code", horizons=None)
+    assert res["n_treated_unidentified_dropped"] == 1 and res["n_treated"] == 1
+    # a_f1 + l_2013 = Y(f1,2010) + Y(f3,2013) - Y(f3,2010)
+    assert res["att"]["estimate"] == pytest.approx(7.0 - (1.0 + 4.0 - 2.5), abs=1e-10)

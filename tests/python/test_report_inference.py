@@ -26,7 +26,7 @@ def test_inference_section_renders_stored_results():
     df = df.assign(fc_index=np.random.default_rng(2).normal(size=len(df)))
     results = []
     for sid, opts in (("robust_wcr_city", {"draws": 99}), ("mt_het_fc", {"draws": 99}),
-                      ("robust_staggered_cs_dr", {"band_draws": 99}), ("robust_etwfe_poisson", {}),
+                      ("robust_staggered_drcs", {"band_draws": 99}), ("robust_etwfe_poisson", {}),
                       ("table3_col5", {})):
         spec = reg.get(sid)
         results += run_spec(dataclasses.replace(spec, options={**spec.options, **opts}), df, RunContext(seed=1))

@@ -1,6 +1,6 @@
 """Callaway & Sant'Anna (2021) with covariates: doubly robust group-time ATTs (Sant'Anna & Zhao 2020),
 analytic influence-function standard errors (clustered) and a uniform band for the event-time
-aggregation (issue 14 item 4; estimator ``staggered_cs_dr``, spec ``robust_staggered_cs_dr``).
+aggregation (issue 14 item 4; estimator ``staggered_cs_dr``, spec ``robust_staggered_drcs``).
 
 Group-time ATT(g, t) (R ``did::att_gt`` with ``est_method = "dr"``, panel data): for the 2x2 of
 cohort g (first treated year) against the control group, between the base period b and t

@@ -7,8 +7,10 @@ the controls), Omega0 the untreated observations (never treated, not yet treated
 treated ones (Policy = 1):
 
 1. b = argmin ||Y0 - Z0 b|| (fit on Omega0 only);
-2. tau_it = Y_it - z_it'b for it in Omega1 (treated observations whose fixed-effect levels never
-   occur untreated are not identified and dropped, counted in the diagnostics);
+2. tau_it = Y_it - z_it'b for it in Omega1 (treated observations whose imputed value is not
+   identified — a fixed-effect level that never occurs untreated, or levels that sit in different
+   connected components of the untreated design, detected by probing the null space of Z0 — are
+   dropped and counted in the diagnostics);
 3. tau_w = sum w_it tau_it; main term ``policy``: w = 1/N1 (all treated); ``rel_time=h`` terms:
    w = 1{K_it = h}/N_h (event time h = year - first treated year, h = 0..options.horizons).
 
@@ -72,6 +74,23 @@ def imputation(
     d = d.loc[~D | ok].reset_index(drop=True)
     D = d[treated_col].to_numpy(float) > 0
     Z = design(d, fixed_effects, controls)
+    # a treated row is identified only if its design row is orthogonal to the null space of Z0
+    # (every FE level occurring untreated is necessary, not sufficient: levels can sit in
+    # different connected components); probe the null space with random vectors
+    rng = np.random.default_rng(0)
+    Z0 = Z[~D]
+    unid = np.zeros(int(D.sum()), bool)
+    for _ in range(3):
+        g = rng.normal(size=Z.shape[1])
+        r = g - lsmr(Z0, Z0 @ g, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=100_000)[0]
+        unid |= np.abs(Z[D] @ r) > 1e-6 * max(1.0, float(np.linalg.norm(r)))
+    if unid.any():
+        n_unidentified += int(unid.sum())
+        keep = np.ones(len(d), bool)
+        keep[np.flatnonzero(D)[unid]] = False
+        d = d.loc[keep].reset_index(drop=True)
+        D = d[treated_col].to_numpy(float) > 0
+        Z = Z[keep]
     Y = d[outcome].to_numpy(float)
     Z0, Z1 = Z[~D], Z[D]
     b = lsmr(Z0, Y[~D], atol=LSMR_TOL, btol=LSMR_TOL, maxiter=100_000)[0]

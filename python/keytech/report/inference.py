@@ -68,9 +68,9 @@ def adjusted_table(est: pd.DataFrame) -> str:
 
 
 def cs_dr_table(est: pd.DataFrame) -> str:
-    sub = est.loc[est["spec_id"] == "robust_staggered_cs_dr"]
+    sub = est.loc[est["spec_id"] == "robust_staggered_drcs"]
     if sub.empty:
-        return "<p class='muted'>The doubly robust Callaway–Sant'Anna spec is not in this run: <code>keytech estimate --only robust_staggered_cs_dr</code>.</p>"
+        return "<p class='muted'>The doubly robust Callaway–Sant'Anna spec is not in this run: <code>keytech estimate --only robust_staggered_drcs</code>.</p>"
     main = sub.loc[sub["term"] == "policy"]
     d = _diag(main.iloc[0]) if not main.empty else {}
     band = d.get("uniform_band", {})
