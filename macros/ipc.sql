@@ -14,8 +14,9 @@
 {%- endmacro %}
 
 {#- Remove edition suffixes such as (2006.01), with an attached I/N/A marker
-    ((2006.01)I), and a marker directly after the subgroup (G06F17/30I) from an
-    upper-cased, whitespace-free token. -#}
+    ((2006.01)I), and a marker directly after the subgroup (G06F17/30I; never the
+    subclass letter of a bare subclass such as G06N) from an upper-cased,
+    whitespace-free token. -#}
 {% macro ipc_remove_edition_suffix(base) -%}
     regexp_replace(
         case
@@ -24,7 +25,7 @@
                     regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
             else {{ base }}
         end,
-        '([0-9])[IAN]$',
+        '([/:\-][0-9]{1,6})[IAN]$',
         '\1'
     )
 {%- endmacro %}

@@ -62,7 +62,7 @@ _WS = "[\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
 _CODE_START_AFTER_WS = re.compile(_WS + "+([A-Ha-h]" + _WS + "*[0-9]{2}" + _WS + "*[A-Za-z])")
 # edition suffix with an optional attached I/N/A marker; a marker right after the subgroup
 _EDITION_SUFFIX = re.compile(r"\([0-9]{4}(?:\.[0-9]{1,2})?\)[IAN]?")
-_TRAILING_MARKER = re.compile(r"([0-9])[IAN]$")
+_TRAILING_MARKER = re.compile(r"([/:\-][0-9]{1,6})[IAN]$")  # only after a subgroup: G06N stays G06N
 _CODE = re.compile(r"^([A-H])([0-9]{2})([A-Z])(?:([0-9]{1,4})[/:\-]([0-9]{1,6}))?$")
 _SPLIT = re.compile(r"[;,、]")
 _APPLICATION_NUMBER = re.compile(r"^(?:CN|ZL)?([0-9]{12}|[0-9]{8})\.?[0-9X]?$")
