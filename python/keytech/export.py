@@ -164,8 +164,11 @@ def write_frame(frame: pd.DataFrame, fmt: str, target: Path, dataset_label: str 
     elif fmt == "dta":
         stata, strl, dates = _stata_frame(frame)
         labels = {c: label_for(c) for c in stata.columns}
+        # a coded column with missing values (ifdome: a missing control stays NULL in the panel)
+        # is float in Stata; its value labels still apply to the whole-number codes
         value_labels = {c: v for c, v in VALUE_LABELS.items()
-                        if c in stata.columns and pd.api.types.is_integer_dtype(stata[c])}
+                        if c in stata.columns and pd.api.types.is_numeric_dtype(stata[c])
+                        and bool((stata[c].dropna() % 1 == 0).all())}
         stata.to_stata(target, write_index=False, version=118, variable_labels=labels,
                        value_labels=value_labels or None, convert_strl=strl or None,
                        convert_dates=dates or None, data_label=dataset_label[:80])
