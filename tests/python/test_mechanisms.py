@@ -380,7 +380,7 @@ def test_joint_split_cells_partition_the_sample_and_equal_a_plain_ols_on_the_cel
             assert res.diagnostics["split"]["n_cell"] == len(cell)
             n_cells += len(cell)
             fit = pf.feols(f"{base.outcome} ~ {' + '.join(base.regressors)} | {' + '.join(base.fixed_effects)}",
-                           data=cell, vcov={"CRV1": "city_code"})
+                           data=cell, vcov={"CRV1": "city_code"}, fixef_tol=1e-12)
             assert res.main.estimate == pytest.approx(float(fit.coef()["policy"]), rel=1e-6)
             assert res.nobs == fit._N
     assert n_cells == len(elig)
