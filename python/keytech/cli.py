@@ -181,6 +181,8 @@ def cmd_estimate(args) -> int:
     outcome = estimation.runner.run_outcome(run_id)
     for spec_id, reason in outcome["skipped"].items():
         _say(args, f"  skipped {spec_id}: {reason}")
+    for spec_id in outcome["not_estimable"]:
+        _say(args, f"  not estimable on this data: {spec_id} (reason in results.estimates, term '(not estimable)')")
     if outcome["failures"]:
         print(f"keytech estimate: {len(outcome['failures'])} requested spec(s) failed: "
               f"{', '.join(outcome['failures'])}; details in results.estimates (term '(error)').", file=sys.stderr)

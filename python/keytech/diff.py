@@ -167,7 +167,7 @@ def diff_runs(run_a: str, run_b: str, db_path: str | Path) -> dict:
             select coalesce(a.spec_id, b.spec_id) as spec_id, coalesce(a.term, b.term) as term,
                    a.estimate, b.estimate, a.std_error, b.std_error, a.nobs, b.nobs, a.p_value, b.p_value
             from a full outer join b on a.spec_id = b.spec_id and a.term = b.term
-            where coalesce(a.term, b.term) <> '(error)'
+            where coalesce(a.term, b.term) not in ('(error)', '(not estimable)')
             order by 1, 2
             """, [run_a, run_b]).fetchall()
     finally:

@@ -15,6 +15,20 @@ from scipy import stats
 # shares ties and draws nothing); each stochastic spec stores the seed it used in its diagnostics.
 DEFAULT_SEED = 20240601
 
+# The term stored for a spec that produced no estimate: an error of the code or the input, or a
+# sample on which the model is not estimable (NotEstimable). Every reader of results.estimates
+# treats these rows as "no number".
+ERROR_TERM = "(error)"
+NOT_ESTIMABLE_TERM = "(not estimable)"
+NO_ESTIMATE_TERMS = (ERROR_TERM, NOT_ESTIMABLE_TERM)
+
+
+class NotEstimable(ValueError):
+    """The spec's sample cannot identify the model: after complete cases and singleton removal
+    it has no more observations than parameters (regressors + fixed-effect levels), so there are
+    no residual degrees of freedom for a variance. A property of the data, not a failure of the
+    code: `keytech estimate` records it (term ``(not estimable)``), names it and still exits 0."""
+
 
 @dataclass
 class TermEstimate:

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import DEFAULT_SEED, SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.base import DEFAULT_SEED, NotEstimable, SpecResult, TermEstimate, term_from_normal
 from keytech.estimation.registry import Spec
 
 
@@ -154,10 +154,38 @@ def _fit(kind: str, spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[st
     data, cl = _cluster_columns(data, spec)
     fml = formula(spec.outcome, rhs, fe)
     fn = pf.feols if kind == "ols" else pf.fepois
+    # no residual degrees of freedom: pyfixest would fail in its variance/Wald step (or return
+    # a meaningless variance); say so before fitting
+    n, n_parameters = sample_size_and_parameters(spec, data, rhs, fe)
+    if n <= n_parameters:
+        raise NotEstimable(
+            f"{spec.id}: not estimable on this sample: {n} observations after complete cases"
+            f"{' and singleton removal' if fe and spec.fixef_rm == 'singleton' else ''} for {n_parameters} "
+            f"parameters ({len(rhs)} regressors + the levels of the {', '.join(fe) or 'no'} fixed effects, "
+            "counted as fixest counts them), so no residual degrees of freedom are left")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fn(fml, data=data, vcov=_vcov_arg(spec, cl), fixef_rm=spec.fixef_rm if fe else "none", demeaner=_demeaner(spec))
     return fit, relevant_warnings(caught), cl
+
+
+def sample_size_and_parameters(spec: Spec, data: pd.DataFrame, rhs: list[str],
+                               fe: tuple[str, ...]) -> tuple[int, int]:
+    """(N, parameters) of a linear FE fit, counted as fixest/pyfixest count them: complete cases,
+    singletons removed iteratively when ``fixef_rm == 'singleton'``, then regressors + the FE
+    levels − (number of FE dimensions − 1). ``N <= parameters`` leaves no residual degrees of
+    freedom (the spec is not estimable)."""
+    from keytech.estimation.negbin import drop_uninformative
+
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=list(dict.fromkeys([spec.outcome, *rhs, *fe, *cl])))
+    if not fe:
+        return len(sample), len(rhs) + 1
+    codes = pnl.factorize_columns(sample, fe)
+    # y = 1 everywhere: only singletons are removed (no group has an all-zero outcome)
+    keep, _, _ = drop_uninformative(np.ones(len(sample)), codes, drop_singletons=spec.fixef_rm == "singleton")
+    levels = sum(len(np.unique(codes[keep, j])) for j in range(codes.shape[1]))
+    return int(keep.sum()), len(rhs) + levels - (codes.shape[1] - 1)
 
 
 def relevant_warnings(caught) -> list[str]:

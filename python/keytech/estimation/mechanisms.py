@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation.base import SpecResult
+from keytech.estimation.base import NOT_ESTIMABLE_TERM, SpecResult
 from keytech.estimation.registry import Registry, Spec
 
 DEFAULT_DRAWS = 200
@@ -237,6 +237,7 @@ def heterogeneity_model(est, reg, synthetic):
 
     headers = ["Key: low", "Key: high", "Key: p(high−low)", "Non-key: low", "Non-key: high", "Non-key: p(high−low)"]
     rows = []
+    not_estimable = False
     for code, label, hint in HET_MODERATORS:
         cells_c, cells_s, cells_n = [], [], []
         for outcome in ("key", "nonkey"):
@@ -244,6 +245,12 @@ def heterogeneity_model(est, reg, synthetic):
                 sid = f"het_{code}_{g}_{outcome}"
                 s = _spec(reg, sid)
                 r = _row(est, sid, s.treatment) if s else None
+                if r is None and _row(est, sid, NOT_ESTIMABLE_TERM) is not None:
+                    not_estimable = True
+                    cells_c.append("n.e.")
+                    cells_s.append("")
+                    cells_n.append("")
+                    continue
                 cells_c.append(fmt_coef(r and r["estimate"], r and r["p_value"]))
                 cells_s.append(fmt_se(r and r["std_error"]))
                 cells_n.append(fmt_n(r and r["nobs"]))
@@ -263,7 +270,9 @@ def heterogeneity_model(est, reg, synthetic):
         "FC index: mean within-year percentile rank of small size, young age, low payout, high leverage, low cash "
         "flow; WW index: Whited & Wu (2006); HHI: city × CSRC-division revenue Herfindahl; subsidies classified "
         "by seeds/subsidy_keywords.csv. The paper publishes no numbers for these splits.",
-    ]
+    ] + (["n.e.: not estimable on this sample: no more observations than parameters (regressors + fixed-effect "
+          "levels) after singleton removal; the reason is stored in results.estimates (term '(not estimable)')."]
+         if not_estimable else [])
     return Table("Heterogeneity: financing constraints, market concentration, subsidies, word frequencies", headers, rows, notes)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from keytech import warehouse
 from keytech.estimation import panel as pnl
 from keytech.estimation import store
-from keytech.estimation.base import SpecResult, TermEstimate
+from keytech.estimation.base import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
 from keytech.estimation.estimators import RunContext, relevant_warnings, run_spec
 from keytech.estimation.gate import check_gate
 from keytech.estimation.registry import Registry, load_registry
@@ -82,24 +82,26 @@ def list_specs(registry: Registry | None = None) -> list[tuple[str, str]]:
 
 
 def run_outcome(run_id: str, db_path: str | Path | None = None) -> dict[str, dict[str, str]]:
-    """{'failures': {spec: error}, 'skipped': {spec: reason}} of a stored run."""
+    """{'failures': {spec: error}, 'skipped': {spec: reason}, 'not_estimable': {spec: reason}} of a stored run."""
     with warehouse.connect(db_path) as con:
         row = con.execute("select parameters_json from results.runs where run_id = ?", [run_id]).fetchone()
     params = json.loads(row[0]) if row and row[0] else {}
-    return {"failures": params.get("failures") or {}, "skipped": params.get("skipped") or {}}
+    return {"failures": params.get("failures") or {}, "skipped": params.get("skipped") or {},
+            "not_estimable": params.get("not_estimable") or {}}
 
 
 def _error_result(spec_id: str, exc: BaseException) -> SpecResult:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    term = NOT_ESTIMABLE_TERM if isinstance(exc, NotEstimable) else ERROR_TERM
     return SpecResult(
         spec_id=spec_id,
-        terms=[TermEstimate("(error)", float("nan"))],
+        terms=[TermEstimate(term, float("nan"))],
         nobs=None,
         adj_r2=None,
         fixed_effects="",
         vcov="",
         sample="",
-        main_term="(error)",
+        main_term=term,
         diagnostics={"error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb[-6:])},
     )
 
@@ -125,6 +127,8 @@ def run_estimation(
     prefixes; None runs everything. Refuses (``ChecksNotPassed``) unless the latest
     ``keytech check`` passed on the current marts, or ``force``. A spec that fails is recorded with
     term ``(error)`` and the error in ``diagnostics_json``; with ``strict`` the run raises instead.
+    A spec whose sample has no residual degrees of freedom (``NotEstimable``) is recorded with term
+    ``(not estimable)`` and listed under ``not_estimable``: a property of the data, not a failure.
     ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
     test (replacing ``options.permutation.draws`` of the registry: 999 for Table 5, 199 for the
     heterogeneity splits in ``specs.yml``).
@@ -172,6 +176,7 @@ def run_estimation(
     results: list[SpecResult] = []
     timings: dict[str, float] = {}
     failures: dict[str, str] = {}
+    not_estimable: dict[str, str] = {}
     bar = tqdm(specs, desc="estimating", disable=not progress, unit="spec")
     for spec in bar:
         bar.set_postfix_str(spec.id)
@@ -192,6 +197,10 @@ def run_estimation(
                 for r in out:
                     r.diagnostics.setdefault("seed", seed)
             results.extend(out)
+        except NotEstimable as exc:  # a property of the data: recorded and named, not a failure
+            results.append(_error_result(spec.id, exc))
+            not_estimable[spec.id] = str(exc)
+            tqdm.write(f"  {spec.id} NOT ESTIMABLE: {exc}", file=sys.stderr)
         except Exception as exc:  # record and continue; strict re-raises
             if strict:
                 raise
@@ -218,6 +227,7 @@ def run_estimation(
         "timings_seconds": timings,
         "failures": failures,
         "skipped": skipped,
+        "not_estimable": not_estimable,
         "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
         "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
     }
@@ -237,6 +247,9 @@ def run_estimation(
     if skipped:
         print(f"{len(skipped)} spec(s) skipped for want of an optional input table: {', '.join(skipped)} "
               "(listed in results.runs parameters 'skipped')", file=sys.stderr)
+    if not_estimable:
+        print(f"{len(not_estimable)} spec(s) not estimable on this data (too few observations for their parameters): "
+              f"{', '.join(not_estimable)} (results.estimates term '{NOT_ESTIMABLE_TERM}')", file=sys.stderr)
     if failures:
         print(f"{len(failures)} spec(s) failed: {', '.join(failures)} (details in results.estimates term '(error)')", file=sys.stderr)
     if render:

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import paths
+from keytech.estimation.base import ERROR_TERM, NO_ESTIMATE_TERMS
 from keytech.report import collect, figures, paper
 from keytech.report.inference import inference_section
 from keytech.report.page import (
@@ -154,6 +155,10 @@ def provenance_section(data: dict[str, Any], now: str) -> str:
             items.append(("Skipped specifications", "<ul id='skipped-specs'>" + "".join(
                 f"<li><code>{esc(spec)}</code>: {esc(reason)}</li>" for spec, reason in params["skipped"].items())
                 + "</ul>"))
+        if params.get("not_estimable"):
+            items.append(("Not estimable on this data", "<ul id='not-estimable-specs'>" + "".join(
+                f"<li><code>{esc(spec)}</code>: {esc(reason)}</li>" for spec, reason in params["not_estimable"].items())
+                + "</ul>"))
         if params.get("failures"):
             items.append(("Failed specifications", "<ul id='failed-specs'>" + "".join(
                 f"<li><code>{esc(spec)}</code>: {esc(error)}</li>" for spec, error in params["failures"].items())
@@ -280,8 +285,8 @@ def paper_tables_section(data: dict[str, Any]) -> str:
                 published_cell = coef_html(r.estimate, r.std_error, stars_from_count(r.stars))
                 run_cell = coef_html(r.run_estimate, r.run_std_error, stars_from_p(r.run_p_value)) if r.run_status == "ok" else ""
             st = status(r.run_status) if r.run_status != "ok" else status("ok", "estimated")
-            if r.run_status == "error" and r.run_message:
-                st = f"<span title='{esc(r.run_message)}'>{status('error')}</span>"
+            if r.run_status in ("error", "not_estimable") and r.run_message:
+                st = f"<span title='{esc(r.run_message)}'>{status(r.run_status)}</span>"
             rows.append([
                 ("txt", esc(r.paper_column) if first else ""),
                 ("txt", esc(r.description)),
@@ -368,11 +373,13 @@ def other_specs_section(data: dict[str, Any]) -> str:
         sub = est.loc[est["spec_id"] == sid]
         spec = registry.get(sid.split("@")[0])
         terms = list(sub["term"])
-        if "(error)" in terms:
-            diag = sub.loc[sub["term"] == "(error)", "diagnostics_json"].iloc[0]
+        no_estimate = next((t for t in NO_ESTIMATE_TERMS if t in terms), None)
+        if no_estimate:
+            diag = sub.loc[sub["term"] == no_estimate, "diagnostics_json"].iloc[0]
             msg = json.loads(diag).get("error", "") if isinstance(diag, str) and diag else ""
+            kind = "error" if no_estimate == ERROR_TERM else "not_estimable"
             rows.append([("txt", f"<code>{esc(sid)}</code>"), ("txt", esc(spec.description if spec else "")), ("txt", ""),
-                         ("num", ""), ("num", ""), ("num", ""), ("txt", status("error") + f" <span class='small muted'>{esc(msg[:160])}</span>")])
+                         ("num", ""), ("num", ""), ("num", ""), ("txt", status(kind) + f" <span class='small muted'>{esc(msg[:240])}</span>")])
             continue
         term = _main_term(spec, terms)
         r = sub.loc[sub["term"] == term].iloc[0] if term else sub.iloc[0]

@@ -131,7 +131,7 @@ def stars_from_p(p: Any) -> str:
 
 
 def status(kind: str, text: str | None = None) -> str:
-    labels = {"ok": "ok", "not_run": "not run", "no_term": "term not found", "error": "error", "fail": "FAILED", "warn": "warning"}
+    labels = {"ok": "ok", "not_run": "not run", "no_term": "term not found", "error": "error", "not_estimable": "not estimable", "fail": "FAILED", "warn": "warning"}
     return f"<span class='status {esc(kind)}'>{esc(text or labels.get(kind, kind))}</span>"
 
 

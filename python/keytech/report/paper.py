@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import paths
+from keytech.estimation.base import ERROR_TERM, NO_ESTIMATE_TERMS
 
 SEED_FILE = "paper_published_numbers.csv"
 
@@ -70,7 +71,7 @@ def _none(value: Any) -> Any:
 
 @dataclass
 class Cell:
-    """One number of this run for a (spec, term); ``status`` is ok, not_run, no_term or error."""
+    """One number of this run for a (spec, term); ``status`` is ok, not_run, no_term, error or not_estimable."""
 
     status: str
     estimate: float | None = None
@@ -132,12 +133,13 @@ def run_cell(est: pd.DataFrame, spec_id: str, term: str, treatment: str | None =
     sub = est.loc[est["spec_id"] == spec_id] if not est.empty else est
     if sub.empty:
         return Cell("not_run")
-    if "(error)" in set(sub["term"]):
-        row = sub.loc[sub["term"] == "(error)"].iloc[0]
+    no_estimate = next((t for t in NO_ESTIMATE_TERMS if t in set(sub["term"])), None)
+    if no_estimate:
+        row = sub.loc[sub["term"] == no_estimate].iloc[0]
         msg = ""
         if _none(row.get("diagnostics_json")):
             msg = json.loads(row["diagnostics_json"]).get("error", "")
-        return Cell("error", message=msg)
+        return Cell("error" if no_estimate == ERROR_TERM else "not_estimable", message=msg)
     nobs = _none(sub["nobs"].iloc[0])
     adj = _none(sub["adj_r2"].iloc[0])
     if term in DIAGNOSTIC_TERMS:
