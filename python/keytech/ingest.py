@@ -615,17 +615,18 @@ def _check_keys(con: duckdb.DuckDBPyConnection, table: Table, file_name: str,
     knames = ", ".join(f"k{i}" for i in range(len(table.key)))
     others = [c.name for c in table.columns if c.name not in table.key]
     content = f"[{', '.join(_quote(c) for c in others)}]::varchar[]" if others else "[]::varchar[]"
+
+    def examples(kind: str) -> str:  # example source rows and keys of one kind of duplicate
+        return (f"flatten(list(r order by r[1]) filter (where {kind}))[1:{EXAMPLES_PER_PROBLEM}], "
+                f"(list(concat_ws('/', {knames}) order by r[1]) filter (where {kind}))[1:{EXAMPLES_PER_PROBLEM}]")
+
     result = con.execute(
         f"with k as (select {normal}, _source_row, {content} as content from {relation}), "
         f"dup as (select {knames}, list(_source_row order by _source_row) as r, count(*) as n, "
         f"count(distinct content) as variants from k group by {knames} having count(*) > 1) "
-        f"select count(*) filter (where variants > 1), "
-        f"flatten(list(r order by r[1]) filter (where variants > 1))[1:{EXAMPLES_PER_PROBLEM}], "
-        f"(list(concat_ws('/', {knames}) order by r[1]) filter (where variants > 1))[1:{EXAMPLES_PER_PROBLEM}], "
+        f"select count(*) filter (where variants > 1), {examples('variants > 1')}, "
         f"count(*) filter (where variants = 1), coalesce(sum(n - 1) filter (where variants = 1), 0), "
-        f"flatten(list(r order by r[1]) filter (where variants = 1))[1:{EXAMPLES_PER_PROBLEM}], "
-        f"(list(concat_ws('/', {knames}) order by r[1]) filter (where variants = 1))[1:{EXAMPLES_PER_PROBLEM}] "
-        f"from dup").fetchone()
+        f"{examples('variants = 1')} from dup").fetchone()
     conflicting, c_rows, c_examples, identical, extra_rows, i_rows, i_examples = result
     problems = []
     if conflicting:

@@ -30,6 +30,22 @@ class NotEstimable(ValueError):
     code: `keytech estimate` records it (term ``(not estimable)``), names it and still exits 0."""
 
 
+def add_common_diagnostics(diag: dict[str, Any], *, n_clusters: Any = None, warnings: list[str] | None = None,
+                           dropped_collinear: list[str] | None = None, truth: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fill the diagnostics every estimator reports when it has them: the number of clusters,
+    library warnings, regressors dropped as collinear and, on synthetic data, the planted key-tech
+    effect (``planted_beta_key``). Keys without a value are left out. Returns ``diag``."""
+    if n_clusters is not None:
+        diag["n_clusters"] = n_clusters
+    if warnings:
+        diag["warnings"] = warnings
+    if dropped_collinear:
+        diag["dropped_collinear"] = dropped_collinear
+    if truth and "beta_key" in truth:
+        diag["planted_beta_key"] = truth["beta_key"]
+    return diag
+
+
 @dataclass
 class TermEstimate:
     term: str

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import DEFAULT_SEED, NotEstimable, SpecResult, TermEstimate, term_from_normal
+from keytech.estimation.base import DEFAULT_SEED, NotEstimable, SpecResult, TermEstimate, add_common_diagnostics, term_from_normal
 from keytech.estimation.registry import Spec
 
 
@@ -427,12 +427,7 @@ def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         "inference": "normal (z), as for GLMs in fixest/pyfixest",
         "algorithm": "IRLS with weighted FE demeaning (LSMR within) + ML theta, fenegbin-style",
     }
-    if G is not None:
-        diag["n_clusters"] = G
-    if dropped:
-        diag["dropped_collinear"] = dropped
-    if ctx.truth and "beta_key" in ctx.truth:
-        diag["planted_beta_key"] = ctx.truth["beta_key"]
+    add_common_diagnostics(diag, n_clusters=G, dropped_collinear=dropped, truth=ctx.truth)
     return SpecResult(
         spec_id=spec.id,
         terms=terms,

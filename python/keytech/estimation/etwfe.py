@@ -54,7 +54,7 @@ def aggregate(tau: np.ndarray, V: np.ndarray, weights: np.ndarray, df_t: float |
 
 
 def fit_etwfe_poisson(spec, df: pd.DataFrame, ctx):
-    from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
+    from keytech.estimation.base import SpecResult, TermEstimate, add_common_diagnostics, term_from_normal
     from keytech.estimation.estimators import _complete_cases, _fe_desc, _fit, prepare_spec_data, sample_description
 
     data = prepare_spec_data(spec, df)
@@ -96,12 +96,8 @@ def fit_etwfe_poisson(spec, df: pd.DataFrame, ctx):
         "inference": "normal (z), as for GLMs in fixest/pyfixest",
         "model": "fepois with one dummy per treated cohort x post year (Wooldridge 2023 ETWFE)",
     }
-    if G is not None:
-        diag["n_clusters"] = G
-    if msgs:
-        diag["warnings"] = msgs
+    add_common_diagnostics(diag, n_clusters=G, warnings=msgs, truth=ctx.truth)
     if ctx.truth and "beta_key" in ctx.truth:
-        diag["planted_beta_key"] = ctx.truth["beta_key"]
         diag["planted_pct"] = 100 * (np.exp(ctx.truth["beta_key"]) - 1)
     n_complete = _complete_cases(spec, data, rhs)
     return SpecResult(

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult
+from keytech.estimation.base import SpecResult, add_common_diagnostics
 from keytech.estimation.estimators import (
     fit_result,
     RunContext,
@@ -159,10 +159,7 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     }
     if iv is not None:
         diag["formula"] = fml_iv
-    if msgs:
-        diag["warnings"] = msgs
-    if ctx.truth and "beta_key" in ctx.truth:
-        diag["planted_beta_key"] = ctx.truth["beta_key"]
+    add_common_diagnostics(diag, warnings=msgs, truth=ctx.truth)
     if stage == "first":
         terms = terms_from_fit(fs)
         main, fit = instruments[0], fs
