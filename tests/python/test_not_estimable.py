@@ -20,7 +20,7 @@ from keytech.estimation.base import NotEstimable
 from keytech.estimation.estimators import RunContext, run_spec, sample_size_and_parameters
 from keytech.estimation.registry import Spec, Vcov
 
-from test_estimation_store import SEED, _make_warehouse
+SEED = 99
 
 
 def _spec(**kw) -> Spec:
@@ -48,46 +48,55 @@ def test_parameter_count_equals_a_hand_count_with_singletons_removed():
     assert sample_size_and_parameters(spec, df, ["policy"], ()) == (5, 2)
 
 
-def test_a_sample_with_no_residual_degrees_of_freedom_raises_not_estimable():
+def _tiny_panel() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({
-        "stkcd": np.repeat([f"f{i}" for i in range(4)], 2), "year": np.tile([2015, 2016], 4),
+    return pd.DataFrame({
+        "stkcd": np.repeat([f"00000{i}" for i in range(4)], 2), "year": np.tile([2015, 2016], 4),
         "ln_apply_inv_zl": rng.normal(size=8), "policy": [0, 1, 0, 1, 0, 0, 0, 0],
-        "x": rng.normal(size=8), "city_code": np.repeat(["1", "2", "3", "4"], 2),
+        "x": rng.normal(size=8), "z": rng.normal(size=8), "city_code": np.repeat(["1", "2", "3", "4"], 2),
+        "province_code": "11", "industry_code": "C39",
     })
-    spec = _spec(treatment="policy", controls=("x", "z"), extra_regressors=(), fixed_effects=("stkcd", "year"),
-                 vcov=Vcov("hetero"))
-    df["z"] = rng.normal(size=8)
-    # 8 rows, 3 regressors + 4 firms + 2 years − 1 = 8 parameters
+
+
+def _tiny_spec(controls: tuple[str, ...]) -> Spec:
+    return _spec(treatment="policy", controls=controls, extra_regressors=(), fixed_effects=("stkcd", "year"),
+                 vcov=Vcov("hetero"), sample="all", sample_query="")
+
+
+def test_a_sample_with_no_residual_degrees_of_freedom_raises_not_estimable():
+    df = _tiny_panel()
+    # 8 rows, 3 regressors + 4 firms + 2 years − 1 = 8 parameters: pyfixest's variance step fails
     ctx = RunContext(placebo_draws=0, seed=SEED, progress=False)
     with pytest.raises(NotEstimable, match="8 observations .* for 8 parameters"):
-        run_spec(spec, df, ctx)
+        run_spec(_tiny_spec(("x", "z")), df, ctx)
     # one regressor fewer leaves one residual degree of freedom: estimable
-    ok = run_spec(dataclasses.replace(spec, controls=("x",)), df, ctx)
+    ok = run_spec(_tiny_spec(("x",)), df, ctx)
     assert ok[0].nobs == 8 and np.isfinite(ok[0].main.estimate)
 
 
 def test_the_run_records_not_estimable_without_failing(tmp_path: Path):
-    db = tmp_path / "w.duckdb"
-    _make_warehouse(db)
-    reg = load_registry()
-    col1, col5 = reg.get("table3_col1"), reg.get("table3_col5")
-    # two firms, three years: 6 rows for 10 controls + the column-5 fixed effects
     import duckdb
 
-    with duckdb.connect(str(db), read_only=True) as con:
-        first_two = [r[0] for r in con.execute(
-            "select distinct stkcd from marts.rpt_analysis_panel order by stkcd limit 2").fetchall()]
-    tiny = dataclasses.replace(col5, id="tiny_sample",
-                               sample_query="(" + " or ".join(f"stkcd == {v!r}" for v in first_two) + ") and year <= 2012")
-    reg2 = dataclasses.replace(reg, specs=(col1, tiny))
-    rid = run_estimation(["table3_col1", "tiny_sample"], False, 0, SEED, db_path=db, progress=False,
-                         render=False, registry=reg2)
+    from keytech import warehouse
     from keytech.estimation.runner import run_outcome
 
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema marts")
+        con.register("p", _tiny_panel())
+        con.execute("create table marts.rpt_analysis_panel as select * from p")
+        con.execute("create schema results")
+        con.execute("create table results.check_runs (check_run_id text, checked_at timestamp, passed boolean, "
+                    "data_fingerprint text, details_json text)")
+        con.execute("insert into results.check_runs values ('ok', timestamp '2030-01-01', true, ?, '{}')",
+                    [warehouse.mart_fingerprint(con)])
+    reg = load_registry()
+    specs = (dataclasses.replace(_tiny_spec(("x",)), id="tiny_ok"), dataclasses.replace(_tiny_spec(("x", "z")), id="tiny_too_many"))
+    rid = run_estimation(["tiny_ok", "tiny_too_many"], False, 0, SEED, db_path=db, progress=False,
+                         render=False, registry=dataclasses.replace(reg, specs=specs))
     outcome = run_outcome(rid, db)
     assert outcome["failures"] == {}
-    assert list(outcome["not_estimable"]) == ["tiny_sample"]
+    assert list(outcome["not_estimable"]) == ["tiny_too_many"]
     est = store.read_estimates(db, rid)
-    assert list(est.loc[est["spec_id"] == "tiny_sample", "term"]) == ["(not estimable)"]
-    assert np.isfinite(est.loc[est["spec_id"] == "table3_col1", "estimate"]).all()
+    assert list(est.loc[est["spec_id"] == "tiny_too_many", "term"]) == ["(not estimable)"]
+    assert np.isfinite(est.loc[(est["spec_id"] == "tiny_ok") & (est["term"] == "policy"), "estimate"]).all()

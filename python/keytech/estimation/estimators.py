@@ -154,18 +154,22 @@ def _fit(kind: str, spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[st
     data, cl = _cluster_columns(data, spec)
     fml = formula(spec.outcome, rhs, fe)
     fn = pf.feols if kind == "ols" else pf.fepois
-    # no residual degrees of freedom: pyfixest would fail in its variance/Wald step (or return
-    # a meaningless variance); say so before fitting
-    n, n_parameters = sample_size_and_parameters(spec, data, rhs, fe)
-    if n <= n_parameters:
-        raise NotEstimable(
-            f"{spec.id}: not estimable on this sample: {n} observations after complete cases"
-            f"{' and singleton removal' if fe and spec.fixef_rm == 'singleton' else ''} for {n_parameters} "
-            f"parameters ({len(rhs)} regressors + the levels of the {', '.join(fe) or 'no'} fixed effects, "
-            "counted as fixest counts them), so no residual degrees of freedom are left")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fn(fml, data=data, vcov=_vcov_arg(spec, cl), fixef_rm=spec.fixef_rm if fe else "none", demeaner=_demeaner(spec))
+        try:
+            fit = fn(fml, data=data, vcov=_vcov_arg(spec, cl), fixef_rm=spec.fixef_rm if fe else "none",
+                     demeaner=_demeaner(spec))
+        except np.linalg.LinAlgError as exc:
+            # pyfixest's variance/Wald step breaks down when its parameter count leaves no
+            # residual degrees of freedom: say so (NotEstimable) instead of a linear-algebra error
+            n, n_parameters = sample_size_and_parameters(spec, data, rhs, fe)
+            if n > n_parameters:
+                raise
+            raise NotEstimable(
+                f"{spec.id}: not estimable on this sample: {n} observations after complete cases"
+                f"{' and singleton removal' if fe and spec.fixef_rm == 'singleton' else ''} for {n_parameters} "
+                f"parameters ({len(rhs)} regressors + the levels of the {', '.join(fe) or 'no'} fixed effects, "
+                "counted as fixest counts them), so no residual degrees of freedom are left") from exc
     return fit, relevant_warnings(caught), cl
 
 
