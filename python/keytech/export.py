@@ -19,10 +19,12 @@ import pandas as pd
 
 from keytech import paths
 from keytech.warehouse import WarehouseMissing, connect, table_exists
+from keytech.marts import marts_with
 
 FORMATS = ("parquet", "csv", "dta")
 WHATS = ("panel", "results")
-PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022")
+# marts declared `export_panel: true` in models/marts/*.yml (keytech/marts.py)
+PANELS = marts_with("export_panel")
 
 # Variable labels (Stata allows 80 characters). Paper names (Pi & Luo, Table 2) in brackets.
 VARIABLE_LABELS: dict[str, str] = {

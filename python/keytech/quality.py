@@ -82,6 +82,17 @@ SUITES: dict[str, list[tuple[str, dict]]] = {
         ("ExpectColumnValuesToBeBetween", {"column": "latitude", "min_value": 18, "max_value": 54}),
         ("ExpectColumnValuesToBeBetween", {"column": "first_treated_year", "min_value": 2016, "max_value": 2019}),
     ],
+    "rpt_endogeneity_panel": [
+        ("ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["stkcd", "year"]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "policy", "value_set": [0, 1]}),
+        *[("ExpectColumnValuesToNotBeNull", {"column": column}) for column in ("stkcd", "year", "city_code", "policy")],
+    ],
+    "fct_firm_year_mechanisms": [
+        ("ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["stkcd", "year"]}),
+        *[("ExpectColumnValuesToNotBeNull", {"column": column}) for column in ("stkcd", "year")],
+    ],
     "dim_firms": [
         ("ExpectColumnValuesToBeUnique", {"column": "stkcd"}),
         ("ExpectColumnValuesToMatchRegex", {"column": "stkcd", "regex": r"^\d{6}$"}),

@@ -13,9 +13,14 @@ from typing import Any
 
 import yaml
 
+from keytech.marts import marts_with
+
 SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
 
-PANELS = ("rpt_analysis_panel", "rpt_analysis_panel_window2022", "rpt_endogeneity_panel")
+# the marts a spec may read as its panel or extra_marts: those declared `estimation: true` in
+# models/marts/*.yml (keytech/marts.py); all of them are public, so the data gate covers them
+PANELS = marts_with("estimation")
+DEFAULT_PANEL = "rpt_analysis_panel"
 
 
 class RegistryError(ValueError):
@@ -208,9 +213,11 @@ def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
         fe, fe_name = _as_tuple(fe_raw), "+".join(_as_tuple(fe_raw))
     sample = m.get("sample") or "all"
     query = filters.get(sample, sample if sample != "all" else "")
-    panel = m.get("panel", PANELS[0])
-    if panel not in PANELS:
-        raise RegistryError(f"unknown panel {panel!r}; use one of {PANELS}")
+    panel = m.get("panel", DEFAULT_PANEL)
+    for mart in (panel, *_as_tuple(m.get("extra_marts"))):
+        if mart not in PANELS:
+            raise RegistryError(f"mart {mart!r} is not declared for estimation; use one of {PANELS}, or declare it "
+                                "in its models/marts YAML (access: public, config.meta.keytech.estimation: true)")
     paper = m.get("paper")
     fixef_rm = m.get("fixef_rm", "singleton")
     if fixef_rm not in ("singleton", "none"):

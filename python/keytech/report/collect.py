@@ -14,13 +14,11 @@ from typing import Any
 import pandas as pd
 
 from keytech import paths
+from keytech.marts import marts_with
 from keytech.warehouse import PUBLIC_MARTS, mart_fingerprint, table_exists
 
-MARTS_SHOWN = (
-    "dim_firms", "dim_cities", "fct_patents", "fct_patent_ipc_codes", "fct_firm_years",
-    "rpt_analysis_panel", "rpt_analysis_panel_window2022", "rpt_sample_funnel",
-    "rpt_patent_reconciliation", "rpt_quarantine", "rpt_ipc_coverage",
-)
+# marts declared `report: true` in models/marts/*.yml (keytech/marts.py), in declaration order
+MARTS_SHOWN = marts_with("report")
 NON_VARIABLES = ("stkcd", "city_code", "province_code", "industry_code")
 
 
