@@ -95,6 +95,9 @@ def test_same_firm_year_and_patent_under_both_codes_count_once(built):
     assert _q(built, f"select count(*) from intermediate.int_firm_years_city_matched "
                      f"where stkcd = '{NEW}' and year = 2016") == [(2,)]
     assert _q(built, f"select count(*) from marts.fct_firm_years where stkcd = '{NEW}' and year = 2016") == [(1,)]
+    # the repeat is quarantined (the later vintage file's row is kept: the firm-year key rule)
+    assert _q(built, "select _source_file from marts.rpt_quarantine where rejection_code = 'duplicate_firm_year'") \
+        == [("firm_info.csv",)]
     # the application filed under both codes is one patent of the firm
     assert _q(built, f"select count(*) from marts.fct_patents where stkcd = '{NEW}'") == [(1,)]
     assert _q(built, f"select apply_inv_zl + apply_inv_nozl from marts.fct_firm_years "
