@@ -1,13 +1,29 @@
 {#- Cleaning helpers used by the staging models. -#}
 
-{#- A vendor stock code as 6-character text: Excel and some vendors drop leading zeros
-    (`600` → `000600`). Longer codes are kept as they are (lpad would truncate them).
-    -#}
-{% macro clean_stock_code(column) -%}
+{#- A vendor stock code as the firm's one identity: 6-character text (Excel and some
+    vendors drop leading zeros, `600` → `000600`; longer codes are kept as they are, lpad
+    would truncate them), then mapped through the seed stock_code_crosswalk: a code that
+    was replaced (e.g. a Beijing Stock Exchange 43/83/87 code by its 920 code in 2025)
+    becomes its new code, so rows delivered under either code are one firm. Every staging
+    model that reads a stock code uses this macro: it is the one place codes are mapped.
+    The seed's tests keep old_code unique and forbid chains (a new_code that is itself an
+    old_code), so one lookup gives the final code. -#}
+{% macro pad_stock_code(column) -%}
     case
         when length(trim({{ column }})) < 6 then lpad(trim({{ column }}), 6, '0')
         else trim({{ column }})
     end
+{%- endmacro %}
+
+{% macro clean_stock_code(column) -%}
+    coalesce(
+        (
+            select stock_code_crosswalk.new_code
+            from {{ ref('stock_code_crosswalk') }} as stock_code_crosswalk
+            where stock_code_crosswalk.old_code = {{ pad_stock_code(column) }}
+        ),
+        {{ pad_stock_code(column) }}
+    )
 {%- endmacro %}
 
 {#- A vendor date in any of the contract formats: YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD.
@@ -46,4 +62,13 @@
     (including the ideographic space U+3000). -#}
 {% macro clean_place_name(column) -%}
     nullif({{ remove_whitespace(column) }}, '')
+{%- endmacro %}
+
+{#- The vendor's labels of a landed table's columns ({contract column: label}, from the
+    [DES] description file of a CSMAR download or the label row under the field codes;
+    python/keytech/build.py passes them as the var vendor_labels from the landing
+    manifest). Each staging model puts its table's labels in meta.vendor_labels, so the
+    dbt docs show the vendor's names beside the model; {} when nothing was labelled. -#}
+{% macro vendor_labels(table_name) -%}
+    {{ return((var('vendor_labels', {}) or {}).get(table_name, {})) }}
 {%- endmacro %}

@@ -7,6 +7,10 @@ stage         what is timed                                                     
 ============  ==========================================================================  ==========
 synth         ``keytech.synth.generate(scale, seed, raw)``                                ≤ 60 s
 validate      ``keytech.ingest.validate(raw)`` (raw validation only, nothing written)     —
+excel_read    a 100,000-row CSMAR-style ``.xlsx`` (income statement: three header rows,    ≤ 60 s
+              integer stock codes), written by the stage, through the ingest path:
+              ``read`` = the workbook into DuckDB (python-calamine), ``land`` = the whole
+              landing of the table (header mapping, description rows, type and key checks)
 build         ``keytech.build.build_warehouse``: reported as ``validate_and_land`` and    dbt ≤ 60 s
               ``dbt_build`` (``dbt build`` into ``<warehouse>.building`` + swap), with
               dbt's per-node times (slowest models and tests) from run_results.json
@@ -49,16 +53,18 @@ from pathlib import Path
 GIB = 1024**3
 TARGETS = {  # stage -> (metric, limit)
     "synth": ("seconds", 60.0),
+    "excel_read": ("seconds", 60.0),
     "dbt_build": ("seconds", 60.0),
     "checks": ("seconds", 30.0),
     "estimation": ("seconds", 120.0),
     "placebo": ("seconds", 60.0),
     "peak_memory": ("bytes", 6.0 * GIB),
 }
-STAGES = ("synth", "validate", "build", "checks", "estimation", "placebo", "report", "ipc_compare")
+STAGES = ("synth", "validate", "excel_read", "build", "checks", "estimation", "placebo", "report", "ipc_compare")
 PLACEBO_DRAWS = 500
 SEED = 20250101
 IPC_SUBSET_ROWS = 50_000
+EXCEL_ROWS = 100_000
 # The dbt models that do the IPC work: tokenise + normalise, match distinct codes, join back.
 IPC_MODELS = ("int_patent_ipc_tokens_parsed", "int_ipc_codes_matched", "fct_patent_ipc_codes")
 
@@ -104,6 +110,111 @@ def _stage_validate(work: Path, scale: str, seed: int) -> dict:
     return {"seconds": time.perf_counter() - start,
             "rows": {r.table: r.data_rows for r in reports},
             "warnings": len(problems)}
+
+
+def write_xlsx(path: Path, rows: list[list], header_rows: int) -> None:
+    """A minimal .xlsx of one sheet (inline strings; numbers below the header rows as numbers),
+    written without a spreadsheet library."""
+    import zipfile
+    from xml.sax.saxutils import escape
+
+    def letter(index: int) -> str:
+        out = ""
+        index += 1
+        while index:
+            index, rem = divmod(index - 1, 26)
+            out = chr(65 + rem) + out
+        return out
+
+    letters = [letter(i) for i in range(max(len(r) for r in rows))]
+    parts = []
+    for r, row in enumerate(rows, start=1):
+        cells = []
+        for c, value in enumerate(row):
+            ref = f"{letters[c]}{r}"
+            if isinstance(value, (int, float)) and r > header_rows:
+                cells.append(f'<c r="{ref}"><v>{value}</v></c>')
+            elif value is not None:
+                cells.append(f'<c r="{ref}" t="inlineStr"><is><t>{escape(str(value))}</t></is></c>')
+        parts.append(f'<row r="{r}">{"".join(cells)}</row>')
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
+    files = {
+        "[Content_Types].xml": (
+            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+            'content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+            'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override '
+            'PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+            'spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType='
+            '"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>'),
+        "_rels/.rels": (f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{pkg}"><Relationship '
+                        f'Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>'),
+        "xl/workbook.xml": (f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{main}" xmlns:r="{rel}">'
+                            '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+        "xl/_rels/workbook.xml.rels": (
+            f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{pkg}"><Relationship Id="rId1" '
+            f'Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>'),
+        "xl/worksheets/sheet1.xml": (f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{main}">'
+                                     f'<sheetData>{"".join(parts)}</sheetData></worksheet>'),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+
+
+def excel_rows(n: int, seed: int) -> list[list]:
+    """A CSMAR income-statement export of ``n`` data rows: field codes, Chinese labels, units, then
+    firm-years with stock codes stored as numbers (unique keys: firm x year x report type)."""
+    import random
+
+    rng = random.Random(seed)
+    rows: list[list] = [["Stkcd", "Accper", "Typrep", "B001101000", "B001100000", "B002000000"],
+                        ["证券代码", "会计期间", "报表类型", "营业收入", "营业总收入", "净利润"],
+                        ["没有单位", "没有单位", "没有单位", "元", "元", "元"]]
+    for i in range(n):
+        firm, rest = divmod(i, 30)
+        year, typrep = 1995 + rest // 2, "AB"[rest % 2]
+        revenue = round(rng.lognormvariate(20, 1.5), 2)
+        rows.append([firm + 1, f"{year}-12-31", typrep, revenue, revenue, round(revenue * rng.uniform(-0.1, 0.2), 2)])
+    return rows
+
+
+def _stage_excel_read(work: Path, scale: str, seed: int) -> dict:
+    import shutil
+    import tempfile
+
+    import duckdb
+
+    from keytech.contract import Mapping, load_contract
+    from keytech.ingest import _land_table, _load_raw
+
+    folder = work / "excel"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "FS_Comins.xlsx"
+    start = time.perf_counter()
+    write_xlsx(path, excel_rows(EXCEL_ROWS, seed), header_rows=3)
+    written = time.perf_counter() - start
+    scratch = Path(tempfile.mkdtemp(prefix="keytech-bench-excel-"))
+    con = duckdb.connect()
+    try:
+        start = time.perf_counter()
+        _load_raw(con, path, scratch)
+        read = time.perf_counter() - start
+        read_rows = con.execute("select count(*) from raw_t").fetchone()[0]
+        problems: list = []
+        start = time.perf_counter()
+        report = _land_table(con, folder, load_contract()["income_statement"], Mapping(), [path], scratch, problems)
+        land = time.perf_counter() - start
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    errors = [p.render() for p in problems if p.severity == "error"]
+    if report is None or errors or report.data_rows != EXCEL_ROWS:
+        raise RuntimeError(f"the Excel file did not land whole: {report and report.data_rows} rows; {errors[:3]}")
+    return {"seconds": land, "read_seconds": read, "write_seconds": written, "rows": EXCEL_ROWS,
+            "sheet_rows": read_rows, "file_bytes": path.stat().st_size,
+            "description_rows_skipped": report.description_rows_skipped}
 
 
 def _stage_build(work: Path, scale: str, seed: int) -> dict:
@@ -277,7 +388,7 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
 
 
 STAGE_FUNCS = {
-    "synth": _stage_synth, "validate": _stage_validate, "build": _stage_build, "checks": _stage_checks,
+    "synth": _stage_synth, "validate": _stage_validate, "excel_read": _stage_excel_read, "build": _stage_build, "checks": _stage_checks,
     "estimation": _stage_estimation, "placebo": _stage_placebo, "report": _stage_report,
     "ipc_compare": _stage_ipc_compare,
 }
@@ -394,6 +505,7 @@ def evaluate(stages: dict) -> dict:
     """Target -> {value, limit, passed} from the stage results (missing values: passed None)."""
     values = {
         "synth": stages.get("synth", {}).get("seconds"),
+        "excel_read": stages.get("excel_read", {}).get("seconds"),
         "dbt_build": (stages.get("build", {}).get("timings") or {}).get("dbt_build"),
         "checks": stages.get("checks", {}).get("seconds"),
         "estimation": stages.get("estimation", {}).get("seconds"),
@@ -444,6 +556,9 @@ def render_markdown(report: dict) -> str:
                 notes.append(f"dbt tests {s['dbt_test_seconds']:.1f} s over {s.get('dbt_nodes')} nodes")
             if s.get("dbt_slowest_models"):
                 notes.append("slowest models: " + ", ".join(f"{m} {t:.1f} s" for m, t in list(s["dbt_slowest_models"].items())[:4]))
+        if name == "excel_read" and s.get("status") == "ok":
+            notes.append(f"{s['rows']:,}-row .xlsx ({s['file_bytes'] / 2**20:.1f} MiB): read {s['read_seconds']:.1f} s, "
+                         f"landed (read + checks) {s['seconds']:.1f} s")
         if name == "checks" and "passed" in s:
             notes.append("checks passed" if s["passed"] else "checks FAILED")
         if name == "estimation" and s.get("groups"):

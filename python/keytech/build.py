@@ -145,6 +145,21 @@ def dbt_vars(options: BuildOptions) -> dict:
 CONCORDANCE_LANDED = "sei_ipc_concordance_edition.csv"
 
 
+def vendor_labels(landing_dir: Path) -> dict[str, dict[str, str]]:
+    """{table: {contract column: vendor label}} from the landing manifest (the ``[DES]`` description
+    file of a CSMAR download, or the Chinese label row under the field codes); {} before the first
+    ingest. Passed to dbt as the var ``vendor_labels``: each staging model carries its table's
+    labels as ``meta.vendor_labels`` (macro vendor_labels), so they show in the dbt docs. Not part
+    of the build state's vars: labels change only with the landed files, which the state covers."""
+    try:
+        manifest = json.loads((Path(landing_dir) / "_manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    tables = manifest.get("tables") or {}
+    return {name: dict(entry["labels"]) for name, entry in sorted(tables.items())
+            if isinstance(entry, dict) and entry.get("labels")}
+
+
 def land_concordance(options: BuildOptions) -> dict:
     """Which SEI–IPC concordance edition the build uses: the versioned seed, or the file given
     with ``--concordance`` (checked for the seed's shape, copied into the landing area)."""
@@ -210,7 +225,7 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
         "--profiles-dir", str(root), "--project-dir", str(root),
         *([] if "--target-path" in args else ["--target-path", str(artifacts / "target")]),
         "--log-path", str(artifacts / "logs"),
-        "--vars", json.dumps(dbt_vars(options)),
+        "--vars", json.dumps({**dbt_vars(options), "vendor_labels": vendor_labels(options.landing_dir)}),
     ]
     return subprocess.run(command, cwd=root, env=env, text=True, capture_output=quiet,
                           preexec_fn=_parent_death_signal())

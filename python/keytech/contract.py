@@ -193,6 +193,25 @@ holds the files of each table **as the vendor delivers them** — no hand-made o
   console and in the report. A supplied optional table that fills none of its mart columns (e.g.
   its rows match no firm-year) makes `keytech check` fail. `keytech validate` prints per table
   which specifications it enables.
+- **Vendor labels.** The labels of a `[DES]` description file (lines `Field [中文名] - 说明`), or
+  else of the Chinese label row under the field codes, are kept per table and column: in the
+  landing manifest, as `meta.vendor_labels` of the staging model that reads the table (shown by
+  `keytech docs`), and appended to the Stata/Parquet variable labels of `keytech export` for panel
+  columns read from one vendor field (`size … | 资产总计`).
+- **Stock codes that changed.** A firm keeps one identity when its code changed between vintages
+  (the Beijing Stock Exchange moved its `43`/`83`/`87` codes to `920` codes on 9 October 2025):
+  every staging model maps stock codes through `seeds/stock_code_crosswalk.csv` (`old_code`,
+  `new_code`, `effective_date`, `exchange`, `security_name`, `source`), so rows delivered under
+  the old code in one file and the new code in another are one firm under the new code; a
+  firm-year delivered under both is kept once (the other quarantined as a repeat), a patent filed
+  under both is merged. The seed bundles only ten published BSE pairs as examples (see
+  `seeds/PROVENANCE-stock-code-crosswalk.md`): **add your rows** (the full list from the exchange
+  or your vendor, with a `source`) and run `keytech build`. dbt tests keep `old_code` unique and
+  forbid chains (a `new_code` that is itself an `old_code`: point every old code straight to the
+  latest one).
+- **Refreshing with a new vintage.** `keytech build` keeps the warehouse it replaces;
+  `keytech diff` reports per public mart the rows added, removed and changed by key and the
+  sample funnel side by side, and `keytech diff --runs A B` compares two estimation runs.
 
 `keytech validate` checks a folder and reports **every** problem at once: a missing file or column
 (naming both), a value of the wrong type (file, row, column, value), an empty required value,
@@ -229,7 +248,7 @@ absent and land as empty. No SQL needs to change.
 
 | type | accepted values |
 |---|---|
-| `stock_code` | 1–6 digits; left-padded with zeros to 6 characters in staging (`1` → `000001`) |
+| `stock_code` | 1–6 digits; left-padded with zeros to 6 characters in staging (`1` → `000001`), then mapped through `seeds/stock_code_crosswalk.csv` |
 | `text` | anything; trimmed, empty → null |
 | `date` | `YYYY-MM-DD`, `YYYY/MM/DD`, `YYYYMMDD` or `YYYY-MM-DD HH:MM:SS`, years 1900–2100 |
 | `integer` | whole number |

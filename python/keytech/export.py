@@ -6,8 +6,12 @@
   code_version) for the latest run, or for every run with ``--all-runs``.
 
 Stata files are written as format 118 (Unicode, so Chinese text survives), with a variable label on
-every column and value labels where a code has meaning (``policy``, ``ifdome``). Parquet files carry
-the same labels as column metadata (``label``). The warehouse is opened read-only.
+every column and value labels where a code has meaning (``policy``, ``ifdome``). A panel column read
+from one vendor field (``VENDOR_FIELDS``: ``size`` from the balance sheet's A001000000, …) has the
+vendor's own label of that field appended (``… | 资产总计``) when the build recorded one: the ``[DES]``
+description file of a CSMAR download, or the label row under the field codes (landing manifest,
+kept in ``build_meta.build_state``). Parquet files carry the same labels as column metadata
+(``label``, and ``vendor_label``). The warehouse is opened read-only.
 """
 
 from __future__ import annotations
@@ -91,8 +95,56 @@ VALUE_LABELS: dict[str, dict[int, str]] = {
 }
 
 
-def label_for(column: str) -> str:
-    return VARIABLE_LABELS.get(column, column)[:80]
+# Panel columns read from one vendor field: (contract table, contract column). The field's vendor
+# label, when the build recorded one, is appended to the variable label.
+VENDOR_FIELDS: dict[str, tuple[str, str]] = {
+    "stkcd": ("firm_info", "Stkcd"),
+    "year": ("firm_info", "Accper"),
+    "city_code": ("firm_info", "Ctnm"),
+    "industry_code": ("firm_info", "Nnindcd"),
+    "ifdome": ("firm_info", "Ownership"),
+    "size": ("balance_sheet", "A001000000"),
+    "ln_size": ("balance_sheet", "A001000000"),
+    "total_liabilities": ("balance_sheet", "A002000000"),
+    "sale": ("income_statement", "B001101000"),
+    "ln_sale": ("income_statement", "B001101000"),
+    "net_profit": ("income_statement", "B002000000"),
+    "operating_cash_flow": ("cash_flow", "C001000000"),
+    "meangdp": ("city_yearbook", "GdpPerCapita"),
+    "ln_meangdp": ("city_yearbook", "GdpPerCapita"),
+    "finsgov": ("city_yearbook", "BudgetExpenditure"),
+    "ln_finsgov": ("city_yearbook", "BudgetExpenditure"),
+    "fdi": ("city_yearbook", "FdiUsed"),
+    "ln_fdi": ("city_yearbook", "FdiUsed"),
+}
+LABEL_CHARS = 80  # Stata's limit
+
+
+def vendor_label(column: str, vendor_labels: dict[str, dict[str, str]] | None) -> str | None:
+    """The vendor's label of the field a panel column comes from, or None."""
+    table, field_name = VENDOR_FIELDS.get(column, (None, None))
+    return ((vendor_labels or {}).get(table) or {}).get(field_name) or None if table else None
+
+
+def label_for(column: str, vendor_labels: dict[str, dict[str, str]] | None = None) -> str:
+    """The variable label: the project's (paper name in brackets), then `` | `` and the vendor's
+    label of the source field when known; the project's part is shortened to keep 80 characters."""
+    base = VARIABLE_LABELS.get(column, column)
+    vendor = vendor_label(column, vendor_labels)
+    if not vendor:
+        return base[:LABEL_CHARS]
+    suffix = f" | {vendor}"[:LABEL_CHARS - 10]
+    room = LABEL_CHARS - len(suffix)
+    return (base if len(base) <= room else base[:room - 1] + "…") + suffix
+
+
+def read_vendor_labels(db_path: str | Path | None = None) -> dict[str, dict[str, str]]:
+    """{table: {contract column: vendor label}} recorded by the warehouse's last build; {} when none."""
+    from keytech.build import read_build_state
+
+    state = read_build_state(Path(db_path) if db_path else paths.warehouse_path()) or {}
+    return {name: dict(entry.get("labels") or {}) for name, entry in (state.get("tables") or {}).items()
+            if isinstance(entry, dict) and entry.get("labels")}
 
 
 def read_panel(panel: str = PANELS[0], db_path: str | Path | None = None) -> pd.DataFrame:
@@ -151,7 +203,8 @@ def _stata_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dict[str
     return out, strl, dates
 
 
-def write_frame(frame: pd.DataFrame, fmt: str, target: Path, dataset_label: str = "") -> Path:
+def write_frame(frame: pd.DataFrame, fmt: str, target: Path, dataset_label: str = "",
+                vendor_labels: dict[str, dict[str, str]] | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         frame.to_csv(target, index=False, encoding="utf-8")
@@ -160,12 +213,14 @@ def write_frame(frame: pd.DataFrame, fmt: str, target: Path, dataset_label: str 
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        fields = [f.with_metadata({"label": label_for(f.name)}) for f in table.schema]
+        fields = [f.with_metadata({"label": label_for(f.name, vendor_labels),
+                                   **({"vendor_label": v} if (v := vendor_label(f.name, vendor_labels)) else {})})
+                  for f in table.schema]
         schema = pa.schema(fields, metadata={**(table.schema.metadata or {}), b"keytech.dataset": dataset_label.encode()})
         pq.write_table(table.cast(schema), target)
     elif fmt == "dta":
         stata, strl, dates = _stata_frame(frame)
-        labels = {c: label_for(c) for c in stata.columns}
+        labels = {c: label_for(c, vendor_labels) for c in stata.columns}
         # a coded column with missing values (ifdome: a missing control stays NULL in the panel)
         # is float in Stata; its value labels still apply to the whole-number codes
         value_labels = {c: v for c, v in VALUE_LABELS.items()
@@ -190,14 +245,16 @@ def export(what: str, fmt: str, out: str | Path | None = None, db_path: str | Pa
         frame = read_panel(panel, db_path)
         name = panel
         label = f"KeyTech Panel: marts.{panel}"
+        vendor_labels = read_vendor_labels(db_path)
     else:
         frame = read_results(db_path, run_id, all_runs)
         name = "estimates_all_runs" if all_runs else f"estimates_{frame['run_id'].iloc[0]}"
         label = "KeyTech Panel: results.estimates" + ("" if all_runs else f" run {frame['run_id'].iloc[0]}")
+        vendor_labels = None
     target = Path(out) if out else paths.output_dir() / "export" / f"{name}.{fmt}"
     if out and (target.is_dir() or str(out).endswith(("/", "\\")) or not target.suffix):
         target = target / f"{name}.{fmt}"
-    write_frame(frame, fmt, target, label)
+    write_frame(frame, fmt, target, label, vendor_labels)
     return target, int(len(frame))
 
 

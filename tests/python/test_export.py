@@ -83,3 +83,24 @@ def test_cli_export_all_runs_and_unknown_run(built, monkeypatch, tmp_path, capsy
     assert "no-such-run" in capsys.readouterr().err
     assert main(["export", "--format", "dta"]) == 0  # default output/export under KEYTECH_OUTPUT_DIR
     assert (built["out"] / "export" / "rpt_analysis_panel.dta").is_file()
+
+
+def test_vendor_labels_are_appended_and_kept_within_80_characters(tmp_path):
+    """Unit check of the label rule, independent of a build: the vendor's label of a panel
+    column's source field follows the project's label; Stata's 80-character limit holds."""
+    from keytech.export import VARIABLE_LABELS, write_frame
+
+    frame = pd.DataFrame({"size": [1.0, 2.0], "stkcd": ["000001", "000002"], "policy": [0, 1]})
+    vendor = {"balance_sheet": {"A001000000": "资产总计"}, "firm_info": {"Stkcd": "证" * 120}}
+    target = write_frame(frame, "dta", tmp_path / "x.dta", vendor_labels=vendor)
+    with pd.io.stata.StataReader(target) as reader:
+        labels = reader.variable_labels()
+    assert labels["size"] == VARIABLE_LABELS["size"] + " | 资产总计"
+    assert labels["policy"] == VARIABLE_LABELS["policy"]
+    assert len(labels["stkcd"]) == 80 and labels["stkcd"].endswith("证证证") and " | " in labels["stkcd"]
+    parquet = write_frame(frame, "parquet", tmp_path / "x.parquet", vendor_labels=vendor)
+    import pyarrow.parquet as pq
+
+    field = pq.read_schema(parquet).field("size")
+    assert field.metadata[b"vendor_label"].decode() == "资产总计"
+    assert field.metadata[b"label"].decode() == VARIABLE_LABELS["size"] + " | 资产总计"

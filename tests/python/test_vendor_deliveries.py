@@ -234,3 +234,34 @@ def test_repeated_applications_across_files_are_merged_not_doubled(builds):
     clean_merged = _fetch(builds["clean"]["db"], "select sum(raw_rows) from marts.rpt_patent_reconciliation "
                                                  "where disposition = 'merged_duplicate'")[0][0]
     assert merged == clean_merged + 40
+
+
+def test_des_labels_reach_the_staging_docs(builds):
+    """The [DES] labels of the landing manifest are the staging models' meta.vendor_labels in the
+    manifest dbt wrote for this warehouse (what `keytech docs` renders)."""
+    import json
+
+    from keytech import paths
+
+    manifest = json.loads((paths.dbt_artifacts_dir(builds["vendor"]["db"]) / "target" / "manifest.json")
+                          .read_text(encoding="utf-8"))
+    meta = {node["name"]: node["meta"].get("vendor_labels") for node in manifest["nodes"].values()
+            if node["resource_type"] == "model" and node["name"].startswith("stg_")}
+    assert meta["stg_csmar__firm_years"] == {"Stkcd": "证券代码", "Accper": "统计截止日期", "Ctnm": "所属城市"}
+    assert meta["stg_csmar__balance_sheets"]["A001000000"] == "资产总计"
+    assert meta["stg_csmar__firm_years"] == builds["vendor"]["manifest"]["tables"]["firm_info"]["labels"]
+    assert set(meta) >= {"stg_cnrds__patents", "stg_yearbook__city_years"}  # every staging model carries it
+
+
+def test_des_labels_reach_the_dta_variable_labels(builds, tmp_path):
+    import pandas as pd
+
+    from keytech.export import VARIABLE_LABELS, export
+
+    target, rows = export("panel", "dta", tmp_path / "panel.dta", db_path=builds["vendor"]["db"])
+    assert rows > 100
+    with pd.io.stata.StataReader(target) as reader:
+        labels = reader.variable_labels()
+    assert labels["stkcd"] == VARIABLE_LABELS["stkcd"] + " | 证券代码"
+    assert labels["size"] == VARIABLE_LABELS["size"] + " | 资产总计"
+    assert labels["policy"] == VARIABLE_LABELS["policy"]  # not a vendor field

@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('annual_report_keywords')}) }}
+
 with source as (
     select * from {{ source('annual_reports', 'annual_report_keywords') }}
 ),

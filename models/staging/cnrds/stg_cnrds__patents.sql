@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('patents')}) }}
+
 {#- Application numbers: one key per CNIPA application whatever the extract's form
     (macro normalise_application_number; python/keytech/ipc.py), so the same
     application from two extracts is merged, not counted twice. The classification

@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('balance_sheet')}) }}
+
 with source as (
     select * from {{ source('csmar', 'balance_sheet') }}
 ),

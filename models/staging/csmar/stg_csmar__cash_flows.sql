@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('cash_flow')}) }}
+
 with source as (
     select * from {{ source('csmar', 'cash_flow') }}
 ),

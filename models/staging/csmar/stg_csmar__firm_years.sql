@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('firm_info')}) }}
+
 with source as (
     select * from {{ source('csmar', 'firm_info') }}
 ),

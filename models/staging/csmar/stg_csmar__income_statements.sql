@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('income_statement')}) }}
+
 with source as (
     select * from {{ source('csmar', 'income_statement') }}
 ),

@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('industry_employment')}) }}
+
 with source as (
     select * from {{ source('instruments', 'industry_employment') }}
 ),

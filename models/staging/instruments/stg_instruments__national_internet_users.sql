@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('national_internet_users')}) }}
+
 with source as (
     select * from {{ source('instruments', 'national_internet_users') }}
 ),

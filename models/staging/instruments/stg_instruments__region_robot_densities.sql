@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('region_robot_density')}) }}
+
 with source as (
     select * from {{ source('instruments', 'region_robot_density') }}
 ),

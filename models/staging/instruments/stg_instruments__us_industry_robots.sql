@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('us_industry_robots')}) }}
+
 with source as (
     select * from {{ source('instruments', 'us_industry_robots') }}
 ),

@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('pilot_list')}) }}
+
 with source as (
     select * from {{ source('miit', 'pilot_list') }}
 ),

@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('subsidy_detail')}) }}
+
 with source as (
     select * from {{ source('subsidies', 'subsidy_detail') }}
 ),

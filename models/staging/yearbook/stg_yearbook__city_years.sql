@@ -1,3 +1,5 @@
+{{ config(meta={'vendor_labels': vendor_labels('city_yearbook')}) }}
+
 with source as (
     select * from {{ source('yearbook', 'city_yearbook') }}
 ),
