@@ -394,6 +394,27 @@ def test_psm_stored_n_equals_psmatch2_rules_recomputed_by_hand(reg, ctx):
     assert n6 < len(est) and n7 < len(est)
     # share of the estimation sample as stored for the report's "N / N of (5)" row
     assert r7.diagnostics["share_of_estimation_sample"] == pytest.approx(n7 / len(est))
+    # the publication table (also on the report page) shows N / N of (5) beside the paper's 44% / 45%
+    # (9,008 and 9,344 of 20,607), and the balance table before/after from (6)'s diagnostics
+    import json
+
+    from keytech.estimation.base import jsonable
+    from keytech.estimation.table4 import psm_balance_model, table4_model
+
+    n5 = len(est)  # stand-in for column (5)'s N
+    est_rows = pd.DataFrame([
+        {"spec_id": "table4_col5", "term": "policy", "estimate": 0.5, "std_error": 0.1, "p_value": 0.01, "nobs": n5,
+         "adj_r2": None, "diagnostics_json": "{}"},
+        *({"spec_id": sid, "term": "policy", "estimate": r.main.estimate, "std_error": r.main.std_error,
+           "p_value": r.main.p_value, "nobs": r.nobs, "adj_r2": None,
+           "diagnostics_json": json.dumps(jsonable(r.diagnostics))} for sid, r in (("table4_col6", r6), ("table4_col7", r7))),
+    ])
+    model = table4_model(est_rows, reg, synthetic=True)
+    share = next(row for row in model.rows if row.label.startswith("N / N of (5)"))
+    assert share.cells[-2:] == [f"{100 * n6 / n5:.0f}% · 44%", f"{100 * n7 / n5:.0f}% · 45%"]
+    bal = psm_balance_model(est_rows, reg, synthetic=True)
+    assert [row.label for row in bal.rows] == ["cx1", "cx2", "logit_pscore"]
+    assert len(bal.headers) == 6 and all(c != "" for row in bal.rows for c in row.cells)
 
 
 # ----------------------------------------------------------------------------- 6. permutation blocks
