@@ -79,6 +79,7 @@ joined as (
         financial_indices.sales_growth,
         financial_indices.industry_sales_growth,
         financial_indices.ww_index,
+        financial_indices.ww_dividend_source,
         financial_indices.fc_index,
         financial_indices.hhi_city_industry,
         case

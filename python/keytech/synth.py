@@ -230,8 +230,8 @@ _CSMAR_DESC = {
     ),
     "cash_flow": (
         ["证券代码", "会计期间", "报表类型", "经营活动产生的现金流量净额", "购建固定资产、无形资产和其他长期资产支付的现金",
-         "分配股利、利润或偿付利息支付的现金"],
-        ["没有单位", "没有单位", "没有单位", "元", "元", "元"],
+         "分配股利、利润或偿付利息支付的现金", "现金分红总额"],
+        ["没有单位", "没有单位", "没有单位", "元", "元", "元", "元"],
     ),
 }
 _COLUMNS = {
@@ -240,7 +240,7 @@ _COLUMNS = {
     "balance_sheet": ["Stkcd", "Accper", "Typrep", "A001000000", "A002000000", "A001123000", "A001212000",
                       "A002201000"],
     "income_statement": ["Stkcd", "Accper", "Typrep", "B001101000", "B001100000", "B002000000"],
-    "cash_flow": ["Stkcd", "Accper", "Typrep", "C001000000", "C002006000", "C003006000"],
+    "cash_flow": ["Stkcd", "Accper", "Typrep", "C001000000", "C002006000", "C003006000", "CashDividends"],
     "patents": ["Scode", "ApplyNo", "ApplyDate", "PatentType", "IPC", "Applicants", "GrantDate", "CitedTimes"],
     "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd",
                    "Industry"],
@@ -705,11 +705,14 @@ def _financials(w: World) -> None:
     total_rev = revenue * np.where(rng.random(nrow) < 0.8, 1.0, 1 + rng.uniform(0, 0.03, nrow))
     ocf = revenue * (margin + rng.normal(0.04, 0.06, nrow))
     capex = assets * np.clip(rng.normal(0.05, 0.02, nrow), 0.002, None)
-    dividends = np.maximum(0, assets * lev * 0.03 + np.maximum(profit, 0) * rng.uniform(0, 0.4, nrow))
+    # C003006000 = interest paid + cash dividends; CashDividends = the dividend part alone (zero in
+    # loss years), so WW's dividend dummy (cash dividends > 0) varies while C003006000 > 0 always
+    cash_dividends = np.maximum(profit, 0) * rng.uniform(0, 0.4, nrow)
+    dividends = np.maximum(0, assets * lev * 0.03 + cash_dividends)
     fin = {
         "A001000000": assets, "A002000000": assets * lev, "A001123000": inventory, "A001212000": fixed,
         "A002201000": ltdebt, "B001101000": revenue, "B001100000": total_rev, "B002000000": profit,
-        "C001000000": ocf, "C002006000": capex, "C003006000": dividends,
+        "C001000000": ocf, "C002006000": capex, "C003006000": dividends, "CashDividends": cash_dividends,
     }
     # missing values in consolidated statements for a few firm-years
     n_miss = max(3, int(round(0.01 * nrow)))

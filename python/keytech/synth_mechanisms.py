@@ -123,7 +123,7 @@ def _consolidated(w) -> pd.DataFrame:
     out = {}
     for table, cols in (("balance_sheet", ["A001000000", "A002000000", "A001123000", "A002201000"]),
                         ("income_statement", ["B001101000", "B001100000"]),
-                        ("cash_flow", ["C001000000", "C003006000"])):
+                        ("cash_flow", ["C001000000", "C003006000", "CashDividends"])):
         st = w.statements[table]
         a = st[st["Typrep"] == "A"]
         for col in cols:
@@ -181,13 +181,16 @@ def firm_year_indices(fin: pd.DataFrame, firm: np.ndarray, year: np.ndarray, cit
     (see models/intermediate/mechanisms/int_firm_year_financial_indices.sql)."""
     d = pd.DataFrame({"firm": firm, "year": year, "city": city, "ind": industry,
                       "assets": fin["A001000000"], "liab": fin["A002000000"], "ltd": fin["A002201000"],
-                      "sale": fin["B001101000"], "ocf": fin["C001000000"], "div": fin["C003006000"]})
+                      "sale": fin["B001101000"], "ocf": fin["C001000000"], "div": fin["C003006000"],
+                      "cash_div": fin["CashDividends"]})
     d = d.sort_values(["firm", "year"])
     prev = d.groupby("firm")["sale"].shift(1)
     prev_year = d.groupby("firm")["year"].shift(1)
     d["sg"] = np.where(prev_year == d["year"] - 1, d["sale"] / prev - 1, np.nan)
     d["isg"] = d.groupby(["ind", "year"])["sg"].transform("mean")
-    d["ww"] = (-0.091 * d["ocf"] / d["assets"] - 0.062 * (d["div"] > 0) + 0.021 * d["ltd"] / d["assets"]
+    # WW's dividend dummy: cash dividends > 0, falling back to C003006000 > 0 where empty (as dbt)
+    divpos = np.where(d["cash_div"].notna(), d["cash_div"] > 0, d["div"] > 0)
+    d["ww"] = (-0.091 * d["ocf"] / d["assets"] - 0.062 * divpos + 0.021 * d["ltd"] / d["assets"]
                - 0.044 * np.log(d["assets"]) + 0.102 * d["isg"] - 0.035 * d["sg"])
     comp = pd.DataFrame({"size": -np.log(d["assets"]), "div": -(d["div"] / d["assets"]),
                          "lev": d["liab"] / d["assets"], "cf": -(d["ocf"] / d["assets"])})

@@ -315,6 +315,108 @@ def test_psm_psmatch2_samples_on_fixed_estimation_sample(reg, ctx):
     assert row["std_diff_after"] == pytest.approx(100 * (row["mean_treated_after"] - row["mean_control_after"]) / den, rel=1e-9)
 
 
+def _drop_singletons(df: pd.DataFrame, fe: tuple[str, ...]) -> pd.DataFrame:
+    """Iteratively drop rows alone in a level of any FE (pyfixest fixef_rm='singleton'), by hand."""
+    while True:
+        alone = np.zeros(len(df), bool)
+        for f in fe:
+            alone |= (df.groupby(f)[f].transform("size") == 1).to_numpy()
+        if not alone.any():
+            return df
+        df = df.loc[~alone]
+
+
+def _psmatch2_by_hand(est: pd.DataFrame, treat: str, covariates: list[str], caliper_sd: float):
+    """psmatch2 ``mahalanobis() pscore() caliper() ties common`` by brute force: a Newton-Raphson
+    logit of ``treat`` on the covariates + year dummies, then, per treated row, the controls of
+    its year within the caliper (× SD of the logit score) at the minimum Mahalanobis distance
+    (pooled covariance, ties within 1e-9). Returns (matched mask = _weight != ., support mask =
+    _support == 1)."""
+    X = np.column_stack([np.ones(len(est)), est[covariates].to_numpy(float),
+                         pd.get_dummies(est["year"], drop_first=True, dtype=float).to_numpy()])
+    y = est[treat].to_numpy(float)
+    b = np.zeros(X.shape[1])
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-X @ b))
+        step = np.linalg.solve(X.T @ (X * (p * (1 - p))[:, None]), X.T @ (y - p))
+        b += step
+        if np.abs(step).max() < 1e-12:
+            break
+    p = np.clip(1 / (1 + np.exp(-X @ b)), 1e-10, 1 - 1e-10)
+    score = np.log(p / (1 - p))
+    caliper = caliper_sd * score.std()
+    Z = est[covariates].to_numpy(float)
+    S_inv = np.linalg.pinv(np.cov(Z, rowvar=False))
+    t = y == 1
+    year = est["year"].to_numpy()
+    matched = np.zeros(len(est), bool)
+    has_match = np.zeros(len(est), bool)
+    for i in np.flatnonzero(t):
+        c = np.flatnonzero(~t & (year == year[i]) & (np.abs(score - score[i]) <= caliper))
+        if len(c) == 0:
+            continue
+        diff = Z[c] - Z[i]
+        d2 = np.einsum("ij,jk,ik->i", diff, S_inv, diff)
+        matched[c[d2 <= d2.min() + 1e-9 * max(1.0, d2.min())]] = True
+        matched[i] = has_match[i] = True
+    support = ~t | ((p >= p[~t].min()) & (p <= p[~t].max()) & has_match)
+    return matched, support
+
+
+def test_psm_stored_n_equals_psmatch2_rules_recomputed_by_hand(reg, ctx):
+    """Table 4 (6)/(7): the N the run stores (fit N, after pyfixest's singleton removal) equals an
+    independent recomputation of psmatch2's rules on the panel — complete cases, own logit, brute-force
+    Mahalanobis-within-caliper matching per year, (6) rows with a match weight, (7) _support == 1
+    (controls plus treated inside the controls' score range with a match), singletons dropped by
+    hand."""
+    df = _psm_panel(seed=11)
+    # a few treated cities far from every control in covariates: off support or unmatched
+    far = df["city_code"].isin(["000000", "000200"])
+    df.loc[far, "cx1"] = df.loc[far, "cx1"] + 4.0
+    fe = ("stkcd", "year")
+    opts = {"covariates": ["cx1", "cx2"], "caliper_sd": 0.2, "metric": "mahalanobis"}
+    s6 = _spec(reg, "table4_col6", controls=("roa", "cx1"), control_sets=(), fixed_effects=fe,
+               options={**opts, "sample": "matched"})
+    s7 = _spec(reg, "table4_col7", controls=("roa", "cx1"), control_sets=(), fixed_effects=fe,
+               options={**opts, "sample": "common_support"})
+    (r6,) = run_spec(s6, df, ctx)
+    (r7,) = run_spec(s7, df, ctx)
+    est = _drop_singletons(df.dropna(subset=["ln_apply_inv_zl", "policy", "roa", "cx1", "cx2", "is_ever_treated",
+                                             "city_code", *fe]), fe)
+    matched, support = _psmatch2_by_hand(est, "is_ever_treated", ["cx1", "cx2"], 0.2)
+    n6 = len(_drop_singletons(est.loc[matched], fe))
+    n7 = len(_drop_singletons(est.loc[support], fe))
+    assert r6.diagnostics["n_estimation_sample"] == len(est)
+    assert r6.nobs == n6 and r7.nobs == n7
+    # the rules bite: some treated rows are off support, some controls are never used
+    t = est["is_ever_treated"].to_numpy(bool)
+    assert (t & ~support).any() and (~t & ~matched).any()
+    assert n6 < len(est) and n7 < len(est)
+    # share of the estimation sample as stored for the report's "N / N of (5)" row
+    assert r7.diagnostics["share_of_estimation_sample"] == pytest.approx(n7 / len(est))
+    # the publication table (also on the report page) shows N / N of (5) beside the paper's 44% / 45%
+    # (9,008 and 9,344 of 20,607), and the balance table before/after from (6)'s diagnostics
+    import json
+
+    from keytech.estimation.base import jsonable
+    from keytech.estimation.table4 import psm_balance_model, table4_model
+
+    n5 = len(est)  # stand-in for column (5)'s N
+    est_rows = pd.DataFrame([
+        {"spec_id": "table4_col5", "term": "policy", "estimate": 0.5, "std_error": 0.1, "p_value": 0.01, "nobs": n5,
+         "adj_r2": None, "diagnostics_json": "{}"},
+        *({"spec_id": sid, "term": "policy", "estimate": r.main.estimate, "std_error": r.main.std_error,
+           "p_value": r.main.p_value, "nobs": r.nobs, "adj_r2": None,
+           "diagnostics_json": json.dumps(jsonable(r.diagnostics))} for sid, r in (("table4_col6", r6), ("table4_col7", r7))),
+    ])
+    model = table4_model(est_rows, reg, synthetic=True)
+    share = next(row for row in model.rows if row.label.startswith("N / N of (5)"))
+    assert share.cells[-2:] == [f"{100 * n6 / n5:.0f}% · 44%", f"{100 * n7 / n5:.0f}% · 45%"]
+    bal = psm_balance_model(est_rows, reg, synthetic=True)
+    assert [row.label for row in bal.rows] == ["cx1", "cx2", "logit_pscore"]
+    assert len(bal.headers) == 6 and all(c != "" for row in bal.rows for c in row.cells)
+
+
 # ----------------------------------------------------------------------------- 6. permutation blocks
 
 

@@ -54,7 +54,10 @@ def test_ww_and_hhi_equal_formula(built):
     fy["sg"] = np.where(prev["year"] == fy["year"] - 1, fy["sale"] / prev["sale"] - 1, np.nan)
     fy["isg"] = fy.groupby(["industry_code", "year"])["sg"].transform("mean")
     a = fy["size"]
-    fy["ww"] = (-0.091 * fy["operating_cash_flow"] / a - 0.062 * (fy["dividends_interest_paid"] > 0)
+    # DIVPOS from cash dividends only (the generator fills the optional CashDividends column)
+    assert fy["cash_dividends_paid"].notna().all()
+    assert ((fy["cash_dividends_paid"] > 0) != (fy["dividends_interest_paid"] > 0)).any()
+    fy["ww"] = (-0.091 * fy["operating_cash_flow"] / a - 0.062 * (fy["cash_dividends_paid"] > 0)
                 + 0.021 * fy["long_term_borrowings"] / a - 0.044 * np.log(a) + 0.102 * fy["isg"] - 0.035 * fy["sg"])
     share = fy["sale"] / fy.groupby(["city_code", "industry_code", "year"])["sale"].transform("sum")
     fy["hhi"] = (share ** 2).groupby([fy["city_code"], fy["industry_code"], fy["year"]]).transform("sum")
@@ -63,6 +66,7 @@ def test_ww_and_hhi_equal_formula(built):
     assert ok.sum() > 1000
     assert np.allclose(j.loc[ok, "ww"], j.loc[ok, "ww_index"], atol=FORMULA_TOL)
     assert j["ww_index"].notna().sum() == ok.sum()
+    assert set(j["ww_dividend_source"]) == {"cash_dividends"}
     ok = j["hhi"].notna() & (j["sale"] > 0)
     assert np.allclose(j.loc[ok, "hhi"], j.loc[ok, "hhi_city_industry"], atol=FORMULA_TOL)
 

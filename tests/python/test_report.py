@@ -154,6 +154,48 @@ def test_paper_tables_show_not_run_for_a_missing_spec(built, tmp_path: Path):
     assert "not run" not in next(r for r in table3.split("<tr") if "table3_col1" in r)
 
 
+# the spec ids issue 11 added: each must have a line on the page once it has estimates
+ISSUE_11_SPECS = (
+    "robust_registration_place", "alt_no_pilot_mention", "coop_joint_grants", "coop_dynamics_apply",
+    "coop_dynamics_grants", "spill_industry", "spill_industry_treated",
+    *(f"het_{k}_similarity_{a}_{b}" for k in ("visit", "standard") for a in ("high", "low") for b in ("high", "low")),
+    *(f"table7_ln_col{i}" for i in range(1, 5)),
+)
+
+
+def test_every_spec_id_with_estimates_has_a_line_on_the_page(built, tmp_path: Path):
+    """Every spec id in results.estimates shows on the page (paper tables or 'Other specifications'):
+    the tiny run estimates a stable subset, so the other registry specs get one stand-in row each
+    (a copy of table3_col1's policy row under their id) and the report is rebuilt."""
+    from keytech.estimation.registry import load_registry
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(built["db"], db)
+    registry = [s.id for s in load_registry().specs]
+    assert set(ISSUE_11_SPECS) <= set(registry)
+    with duckdb.connect(str(db)) as con:
+        have = {r[0] for r in con.execute("select distinct spec_id from results.estimates").fetchall()}
+        template = con.execute("select * from results.estimates where spec_id = 'table3_col1' "
+                               "and term = 'policy' limit 1").df()
+        for sid in registry:
+            if sid not in have:
+                con.execute("insert into results.estimates select * replace (? as spec_id) from template", [sid])
+        stored = {r[0] for r in con.execute("select distinct spec_id from results.estimates").fetchall()}
+    assert set(registry) <= stored
+    html = build_report(db_path=db, out_dir=tmp_path / "report", raw_dir=built["raw"],
+                        landing_dir=built["landing"]).read_text()
+    missing = sorted(sid for sid in stored if f"<code>{sid}</code>" not in html)
+    assert not missing, missing
+    other = html.split("id='other-specs-table'")[1].split("</table>")[0]
+    for sid in ISSUE_11_SPECS:
+        assert f"<code>{sid}</code>" in other, sid
+    # which input gave the WW index's dividend dummy (the generator fills CashDividends everywhere)
+    with duckdb.connect(str(db), read_only=True) as con:
+        n_ww = con.execute("select count(*) from marts.fct_firm_year_mechanisms where ww_index is not null").fetchone()[0]
+    note = html.split("id='ww-dividend-source'")[1].split("</p>")[0]
+    assert f"cash dividends (CashDividends, the paper's definition): {n_ww:,} firm-years" in note and "fallback" not in note
+
+
 def test_report_without_truth_or_runs_degrades_gracefully(built, tmp_path: Path):
     db = tmp_path / "copy.duckdb"
     shutil.copy(built["db"], db)

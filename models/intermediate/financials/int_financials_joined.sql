@@ -39,7 +39,8 @@ final as (
         income_statements.net_profit,
         cash_flows.operating_cash_flow,
         cash_flows.capital_expenditure,
-        cash_flows.dividends_interest_paid
+        cash_flows.dividends_interest_paid,
+        cash_flows.cash_dividends_paid
     from firm_year_keys
     left join balance_sheets
         on firm_year_keys.stkcd = balance_sheets.stkcd

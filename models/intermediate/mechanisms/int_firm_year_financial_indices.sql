@@ -29,6 +29,7 @@ lagged as (
         firm_years.inventories,
         firm_years.operating_cash_flow,
         firm_years.dividends_interest_paid,
+        firm_years.cash_dividends_paid,
         firm_years.long_term_borrowings,
         firm_years.lnage,
         previous_year.sale as sale_lag,
@@ -94,11 +95,32 @@ volatility as (
         )
 ),
 
+dividend_dummy as (
+    select
+        *,
+        -- WW's DIVPOS: cash dividends paid > 0 (Whited & Wu 2006). The optional cash_flow column
+        -- CashDividends holds them; where it is empty the dummy falls back to C003006000
+        -- (dividends, profit distribution or interest paid) > 0, recorded in ww_dividend_source;
+        -- both empty: 0 ('missing'), as before the cash-dividend column existed.
+        case
+            when cash_dividends_paid is not null
+                then case when cash_dividends_paid > 0 then 1 else 0 end
+            when dividends_interest_paid > 0 then 1
+            else 0
+        end as ww_dividend_dummy,
+        case
+            when cash_dividends_paid is not null then 'cash_dividends'
+            when dividends_interest_paid is not null then 'dividends_interest_paid'
+            else 'missing'
+        end as ww_dividend_source
+    from volatility
+),
+
 indices as (
     select
         *,
         -0.091 * operating_cash_flow / total_assets
-        - 0.062 * case when dividends_interest_paid > 0 then 1 else 0 end
+        - 0.062 * ww_dividend_dummy
         + 0.021 * long_term_borrowings / total_assets
         - 0.044 * ln(total_assets)
         + 0.102 * industry_sales_growth
@@ -135,7 +157,7 @@ indices as (
                 then sale / {{ ordered_sum('sale') }}
                     over (partition by city_code, industry_code, year)
         end as city_industry_sale_share
-    from volatility
+    from dividend_dummy
     where total_assets > 0 or total_assets is null
 ),
 
@@ -159,6 +181,7 @@ final as (
         round(sales_growth, 10) as sales_growth,
         round(industry_sales_growth, 10) as industry_sales_growth,
         round(ww_index, 10) as ww_index,
+        ww_dividend_source,
         round(fc_index_unfiltered, 10) as fc_index,
         case
             when city_industry_sale_share is not null then round(hhi_unfiltered, 10)

@@ -12,6 +12,7 @@ final as (
         cast(C001000000 as double) as operating_cash_flow,
         cast(C002006000 as double) as capital_expenditure,
         cast(C003006000 as double) as dividends_interest_paid,
+        cast(CashDividends as double) as cash_dividends_paid,
         _source_file,
         _source_row
     from source

@@ -65,6 +65,7 @@ def build_report(db_path: str | Path | None = None, out_dir: str | Path | None =
             "patents": collect.patents(con),
             "check": collect.check_run(con, output),
             "fingerprint": collect.fingerprint(con),
+            "ww_dividend_sources": collect.ww_dividend_sources(con),
         }
     data["estimation"] = collect.estimation(db, run_id)
     data["truth"] = collect.truth(raw)
@@ -352,6 +353,14 @@ def publication_tables_section(data: dict[str, Any]) -> str:
             continue
         if model is not None:
             parts.append("<div class='scroll'>" + to_html(model) + "</div>")
+    sources = data.get("ww_dividend_sources")
+    if sources:
+        names = {"cash_dividends": "cash dividends (CashDividends, the paper's definition)",
+                 "dividends_interest_paid": "fallback C003006000 > 0 (dividends plus interest paid)",
+                 "missing": "neither supplied (dummy 0)"}
+        parts.append("<p id='ww-dividend-source' class='notes'>WW index (het_ww_*): dividend dummy from "
+                     + "; ".join(f"{names.get(k, esc(k))}: {fmt_int(n)} firm-years" for k, n in sources.items())
+                     + " (<code>fct_firm_year_mechanisms.ww_dividend_source</code>).</p>")
     return section("publication-tables", title, "\n".join(parts))
 
 

@@ -53,6 +53,17 @@ def mart_counts(con) -> dict[str, int | None]:
     return counts
 
 
+def ww_dividend_sources(con) -> dict[str, int] | None:
+    """Firm-years per input of the WW index's dividend dummy (fct_firm_year_mechanisms.ww_dividend_source:
+    cash_dividends, the fallback dividends_interest_paid, or missing), among rows with a WW index."""
+    try:
+        rows = con.execute("select ww_dividend_source, count(*) from marts.fct_firm_year_mechanisms "
+                           "where ww_index is not null group by 1 order by 1").fetchall()
+    except Exception:  # an older build without the column, or no mechanisms mart
+        return None
+    return {str(k): int(n) for k, n in rows}
+
+
 def schema_counts(con) -> dict[str, int]:
     rows = con.execute(
         "select table_schema, count(*) from information_schema.tables group by 1 order by 1").fetchall()
