@@ -24,6 +24,10 @@ report        ``keytech.report`` when that module exists                        
 ipc_compare   a plain-pandas, row-by-row IPC key-tech classification (``keytech.ipc``)    —
               on a subset of the landed patents, against dbt's own timing of the SQL
               IPC models (``target/run_results.json``) scaled to the same rows
+ipc_floor     the anchor of the SQL IPC models: a bare DuckDB exact join of ALL landed     SQL ≤ 10×
+              patent-IPC rows (``;``-split, spaces removed) against the concordance seed    the floor
+              (``seconds``), beside dbt's time for the IPC and patent models on the same
+              rows (``sql_seconds``, from the build stage's run_results.json) and their ratio
 ============  ==========================================================================  ==========
 
 Peak memory of a stage is the larger of the stage process's own maximum resident set size and
@@ -59,8 +63,10 @@ TARGETS = {  # stage -> (metric, limit)
     "estimation": ("seconds", 120.0),
     "placebo": ("seconds", 60.0),
     "peak_memory": ("bytes", 6.0 * GIB),
+    "ipc_sql_over_floor": ("ratio", 10.0),
 }
-STAGES = ("synth", "validate", "excel_read", "build", "checks", "estimation", "placebo", "report", "ipc_compare")
+STAGES = ("synth", "validate", "excel_read", "build", "checks", "estimation", "placebo", "report", "ipc_compare",
+          "ipc_floor")
 PLACEBO_DRAWS = 500
 SEED = 20250101
 IPC_SUBSET_ROWS = 50_000
@@ -387,10 +393,51 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
     return result
 
 
+# the patent/IPC models whose total the ipc_floor stage sets against the bare join
+PATENT_SQL_MODELS = (*IPC_MODELS, "int_ipc_codes_matched", "int_patents_dispositioned", "fct_patents",
+                     "int_firm_year_patent_counts")
+
+
+def _stage_ipc_floor(work: Path, scale: str, seed: int) -> dict:
+    """The floor: DuckDB's exact join of every landed patent-IPC token against the concordance,
+    no normalisation or fallback. Beside it, dbt's own time for the patent/IPC models."""
+    import duckdb
+
+    from keytech import paths
+
+    landed = work / "landing" / "patents.parquet"
+    concordance = paths.seeds_dir() / "sei_ipc_concordance.csv"
+    con = duckdb.connect()
+    start = time.perf_counter()
+    rows, tokens, matched = con.execute(
+        "with tokens as (select ApplyNo, unnest(string_split(replace(coalesce(IPC, ''), ' ', ''), ';')) as ipc_code "
+        "from read_parquet(?)), concordance as (select ipc_code, sei_rule_id from read_csv(?, header = true, "
+        "all_varchar = true)) select (select count(*) from read_parquet(?)), count(*), count(c.sei_rule_id) "
+        "from tokens as t left join concordance as c using (ipc_code)",
+        [str(landed), str(concordance), str(landed)]).fetchone()
+    seconds = time.perf_counter() - start
+    con.close()
+    result: dict = {"seconds": seconds, "patent_rows": rows, "ipc_tokens": tokens, "exact_matches": matched,
+                    "what": "bare DuckDB exact join of the landed patent-IPC tokens against the concordance"}
+    run_results = work / "run_results.json"
+    if run_results.is_file():
+        data = json.loads(run_results.read_text(encoding="utf-8"))
+        models = {r["unique_id"].split(".")[-1]: r.get("execution_time", 0.0)
+                  for r in data.get("results", []) if r["unique_id"].startswith("model.")}
+        found = {m: models[m] for m in dict.fromkeys(PATENT_SQL_MODELS) if m in models}
+        if found:
+            sql_seconds = sum(found.values())
+            result.update({"sql_models": found, "sql_seconds": sql_seconds,
+                           "sql_over_floor": sql_seconds / seconds if seconds > 0 else None})
+    if "sql_seconds" not in result:
+        result["sql_note"] = "no dbt per-model timings from the build stage; run the build stage first"
+    return result
+
+
 STAGE_FUNCS = {
     "synth": _stage_synth, "validate": _stage_validate, "excel_read": _stage_excel_read, "build": _stage_build, "checks": _stage_checks,
     "estimation": _stage_estimation, "placebo": _stage_placebo, "report": _stage_report,
-    "ipc_compare": _stage_ipc_compare,
+    "ipc_compare": _stage_ipc_compare, "ipc_floor": _stage_ipc_floor,
 }
 
 
@@ -510,6 +557,7 @@ def evaluate(stages: dict) -> dict:
         "checks": stages.get("checks", {}).get("seconds"),
         "estimation": stages.get("estimation", {}).get("seconds"),
         "placebo": stages.get("placebo", {}).get("seconds"),
+        "ipc_sql_over_floor": stages.get("ipc_floor", {}).get("sql_over_floor"),
         "peak_memory": max((s.get("peak_rss_bytes") or 0 for s in stages.values()), default=None) or None,
     }
     out = {}
@@ -522,6 +570,10 @@ def evaluate(stages: dict) -> dict:
 
 def _fmt_seconds(value) -> str:
     return "—" if value is None else f"{value:,.1f} s"
+
+
+def _fmt_ratio(value) -> str:
+    return "—" if value is None else f"{value:,.1f}×"
 
 
 def _fmt_bytes(value) -> str:
@@ -544,7 +596,7 @@ def render_markdown(report: dict) -> str:
         lines += ["Raw rows: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()) + ".", ""]
     lines += ["## Targets", "", "| target | measured | limit | result |", "|---|---|---|---|"]
     for name, t in report["targets"].items():
-        fmt = _fmt_bytes if t["unit"] == "bytes" else _fmt_seconds
+        fmt = {"bytes": _fmt_bytes, "ratio": _fmt_ratio}.get(t["unit"], _fmt_seconds)
         verdict = {True: "pass", False: "**miss**", None: "not measured"}[t["passed"]]
         lines.append(f"| {name} | {fmt(t['value'])} | {fmt(t['limit'])} | {verdict} |")
     lines += ["", "## Stages", "", "| stage | status | time | peak memory | notes |", "|---|---|---|---|---|"]
@@ -574,6 +626,11 @@ def render_markdown(report: dict) -> str:
                 verdict = f"SQL {ratio:.1f}× faster" if ratio >= 1 else f"SQL {1 / ratio:.1f}× slower"
                 notes.append(f"SQL IPC models {s['sql_seconds_all_rows']:.1f} s for {s['landed_patent_rows']:,} rows "
                              f"= {s['sql_seconds_scaled_to_subset']:.2f} s scaled to the subset; {verdict}")
+        if name == "ipc_floor" and s.get("status") == "ok":
+            notes.append(f"bare exact join of {s['ipc_tokens']:,} IPC tokens of {s['patent_rows']:,} patent rows")
+            if s.get("sql_over_floor"):
+                notes.append(f"SQL patent/IPC models {s['sql_seconds']:.1f} s = {s['sql_over_floor']:.0f}× the floor "
+                             "(target ≤ 10×)")
         if s.get("note"):
             notes.append(s["note"].splitlines()[0][:200])
         seconds = s.get("seconds", s.get("pandas_seconds"))

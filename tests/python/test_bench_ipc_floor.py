@@ -1,0 +1,44 @@
+"""The bench's ipc_floor stage (issue 17): the bare DuckDB exact join of every landed patent-IPC
+token against the concordance, beside dbt's time for the patent/IPC models. On a hand-made landed
+file the token and match counts equal an independent Python count; the SQL/floor ratio is the
+models' summed execution time over the stage's own seconds and is a bench target (≤ 10×)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import duckdb
+import pytest
+
+from keytech import bench, paths
+
+
+def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
+    ipc = ["H04L 27/26;G06F17/30", "A47J27/00", None, "H01L31/04; ZZZZ1/00", "G06F17/30;G06F17/30"]
+    (tmp_path / "landing").mkdir()
+    con = duckdb.connect()
+    con.execute("create table p (Scode varchar, ApplyNo varchar, IPC varchar)")
+    con.executemany("insert into p values (?, ?, ?)", [("000001", f"CN{i}", v) for i, v in enumerate(ipc)])
+    con.execute(f"copy p to '{tmp_path / 'landing' / 'patents.parquet'}' (format parquet)")
+    con.close()
+    (tmp_path / "run_results.json").write_text(json.dumps({"results": [
+        {"unique_id": "model.keytech.fct_patent_ipc_codes", "execution_time": 2.0},
+        {"unique_id": "model.keytech.int_patent_ipc_tokens_parsed", "execution_time": 1.5},
+        {"unique_id": "model.keytech.dim_firms", "execution_time": 9.0},  # not a patent model
+    ]}))
+    result = bench._stage_ipc_floor(tmp_path, "tiny", 1)
+
+    with open(paths.seeds_dir() / "sei_ipc_concordance.csv", encoding="utf-8") as fh:
+        codes = {row["ipc_code"] for row in csv.DictReader(fh)}
+    tokens = [t for v in ipc for t in (v or "").replace(" ", "").split(";")]
+    assert result["patent_rows"] == len(ipc)
+    assert result["ipc_tokens"] == len(tokens)  # an empty IPC field is one empty token, as string_split gives
+    assert result["exact_matches"] == sum(t in codes for t in tokens)
+    assert result["sql_seconds"] == pytest.approx(3.5)
+    assert result["sql_over_floor"] == pytest.approx(3.5 / result["seconds"])
+    stages = {"ipc_floor": {**result, "status": "ok", "peak_rss_bytes": 1}}
+    report = {"scale": "tiny", "seed": 1, "started_at": "now", "machine": {}, "stages": stages,
+              "targets": bench.evaluate(stages)}
+    assert report["targets"]["ipc_sql_over_floor"]["value"] == pytest.approx(result["sql_over_floor"])
+    assert "× the floor" in bench.render_markdown(report)
