@@ -15,6 +15,9 @@ build         ``keytech.build.build_warehouse``: reported as ``validate_and_land
               ``dbt_build`` (``dbt build`` into ``<warehouse>.building`` + swap), with
               dbt's per-node times (slowest models and tests) from run_results.json
 checks        ``keytech.quality.run_checks`` (Great Expectations suites)                   ≤ 30 s
+fit_anchor    one plain pyfixest ``feols`` of Table 3 column 5 on the panel (median of 5    —
+              after a warm-up): the anchor the estimation stage's time per spec is read
+              against
 estimation    ``keytech.estimation.run_estimation`` on every spec except the placebo,     ≤ 120 s
               one registry group per process (a native crash costs one group, and each
               group's cost shows); time = the groups' run_estimation times + one import
@@ -65,8 +68,8 @@ TARGETS = {  # stage -> (metric, limit)
     "peak_memory": ("bytes", 6.0 * GIB),
     "ipc_sql_over_floor": ("ratio", 10.0),
 }
-STAGES = ("synth", "validate", "excel_read", "build", "checks", "estimation", "placebo", "report", "ipc_compare",
-          "ipc_floor")
+STAGES = ("synth", "validate", "excel_read", "build", "checks", "fit_anchor", "estimation", "placebo", "report",
+          "ipc_compare", "ipc_floor")
 PLACEBO_DRAWS = 500
 SEED = 20250101
 IPC_SUBSET_ROWS = 50_000
@@ -300,6 +303,39 @@ def _stage_estimation(work: Path, scale: str, seed: int, only: list[str] | None 
     return _estimation_call(only or others, seed)
 
 
+ANCHOR_SPEC = "table3_col5"
+ANCHOR_REPEATS = 5
+
+
+def _stage_fit_anchor(work: Path, scale: str, seed: int) -> dict:
+    """The anchor a researcher would run by hand: one plain pyfixest ``feols`` of Table 3 column 5
+    (controls, firm + industry×year + province×year FE, SE clustered by city) on the panel, as
+    the median of ``ANCHOR_REPEATS`` fits after one warm-up (numba compilation excluded). The
+    estimation stage's seconds are read against it (issue 17: time per spec vs one fit)."""
+    import statistics
+    import warnings
+
+    import pyfixest as pf
+
+    from keytech.estimation import load_registry
+    from keytech.estimation.panel import load_panel
+
+    spec = load_registry().get(ANCHOR_SPEC)
+    data = load_panel(spec.panel).dropna(subset=[spec.outcome, *spec.regressors, *spec.fixed_effects, "city_code"])
+    fml = f"{spec.outcome} ~ {' + '.join(spec.regressors)} | {' + '.join(spec.fixed_effects)}"
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyfixest's singleton notice, once per fit
+        pf.feols(fml, data=data, vcov={"CRV1": "city_code"})  # warm-up: numba compiles the demeaner once
+        for _ in range(ANCHOR_REPEATS):
+            start = time.perf_counter()
+            fit = pf.feols(fml, data=data, vcov={"CRV1": "city_code"})
+            times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "fits": ANCHOR_REPEATS, "rows": len(data), "nobs": int(fit._N),
+            "policy": float(fit.coef()["policy"]), "formula": fml,
+            "what": f"one plain pyfixest feols of {ANCHOR_SPEC} (median of {ANCHOR_REPEATS}, after a warm-up)"}
+
+
 def estimation_groups() -> dict[str, list[str]]:
     """Registry group -> spec ids, every group except the placebo, in registry order."""
     from keytech.estimation import load_registry
@@ -437,7 +473,7 @@ def _stage_ipc_floor(work: Path, scale: str, seed: int) -> dict:
 STAGE_FUNCS = {
     "synth": _stage_synth, "validate": _stage_validate, "excel_read": _stage_excel_read, "build": _stage_build, "checks": _stage_checks,
     "estimation": _stage_estimation, "placebo": _stage_placebo, "report": _stage_report,
-    "ipc_compare": _stage_ipc_compare, "ipc_floor": _stage_ipc_floor,
+    "ipc_compare": _stage_ipc_compare, "ipc_floor": _stage_ipc_floor, "fit_anchor": _stage_fit_anchor,
 }
 
 
@@ -626,6 +662,12 @@ def render_markdown(report: dict) -> str:
                 verdict = f"SQL {ratio:.1f}× faster" if ratio >= 1 else f"SQL {1 / ratio:.1f}× slower"
                 notes.append(f"SQL IPC models {s['sql_seconds_all_rows']:.1f} s for {s['landed_patent_rows']:,} rows "
                              f"= {s['sql_seconds_scaled_to_subset']:.2f} s scaled to the subset; {verdict}")
+        if name == "fit_anchor" and s.get("status") == "ok":
+            notes.append(f"one pyfixest 3-FE fit of {s['rows']:,} rows (median of {s['fits']})")
+        if name == "estimation" and s.get("specs") and stages.get("fit_anchor", {}).get("seconds"):
+            anchor = stages["fit_anchor"]["seconds"]
+            notes.append(f"{s.get('seconds', 0) / s['specs']:.2f} s per spec = {s.get('seconds', 0) / s['specs'] / anchor:.0f}× "
+                         "the anchor fit")
         if name == "ipc_floor" and s.get("status") == "ok":
             notes.append(f"bare exact join of {s['ipc_tokens']:,} IPC tokens of {s['patent_rows']:,} patent rows")
             if s.get("sql_over_floor"):

@@ -42,3 +42,25 @@ def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
               "targets": bench.evaluate(stages)}
     assert report["targets"]["ipc_sql_over_floor"]["value"] == pytest.approx(result["sql_over_floor"])
     assert "× the floor" in bench.render_markdown(report)
+
+
+def test_fit_anchor_is_the_table3_col5_fit(tmp_path, monkeypatch):
+    """The anchor fit is Table 3 column 5 as the registry runs it: same N and coefficient."""
+    from keytech.estimation import load_registry
+    from keytech.estimation.estimators import RunContext, run_spec
+    from keytech.estimation.panel import prepare_panel
+    from keytech.estimation.simulate import simulate_panel
+
+    panel = simulate_panel(seed=4, n_cities=30, firms_per_city=5.0, beta_key=0.2)
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema marts")
+        con.register("p", panel)
+        con.execute("create table marts.rpt_analysis_panel as select * from p")
+    monkeypatch.setenv("KEYTECH_DB", str(db))
+    monkeypatch.setattr(bench, "ANCHOR_REPEATS", 2)
+    result = bench._stage_fit_anchor(tmp_path, "tiny", 1)
+    spec = load_registry().get(bench.ANCHOR_SPEC)
+    ours = run_spec(spec, prepare_panel(panel), RunContext(placebo_draws=0, seed=1, progress=False))[0]
+    assert result["nobs"] == ours.nobs and result["fits"] == 2 and result["seconds"] > 0
+    assert result["policy"] == pytest.approx(ours.main.estimate, rel=1e-8)
