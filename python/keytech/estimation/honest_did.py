@@ -104,15 +104,18 @@ def folded_normal_quantile(p: float, t: float) -> float:
 def _sd_bias_constant(l_vec: np.ndarray) -> float:
     T = len(l_vec)
     const = sum(abs(float(np.arange(1, s + 1) @ l_vec[T - s:])) for s in range(1, T + 1))
-    return const - float(np.arange(1, T + 1) @ l_vec)
+    # HonestDiD subtracts sum_s s*l_s; the sum over |cumsum(w)| below always contains
+    # |sum(w)| = |sum_s s*l_s|, so the two agree when that target is >= 0 (e1, the average) and
+    # subtracting its absolute value keeps the bound exact otherwise (checked against an LP in the tests)
+    return const - abs(float(np.arange(1, T + 1) @ l_vec))
 
 
 def sd_max_bias(l_pre, l_vec, M: float) -> float:
     """Worst-case bias of ``l' beta_post + l_pre' beta_pre`` for ``l' tau_post`` over ``Delta^SD(M)``.
 
-    Closed form (HonestDiD): with ``w = cumsum(l_pre)`` the estimator is unbiased under a linear
-    trend only if ``sum(w) = sum_s s*l_s``; the bias is then ``M * (c(l) + sum |cumsum(w)|)``;
-    otherwise it is infinite.
+    Closed form (HonestDiD's, exact also for a negative ``sum_s s*l_s``): with ``w = cumsum(l_pre)``
+    the estimator is unbiased under a linear trend only if ``sum(w) = sum_s s*l_s``; the bias is then
+    ``M * (c(l) + sum |cumsum(w)|)``; otherwise it is infinite.
     """
     l_pre, l_vec = np.asarray(l_pre, float), np.asarray(l_vec, float)
     w = np.cumsum(l_pre)
@@ -587,3 +590,39 @@ def sensitivity(beta, sigma, num_pre: int, num_post: int, *, targets=("first", "
                 rows.append({"target": target, "restriction": "RM_breakdown", "value": bd["value"], "lb": None,
                              "ub": None, "method": "C-LF", "upper": bd["upper"], "tol": bd["tol"]})
     return rows
+
+
+# --------------------------------------------------------------------------- event-study glue
+
+
+def event_study_input(coef: dict[int, float], vcov: dict[tuple[int, int], float], base: int = -1):
+    """``(beta, sigma, pre_periods, post_periods)`` from event-time coefficients ``{k: b_k}`` and
+    covariances ``{(k, j): cov}``: pre periods ``k < base`` (earliest first), post periods ``k >= 0``;
+    the reference period ``base`` must be -1 (the period just before treatment, as the method assumes)."""
+    if base != -1:
+        raise ValueError(f"Honest DiD needs the reference period -1 (the last pre period), got base={base}")
+    pre = sorted(k for k in coef if k < base)
+    post = sorted(k for k in coef if k >= 0)
+    if not pre or not post:
+        raise ValueError(f"need pre and post event-time coefficients, got periods {sorted(coef)}")
+    if pre[-1] != -2 or post[0] != 0 or pre != list(range(pre[0], -1)) or post != list(range(0, post[-1] + 1)):
+        raise ValueError(f"event times must be consecutive around the reference -1, got pre {pre}, post {post}")
+    ks = pre + post
+    beta = np.array([coef[k] for k in ks], dtype=float)
+    sigma = np.array([[vcov[(a, b)] for b in ks] for a in ks], dtype=float)
+    return beta, sigma, pre, post
+
+
+def sensitivity_for_spec(coef: dict[int, float], vcov: dict[tuple[int, int], float], base: int = -1,
+                         options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run :func:`sensitivity` on an event study; ``options`` (the spec's ``honest_did`` option):
+    ``mbar`` (list), ``m`` (list; default 0..se in 5 steps), ``alpha``."""
+    o = dict(options or {}) if isinstance(options, dict) else {}
+    beta, sigma, pre, post = event_study_input(coef, vcov, base)
+    rows = sensitivity(beta, sigma, len(pre), len(post), mbar_vec=tuple(o.get("mbar", DEFAULT_MBAR)),
+                       m_vec=o.get("m"), alpha=float(o.get("alpha", 0.05)))
+    summary = {
+        f"{r['restriction']}_{r['target']}": r["value"] for r in rows if r["restriction"].endswith("_breakdown")
+    }
+    return {"pre_periods": pre, "post_periods": post, "reference_period": base, "rows": rows,
+            "breakdown": summary}
