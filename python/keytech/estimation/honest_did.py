@@ -552,8 +552,8 @@ def sensitivity(beta, sigma, num_pre: int, num_post: int, *, targets=("first", "
                 mbar_vec=DEFAULT_MBAR, m_vec=None, alpha: float = 0.05,
                 breakdown_rm: bool = True, rm_tol: float = 0.05, max_mbar: float = 8.0) -> list[dict[str, Any]]:
     """Rows ``{target, restriction ('original'|'SD'|'RM'), value, lb, ub, method}`` plus breakdown
-    rows (``restriction`` 'SD_breakdown' / 'RM_breakdown'). ``m_vec`` default: 0 .. the first post
-    period's standard error in 5 steps."""
+    rows (``restriction`` 'SD_breakdown' / 'RM_breakdown'). ``m_vec`` default: 6 values from 0 to
+    the larger of the target's standard error and 1.25 times the SD breakdown value."""
     beta, sigma = np.asarray(beta, float), np.asarray(sigma, float)
     rows: list[dict[str, Any]] = []
     for target in targets:
@@ -562,13 +562,14 @@ def sensitivity(beta, sigma, num_pre: int, num_post: int, *, targets=("first", "
         se = float(np.sqrt(l @ sigma[num_pre:, num_pre:] @ l))
         rows.append({"target": target, "restriction": "original", "value": None, "lb": o[0], "ub": o[1],
                      "method": "normal"})
-        ms = list(m_vec) if m_vec is not None else list(np.linspace(0, se, 5))
+        bd = breakdown(lambda m: (lambda r: (r.lb, r.ub))(flci(beta, sigma, num_pre, num_post, l, m, alpha)),
+                       hi_start=max(se, 1e-12), tol=se * 1e-3)
+        top = max(se, 1.25 * bd["value"]) if bd["value"] else se
+        ms = list(m_vec) if m_vec is not None else list(np.linspace(0, top, 6))
         for m in ms:
             r = flci(beta, sigma, num_pre, num_post, l, m, alpha)
             rows.append({"target": target, "restriction": "SD", "value": float(m), "lb": r.lb, "ub": r.ub,
                          "method": "FLCI"})
-        bd = breakdown(lambda m: (lambda r: (r.lb, r.ub))(flci(beta, sigma, num_pre, num_post, l, m, alpha)),
-                       hi_start=max(se, 1e-12), tol=se * 1e-3)
         rows.append({"target": target, "restriction": "SD_breakdown", "value": bd["value"], "lb": None, "ub": None,
                      "method": "FLCI", "upper": bd["upper"], "tol": bd["tol"]})
         if num_pre >= 2 and num_post >= 2:
@@ -616,7 +617,7 @@ def event_study_input(coef: dict[int, float], vcov: dict[tuple[int, int], float]
 def sensitivity_for_spec(coef: dict[int, float], vcov: dict[tuple[int, int], float], base: int = -1,
                          options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run :func:`sensitivity` on an event study; ``options`` (the spec's ``honest_did`` option):
-    ``mbar`` (list), ``m`` (list; default 0..se in 5 steps), ``alpha``."""
+    ``mbar`` (list), ``m`` (list; default: 6 values from 0 to max(SE, 1.25 x breakdown)), ``alpha``."""
     o = dict(options or {}) if isinstance(options, dict) else {}
     beta, sigma, pre, post = event_study_input(coef, vcov, base)
     rows = sensitivity(beta, sigma, len(pre), len(post), mbar_vec=tuple(o.get("mbar", DEFAULT_MBAR)),
