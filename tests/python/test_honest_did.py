@@ -212,3 +212,13 @@ def test_store_writes_honest_did_table(tmp_path):
     diag = json.loads(est["diagnostics_json"].iloc[0])
     assert "rows" not in diag["honest_did"] and diag["honest_did"]["table"] == "results.honest_did"
     assert res.diagnostics["honest_did"]["rows"]  # the caller's result is not mutated
+
+    # the report block shows the stored breakdown values and draws the figure
+    from keytech.report.inference import honest_did_block
+
+    html = honest_did_block({"estimation": (est, {"event_study": "r1"}, {}, None), "db": db})
+    assert "id='honest-did-event_study'" in html and 'data-figure="honest-did-event_study"' in html
+    bd = rows.loc[(rows["target"] == "first") & (rows["restriction"] == "RM_breakdown"), "value"].iloc[0]
+    from keytech.report.page import fmt_num
+
+    assert fmt_num(bd, 4) in html

@@ -217,13 +217,15 @@ def read_honest_did(db_path: str | Path | None, source: dict[str, str]) -> pd.Da
     (``source``: {spec_id: run_id}, as from :func:`estimates_for_display`)."""
     cols = ["run_id", "spec_id", "target", "restriction", "value", "ci_low", "ci_high", "method", "upper",
             "open_end", "pre_periods", "post_periods"]
+    keep = [(s, r) for s, r in source.items()]
+    if not keep:
+        return pd.DataFrame(columns=cols)
     with warehouse.connect(db_path) as con:
         if not warehouse.table_exists(con, "results", "honest_did"):
             return pd.DataFrame(columns=cols)
         df = con.execute("select * from results.honest_did").df()
-    keep = [(s, r) for s, r in source.items()]
-    if not keep or df.empty:
-        return df.iloc[0:0]
+    if df.empty:
+        return df
     mask = pd.Series(False, index=df.index)
     for s, r in keep:
         mask |= (df["spec_id"] == s) & (df["run_id"] == r)
