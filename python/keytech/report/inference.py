@@ -152,7 +152,7 @@ def honest_did_block(data: dict[str, Any]) -> str:
                 rr = t.loc[t["restriction"] == restr].sort_values("value")
                 cells.append("<br>".join(f"{fmt_num(x.value, 3)}: [{fmt_num(x.ci_low, 4)}, {fmt_num(x.ci_high, 4)}]"
                                          for x in rr.itertuples()))
-            body.append(cells)
+            body.append(list(zip(["txt", "num", "num", "num", "num", "num"], cells)))
         parts.append(f"<h4>{esc(label)} <code>{esc(sid)}</code></h4>" + table(
             ["target", "original 95% CI", "breakdown M (Δ^SD)", "breakdown M̄ (Δ^RM)", "FLCI by M", "C-LF set by M̄"],
             body, table_id=f"honest-did-{sid}", classes=["txt", "num", "num", "num", "num", "num"]))
