@@ -222,3 +222,12 @@ def test_store_writes_honest_did_table(tmp_path):
     from keytech.report.page import fmt_num
 
     assert fmt_num(bd, 4) in html
+
+
+def test_spec_level_errors_are_recorded_not_raised():
+    coef = {-3: 0.1, -2: 0.2, 0: 1.0, 1: 2.0}
+    zero = {(a, c): 0.0 for a in coef for c in coef}
+    out = hd.sensitivity_for_spec(coef, zero, -1)
+    assert "zero variance" in out["error"] and "rows" not in out
+    out = hd.sensitivity_for_spec(coef, zero, -2)
+    assert "reference period -1" in out["error"]

@@ -91,8 +91,12 @@ def original_ci(beta, sigma, num_pre: int, num_post: int, l_vec, alpha: float = 
 def folded_normal_quantile(p: float, t: float) -> float:
     """``p`` quantile of ``|N(t, 1)|``."""
     t = abs(float(t))
+    if not np.isfinite(t):
+        raise ValueError(f"folded normal quantile of a non-finite mean {t}")
     if t == 0.0:
         return float(stats.norm.ppf(0.5 + p / 2))
+    if t > 30.0:  # the mass below -x is < Phi(-30): |N(t,1)| is N(t,1) to double precision
+        return t + float(stats.norm.ppf(p))
 
     def f(x: float) -> float:
         return stats.norm.cdf(x - t) - stats.norm.cdf(-x - t) - p
@@ -619,7 +623,18 @@ def sensitivity_for_spec(coef: dict[int, float], vcov: dict[tuple[int, int], flo
     """Run :func:`sensitivity` on an event study; ``options`` (the spec's ``honest_did`` option):
     ``mbar`` (list), ``m`` (list; default: 6 values from 0 to max(SE, 1.25 x breakdown)), ``alpha``."""
     o = dict(options or {}) if isinstance(options, dict) else {}
+    try:
+        return _sensitivity_for_spec(coef, vcov, base, o)
+    except (ValueError, np.linalg.LinAlgError) as exc:  # recorded in the spec's diagnostics, the spec stands
+        return {"reference_period": base, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _sensitivity_for_spec(coef, vcov, base, o):
     beta, sigma, pre, post = event_study_input(coef, vcov, base)
+    sd = np.sqrt(np.clip(np.diag(sigma), 0, None))
+    if not np.all(sd > 1e-10 * max(1.0, float(np.max(np.abs(beta))))):
+        return {"pre_periods": pre, "post_periods": post, "reference_period": base,
+                "error": "an event-time coefficient has (numerically) zero variance; no sensitivity analysis"}
     rows = sensitivity(beta, sigma, len(pre), len(post), mbar_vec=tuple(o.get("mbar", DEFAULT_MBAR)),
                        m_vec=o.get("m"), alpha=float(o.get("alpha", 0.05)))
     summary = {
