@@ -275,8 +275,16 @@ def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndar
     b_eq = np.zeros(A_eq.shape[0])
     b_eq[0] = 1.0
 
+    # the LP max f'lambda over {lambda >= 0 : W'lambda = e1} (bounded: sd'lambda = 1) is attained at a
+    # vertex; with few moments the vertices are enumerated once and each check is a matrix product
+    V = _dual_vertices(W) if n <= 16 else np.zeros((0, n))
+
     def check(cval: float):
         f = s_t + b_vec * cval
+        if len(V):
+            vals = V @ f
+            j = int(np.argmax(vals))
+            return abs(cval - float(vals[j])) <= tol_eq, V[j]
         r = optimize.linprog(-f, A_eq=A_eq, b_eq=b_eq, bounds=[(0, None)] * n, method="highs")
         ok = r.status == 0
         sol = r.x if ok else np.zeros(n)
@@ -500,9 +508,22 @@ def rm_ci(beta, sigma, num_pre: int, num_post: int, l_vec, mbar: float, alpha: f
             rows = post_rows
             Xr, Syr = X[rows], Sy[np.ix_(rows, rows)]
             cv = _lf_cv(Xr, Syr, kappa)
+            # the LP statistic at every grid point at once (max over the dual vertices): a point whose
+            # statistic exceeds the least-favourable critical value is rejected without the conditional
+            # test (the tolerance keeps every point the LP itself could accept)
+            W = np.column_stack([np.sqrt(np.diag(Syr)), Xr])
+            V = _dual_vertices(W) if W.shape[0] <= 16 else np.zeros((0, W.shape[0]))
+            if len(V):
+                Yg = y[rows][None, :] - np.outer(theta, a1[rows])
+                etas = (Yg @ V.T).max(axis=1)
+                candidate = etas <= cv + 1e-9 * (1.0 + abs(cv))
+            else:
+                candidate = np.ones(grid_points, dtype=bool)
             cache: dict[int, bool] = {}
 
-            def test(i: int, y=y, a1=a1, Xr=Xr, Syr=Syr, cv=cv, rows=rows, cache=cache) -> bool:
+            def test(i: int, y=y, a1=a1, Xr=Xr, Syr=Syr, cv=cv, rows=rows, cache=cache, candidate=candidate) -> bool:
+                if not candidate[i]:
+                    return False
                 if i not in cache:
                     cache[i] = not _conditional_test((y - a1 * theta[i])[rows], Xr, Syr, alpha, kappa, cv)
                 return cache[i]
