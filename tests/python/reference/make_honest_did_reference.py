@@ -2,7 +2,8 @@
 
 Run OUTSIDE the project, in a throwaway virtualenv (none of these packages is a project dependency):
 
-    python3.11 -m venv /tmp/hdref && /tmp/hdref/bin/pip install honestdid==0.1.1 moderndid==0.2.0 cvxpy rdata
+    python3.11 -m venv /tmp/hdref && /tmp/hdref/bin/pip install honestdid==0.1.1 moderndid==0.2.0 cvxpy rdata "numpy<2.3"
+    (honestdid 0.1.1 fails on numpy 2.4: it converts 1x1 arrays with float())
     /tmp/hdref/bin/python tests/python/reference/make_honest_did_reference.py [path/to/BCdata_EventStudy.rda]
 
 References (why two):
