@@ -376,6 +376,13 @@ def fit_event_study(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult
     }
     if msgs:
         diag["warnings"] = msgs
+    if o.get("honest_did"):  # Rambachan & Roth (2023) sensitivity; rows go to results.honest_did
+        from keytech.estimation.honest_did import sensitivity_for_spec
+
+        have = {k: names.index(pnl.event_dummy_name(k)) for k in ks if pnl.event_dummy_name(k) in names}
+        diag["honest_did"] = sensitivity_for_spec(
+            {k: float(b[i]) for k, i in have.items()},
+            {(k, j): float(V[i, m]) for k, i in have.items() for j, m in have.items()}, base, o["honest_did"])
     n_complete = _complete_cases(spec, data, rhs)
     return fit_result(spec, ctx, fit, terms, n_complete, diag, main_term=pnl.event_term_label(0))
 

@@ -360,6 +360,17 @@ def fit_sunab(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     }
     if msgs:
         diag["warnings"] = msgs
+    if o.get("honest_did"):  # Rambachan & Roth (2023) on the per-period aggregates; rows to results.honest_did
+        from keytech.estimation.honest_did import sensitivity_for_spec
+
+        wk = {}  # k -> aggregation weights over the cohort x period coefficients
+        for k in per_k:
+            sel = [n for n, (c, kk) in cells.items() if kk == k and n in present and n_cell[n] > 0]
+            w = np.array([n_cell[n] for n in sel])
+            wk[k] = pd.Series(w / w.sum(), index=sel)
+        cov = {(k, j): float(wk[k].to_numpy() @ V.loc[wk[k].index, wk[j].index].to_numpy() @ wk[j].to_numpy())
+               for k in wk for j in wk}
+        diag["honest_did"] = sensitivity_for_spec(per_k, cov, base, o["honest_did"])
     return fit_result(spec, ctx, fit, terms, len(data), diag, main_term="att")
 
 

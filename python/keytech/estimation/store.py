@@ -57,10 +57,54 @@ ESTIMATE_COLUMNS = [
 ]
 
 
+# Honest DiD sensitivity (keytech.estimation.honest_did): one row per (spec, target, restriction,
+# value). restriction: 'original' (CI under exact parallel trends), 'SD' (FLCI under Delta^SD(M),
+# value = M), 'RM' (ARP C-LF set under Delta^RM(Mbar), value = Mbar), 'SD_breakdown' /
+# 'RM_breakdown' (value = the breakdown M / Mbar, null when the CI at 0 already includes 0;
+# upper = the smallest value tried at which the CI includes 0).
+HONEST_DID_DDL = """
+create table if not exists results.honest_did (
+    run_id text,
+    spec_id text,
+    target text,
+    restriction text,
+    value double,
+    ci_low double,
+    ci_high double,
+    method text,
+    upper double,
+    open_end boolean,
+    pre_periods text,
+    post_periods text
+)"""
+
+
 def ensure_schema(con) -> None:
     con.execute("create schema if not exists results")
     con.execute(RUNS_DDL)
     con.execute(ESTIMATES_DDL)
+    con.execute(HONEST_DID_DDL)
+
+
+def split_honest_did(run_id: str, results: list[SpecResult]) -> tuple[list[SpecResult], list[tuple]]:
+    """Take the Honest DiD rows out of the specs' diagnostics (they keep the breakdown summary)."""
+    import dataclasses
+
+    out, rows = [], []
+    for r in results:
+        hd = r.diagnostics.get("honest_did") if r.diagnostics else None
+        if not isinstance(hd, dict) or "rows" not in hd:
+            out.append(r)
+            continue
+        pre, post = json.dumps(hd.get("pre_periods")), json.dumps(hd.get("post_periods"))
+        for x in hd["rows"]:
+            rows.append((run_id, r.spec_id, x["target"], x["restriction"], clean_float(x.get("value")),
+                         clean_float(x.get("lb")), clean_float(x.get("ub")), x.get("method"),
+                         clean_float(x.get("upper")), x.get("open_end"), pre, post))
+        diag = dict(r.diagnostics)
+        diag["honest_did"] = {k: v for k, v in hd.items() if k != "rows"} | {"table": "results.honest_did"}
+        out.append(dataclasses.replace(r, diagnostics=diag))
+    return out, rows
 
 
 def estimate_rows(run_id: str, results: list[SpecResult]) -> list[tuple]:
@@ -99,6 +143,9 @@ def write_run(db_path: str | Path | None, run: dict[str, Any], results: list[Spe
                     run["code_version"], json.dumps(jsonable(run["parameters"]), ensure_ascii=False),
                 ],
             )
+            results, hd_rows = split_honest_did(run["run_id"], results)
+            if hd_rows:
+                con.executemany(f"insert into results.honest_did values ({', '.join('?' * 12)})", hd_rows)
             rows = estimate_rows(run["run_id"], results)
             if rows:
                 con.executemany(
@@ -163,3 +210,23 @@ def estimates_for_display(db_path: str | Path | None = None, run_id: str | None 
         parts.append(sub.loc[sub["spec_id"].isin(new)])
     out = pd.concat(parts, ignore_index=True) if parts else est.iloc[0:0]
     return out, source, run
+
+
+def read_honest_did(db_path: str | Path | None, source: dict[str, str]) -> pd.DataFrame:
+    """Rows of ``results.honest_did`` for each spec from the run its estimates came from
+    (``source``: {spec_id: run_id}, as from :func:`estimates_for_display`)."""
+    cols = ["run_id", "spec_id", "target", "restriction", "value", "ci_low", "ci_high", "method", "upper",
+            "open_end", "pre_periods", "post_periods"]
+    keep = [(s, r) for s, r in source.items()]
+    if not keep:
+        return pd.DataFrame(columns=cols)
+    with warehouse.connect(db_path) as con:
+        if not warehouse.table_exists(con, "results", "honest_did"):
+            return pd.DataFrame(columns=cols)
+        df = con.execute("select * from results.honest_did").df()
+    if df.empty:
+        return df
+    mask = pd.Series(False, index=df.index)
+    for s, r in keep:
+        mask |= (df["spec_id"] == s) & (df["run_id"] == r)
+    return df.loc[mask].reset_index(drop=True)

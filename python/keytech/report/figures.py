@@ -192,3 +192,44 @@ def funnel(funnel_frame: pd.DataFrame) -> str | None:
     ax.tick_params(axis="y", length=0)
     fig.tight_layout()
     return to_svg(fig, "funnel")
+
+
+def honest_did(rows: pd.DataFrame, spec_id: str = "event_study") -> str | None:
+    """Rambachan & Roth (2023) sensitivity: robust 95% CI against M (smoothness, FLCI) and Mbar
+    (relative magnitudes, C-LF), for the first post period and the average post effect, with the
+    ordinary CI (exact parallel trends) drawn beside each panel."""
+    sub = rows.loc[rows["spec_id"] == spec_id] if not rows.empty else rows
+    if sub.empty:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.4))
+    for j, target in enumerate(("first", "average")):
+        t = sub.loc[sub["target"] == target]
+        orig = t.loc[t["restriction"] == "original"]
+        for i, (restr, xlabel, colour) in enumerate((("SD", "M (smoothness, Δ^SD)", BLUE),
+                                                     ("RM", "M̄ (relative magnitudes, Δ^RM)", ORANGE))):
+            ax = axes[i, j]
+            r = t.loc[t["restriction"] == restr].sort_values("value")
+            if r.empty:
+                ax.set_axis_off()
+                continue
+            x = r["value"].to_numpy(float)
+            step = (x.max() - x.min()) / max(len(x) - 1, 1) if len(x) > 1 else 1.0
+            if not orig.empty:
+                xo = x.min() - step
+                ax.errorbar([xo], [(orig["ci_low"].iloc[0] + orig["ci_high"].iloc[0]) / 2],
+                            yerr=[[(orig["ci_high"].iloc[0] - orig["ci_low"].iloc[0]) / 2]],
+                            fmt="none", ecolor=GREY, elinewidth=2.2, capsize=3, label="original")
+            mid = (r["ci_low"] + r["ci_high"]).to_numpy(float) / 2
+            half = (r["ci_high"] - r["ci_low"]).to_numpy(float) / 2
+            ax.errorbar(x, mid, yerr=half, fmt="none", ecolor=colour, elinewidth=2.2, capsize=3,
+                        label="robust (FLCI)" if restr == "SD" else "robust (C-LF)")
+            ax.axhline(0, color=INK, lw=0.7)
+            bd = t.loc[t["restriction"] == f"{restr}_breakdown", "value"]
+            if not bd.empty and pd.notna(bd.iloc[0]):
+                ax.axvline(float(bd.iloc[0]), color=colour, lw=0.8, ls="--", label=f"breakdown {float(bd.iloc[0]):.3g}")
+            ax.set_xlabel(xlabel)
+            ax.set_title(("first post period (k=0)" if target == "first" else "average post effect") if i == 0 else "")
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return to_svg(fig, f"honest-did-{spec_id}")

@@ -117,6 +117,53 @@ def etwfe_table(est: pd.DataFrame) -> str:
                  classes=["txt", "txt", "num", "num", "num"])
 
 
+HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_sunab", "Sun–Abraham"))
+
+
+def honest_did_block(data: dict[str, Any]) -> str:
+    """Rambachan & Roth (2023) sensitivity: breakdown values, the sets per M / M̄, and the figure."""
+    from keytech.estimation.store import read_honest_did
+    from keytech.report import figures
+
+    bundle = data.get("estimation")
+    try:
+        rows = read_honest_did(data.get("db"), bundle[1]) if bundle else pd.DataFrame()
+    except Exception as exc:  # an old warehouse without the table reads as empty; others are shown
+        return f"<p class='muted'>Honest DiD rows could not be read: {esc(str(exc))}</p>"
+    if rows.empty:
+        return ("<p class='muted'>No Honest DiD rows in this run: <code>keytech estimate --only event_study</code> "
+                "(specs with option <code>honest_did</code>).</p>")
+    parts = []
+    for sid, label in HONEST_DID_SPECS:
+        r = rows.loc[rows["spec_id"] == sid]
+        if r.empty:
+            continue
+        body = []
+        for target, tlabel in (("first", "k = 0"), ("average", "mean of post periods")):
+            t = r.loc[r["target"] == target]
+            orig = t.loc[t["restriction"] == "original"]
+            cells = [esc(tlabel),
+                     "" if orig.empty else f"[{fmt_num(orig['ci_low'].iloc[0], 4)}, {fmt_num(orig['ci_high'].iloc[0], 4)}]"]
+            for restr in ("SD", "RM"):
+                bd = t.loc[t["restriction"] == f"{restr}_breakdown"]
+                v = None if bd.empty else bd["value"].iloc[0]
+                cells.append("— (CI includes 0 already)" if is_missing(v) else fmt_num(v, 4))
+            for restr in ("SD", "RM"):
+                rr = t.loc[t["restriction"] == restr].sort_values("value")
+                cells.append("<br>".join(f"{fmt_num(x.value, 3)}: [{fmt_num(x.ci_low, 4)}, {fmt_num(x.ci_high, 4)}]"
+                                         for x in rr.itertuples()))
+            body.append(list(zip(["txt", "num", "num", "num", "num", "num"], cells)))
+        parts.append(f"<h4>{esc(label)} <code>{esc(sid)}</code></h4>" + table(
+            ["target", "original 95% CI", "breakdown M (Δ^SD)", "breakdown M̄ (Δ^RM)", "FLCI by M", "C-LF set by M̄"],
+            body, table_id=f"honest-did-{sid}", classes=["txt", "num", "num", "num", "num", "num"]))
+        svg = figures.honest_did(rows, sid)
+        if svg:
+            parts.append(f"<figure class='figure'>{svg}<figcaption>Robust 95% confidence sets against M and M̄ "
+                         f"({esc(label)}); grey: the ordinary CI under exact parallel trends; dashed: the breakdown "
+                         "value.</figcaption></figure>")
+    return "".join(parts)
+
+
 def inference_section(data: dict[str, Any]) -> str:
     if not data.get("estimation"):
         return section(SECTION_ID, TITLE, "<p class='muted'>No estimation run yet.</p>")
@@ -134,5 +181,11 @@ def inference_section(data: dict[str, Any]) -> str:
             "<h3>Extended TWFE Poisson (Wooldridge 2023) next to Table 3</h3>"
             "<p>The effect in percent on the count of key-technology invention applications, from a Poisson model with "
             "one effect per treated cohort and post year (firm and year FE, full controls, city clusters) — the "
-            "answer to Chen &amp; Roth (2024) on ln(1+y) outcomes.</p>" + etwfe_table(est))
+            "answer to Chen &amp; Roth (2024) on ln(1+y) outcomes.</p>" + etwfe_table(est) +
+            "<h3>Sensitivity to parallel trends (Rambachan &amp; Roth 2023)</h3>"
+            "<p>Robust 95% confidence sets for the first post period (k = 0) and the mean of k = 0..3 when the "
+            "post-period trend may deviate: by at most M in second differences (Δ^SD; fixed-length CI) or by at most "
+            "M̄ times the largest pre-period first difference (Δ^RM; conditional least-favourable hybrid). The "
+            "breakdown value is the largest M or M̄ at which the set still excludes 0 "
+            "(<code>results.honest_did</code>; docs/inference.md).</p>" + honest_did_block(data))
     return section(SECTION_ID, TITLE, body)
