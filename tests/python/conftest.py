@@ -1,10 +1,51 @@
-"""Shared fixtures: a minimal hand-written raw folder that satisfies the contract."""
+"""Shared fixtures of the test suite.
+
+Fixture API (use these instead of building your own warehouse when the data fits):
+
+* ``minimal_raw`` (function scope): a minimal hand-written raw folder that satisfies the contract
+  (``MINIMAL_RAW``, written by ``write_raw``).
+* ``tiny_demo_warehouse`` (session scope): ``keytech synth --scale tiny --seed 20250101`` (the demo
+  seed) → build → checks → estimation of ``_report_support.STABLE_SPECS`` (30 placebo draws,
+  seed 3), built once per pytest session (per xdist worker: see below). A dict with ``root``,
+  ``raw``, ``landing``, ``db``, ``out``, ``run_id``, ``check`` (the check record) and ``manifest``
+  (the build's landing manifest). It is SHARED: open ``db`` with ``duckdb.connect(...,
+  read_only=True)``; a test that writes to the warehouse (or rebuilds it) works on a copy,
+  ``copy_warehouse(tiny_demo_warehouse, tmp_path)``, never on ``db`` itself.
+* ``minimal_warehouse`` (session scope): ``MINIMAL_RAW`` (city yearbook in GBK, as ``minimal_raw``)
+  built once with the default build options. A dict with ``root``, ``raw``, ``landing``, ``db`` and
+  ``manifest``; shared and read-only like ``tiny_demo_warehouse``.
+* ``copy_warehouse(built, folder)``: a private copy of a built warehouse file (a file copy, no
+  rebuild) in ``folder``; returns its path.
+
+Parallel runs (``make test`` runs pytest-xdist, ``-n 2 --dist loadfile``): every test module is
+one unit of work on one worker, so its module fixtures are built once; all modules whose source
+names a shared session fixture (``SHARED_SESSION_FIXTURES``) form one unit, so the shared
+warehouse is built once per run too (``UnitOfWorkScheduling``). ``HEAVY_MODULES`` lists the slowest units first so that the two workers finish close
+together; a module not listed runs after them. ``pytest`` without ``-n`` runs serially as before.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+
+# Session fixtures whose users are kept on one xdist worker (one build per run).
+SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
+
+# Units of work (module names, or a shared fixture's name for its modules) slowest first, as
+# measured with `pytest --durations` (make test schedules them first; see the docstring).
+HEAVY_MODULES = (
+    "test_endogeneity_synthetic",
+    "test_reliability",
+    "tiny_demo_warehouse",
+    "test_incremental",
+    "test_mechanisms_recovery",
+    "minimal_warehouse",
+    "test_demo_command",
+)
 
 MINIMAL_RAW = {
     "firm_info.csv": (
@@ -64,3 +105,86 @@ def write_raw(folder: Path, files: dict[str, str] | None = None, encodings: dict
 @pytest.fixture
 def minimal_raw(tmp_path: Path) -> Path:
     return write_raw(tmp_path / "raw", encodings={"city_yearbook.csv": "gbk"})
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_warehouse(tmp_path_factory) -> dict:
+    """The shared tiny demo-seed warehouse (see the module docstring). Read-only for tests."""
+    from _report_support import tiny_warehouse
+
+    return tiny_warehouse(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def minimal_warehouse(tmp_path_factory) -> dict:
+    """``MINIMAL_RAW`` built once with the default options (see the module docstring). Read-only."""
+    from keytech.build import BuildOptions, build_warehouse
+
+    root = Path(tmp_path_factory.mktemp("minimal_warehouse"))
+    raw = write_raw(root / "raw", encodings={"city_yearbook.csv": "gbk"})
+    db, landing = root / "warehouse.duckdb", root / "landing"
+    outcome = build_warehouse(BuildOptions(raw_dir=raw, landing_dir=landing, warehouse=db, quiet=True))
+    return {"root": root, "raw": raw, "landing": landing, "db": db, "manifest": outcome["manifest"]}
+
+
+def copy_warehouse(built: dict, folder: Path) -> Path:
+    """A private copy of ``built["db"]`` in ``folder`` (created), for a test that writes to it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / Path(built["db"]).name
+    shutil.copyfile(built["db"], target)
+    return target
+
+
+_UNIT_CACHE: dict[str, str] = {}
+
+
+def unit_of_work(test_file: str) -> str:
+    """The unit of work of a test file (a path as in node ids): the first shared session fixture
+    (``SHARED_SESSION_FIXTURES``) its source names, else the file's module name. Read from the
+    source, because xdist's controller schedules by node id and never sees fixtures."""
+    if test_file not in _UNIT_CACHE:
+        path = Path(test_file)
+        if not path.is_absolute():
+            path = Path(__file__).resolve().parents[2] / path
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError:
+            source = ""
+        used = [f for f in SHARED_SESSION_FIXTURES if re.search(rf"\b{f}\b", source)]
+        _UNIT_CACHE[test_file] = used[0] if used else Path(test_file).stem
+    return _UNIT_CACHE[test_file]
+
+
+def _rank(unit: str) -> int:
+    return HEAVY_MODULES.index(unit) if unit in HEAVY_MODULES else len(HEAVY_MODULES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Heavy units of work first (a stable sort: the order within a unit is kept)."""
+    items.sort(key=lambda item: _rank(unit_of_work(item.nodeid.split("::", 1)[0])))
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is pinned (requirements.lock); plain pytest runs without it
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+    class UnitOfWorkScheduling(LoadScopeScheduling):
+        """``--dist loadfile`` with the modules of a shared session fixture as one unit, units
+        sent in collection order (heaviest first, see ``pytest_collection_modifyitems``)."""
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid.split("::", 1)[0])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") == "loadfile":
+            return UnitOfWorkScheduling(config, log)
+        return None
