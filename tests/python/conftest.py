@@ -18,15 +18,18 @@ Fixture API (use these instead of building your own warehouse when the data fits
   rebuild) in ``folder``; returns its path.
 
 Parallel runs (``make test`` runs pytest-xdist, ``-n 2 --dist loadfile``): every test module is
-one unit of work on one worker, so its module fixtures are built once; all modules whose source
-names a shared session fixture (``SHARED_SESSION_FIXTURES``) form one unit, so the shared
-warehouse is built once per run too (``UnitOfWorkScheduling``). ``HEAVY_MODULES`` lists the slowest units first so that the two workers finish close
+one unit of work on one worker, so its module fixtures are built once; all modules with a test that
+uses a shared session fixture (``SHARED_SESSION_FIXTURES``) form one unit, so the shared warehouse
+is built once per run too; a module with independent expensive module fixtures may split itself
+(``XDIST_SPLIT_FIXTURES``, see ``units_of_work``). The workers compute the units from the
+fixtures and leave them in the run's basetemp for the controller (``UnitOfWorkScheduling``). ``HEAVY_MODULES`` lists the slowest units first so that the two workers finish close
 together; a module not listed runs after them. ``pytest`` without ``-n`` runs serially as before.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -38,11 +41,12 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
 HEAVY_MODULES = (
-    "test_endogeneity_synthetic",
+    "test_endogeneity_synthetic[iv_world]",
     "test_reliability",
     "tiny_demo_warehouse",
     "test_incremental",
     "test_mechanisms_recovery",
+    "test_endogeneity_synthetic[world]",
     "minimal_warehouse",
     "test_demo_command",
 )
@@ -136,24 +140,31 @@ def copy_warehouse(built: dict, folder: Path) -> Path:
     return target
 
 
-_UNIT_CACHE: dict[str, str] = {}
+def _module(item) -> str:
+    return Path(item.nodeid.split("::", 1)[0]).stem
 
 
-def unit_of_work(test_file: str) -> str:
-    """The unit of work of a test file (a path as in node ids): the first shared session fixture
-    (``SHARED_SESSION_FIXTURES``) its source names, else the file's module name. Read from the
-    source, because xdist's controller schedules by node id and never sees fixtures."""
-    if test_file not in _UNIT_CACHE:
-        path = Path(test_file)
-        if not path.is_absolute():
-            path = Path(__file__).resolve().parents[2] / path
-        try:
-            source = path.read_text(encoding="utf-8")
-        except OSError:
-            source = ""
-        used = [f for f in SHARED_SESSION_FIXTURES if re.search(rf"\b{f}\b", source)]
-        _UNIT_CACHE[test_file] = used[0] if used else Path(test_file).stem
-    return _UNIT_CACHE[test_file]
+def units_of_work(items: list) -> dict[str, str]:
+    """Node id → unit of work. A module is one unit (its module fixtures are built once), named
+    after the module, or after the shared session fixture (``SHARED_SESSION_FIXTURES``) that one of
+    its tests uses. A module may split itself in units by module fixture: tests using a fixture
+    named in its ``XDIST_SPLIT_FIXTURES`` form the unit ``<module>[<fixture>]``."""
+    shared: dict[str, str] = {}
+    for item in items:
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                shared.setdefault(_module(item), name)
+    units = {}
+    for item in items:
+        module = _module(item)
+        unit = shared.get(module, module)
+        if module not in shared:
+            split = [f for f in getattr(getattr(item, "module", None), "XDIST_SPLIT_FIXTURES", ())
+                     if f in getattr(item, "fixturenames", ())]
+            if split:
+                unit = f"{module}[{split[0]}]"
+        units[item.nodeid] = unit
+    return units
 
 
 def _rank(unit: str) -> int:
@@ -162,8 +173,16 @@ def _rank(unit: str) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Heavy units of work first (a stable sort: the order within a unit is kept)."""
-    items.sort(key=lambda item: _rank(unit_of_work(item.nodeid.split("::", 1)[0])))
+    """Heavy units of work first (a stable sort: the order within a unit is kept); under xdist,
+    hand the units to the controller's scheduler."""
+    units = units_of_work(items)
+    items.sort(key=lambda item: _rank(units[item.nodeid]))
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        target = Path(config.option.basetemp).parent / f"units-of-work-{worker}.json"
+        partial = target.with_suffix(".part")
+        partial.write_text(json.dumps(units), encoding="utf-8")
+        os.replace(partial, target)
 
 
 try:
@@ -173,15 +192,21 @@ except ImportError:  # pytest-xdist is pinned (requirements.lock); plain pytest 
 
 if LoadScopeScheduling is not None:
     class UnitOfWorkScheduling(LoadScopeScheduling):
-        """``--dist loadfile`` with the modules of a shared session fixture as one unit, units
-        sent in collection order (heaviest first, see ``pytest_collection_modifyitems``)."""
+        """``--dist loadfile`` by unit of work (``units_of_work``, as the workers computed it from
+        the fixtures of each test), units sent in collection order: heaviest first."""
 
         def __init__(self, config, log=None):
             super().__init__(config, log)
             config.option.loadscopereorder = False
+            self._units: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
-            return unit_of_work(nodeid.split("::", 1)[0])
+            if self._units is None:
+                self._units = {}
+                base = Path(self.config._tmp_path_factory.getbasetemp())
+                for found in sorted(base.glob("units-of-work-*.json")):
+                    self._units.update(json.loads(found.read_text(encoding="utf-8")))
+            return self._units.get(nodeid) or nodeid.split("::", 1)[0]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(config, log):
