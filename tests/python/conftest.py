@@ -42,13 +42,14 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
 HEAVY_MODULES = (
     "test_endogeneity_synthetic[iv_world]",
-    "test_reliability",
+    "test_reliability[tiny_built]",
     "tiny_demo_warehouse",
     "test_incremental",
     "test_mechanisms_recovery",
     "test_endogeneity_synthetic[world]",
     "minimal_warehouse",
     "test_demo_command",
+    "test_reliability[bad_warehouse]",
 )
 
 MINIMAL_RAW = {
