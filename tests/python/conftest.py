@@ -40,16 +40,21 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
-HEAVY_MODULES = (
-    "test_endogeneity_synthetic[iv_world]",
-    "test_reliability[tiny_built]",
-    "tiny_demo_warehouse",
-    "test_incremental",
-    "test_mechanisms_recovery",
-    "test_endogeneity_synthetic[world]",
-    "minimal_warehouse",
-    "test_demo_command",
+HEAVY_MODULES = (  # full run 2026-12-03 (commit 8760b66+), seconds per unit at load ≈ 7–15
+    "test_reliability[tiny_built]",          # ~600 s: ~8 builds (killed, rejected, concurrent, …)
+    "test_incremental",                      # ~500 s: 6 builds
+    "test_endogeneity_synthetic[iv_world]",  # ~400 s: paper-scale synth + build + Table 4
+    "minimal_warehouse",                     # ~400 s: e2e (tiny, seed 7) + diff + --fc-index sa
+    "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
+    "test_optional_inputs",                  # ~230 s: 2 builds
+    "test_demo_command",                     # ~200 s: keytech demo
+    "test_endogeneity_synthetic[world]",     # ~200 s
+    "test_mechanisms_recovery",              # ~150 s
+    "test_concordance_edition",
+    "test_endogeneity",
+    "test_city_names_by_year",
     "test_reliability[bad_warehouse]",
+    "test_patent_forms_build",
 )
 
 MINIMAL_RAW = {
