@@ -40,7 +40,7 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
-HEAVY_MODULES = (  # full run 2026-12-03 (commit 8760b66+), seconds per unit at load ≈ 7–15
+HEAVY_MODULES = (  # full run 2026-12-03 (commit 3e77873), seconds per unit at load ≈ 7–15
     "test_reliability[tiny_built]",          # ~600 s: ~8 builds (killed, rejected, concurrent, …)
     "test_incremental",                      # ~500 s: 6 builds
     "test_endogeneity_synthetic[iv_world]",  # ~400 s: paper-scale synth + build + Table 4
