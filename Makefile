@@ -19,8 +19,11 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/keytech demo
 
+# two pytest-xdist workers; each test module (or the modules sharing a session warehouse) is one
+# unit of work, heaviest first (tests/python/conftest.py); TEST_WORKERS=0 runs serially
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: venv
 	$(BIN)/python -m keytech.bench

@@ -1,10 +1,61 @@
-"""Shared fixtures: a minimal hand-written raw folder that satisfies the contract."""
+"""Shared fixtures of the test suite.
+
+Fixture API (use these instead of building your own warehouse when the data fits):
+
+* ``minimal_raw`` (function scope): a minimal hand-written raw folder that satisfies the contract
+  (``MINIMAL_RAW``, written by ``write_raw``).
+* ``tiny_demo_warehouse`` (session scope): ``keytech synth --scale tiny --seed 20250101`` (the demo
+  seed) → build → checks → estimation of ``_report_support.STABLE_SPECS`` (30 placebo draws,
+  seed 3), built once per pytest session (per xdist worker: see below). A dict with ``root``,
+  ``raw``, ``landing``, ``db``, ``out``, ``run_id``, ``check`` (the check record) and ``manifest``
+  (the build's landing manifest). It is SHARED: open ``db`` with ``duckdb.connect(...,
+  read_only=True)``; a test that writes to the warehouse (or rebuilds it) works on a copy,
+  ``copy_warehouse(tiny_demo_warehouse, tmp_path)``, never on ``db`` itself.
+* ``minimal_warehouse`` (session scope): ``MINIMAL_RAW`` (city yearbook in GBK, as ``minimal_raw``)
+  built once with the default build options. A dict with ``root``, ``raw``, ``landing``, ``db`` and
+  ``manifest``; shared and read-only like ``tiny_demo_warehouse``.
+* ``copy_warehouse(built, folder)``: a private copy of a built warehouse file (a file copy, no
+  rebuild) in ``folder``; returns its path.
+
+Parallel runs (``make test`` runs pytest-xdist, ``-n 2 --dist loadfile``): every test module is
+one unit of work on one worker, so its module fixtures are built once; all modules with a test that
+uses a shared session fixture (``SHARED_SESSION_FIXTURES``) form one unit, so the shared warehouse
+is built once per run too; a module with independent expensive module fixtures may split itself
+(``XDIST_SPLIT_FIXTURES``, see ``units_of_work``). The workers compute the units from the
+fixtures and leave them in the run's basetemp for the controller (``UnitOfWorkScheduling``). ``HEAVY_MODULES`` lists the slowest units first so that the two workers finish close
+together; a module not listed runs after them. ``pytest`` without ``-n`` runs serially as before.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+# Session fixtures whose users are kept on one xdist worker (one build per run).
+SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
+
+# Units of work (module names, or a shared fixture's name for its modules) slowest first, as
+# measured with `pytest --durations` (make test schedules them first; see the docstring).
+HEAVY_MODULES = (  # full run 2026-12-03 (commit 3e77873), seconds per unit at load ≈ 7–15
+    "test_reliability[tiny_built]",          # ~600 s: ~8 builds (killed, rejected, concurrent, …)
+    "test_incremental",                      # ~500 s: 6 builds
+    "test_endogeneity_synthetic[iv_world]",  # ~400 s: paper-scale synth + build + Table 4
+    "minimal_warehouse",                     # ~400 s: e2e (tiny, seed 7) + diff + --fc-index sa
+    "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
+    "test_optional_inputs",                  # ~230 s: 2 builds
+    "test_demo_command",                     # ~200 s: keytech demo
+    "test_endogeneity_synthetic[world]",     # ~200 s
+    "test_mechanisms_recovery",              # ~150 s
+    "test_concordance_edition",
+    "test_endogeneity",
+    "test_city_names_by_year",
+    "test_reliability[bad_warehouse]",
+    "test_patent_forms_build",
+)
 
 MINIMAL_RAW = {
     "firm_info.csv": (
@@ -64,3 +115,107 @@ def write_raw(folder: Path, files: dict[str, str] | None = None, encodings: dict
 @pytest.fixture
 def minimal_raw(tmp_path: Path) -> Path:
     return write_raw(tmp_path / "raw", encodings={"city_yearbook.csv": "gbk"})
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_warehouse(tmp_path_factory) -> dict:
+    """The shared tiny demo-seed warehouse (see the module docstring). Read-only for tests."""
+    from _report_support import tiny_warehouse
+
+    return tiny_warehouse(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def minimal_warehouse(tmp_path_factory) -> dict:
+    """``MINIMAL_RAW`` built once with the default options (see the module docstring). Read-only."""
+    from keytech.build import BuildOptions, build_warehouse
+
+    root = Path(tmp_path_factory.mktemp("minimal_warehouse"))
+    raw = write_raw(root / "raw", encodings={"city_yearbook.csv": "gbk"})
+    db, landing = root / "warehouse.duckdb", root / "landing"
+    outcome = build_warehouse(BuildOptions(raw_dir=raw, landing_dir=landing, warehouse=db, quiet=True))
+    return {"root": root, "raw": raw, "landing": landing, "db": db, "manifest": outcome["manifest"]}
+
+
+def copy_warehouse(built: dict, folder: Path) -> Path:
+    """A private copy of ``built["db"]`` in ``folder`` (created), for a test that writes to it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / Path(built["db"]).name
+    shutil.copyfile(built["db"], target)
+    return target
+
+
+def _module(item) -> str:
+    return Path(item.nodeid.split("::", 1)[0]).stem
+
+
+def units_of_work(items: list) -> dict[str, str]:
+    """Node id → unit of work. A module is one unit (its module fixtures are built once), named
+    after the module, or after the shared session fixture (``SHARED_SESSION_FIXTURES``) that one of
+    its tests uses. A module may split itself in units by module fixture: tests using a fixture
+    named in its ``XDIST_SPLIT_FIXTURES`` form the unit ``<module>[<fixture>]``."""
+    shared: dict[str, str] = {}
+    for item in items:
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                shared.setdefault(_module(item), name)
+    units = {}
+    for item in items:
+        module = _module(item)
+        unit = shared.get(module, module)
+        if module not in shared:
+            split = [f for f in getattr(getattr(item, "module", None), "XDIST_SPLIT_FIXTURES", ())
+                     if f in getattr(item, "fixturenames", ())]
+            if split:
+                unit = f"{module}[{split[0]}]"
+        units[item.nodeid] = unit
+    return units
+
+
+def _rank(unit: str) -> int:
+    return HEAVY_MODULES.index(unit) if unit in HEAVY_MODULES else len(HEAVY_MODULES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Heavy units of work first (a stable sort: the order within a unit is kept); under xdist,
+    hand the units to the controller's scheduler."""
+    units = units_of_work(items)
+    items.sort(key=lambda item: _rank(units[item.nodeid]))
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        target = Path(config.option.basetemp).parent / f"units-of-work-{worker}.json"
+        partial = target.with_suffix(".part")
+        partial.write_text(json.dumps(units), encoding="utf-8")
+        os.replace(partial, target)
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is pinned (requirements.lock); plain pytest runs without it
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+    class UnitOfWorkScheduling(LoadScopeScheduling):
+        """``--dist loadfile`` by unit of work (``units_of_work``, as the workers computed it from
+        the fixtures of each test), units sent in collection order: heaviest first."""
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False
+            self._units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._units is None:
+                self._units = {}
+                base = Path(self.config._tmp_path_factory.getbasetemp())
+                for found in sorted(base.glob("units-of-work-*.json")):
+                    self._units.update(json.loads(found.read_text(encoding="utf-8")))
+            return self._units.get(nodeid) or nodeid.split("::", 1)[0]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") == "loadfile":
+            return UnitOfWorkScheduling(config, log)
+        return None

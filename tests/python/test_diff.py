@@ -8,17 +8,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import MINIMAL_RAW, write_raw
+from conftest import MINIMAL_RAW, copy_warehouse, write_raw
 from keytech.build import BuildOptions, build_warehouse, previous_warehouse_path
 from keytech.diff import diff_builds, diff_runs, render_html, render_markdown
 
 
 @pytest.fixture(scope="module")
-def two_builds(tmp_path_factory) -> dict:
+def two_builds(minimal_warehouse, tmp_path_factory) -> dict:
     root = Path(tmp_path_factory.mktemp("diff"))
-    db = root / "warehouse.duckdb"
-    raw = write_raw(root / "raw_old", encodings={"city_yearbook.csv": "gbk"})
-    build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / "landing", warehouse=db, quiet=True))
+    # the old build: MINIMAL_RAW built with the default options (the shared build, copied here)
+    db = copy_warehouse(minimal_warehouse, root)
     files = dict(MINIMAL_RAW)
     # known changes: one patent more, one firm-year's total assets changed
     files["patents.csv"] += "000001,CN201610000009.1,2016-05-01,实用新型,A47J27/00,甲公司,,0\n"

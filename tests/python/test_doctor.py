@@ -8,15 +8,15 @@ import shutil
 import duckdb
 import pytest
 
-from _report_support import env_for, tiny_warehouse
+from _report_support import env_for
 from keytech.doctor import diagnose, next_step
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict:
-    return tiny_warehouse(tmp_path_factory)
+def built(tiny_demo_warehouse) -> dict:
+    return tiny_demo_warehouse
 
 
 def _kw(built, **over):

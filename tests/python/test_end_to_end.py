@@ -9,7 +9,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import write_raw
 from keytech import paths
 from keytech.build import BuildOptions, build_warehouse
 from keytech.ipc import Concordance, normalise_ipc_list
@@ -136,10 +135,8 @@ def test_policy_timing_matches_truth(built):
     assert first == {c["city_code"]: int(c["first_treated_year"]) for c in truth_cities}
 
 
-def test_policy_timing_on_a_hand_made_city(tmp_path: Path):
-    raw = write_raw(tmp_path / "raw", encodings={"city_yearbook.csv": "gbk"})
-    db = tmp_path / "w.duckdb"
-    build_warehouse(BuildOptions(raw_dir=raw, landing_dir=tmp_path / "landing", warehouse=db, quiet=True))
+def test_policy_timing_on_a_hand_made_city(minimal_warehouse: dict):
+    db = minimal_warehouse["db"]  # MINIMAL_RAW built with the default options (conftest.py)
     # 深圳 had its first pilot announced on 2015-07-21: treated from 2016.
     assert _query(db, "select first_treated_year, n_pilot_units from marts.dim_cities where city_code = '440300'") == [(2016, 1)]
     policy = dict(_query(db, "select year, policy from marts.fct_firm_years where stkcd = '000001'"))

@@ -45,6 +45,9 @@ from keytech.estimation.registry import load_registry
 from keytech.synth import generate
 
 pytestmark = pytest.mark.slow
+# `make test` (pytest-xdist): the two worlds are separate units of work, built on two workers at
+# once (tests/python/conftest.py, units_of_work)
+XDIST_SPLIT_FIXTURES = ("iv_world", "world")
 
 STOCK_YOGO_15 = 8.96
 MIN_OLS_BIAS = 0.20  # OLS − oracle on ln(1+y) in the IV world: the confounder must bias OLS visibly

@@ -7,15 +7,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from _report_support import env_for, tiny_warehouse
+from _report_support import env_for
 from keytech.export import VALUE_LABELS, export, label_for, numeric_equal, read_panel, read_results
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict:
-    return tiny_warehouse(tmp_path_factory)
+def built(tiny_demo_warehouse) -> dict:
+    return tiny_demo_warehouse
 
 
 def _assert_same(original: pd.DataFrame, back: pd.DataFrame) -> None:

@@ -38,6 +38,9 @@ from keytech.ingest import ValidationFailed, ingest, validate
 from keytech.warehouse import PUBLIC_MARTS, mart_fingerprint
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
+# `make test` (pytest-xdist): the tests of each of these module fixtures are a unit of work of their
+# own, so the two workers can run them at once (tests/python/conftest.py, units_of_work)
+XDIST_SPLIT_FIXTURES = ("tiny_built", "bad_warehouse")
 MINIMAL_ENCODINGS = {"city_yearbook.csv": "gbk"}  # as the minimal_raw fixture writes it
 
 

@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from _report_support import env_for, tiny_warehouse
+from _report_support import env_for
 from keytech import paths
 from keytech.report import SECTION_IDS, build_report, paper
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict:
-    return tiny_warehouse(tmp_path_factory)
+def built(tiny_demo_warehouse) -> dict:
+    return tiny_demo_warehouse
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from _report_support import tiny_warehouse
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -109,10 +108,10 @@ class DevTools:
 
 
 @pytest.fixture(scope="module")
-def report_page(tmp_path_factory) -> Path:
+def report_page(tiny_demo_warehouse) -> Path:
     from keytech.report import build_report
 
-    built = tiny_warehouse(tmp_path_factory)
+    built = tiny_demo_warehouse
     return build_report(db_path=built["db"], out_dir=built["out"] / "report", raw_dir=built["raw"],
                         landing_dir=built["landing"])
 

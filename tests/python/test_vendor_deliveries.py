@@ -166,20 +166,18 @@ def make_vendor_folder(clean: Path, vendor: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory) -> dict:
-    from keytech.synth import generate
-
+def builds(tiny_demo_warehouse, tmp_path_factory) -> dict:
+    """The clean build is the shared tiny demo-seed warehouse (``keytech synth --scale tiny --seed
+    20250101``, read only here); the vendor folder is made from its raw folder and built once."""
     root = Path(tmp_path_factory.mktemp("deliveries"))
-    clean = root / "clean"
-    generate("tiny", 20250101, clean, progress=False)
+    clean = tiny_demo_warehouse["raw"]
     vendor = root / "vendor"
     make_vendor_folder(clean, vendor)
-    out = {}
-    for name, raw in (("clean", clean), ("vendor", vendor)):
-        db = root / f"{name}.duckdb"
-        outcome = build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / f"landing_{name}", warehouse=db,
-                                               quiet=True))
-        out[name] = {"db": db, "manifest": outcome["manifest"], "raw": raw}
+    out = {"clean": {"db": tiny_demo_warehouse["db"], "manifest": tiny_demo_warehouse["manifest"], "raw": clean}}
+    db = root / "vendor.duckdb"
+    outcome = build_warehouse(BuildOptions(raw_dir=vendor, landing_dir=root / "landing_vendor", warehouse=db,
+                                           quiet=True))
+    out["vendor"] = {"db": db, "manifest": outcome["manifest"], "raw": vendor}
     return out
 
 
