@@ -200,7 +200,7 @@ def test_base_period_option_is_checked(mpdta):
         group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "fixed")
 
 
-def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch):
+def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch, tmp_path):
     """robust_staggered_drcs_event: the Honest DiD input (beta, sigma, number of pre periods) is the
     stored event-time estimates and the clustered IF covariance (diagonal = stored SE^2), and the
     post-period estimates equal the varying-base spec's."""
@@ -244,3 +244,31 @@ def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch):
     for k in post:
         assert v.term(f"rel_time={k}").estimate == pytest.approx(stored[k].estimate, abs=1e-12)
     assert "honest_did" not in v.diagnostics and "event_time_vcov" not in v.diagnostics
+
+    # stored: rows in results.honest_did, the report block shows this spec's table and figure
+    import datetime as dt
+
+    from keytech.estimation import store
+    from keytech.report.inference import honest_did_block
+
+    db = tmp_path / "w.duckdb"
+    now = dt.datetime(2026, 1, 1)
+    store.write_run(db, {"run_id": "r1", "started_at": now, "finished_at": now, "data_fingerprint": "x",
+                         "code_version": "t", "parameters": {}}, [r])
+    rows = store.read_honest_did(db, {"robust_staggered_drcs_event": "r1"})
+    assert len(rows) == len(hdd["rows"])
+    html = honest_did_block({"estimation": (store.read_estimates(db, "r1"), {"robust_staggered_drcs_event": "r1"}, {}, None),
+                             "db": db})
+    assert "id='honest-did-robust_staggered_drcs_event'" in html
+    assert 'data-figure="honest-did-robust_staggered_drcs_event"' in html
+
+
+def test_honest_did_needs_universal_base(mpdta):
+    from keytech.estimation.cs_doubly_robust import honest_did_for_cs
+
+    gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "varying")
+    agg = aggregate(gt)
+    es = sorted(agg["dynamic"])
+    Psi = np.column_stack([agg["dynamic"][e][1] for e in es])
+    out = honest_did_for_cs(agg, es, Psi, gt["n"], np.arange(gt["n"]), "varying", {"honest_did": True})
+    assert "universal" in out["error"] and "rows" not in out

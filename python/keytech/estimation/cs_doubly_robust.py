@@ -257,13 +257,15 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     se_e = np.array([se_from_if(Psi[:, k], n, codes) for k in range(len(es))])
     crit = uniform_critical_value(Psi, se_e, n, codes, draws, int(ctx.seed), alpha)
     band = {}
-    for e in ref_e:
-        terms.append(TermEstimate(pnl.event_term_label(e), 0.0, diagnostics={"reference_period": True}))
     for k, e in enumerate(es):
+        terms += [TermEstimate(pnl.event_term_label(r), 0.0, diagnostics={"reference_period": True})
+                  for r in ref_e if r < e and (k == 0 or r > es[k - 1])]  # the reference term, in event-time order
         a = agg["dynamic"][e][0]
         terms.append(term_from_normal(pnl.event_term_label(e), a, se_e[k], se_unclustered=se_from_if(Psi[:, k], n),
                                       uniform_band=[a - crit * se_e[k], a + crit * se_e[k]]))
         band[str(e)] = [a - crit * se_e[k], a + crit * se_e[k]]
+    terms += [TermEstimate(pnl.event_term_label(r), 0.0, diagnostics={"reference_period": True})
+              for r in ref_e if r > es[-1]]
     if "dynamic_overall" in agg:
         a, p = agg["dynamic_overall"]
         terms.append(term_from_normal("att_dynamic", a, se_from_if(p, n, codes), se_unclustered=se_from_if(p, n)))

@@ -117,7 +117,8 @@ def etwfe_table(est: pd.DataFrame) -> str:
                  classes=["txt", "txt", "num", "num", "num"])
 
 
-HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_sunab", "Sun–Abraham"))
+HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_sunab", "Sun–Abraham"),
+                    ("robust_staggered_drcs_event", "Callaway–Sant'Anna doubly robust, universal base"))
 
 
 def honest_did_block(data: dict[str, Any]) -> str:
