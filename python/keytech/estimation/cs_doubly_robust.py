@@ -16,6 +16,13 @@ periods, ``drdid_panel``:
   formula), scaled to all n units as in ``att_gt`` (psi_i * n / n_gt; zero for units outside
   the 2x2).
 
+``base_period = "universal"`` (option ``base_period``; spec ``robust_staggered_drcs_event``): b = g - 1
+for every t, as did/csdid; the pre-period cells are deviations from the reference t = g - 1 (ATT 0,
+zero influence function), which makes event time -1 the common reference Honest DiD needs. The
+covariance of the event-time estimates is S'S / n^2 from the cluster sums S of their influence
+functions (``vcov_from_if``; diagnostics ``event_time_vcov``); option ``honest_did`` runs
+Rambachan & Roth (2023) on e in ``honest_did_window`` (default [-5, 3]) with it.
+
 Controls: ``nevertreated`` (G = 0) or ``notyettreated`` (G = 0 or G > max(t, b), G != g). Units
 treated in or before the first period are dropped; cohorts first treated after the last period
 count as never treated. Unbalanced panels: each 2x2 uses the units observed in both of its periods
@@ -226,7 +233,8 @@ def uniform_critical_value(Psi: np.ndarray, se: np.ndarray, n: int, cluster_code
 def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     """Spec estimator ``staggered_cs_dr``: options ``covariates`` (panel columns, measured in the
     earlier period of each 2x2), ``control_group`` (notyettreated | nevertreated), ``band_draws``
-    (multiplier-bootstrap draws of the uniform band). Main term = simple ATT; ``rel_time=e`` terms =
+    (multiplier-bootstrap draws of the uniform band), ``base_period`` (varying | universal),
+    ``honest_did`` / ``honest_did_window`` (universal base only). Main term = simple ATT; ``rel_time=e`` terms =
     event-time aggregation with pointwise CIs (ci_low/ci_high) and the uniform band in the diagnostics."""
     from keytech.estimation import panel as pnl
     from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
