@@ -119,3 +119,156 @@ def test_registry_spec(sim):
     assert lo < t0.ci_low < t0.estimate < t0.ci_high < hi
     assert a.diagnostics["covariates"] == ["ln_size", "lnage", "roa"]
     assert np.isfinite(a.main.std_error) and a.main.std_error > 0
+
+
+# --------------------------------------------------------------------------- universal base period
+# (issue 14 item 1) Reference: moderndid att_gt/aggte with base_period="universal" on mpdta, frozen by
+# reference/make_cs_universal_reference.py in reference/cs_dr_universal_reference.csv, including the
+# covariance of the event-time estimates from moderndid's event-time influence functions.
+
+
+@pytest.mark.parametrize("control", ["nevertreated", "notyettreated"])
+def test_mpdta_universal_base_equals_reference(mpdta, control):
+    from keytech.estimation.cs_doubly_robust import vcov_from_if
+
+    ref = pd.read_csv(REF / "cs_dr_universal_reference.csv")
+    ref = ref.loc[ref["control_group"] == control]
+    gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], control, "universal")
+    n = gt["n"]
+    cells = gt["cells"]
+    rg = ref.loc[ref["aggregation"] == "group_time"]
+    assert len(cells) == len(rg) == 15  # 3 cohorts x 5 years, the reference cells t = g - 1 included
+    for r in rg.itertuples():
+        j = cells.index[(cells["g"] == r.g) & (cells["t"] == r.t)][0]
+        assert cells.loc[j, "att"] == pytest.approx(r.att, abs=ATT_ATOL)
+        se = se_from_if(gt["inf"][:, j], n)
+        if np.isnan(r.se):  # the reference cell: ATT 0, no variance
+            assert r.t == r.g - 1 and cells.loc[j, "reference"] and se == 0.0
+        else:
+            assert not cells.loc[j, "reference"] and se == pytest.approx(r.se, rel=SE_RTOL)
+    agg = aggregate(gt)
+    for name, (a, psi) in (("simple", agg["simple"]), ("dynamic_overall", agg["dynamic_overall"])):
+        o = ref.loc[ref["aggregation"] == name].iloc[0]
+        assert a == pytest.approx(o.att, abs=ATT_ATOL)
+        assert se_from_if(psi, n) == pytest.approx(o.se, rel=SE_RTOL)
+    dyn = ref.loc[ref["aggregation"] == "dynamic"]
+    es = sorted(agg["dynamic"])
+    assert es == sorted(int(e) for e in dyn["e"]) == [-4, -3, -2, -1, 0, 1, 2, 3]
+    for r in dyn.itertuples():
+        a, psi = agg["dynamic"][int(r.e)]
+        assert a == pytest.approx(r.att, abs=ATT_ATOL)
+        if np.isnan(r.se):
+            assert r.e == -1 and a == 0.0 and not np.any(psi)
+        else:
+            assert se_from_if(psi, n) == pytest.approx(r.se, rel=SE_RTOL)
+    # the full covariance of the event-time estimates (unclustered; and clusters of one unit)
+    rv = ref.loc[ref["aggregation"] == "dynamic_vcov"].pivot(index="e", columns="e2", values="att")
+    Psi = np.column_stack([agg["dynamic"][e][1] for e in es])
+    V = vcov_from_if(Psi, n)
+    scale = np.sqrt(np.outer(np.diag(V), np.diag(V))) + 1e-12
+    assert np.max(np.abs(V - rv.loc[es, es].to_numpy()) / scale) < SE_RTOL
+    np.testing.assert_allclose(vcov_from_if(Psi, n, np.arange(n)), V, rtol=1e-12, atol=1e-18)
+    # post-treatment cells (base g - 1 in both) equal the varying-base run
+    var = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], control, "varying")
+    vc = var["cells"]
+    for j in vc.index[vc["post"]]:
+        k = cells.index[(cells["g"] == vc.loc[j, "g"]) & (cells["t"] == vc.loc[j, "t"])][0]
+        assert cells.loc[k, "att"] == vc.loc[j, "att"]
+        np.testing.assert_array_equal(gt["inf"][:, k], var["inf"][:, j])
+
+
+def test_vcov_from_if_clustered_by_hand(mpdta):
+    from keytech.estimation.cs_doubly_robust import vcov_from_if
+
+    gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "universal")
+    n = gt["n"]
+    agg = aggregate(gt)
+    es = [e for e in sorted(agg["dynamic"]) if e != -1]
+    Psi = np.column_stack([agg["dynamic"][e][1] for e in es])
+    state = np.unique(gt["units"] // 1000, return_inverse=True)[1]
+    V = vcov_from_if(Psi, n, state)
+    for a in range(len(es)):
+        assert V[a, a] == pytest.approx(se_from_if(Psi[:, a], n, state) ** 2, rel=1e-12)
+        for b in range(len(es)):
+            by_hand = sum(Psi[state == s, a].sum() * Psi[state == s, b].sum() for s in np.unique(state)) / n**2
+            assert V[a, b] == pytest.approx(by_hand, rel=1e-10, abs=1e-16)
+    assert np.all(np.linalg.eigvalsh(V) > -1e-15)
+
+
+def test_base_period_option_is_checked(mpdta):
+    with pytest.raises(ValueError, match="base_period"):
+        group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "fixed")
+
+
+def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch, tmp_path):
+    """robust_staggered_drcs_event: the Honest DiD input (beta, sigma, number of pre periods) is the
+    stored event-time estimates and the clustered IF covariance (diagonal = stored SE^2), and the
+    post-period estimates equal the varying-base spec's."""
+    import keytech.estimation.honest_did as hd
+
+    seen = {}
+    real = hd.sensitivity
+
+    def spy(beta, sigma, num_pre, num_post, **kw):
+        seen.update(beta=np.array(beta), sigma=np.array(sigma), num_pre=num_pre, num_post=num_post)
+        return real(beta, sigma, num_pre, num_post, **kw)
+
+    monkeypatch.setattr(hd, "sensitivity", spy)
+    reg = load_registry()
+    spec = reg.get("robust_staggered_drcs_event")
+    assert spec.options["base_period"] == "universal" and spec.options["honest_did"]
+    spec = dataclasses.replace(spec, options={**spec.options, "band_draws": 99, "honest_did": {"mbar": [0.0, 1.0], "m": [0.0, 0.05]}})
+    r = run_spec(spec, sim, RunContext(seed=5))[0]
+    hdd = r.diagnostics["honest_did"]
+    assert "error" not in hdd, hdd
+    pre, post = hdd["pre_periods"], hdd["post_periods"]
+    lo, hi = spec.options["honest_did_window"]
+    assert pre == list(range(max(lo, min(pre)), -1)) and pre[0] >= lo and post == list(range(0, hi + 1))
+    assert seen["num_pre"] == len(pre) and seen["num_post"] == len(post)
+    ks = pre + post
+    stored = {int(t.term.split("=")[1]): t for t in r.terms if t.term.startswith("rel_time=")}
+    assert stored[-1].estimate == 0.0 and stored[-1].diagnostics.get("reference_period")
+    np.testing.assert_array_equal(seen["beta"], [stored[k].estimate for k in ks])
+    np.testing.assert_allclose(np.sqrt(np.diag(seen["sigma"])), [stored[k].std_error for k in ks], rtol=1e-12)
+    vc = r.diagnostics["event_time_vcov"]
+    idx = [vc["event_times"].index(k) for k in ks]
+    np.testing.assert_allclose(seen["sigma"], np.array(vc["matrix"])[np.ix_(idx, idx)], rtol=1e-12)
+    assert {x["restriction"] for x in hdd["rows"]} >= {"original", "SD", "RM", "SD_breakdown", "RM_breakdown"}
+    orig = [x for x in hdd["rows"] if x["restriction"] == "original" and x["target"] == "first"][0]
+    assert orig["lb"] == pytest.approx(stored[0].ci_low, rel=1e-9) and orig["ub"] == pytest.approx(stored[0].ci_high, rel=1e-9)
+    # the varying-base spec: same simple ATT and post-period terms, no Honest DiD
+    v = run_spec(dataclasses.replace(reg.get("robust_staggered_drcs"),
+                                     options={**reg.get("robust_staggered_drcs").options, "band_draws": 99}),
+                 sim, RunContext(seed=5))[0]
+    assert v.main.estimate == r.main.estimate and v.main.std_error == r.main.std_error
+    for k in post:
+        assert v.term(f"rel_time={k}").estimate == pytest.approx(stored[k].estimate, abs=1e-12)
+    assert "honest_did" not in v.diagnostics and "event_time_vcov" not in v.diagnostics
+
+    # stored: rows in results.honest_did, the report block shows this spec's table and figure
+    import datetime as dt
+
+    from keytech.estimation import store
+    from keytech.report.inference import honest_did_block
+
+    db = tmp_path / "w.duckdb"
+    now = dt.datetime(2026, 1, 1)
+    store.write_run(db, {"run_id": "r1", "started_at": now, "finished_at": now, "data_fingerprint": "x",
+                         "code_version": "t", "parameters": {}}, [r])
+    rows = store.read_honest_did(db, {"robust_staggered_drcs_event": "r1"})
+    assert len(rows) == len(hdd["rows"])
+    html = honest_did_block({"estimation": (store.read_estimates(db, "r1"), {"robust_staggered_drcs_event": "r1"}, {}, None),
+                             "db": db})
+    assert "id='honest-did-robust_staggered_drcs_event'" in html
+    assert 'data-figure="honest-did-robust_staggered_drcs_event"' in html
+
+
+def test_honest_did_needs_universal_base(mpdta):
+    from keytech.estimation.cs_doubly_robust import honest_did_for_cs
+
+    gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "varying")
+    agg = aggregate(gt)
+    es = sorted(agg["dynamic"])
+    Psi = np.column_stack([agg["dynamic"][e][1] for e in es])
+    out = honest_did_for_cs(agg, es, Psi, gt["n"], np.arange(gt["n"]), "varying", {"honest_did": True})
+    assert "universal" in out["error"] and "rows" not in out

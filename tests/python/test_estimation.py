@@ -97,7 +97,7 @@ def test_registry_selection_by_id_group_prefix_and_unknown(reg):
     assert [s.id for s in reg.select(["table3"])] == [f"table3_col{i}" for i in range(1, 6)]
     assert {s.id for s in reg.select(["staggered"])} == {
         "robust_staggered_dcdh", "robust_staggered_bacon", "robust_staggered_sunab", "robust_staggered_did2s",
-        "robust_staggered_cs", "robust_staggered_drcs", "robust_staggered_imputation"}
+        "robust_staggered_cs", "robust_staggered_drcs", "robust_staggered_drcs_event", "robust_staggered_imputation"}
     assert {s.id for s in reg.select(["robust_cluster"])} == {
         "robust_cluster_firm", "robust_cluster_province", "robust_cluster_city_year"}
     assert [s.id for s in reg.select(["placebo", "event_study"])] == ["event_study", "placebo"]

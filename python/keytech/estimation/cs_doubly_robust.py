@@ -16,6 +16,13 @@ periods, ``drdid_panel``:
   formula), scaled to all n units as in ``att_gt`` (psi_i * n / n_gt; zero for units outside
   the 2x2).
 
+``base_period = "universal"`` (option ``base_period``; spec ``robust_staggered_drcs_event``): b = g - 1
+for every t, as did/csdid; the pre-period cells are deviations from the reference t = g - 1 (ATT 0,
+zero influence function), which makes event time -1 the common reference Honest DiD needs. The
+covariance of the event-time estimates is S'S / n^2 from the cluster sums S of their influence
+functions (``vcov_from_if``; diagnostics ``event_time_vcov``); option ``honest_did`` runs
+Rambachan & Roth (2023) on e in ``honest_did_window`` (default [-5, 3]) with it.
+
 Controls: ``nevertreated`` (G = 0) or ``notyettreated`` (G = 0 or G > max(t, b), G != g). Units
 treated in or before the first period are dropped; cohorts first treated after the last period
 count as never treated. Unbalanced panels: each 2x2 uses the units observed in both of its periods
@@ -88,11 +95,19 @@ def drdid_panel(dy: np.ndarray, D: np.ndarray, X: np.ndarray) -> tuple[float, np
 
 def group_time(
     df: pd.DataFrame, y: str, t: str, unit: str, g: str, covariates: list[str] | tuple[str, ...] = (),
-    control: str = "nevertreated",
+    control: str = "nevertreated", base_period: str = "varying",
 ) -> dict[str, Any]:
-    """All ATT(g, t) cells with their (n x cells) influence-function matrix (rows: ``units``)."""
+    """All ATT(g, t) cells with their (n x cells) influence-function matrix (rows: ``units``).
+
+    ``base_period``: ``varying`` (b = t - 1 before treatment, g - 1 after) or ``universal``
+    (b = g - 1 for every t, as did/csdid's ``base_period = "universal"``: pre-period cells are
+    E[Y_t - Y_{g-1} | G = g] minus the controls' change, and the cell t = g - 1 is the reference,
+    ATT 0 with a zero influence function, ``reference = True``)."""
     if control not in ("nevertreated", "notyettreated"):
         raise ValueError(f"control group must be 'nevertreated' or 'notyettreated', not {control!r}")
+    if base_period not in ("varying", "universal"):
+        raise ValueError(f"base_period must be 'varying' or 'universal', not {base_period!r}")
+    universal = base_period == "universal"
     d = df[[unit, t, g, y, *covariates]].copy()
     d[g] = pd.to_numeric(d[g], errors="coerce").fillna(0.0)
     tlist = np.sort(d[t].unique())
@@ -109,15 +124,20 @@ def group_time(
     glist = np.sort(np.unique(G_unit[G_unit > 0]))
     cells, inf = [], []
     for gg in glist:
-        for tt in tlist[1:]:
+        for tt in (tlist if universal else tlist[1:]):
             post = tt >= gg
-            if post:
+            if post or universal:
                 prior = tlist[tlist < gg]
                 if len(prior) == 0:
                     continue
                 base = prior[-1]
             else:
                 base = tlist[tlist < tt][-1]
+            if tt == base:  # universal base: the reference cell itself
+                cells.append({"g": float(gg), "t": float(tt), "base": float(base), "e": int(tt - gg), "post": False,
+                              "att": 0.0, "n_treated": int((G_unit == gg).sum()), "n_control": 0, "reference": True})
+                inf.append(np.zeros(n))
+                continue
             if control == "nevertreated":
                 ctrl = G_unit == 0
             else:
@@ -134,7 +154,8 @@ def group_time(
             col = np.zeros(n)
             col[use] = psi * n / n1
             cells.append({"g": float(gg), "t": float(tt), "base": float(base), "e": int(tt - gg), "post": bool(post),
-                          "att": att, "n_treated": int(treat[use].sum()), "n_control": int((ctrl & use).sum())})
+                          "att": att, "n_treated": int(treat[use].sum()), "n_control": int((ctrl & use).sum()),
+                          "reference": False})
             inf.append(col)
     pg = {float(gg): float(np.mean(G_unit == gg)) for gg in glist}
     return {"cells": pd.DataFrame(cells), "inf": np.column_stack(inf) if inf else np.zeros((n, 0)), "units": units,
@@ -185,6 +206,17 @@ def se_from_if(psi: np.ndarray, n: int, cluster_codes: np.ndarray | None = None)
     return float(np.sqrt(np.sum(s**2)) / n)
 
 
+def vcov_from_if(Psi: np.ndarray, n: int, cluster_codes: np.ndarray | None = None) -> np.ndarray:
+    """Covariance matrix of the estimates whose influence functions are the columns of ``Psi`` (n x K):
+    Psi' Psi / n^2 (did's analytic covariance), or with the cluster sums S (C x K): S' S / n^2.
+    Its diagonal is :func:`se_from_if` squared."""
+    if cluster_codes is None:
+        return Psi.T @ Psi / n**2
+    S = np.column_stack([np.bincount(cluster_codes, weights=Psi[:, k], minlength=int(cluster_codes.max()) + 1)
+                         for k in range(Psi.shape[1])])
+    return S.T @ S / n**2
+
+
 def uniform_critical_value(Psi: np.ndarray, se: np.ndarray, n: int, cluster_codes: np.ndarray,
                            draws: int, seed: int, alpha: float = 0.05) -> float:
     """sup-t critical value by a Rademacher multiplier bootstrap of the cluster sums of ``Psi`` (n x K)."""
@@ -201,10 +233,11 @@ def uniform_critical_value(Psi: np.ndarray, se: np.ndarray, n: int, cluster_code
 def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     """Spec estimator ``staggered_cs_dr``: options ``covariates`` (panel columns, measured in the
     earlier period of each 2x2), ``control_group`` (notyettreated | nevertreated), ``band_draws``
-    (multiplier-bootstrap draws of the uniform band). Main term = simple ATT; ``rel_time=e`` terms =
+    (multiplier-bootstrap draws of the uniform band), ``base_period`` (varying | universal),
+    ``honest_did`` / ``honest_did_window`` (universal base only). Main term = simple ATT; ``rel_time=e`` terms =
     event-time aggregation with pointwise CIs (ci_low/ci_high) and the uniform band in the diagnostics."""
     from keytech.estimation import panel as pnl
-    from keytech.estimation.base import SpecResult, term_from_normal
+    from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
     from keytech.estimation.estimators import prepare_spec_data, sample_description
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
@@ -212,11 +245,12 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     o = spec.options
     covs = list(o.get("covariates", []))
     control = str(o.get("control_group", "notyettreated"))
+    base_period = str(o.get("base_period", "varying"))
     draws = int(o.get("band_draws", 999))
     alpha = 0.05
     cl = spec.vcov.cluster[0]
     data = prepare_spec_data(spec, df)
-    gt = group_time(data, spec.outcome, "year", "stkcd", "first_treated_year", covs, control)
+    gt = group_time(data, spec.outcome, "year", "stkcd", "first_treated_year", covs, control, base_period)
     if gt["cells"].empty:
         raise ValueError(f"{spec.id}: no estimable ATT(g,t) cells")
     n = gt["n"]
@@ -225,16 +259,21 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     agg = aggregate(gt)
     est, psi = agg["simple"]
     terms = [term_from_normal(spec.treatment, est, se_from_if(psi, n, codes), se_unclustered=se_from_if(psi, n))]
-    es = sorted(agg["dynamic"])
+    ref_e = sorted({int(e) for e in gt["cells"].loc[gt["cells"]["reference"], "e"]})  # universal base: e = -1
+    es = sorted(e for e in agg["dynamic"] if e not in ref_e)
     Psi = np.column_stack([agg["dynamic"][e][1] for e in es])
     se_e = np.array([se_from_if(Psi[:, k], n, codes) for k in range(len(es))])
     crit = uniform_critical_value(Psi, se_e, n, codes, draws, int(ctx.seed), alpha)
     band = {}
     for k, e in enumerate(es):
+        terms += [TermEstimate(pnl.event_term_label(r), 0.0, diagnostics={"reference_period": True})
+                  for r in ref_e if r < e and (k == 0 or r > es[k - 1])]  # the reference term, in event-time order
         a = agg["dynamic"][e][0]
         terms.append(term_from_normal(pnl.event_term_label(e), a, se_e[k], se_unclustered=se_from_if(Psi[:, k], n),
                                       uniform_band=[a - crit * se_e[k], a + crit * se_e[k]]))
         band[str(e)] = [a - crit * se_e[k], a + crit * se_e[k]]
+    terms += [TermEstimate(pnl.event_term_label(r), 0.0, diagnostics={"reference_period": True})
+              for r in ref_e if r > es[-1]]
     if "dynamic_overall" in agg:
         a, p = agg["dynamic_overall"]
         terms.append(term_from_normal("att_dynamic", a, se_from_if(p, n, codes), se_unclustered=se_from_if(p, n)))
@@ -243,7 +282,8 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
         "cells": cells.to_dict(orient="records"),
         "covariates": covs,
         "control_group": control,
-        "base_period": "varying (t-1 pre, g-1 post)",
+        "base_period": ("universal (g-1 for every t; reference e = -1)" if base_period == "universal"
+                        else "varying (t-1 pre, g-1 post)"),
         "estimator": "doubly robust (Sant'Anna & Zhao 2020, DRDID::drdid_panel): logit propensity score + OLS outcome regression",
         "uniform_band": {"critical_value": crit, "pointwise_critical_value": float(stats.norm.ppf(1 - alpha / 2)),
                          "draws": draws, "seed": int(ctx.seed), "bounds": band,
@@ -251,9 +291,41 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
         "n_units": n, "n_clusters": int(codes.max() + 1), "units_always_treated_dropped": gt["always_treated_dropped"],
         "se": f"analytic influence function, clustered by {cl}",
     }
+    if base_period == "universal":  # covariance of the event-time estimates (cluster sums of their IFs)
+        V = vcov_from_if(Psi, n, codes)
+        diag["event_time_vcov"] = {"event_times": es, "matrix": V.tolist()}
+    if o.get("honest_did"):  # Rambachan & Roth (2023); rows go to results.honest_did
+        diag["honest_did"] = honest_did_for_cs(agg, es, Psi, n, codes, base_period, o)
     return SpecResult(
         spec_id=spec.id, terms=terms, nobs=gt["n_obs"], adj_r2=None,
         fixed_effects="Firm + Year (implicit in the 2x2 DiDs)", vcov=f"influence function, cluster {cl}",
         sample=sample_description(spec, gt["n_obs"], gt["n_obs"], f"{n} firms, {len(cells)} ATT(g,t) cells"),
         main_term=spec.treatment, diagnostics=diag,
     )
+
+
+def honest_did_input(agg: dict[str, Any], es: list[int], Psi: np.ndarray, n: int, cluster_codes: np.ndarray,
+                     window: tuple[int, int] = (-5, 3)) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
+    """Event-time estimates ``{e: ATT_e}`` and their covariances ``{(e, e'): cov}`` (clustered IF
+    covariance, :func:`vcov_from_if`) for Honest DiD, event times e in ``window`` except the reference."""
+    keep = [k for k, e in enumerate(es) if window[0] <= e <= window[1]]
+    V = vcov_from_if(Psi[:, keep], n, cluster_codes)
+    ek = [es[k] for k in keep]
+    coef = {e: float(agg["dynamic"][e][0]) for e in ek}
+    return coef, {(a, b): float(V[i, j]) for i, a in enumerate(ek) for j, b in enumerate(ek)}
+
+
+def honest_did_for_cs(agg, es, Psi, n, cluster_codes, base_period: str, o: dict[str, Any]) -> dict[str, Any]:
+    """Rambachan & Roth (2023) sensitivity of the event-time aggregation (option ``honest_did``;
+    ``honest_did_window``: event times used, default [-5, 3] as the event study). Needs the universal
+    base: the varying base's pre-period terms are not relative to the common reference e = -1."""
+    from keytech.estimation.honest_did import sensitivity_for_spec
+
+    if base_period != "universal":
+        return {"reference_period": -1, "error": "Honest DiD needs base_period: universal (the varying base's "
+                "pre-period estimates are period-to-period changes, not deviations from e = -1)"}
+    lo, hi = (int(x) for x in o.get("honest_did_window", (-5, 3)))
+    coef, cov = honest_did_input(agg, es, Psi, n, cluster_codes, (lo, hi))
+    out = sensitivity_for_spec(coef, cov, -1, o["honest_did"])
+    out["window"] = [lo, hi]
+    return out

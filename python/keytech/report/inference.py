@@ -117,7 +117,8 @@ def etwfe_table(est: pd.DataFrame) -> str:
                  classes=["txt", "txt", "num", "num", "num"])
 
 
-HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_sunab", "Sun–Abraham"))
+HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_sunab", "Sun–Abraham"),
+                    ("robust_staggered_drcs_event", "Callaway–Sant'Anna doubly robust, universal base"))
 
 
 def honest_did_block(data: dict[str, Any]) -> str:
@@ -147,7 +148,7 @@ def honest_did_block(data: dict[str, Any]) -> str:
             for restr in ("SD", "RM"):
                 bd = t.loc[t["restriction"] == f"{restr}_breakdown"]
                 v = None if bd.empty else bd["value"].iloc[0]
-                cells.append("— (CI includes 0 already)" if is_missing(v) else fmt_num(v, 4))
+                cells.append("— (the set at 0 includes 0 already)" if is_missing(v) else fmt_num(v, 4))
             for restr in ("SD", "RM"):
                 rr = t.loc[t["restriction"] == restr].sort_values("value")
                 cells.append("<br>".join(f"{fmt_num(x.value, 3)}: [{fmt_num(x.ci_low, 4)}, {fmt_num(x.ci_high, 4)}]"
