@@ -1,0 +1,75 @@
+"""The dbt layer rules of docs/architecture.md ("dbt layer rules", issue 13): the dbt sources are
+generated from the input contract, intermediates read only staging and intermediates, the panel's
+variable lists and the city-name matching each have one owner (a macro)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keytech import paths
+from keytech.build import dbt_executable
+from keytech.contract import load_contract, load_dbt_sources, render_dbt_sources
+
+ROOT = paths.project_root()
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> dict:
+    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened)."""
+    target = tmp_path_factory.mktemp("dbt_parse")
+    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(ROOT), "--project-dir", str(ROOT),
+                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------- contract → sources
+def test_dbt_sources_are_generated_from_the_contract():
+    generated = render_dbt_sources()
+    committed = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                 for p in ROOT.glob("models/staging/*/_*__sources.yml")}
+    assert sorted(committed) == sorted(generated), "a sources file that the contract does not generate"
+    for relative, text in generated.items():
+        assert committed[relative] == text, f"{relative}: run `keytech contract-doc` after editing contract.yml"
+
+
+def test_every_contract_table_is_one_source_table_with_the_contract_columns():
+    contract = load_contract()
+    seen = {}
+    for relative, text in render_dbt_sources().items():
+        for source in yaml.safe_load(text)["sources"]:
+            for table in source["tables"]:
+                seen[table["name"]] = [c["name"] for c in table["columns"]]
+    assert seen == {name: [c.name for c in t.columns] + ["_source_file", "_source_row"]
+                    for name, t in contract.items()}
+
+
+def test_dbt_sources_block_must_name_every_table_once(monkeypatch):
+    from keytech import contract as module
+
+    sources = load_dbt_sources()
+    assert sum(len(s.tables) for s in sources.values()) == len(load_contract())
+    fewer = {name: t for name, t in load_contract().items() if name != "patents"}
+    with pytest.raises(module.ContractError, match="unknown tables \\['patents'\\]"):
+        load_dbt_sources(fewer)
+
+
+def test_must_be_filled_columns_have_a_not_null_source_test(manifest):
+    """At least as strict as the contract: every `not_null: true` column and both lineage columns of
+    every contract table carry dbt's not_null test on the source."""
+    tested = {(n["attached_node"] if n.get("attached_node") else tuple(n["depends_on"]["nodes"])[0],
+               n["column_name"])
+              for n in manifest["nodes"].values()
+              if n["resource_type"] == "test" and n.get("test_metadata", {}).get("name") == "not_null"}
+    by_table = {s["name"]: uid for uid, s in manifest["sources"].items()}
+    expected = {(by_table[name], c.name) for name, t in load_contract().items() for c in t.columns if c.not_null}
+    expected |= {(uid, lineage) for uid in by_table.values() for lineage in ("_source_file", "_source_row")}
+    assert expected and expected <= tested, sorted(expected - tested)
