@@ -1,3 +1,5 @@
+{%- set variables = panel_variables() -%}
+
 with firm_years as (
     select * from {{ ref('int_firm_years_city_matched') }}
 ),
@@ -70,11 +72,9 @@ joined as (
         kept_city_years.internet_users_10k,
         kept_city_years.budget_expenditure_10k_yuan,
         kept_city_years.fdi_used_10k_usd,
-        coalesce(patent_counts.apply_inv_zl, 0) as apply_inv_zl,
-        coalesce(patent_counts.apply_inv_nozl, 0) as apply_inv_nozl,
-        coalesce(patent_counts.apply_inv_zl_joint, 0) as apply_inv_zl_joint,
-        coalesce(patent_counts.grant_inv_zl, 0) as grant_inv_zl,
-        coalesce(patent_counts.cite_inv_zl, 0) as cite_inv_zl
+        {%- for outcome in variables['outcomes'] %}
+        coalesce(patent_counts.{{ outcome }}, 0) as {{ outcome }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from panel_firm_years
     left join firms
         on panel_firm_years.stkcd = firms.stkcd
@@ -163,25 +163,14 @@ final as (
         province_code,
         industry_code,
         industry_section,
-        apply_inv_zl,
-        apply_inv_nozl,
-        apply_inv_zl_joint,
-        grant_inv_zl,
-        cite_inv_zl,
+        {%- for outcome in variables['outcomes'] %}
+        {{ outcome }},
+        {%- endfor %}
         policy,
         first_treated_year,
-        roa,
-        lnage,
-        ki,
-        ifdome,
-        size,
-        kd,
-        meangdp,
-        infor,
-        finsgov,
-        fdi,
-        sale,
-        saleshare,
+        {%- for column in variables['controls'] + variables['unwinsorised'] %}
+        {{ column }},
+        {%- endfor %}
         total_liabilities,
         net_profit,
         operating_cash_flow,

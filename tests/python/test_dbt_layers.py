@@ -73,3 +73,53 @@ def test_must_be_filled_columns_have_a_not_null_source_test(manifest):
     expected = {(by_table[name], c.name) for name, t in load_contract().items() for c in t.columns if c.not_null}
     expected |= {(uid, lineage) for uid in by_table.values() for lineage in ("_source_file", "_source_row")}
     assert expected and expected <= tested, sorted(expected - tested)
+
+
+# ------------------------------------------------------------------------- one owner per concept
+def _sql_files():
+    for folder in ("models", "macros", "tests/data_tests", "analysis"):
+        yield from (ROOT / folder).rglob("*.sql")
+
+
+def _documented_columns(model: str) -> list[str]:
+    for path in (ROOT / "models").rglob("_*.yml"):
+        for entry in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("models") or ():
+            if entry["name"] == model:
+                return [c["name"] for c in entry.get("columns") or ()]
+    raise AssertionError(f"{model} has no YAML")
+
+
+def test_panel_variable_lists_have_one_owner():
+    """macros/panel_variables.sql owns the outcomes, controls and winsorised set: no other SQL lists
+    them, and every listed variable is a documented column of fct_firm_years and both panels."""
+    from keytech.marts import panel_variables
+
+    lists = panel_variables()
+    assert set(lists) == {"outcomes", "controls", "winsorised", "unwinsorised"}
+    assert set(lists["winsorised"]) == set(lists["controls"]) - {"ifdome"}  # the dummy is not winsorised
+    owner = ROOT / "macros" / "panel_variables.sql"
+    for path in _sql_files():
+        text = path.read_text(encoding="utf-8").replace(" ", "").replace("\n", "")
+        for role in ("outcomes", "controls", "winsorised"):
+            listed = ",".join(f"'{c}'" for c in lists[role][:3])
+            assert path == owner or listed not in text, f"{path.relative_to(ROOT)} lists the panel's {role}"
+    for model in ("fct_firm_years", "rpt_analysis_panel", "rpt_analysis_panel_window2022"):
+        documented = _documented_columns(model)
+        for columns in lists.values():
+            assert set(columns) <= set(documented), (model, set(columns) - set(documented))
+
+
+def test_city_names_are_matched_by_one_macro():
+    """Printed city and province names are matched to the name tables only through
+    macros/city_matching.sql; only the name tables themselves define lookup_name."""
+    name_tables = {"int_city_names_unioned.sql", "int_city_names_by_year.sql", "int_province_names_unioned.sql"}
+    users = set()
+    for path in _sql_files():
+        text = path.read_text(encoding="utf-8")
+        if path.name == "city_matching.sql" or path.name in name_tables:
+            continue
+        assert "lookup_name" not in text, f"{path.relative_to(ROOT)} matches names itself: use city_name_matches()"
+        if "city_name_matches(" in text or "province_name_matches(" in text:
+            users.add(path.stem)
+    assert {"int_pilot_projects_city_matched", "int_firm_years_city_matched", "int_city_years_matched",
+            "int_city_industry_shares", "int_city_robot_densities_matched"} <= users
