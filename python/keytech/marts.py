@@ -1,6 +1,6 @@
 """The marts as the dbt project declares them: one source for every list of marts in Python.
 
-Each mart's YAML (``models/marts/_marts__*.yml``) says what it is for::
+Each mart's YAML (``models/marts/<area>/_marts__<area>.yml``) says what it is for::
 
     - name: rpt_analysis_panel
       access: public                 # covered by the data fingerprint and the estimation gate

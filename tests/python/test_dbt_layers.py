@@ -123,3 +123,33 @@ def test_city_names_are_matched_by_one_macro():
             users.add(path.stem)
     assert {"int_pilot_projects_city_matched", "int_firm_years_city_matched", "int_city_years_matched",
             "int_city_industry_shares", "int_city_robot_densities_matched"} <= users
+
+
+# -------------------------------------------------------------------------------- DAG straight
+def test_intermediates_read_only_staging_seeds_and_intermediates(manifest):
+    """staging → intermediate → marts: no intermediate model depends on a mart (a mart may read
+    marts: e.g. fct_firm_year_mechanisms reads fct_firm_years)."""
+    layer = {uid: n["fqn"][1] for uid, n in manifest["nodes"].items()
+             if n["resource_type"] == "model" and n["package_name"] == "keytech"}
+    assert {"staging", "intermediate", "marts"} <= set(layer.values())
+    wrong = sorted((manifest["nodes"][uid]["name"], manifest["nodes"][parent]["name"])
+                   for uid, folder in layer.items() if folder == "intermediate"
+                   for parent in manifest["nodes"][uid]["depends_on"]["nodes"] if layer.get(parent) == "marts")
+    assert not wrong, f"intermediates reading marts: {wrong}"
+    staging_reads = sorted(manifest["nodes"][uid]["name"] for uid, folder in layer.items() if folder == "staging"
+                           for parent in manifest["nodes"][uid]["depends_on"]["nodes"] if parent in layer)
+    assert not staging_reads, f"staging models reading models: {staging_reads}"
+
+
+def test_evaluator_conventions_are_declared():
+    """dbt-project-evaluator's vars name our own grain test and our prefixes (make evaluate)."""
+    project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
+    variables = project["vars"]
+    assert ["keytech.test_unique_combination_of_columns"] in variables["primary_key_test_macros"]
+    assert (ROOT / "macros" / "tests" / "unique_combination_of_columns.sql").read_text(
+        encoding="utf-8").count("{% test unique_combination_of_columns(") == 1
+    prefixes = {"staging": variables["staging_prefixes"], "intermediate": variables["intermediate_prefixes"],
+                "marts": variables["marts_prefixes"]}
+    for path in (ROOT / "models").rglob("*.sql"):
+        folder = path.relative_to(ROOT / "models").parts[0]
+        assert path.stem.startswith(tuple(prefixes[folder])), f"{path.relative_to(ROOT)}: prefix for {folder}"

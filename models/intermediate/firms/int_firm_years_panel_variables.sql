@@ -1,3 +1,8 @@
+{{ config(materialized='table') }}
+
+{#- The firm-years of the panel window with the panel variables and the sample flags: the
+    rows of marts.fct_firm_years (which selects this model unchanged; column meanings there),
+    kept here so that intermediates (int_firm_year_financial_indices) read no mart. -#}
 {%- set variables = panel_variables() -%}
 
 with firm_years as (
@@ -5,11 +10,11 @@ with firm_years as (
 ),
 
 firms as (
-    select * from {{ ref('dim_firms') }}
+    select * from {{ ref('int_firms_summarised') }}
 ),
 
 cities as (
-    select * from {{ ref('dim_cities') }}
+    select * from {{ ref('int_cities_treatment_timed') }}
 ),
 
 financials as (
