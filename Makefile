@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # one BLAS thread unless set (python/keytech/__init__.py explains; tests import numpy first)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test venv bench docs reference clean
+.PHONY: demo test venv bench docs reference clean evaluate
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,25 @@ docs: venv
 # r-cran-mass, r-cran-sandwich, r-cran-aer, r-cran-plm, r-cran-matchit; make test never calls R)
 reference:
 	Rscript tests/python/reference/make_reference.R
+
+# dbt-project-evaluator (the vars in dbt_project.yml declare our conventions) when a copy of the
+# package is present locally: EVALUATOR=path/to/dbt_project_evaluator (default
+# ../dbt_project_evaluator). `dbt deps` cannot reach the hub offline, so the package is not a
+# dependency; this target writes a temporary packages.yml pointing at the local copy (its own
+# dependencies must be local too), builds only the evaluator's models and tests into a scratch
+# warehouse (target/evaluator.duckdb) and removes packages.yml and dbt_packages afterwards.
+EVALUATOR ?= ../dbt_project_evaluator
+evaluate: venv
+	@if [ ! -f "$(EVALUATOR)/dbt_project.yml" ]; then \
+	  echo "dbt-project-evaluator not found at $(EVALUATOR) (set EVALUATOR=path to a local copy): skipped"; \
+	  exit 0; fi; \
+	if [ -e packages.yml ]; then echo "packages.yml exists: not overwriting it"; exit 1; fi; \
+	trap 'rm -f packages.yml package-lock.yml; rm -rf dbt_packages' EXIT; \
+	printf 'packages:\n  - local: %s\n' "$$(cd "$(EVALUATOR)" && pwd)" > packages.yml; \
+	mkdir -p target; \
+	$(BIN)/dbt deps --profiles-dir . --project-dir . && \
+	KEYTECH_DB=target/evaluator.duckdb $(BIN)/dbt build --profiles-dir . --project-dir . \
+	  --select package:dbt_project_evaluator
 
 clean:
 	rm -rf data/warehouse.duckdb data/landing output target logs

@@ -110,12 +110,12 @@
 {%- endmacro %}
 
 {% macro analysis_panel(end_year) -%}
-{#- the paper winsorises "all control variables" at 1% (所有控制变量都进行了 1% 的缩尾处理);
-    Sale and Saleshare are Table 6 outcomes, not controls, and stay as measured -#}
-{%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
-                    'fdi'] -%}
-{%- set outcomes = ['apply_inv_zl', 'apply_inv_nozl', 'apply_inv_zl_joint',
-                    'grant_inv_zl', 'cite_inv_zl'] -%}
+{#- the variable lists are panel_variables() (macros/panel_variables.sql): the paper winsorises
+    "all control variables" at 1% (所有控制变量都进行了 1% 的缩尾处理); Sale and Saleshare are
+    Table 6 outcomes, not controls, and stay as measured -#}
+{%- set variables = panel_variables() -%}
+{%- set outcomes = variables['outcomes'] -%}
+{%- set winsorised = variables['winsorised'] -%}
 with firm_years as (
     select * from {{ ref('fct_firm_years') }}
 ),
@@ -136,7 +136,7 @@ sample as (
 
 bounds as (
     select
-        {%- for control in controls %}
+        {%- for control in winsorised %}
         quantile_cont(
             {{ control }}, [{{ var('winsor_lower') }}, {{ var('winsor_upper') }}]
         ) as {{ control }}_bounds{{ ',' if not loop.last }}
@@ -156,9 +156,10 @@ winsorised as (
         {%- for outcome in outcomes %}
         sample.{{ outcome }},
         {%- endfor %}
-        sample.sale,
-        sample.saleshare,
-        {%- for control in controls %}
+        {%- for column in variables['unwinsorised'] %}
+        sample.{{ column }},
+        {%- endfor %}
+        {%- for control in winsorised %}
         -- least/greatest skip NULLs in DuckDB: a missing control must stay missing
         case
             when sample.{{ control }} is not null then least(
@@ -167,7 +168,9 @@ winsorised as (
             )
         end as {{ control }},
         {%- endfor %}
-        sample.ifdome
+        {%- for control in variables['controls'] if control not in winsorised %}
+        sample.{{ control }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from sample
     cross join bounds
 ),
@@ -199,18 +202,9 @@ final as (
         ln(1 + {{ outcome }}) as ln_{{ outcome }},
         {%- endfor %}
         lag1_ln_apply_inv_zl,
-        roa,
-        lnage,
-        ki,
-        ifdome,
-        size,
-        kd,
-        meangdp,
-        infor,
-        finsgov,
-        fdi,
-        sale,
-        saleshare,
+        {%- for column in variables['controls'] + variables['unwinsorised'] %}
+        {{ column }},
+        {%- endfor %}
         case when size > 0 then ln(size) end as ln_size,
         case when meangdp > 0 then ln(meangdp) end as ln_meangdp,
         case when finsgov > 0 then ln(finsgov) end as ln_finsgov,

@@ -75,7 +75,7 @@ SEED = 20250101
 IPC_SUBSET_ROWS = 50_000
 EXCEL_ROWS = 100_000
 # The dbt models that do the IPC work: tokenise + normalise, match distinct codes, join back.
-IPC_MODELS = ("int_patent_ipc_tokens_parsed", "int_ipc_codes_matched", "fct_patent_ipc_codes")
+IPC_MODELS = ("int_patent_ipc_tokens_parsed", "int_ipc_codes_matched", "int_patent_ipc_codes_flagged")
 
 
 # ----------------------------------------------------------------------------------- locations

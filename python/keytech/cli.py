@@ -254,11 +254,14 @@ def cmd_sql(args) -> int:
 
 # ----------------------------------------------------------------------------------- contract-doc
 def cmd_contract_doc(args) -> int:
-    from keytech.contract import render_markdown
+    from keytech.contract import render_dbt_sources, render_markdown
 
     target = Path(args.out) if args.out else paths.project_root() / "docs" / "input-contract.md"
     target.write_text(render_markdown(), encoding="utf-8")
     _say(args, f"Wrote {target}")
+    for relative, text in render_dbt_sources().items():  # the dbt sources, from the same contract
+        (paths.project_root() / relative).write_text(text, encoding="utf-8")
+        _say(args, f"Wrote {relative}")
     return EXIT_OK
 
 
@@ -543,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(analysis/*.sql; {{ ref('x') }} is resolved)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
 
-    p = add("contract-doc", "Regenerate docs/input-contract.md from python/keytech/contract.yml.", cmd_contract_doc)
-    p.add_argument("--out", help="output file (default docs/input-contract.md)")
+    p = add("contract-doc", "Regenerate docs/input-contract.md and the dbt sources "
+                            "(models/staging/*/_*__sources.yml) from python/keytech/contract.yml.", cmd_contract_doc)
+    p.add_argument("--out", help="output file of the document (default docs/input-contract.md)")
 
     p = add("report", "Write the replication report: one self-contained HTML page (paper vs this run).", cmd_report)
     p.add_argument("--run", help="estimation run id (default: the latest in results.runs)")

@@ -254,8 +254,8 @@ absent and land as empty. No SQL needs to change.
 | `integer` | whole number |
 | `number` | decimal number with a dot, no thousands separators |
 
-_This file is generated from `python/keytech/contract.yml` by `keytech contract-doc`; a test keeps
-them identical._
+_This file and the dbt sources (`models/staging/*/_*__sources.yml`) are generated from
+`python/keytech/contract.yml` by `keytech contract-doc`; tests keep them identical._
 """
 
 
@@ -283,3 +283,97 @@ def render_markdown(contract: dict[str, Table] | None = None) -> str:
             parts.append(f"| `{c.name}` | {kind} | {'yes' if c.required else 'no'} | "
                          f"{'yes' if c.not_null else 'no'} | {c.description} | {aliases} |")
     return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ dbt source files
+# models/staging/<source>/_<source>__sources.yml are generated from the contract (its `dbt_sources`
+# block says which tables each dbt source groups) by `keytech contract-doc`; a test keeps them equal.
+SOURCES_FILE_HEADER = ("# Generated from python/keytech/contract.yml by `keytech contract-doc`: edit the contract,\n"
+                       "# not this file (tests/python/test_contract_sources.py keeps them identical).\n")
+LANDING_NOTE = (
+    "Read from the landing area written by `keytech ingest`: one Parquet file per contract table, every "
+    "contract column as text (trimmed, empty → null, values as the vendor wrote them) plus the lineage "
+    "columns `_source_file` and `_source_row`. The folder is the dbt var `landing_dir` (env var "
+    "KEYTECH_LANDING_DIR, default data/landing)."
+)
+# dbt-duckdb reads each source table from the landing Parquet file of the same name; the folder is
+# rendered when dbt parses the sources (dbt does not render Jinja in dbt_project.yml vars).
+EXTERNAL_LOCATION = (
+    "\"read_parquet('{{ var(\\\"landing_dir\\\", env_var(\\\"KEYTECH_LANDING_DIR\\\", \\\"data/landing\\\")) "
+    "| replace(\\\"'\\\", \\\"''\\\") | replace(\\\"{\\\", \\\"{{\\\") | replace(\\\"}\\\", \\\"}}\\\") }}"
+    "/{name}.parquet')\""
+)
+LINEAGE_COLUMNS = (  # (name, type, description)
+    ("_source_file", "varchar", "Lineage: name of the raw file the row came from (a file inside a zip as "
+                                "`zip:member`)."),
+    ("_source_row", "bigint", "Lineage: CSV physical line number in the raw file (header = line 1), the Excel "
+                              "row, or 1-based Parquet row index."),
+)
+
+
+@dataclass(frozen=True)
+class DbtSource:
+    name: str
+    description: str
+    tables: tuple[str, ...]
+
+
+def load_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, DbtSource]:
+    """The contract's `dbt_sources` block; every contract table belongs to exactly one source."""
+    contract = contract or load_contract()
+    text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text).get("dbt_sources") or {}
+    sources = {name: DbtSource(name=name, description=" ".join(spec["description"].split()),
+                               tables=tuple(spec["tables"])) for name, spec in data.items()}
+    listed = [t for s in sources.values() for t in s.tables]
+    unknown = sorted(set(listed) - set(contract))
+    missing = [t for t in contract if t not in listed]
+    repeated = sorted({t for t in listed if listed.count(t) > 1})
+    if unknown or missing or repeated:
+        raise ContractError(f"contract.yml dbt_sources: unknown tables {unknown}, tables in no source {missing}, "
+                            f"tables in several sources {repeated}")
+    return sources
+
+
+def _q(text: str) -> str:
+    """A YAML double-quoted scalar (JSON string syntax is valid YAML)."""
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _column_description(column: Column) -> str:
+    kind = column.type + (f" >= {column.min:g}" if column.min is not None else "")
+    notes = [f"Contract type {kind}"]
+    if column.not_null:
+        notes.append("required non-null")
+    if not column.required:
+        notes.append("optional column (all null when absent from the raw file)")
+    return f"{column.description} {', '.join(notes)}; landed as text."
+
+
+def render_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, str]:
+    """{path relative to the project root: text} of every models/staging/*/_*__sources.yml."""
+    contract = contract or load_contract()
+    files = {}
+    for source in load_dbt_sources(contract).values():
+        lines = [SOURCES_FILE_HEADER + "version: 2", "", "sources:", f"  - name: {source.name}",
+                 "    description: >-", f"      {source.description} {LANDING_NOTE}",
+                 "    config:", "      meta:", f"        external_location: {EXTERNAL_LOCATION}", "    tables:"]
+        for table in (contract[t] for t in source.tables):
+            optional = (" Optional table: it may be absent and then lands empty (no rows)."
+                        if not table.required else "")
+            lines += [f"      - name: {table.name}", "        description: >-",
+                      f"          {table.description} Contract key: {', '.join(table.key)}.{optional}",
+                      "        columns:"]
+            for column in table.columns:
+                lines += [f"          - name: {column.name}", "            data_type: varchar",
+                          f"            description: {_q(_column_description(column))}"]
+                if column.not_null:
+                    lines += ["            data_tests:", "              - not_null"]
+            for name, data_type, description in LINEAGE_COLUMNS:
+                lines += [f"          - name: {name}", f"            data_type: {data_type}",
+                          f"            description: {_q(description)}",
+                          "            data_tests:", "              - not_null"]
+        files[f"models/staging/{source.name}/_{source.name}__sources.yml"] = "\n".join(lines) + "\n"
+    return files

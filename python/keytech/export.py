@@ -27,7 +27,7 @@ from keytech.marts import marts_with
 
 FORMATS = ("parquet", "csv", "dta")
 WHATS = ("panel", "results")
-# marts declared `export_panel: true` in models/marts/*.yml (keytech/marts.py)
+# marts declared `export_panel: true` in models/marts/**/*.yml (keytech/marts.py)
 PANELS = marts_with("export_panel")
 
 # Variable labels (Stata allows 80 characters). Paper names (Pi & Luo, Table 2) in brackets.

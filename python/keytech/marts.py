@@ -1,6 +1,6 @@
 """The marts as the dbt project declares them: one source for every list of marts in Python.
 
-Each mart's YAML (``models/marts/_marts__*.yml``) says what it is for::
+Each mart's YAML (``models/marts/<area>/_marts__<area>.yml``) says what it is for::
 
     - name: rpt_analysis_panel
       access: public                 # covered by the data fingerprint and the estimation gate
@@ -81,3 +81,20 @@ def marts_with(flag: str, root: Path | None = None) -> tuple[str, ...]:
     if flag not in FLAGS:
         raise ValueError(f"unknown mart flag {flag!r}; known: {', '.join(FLAGS)}")
     return tuple(m.name for m in declared_marts(root) if getattr(m, flag))
+
+
+@lru_cache(maxsize=None)
+def panel_variables() -> dict[str, tuple[str, ...]]:
+    """The panel's variable lists (outcomes, controls, winsorised, unwinsorised) from their one
+    owner, the dbt macro ``panel_variables()`` in ``macros/panel_variables.sql``, rendered with
+    plain Jinja (the macro only returns a literal)."""
+    import ast
+
+    import jinja2
+
+    text = (paths.project_root() / "macros" / "panel_variables.sql").read_text(encoding="utf-8")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.globals["return"] = repr  # dbt's return(): here the macro renders the literal it returns
+    rendered = env.from_string(text + "{{ panel_variables() }}").render()
+    value = ast.literal_eval(rendered.strip())
+    return {role: tuple(columns) for role, columns in value.items()}

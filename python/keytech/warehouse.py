@@ -17,7 +17,7 @@ import pandas as pd
 from keytech import paths
 from keytech.marts import public_marts
 
-# the marts declared `access: public` in models/marts/*.yml (keytech/marts.py): every mart a spec
+# the marts declared `access: public` in models/marts/**/*.yml (keytech/marts.py): every mart a spec
 # reads is among them, so the fingerprint and the estimation gate cover all estimation inputs
 PUBLIC_MARTS = public_marts()
 

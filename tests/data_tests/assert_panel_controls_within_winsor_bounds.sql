@@ -2,10 +2,10 @@
 -- quantiles of the unwinsorised values of the same sample (from fct_firm_years), and
 -- values already inside those bounds are unchanged; a control is NULL in the panel exactly
 -- when it is NULL in fct_firm_years (missing controls stay missing, none are invented).
-{%- set controls = ['roa', 'lnage', 'ki', 'size', 'kd', 'meangdp', 'infor', 'finsgov',
-                    'fdi'] %}
-{#- sale and saleshare are outcomes (Table 6), not controls: they must equal fct_firm_years -#}
-{%- set unwinsorised = ['sale', 'saleshare'] %}
+{#- the lists are panel_variables() (macros/panel_variables.sql); sale and saleshare are outcomes
+    (Table 6), not controls: they must equal fct_firm_years -#}
+{%- set controls = panel_variables()['winsorised'] %}
+{%- set unwinsorised = panel_variables()['unwinsorised'] %}
 {%- set panels = ['rpt_analysis_panel', 'rpt_analysis_panel_window2022'] %}
 
 with firm_years as (

@@ -12,14 +12,14 @@ import pytest
 from keytech import paths
 from keytech.build import BuildOptions, build_warehouse
 from keytech.ipc import Concordance, normalise_ipc_list
+from keytech.marts import panel_variables
 from keytech.synth import generate
 
 pytestmark = pytest.mark.slow
 
-PANEL_COLUMNS = {
-    "stkcd", "year", "city_code", "province_code", "industry_code", "apply_inv_zl", "apply_inv_nozl",
-    "ln_apply_inv_zl", "ln_apply_inv_nozl", "apply_inv_zl_joint", "policy", "roa", "lnage", "ki",
-    "ifdome", "size", "kd", "meangdp", "infor", "finsgov", "fdi", "sale", "saleshare",
+PANEL_COLUMNS = {  # the variable lists from their one owner, macros/panel_variables.sql
+    "stkcd", "year", "city_code", "province_code", "industry_code", "ln_apply_inv_zl", "ln_apply_inv_nozl",
+    "policy", *(column for columns in panel_variables().values() for column in columns),
 }
 PATENT_COLUMNS = {
     "patent_id", "stkcd", "application_date", "application_year", "patent_type", "is_invention",

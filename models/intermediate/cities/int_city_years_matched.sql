@@ -22,8 +22,7 @@ matched as (
         city_names.match_priority as city_match_priority
     from city_years
     left join city_names
-        on {{ clean_place_name('city_years.city_name_raw') }} = city_names.lookup_name
-        and city_years.year = city_names.year
+        on {{ city_name_matches('city_years.city_name_raw', year='city_years.year') }}
 ),
 
 ranked as (
@@ -31,10 +30,7 @@ ranked as (
         *,
         case
             when city_code is not null
-                then row_number() over (
-                    partition by city_code, year
-                    order by city_match_priority, _source_file, _source_row
-                )
+                then {{ best_city_match_rank('city_code, year', priority='city_match_priority') }}
         end as city_year_rank
     from matched
 ),

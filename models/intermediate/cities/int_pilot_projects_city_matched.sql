@@ -27,23 +27,18 @@ matched as (
         province_names.province_code as printed_province_code
     from pilot_projects
     left join city_names
-        on {{ clean_place_name('pilot_projects.city_name_raw') }}
-        = city_names.lookup_name
-        and pilot_projects.wave = city_names.year
+        on {{ city_name_matches('pilot_projects.city_name_raw', year='pilot_projects.wave') }}
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names
-        on {{ clean_place_name('pilot_projects.province_name_raw') }}
-        = province_names.lookup_name
+        on {{ province_name_matches('pilot_projects.province_name_raw') }}
 ),
 
 final as (
     select
         * exclude (printed_province_code),
-        case
-            when province_name_raw is null or city_code is null then null
-            else coalesce(printed_province_code = province_code, false)
-        end as is_province_consistent
+        {{ is_province_consistent('province_name_raw', 'printed_province_code', 'province_code') }}
+            as is_province_consistent
     from matched
 )
 

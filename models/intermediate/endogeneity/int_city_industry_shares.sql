@@ -19,7 +19,7 @@ matched as (
             as best_priority
     from employment
     inner join city_names
-        on {{ clean_place_name('employment.city_name_raw') }} = city_names.lookup_name
+        on {{ city_name_matches('employment.city_name_raw') }}
     where employment.year = {{ var('iv_base_year', 2009) }}
 ),
 

@@ -17,17 +17,14 @@ matched as (
         city_names.match_priority
     from densities
     inner join city_names
-        on {{ clean_place_name('densities.city_name_raw') }} = city_names.lookup_name
+        on {{ city_name_matches('densities.city_name_raw') }}
     where densities.year = {{ var('iv_base_year', 2009) }}
 ),
 
 ranked as (
     select
         *,
-        row_number() over (
-            partition by city_code
-            order by match_priority, _source_file, _source_row
-        ) as city_rank
+        {{ best_city_match_rank('city_code') }} as city_rank
     from matched
 ),
 

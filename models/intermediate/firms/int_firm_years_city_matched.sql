@@ -40,17 +40,14 @@ matched as (
         industries.section_code as industry_section
     from firm_years
     left join city_names
-        on {{ clean_place_name('firm_years.city_name_raw') }} = city_names.lookup_name
-        and firm_years.fiscal_year = city_names.year
+        on {{ city_name_matches('firm_years.city_name_raw', year='firm_years.fiscal_year') }}
     left join city_names as office_city_names
-        on {{ clean_place_name('firm_years.office_city_name_raw') }}
-        = office_city_names.lookup_name
-        and firm_years.fiscal_year = office_city_names.year
+        on {{ city_name_matches('firm_years.office_city_name_raw', year='firm_years.fiscal_year',
+                                names='office_city_names') }}
     left join cities
         on city_names.city_code = cities.city_code
     left join province_names
-        on {{ clean_place_name('firm_years.province_name_raw') }}
-        = province_names.lookup_name
+        on {{ province_name_matches('firm_years.province_name_raw') }}
     left join industries
         on firm_years.industry_code = industries.industry_code
 ),
@@ -81,10 +78,8 @@ final as (
         office_city_name_raw,
         office_city_code,
         province_code,
-        case
-            when province_name_raw is null or city_code is null then null
-            else coalesce(printed_province_code = province_code, false)
-        end as is_province_consistent,
+        {{ is_province_consistent('province_name_raw', 'printed_province_code', 'province_code') }}
+            as is_province_consistent,
         establishment_date,
         listing_date,
         listing_status,

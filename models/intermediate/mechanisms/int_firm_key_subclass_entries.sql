@@ -2,16 +2,16 @@
     first application year it does. The firm's key-tech technology pool in year t is the set of
     subclasses with first_year <= t, so Width2 (Table 7 (2), 当年技术池相较于3年前技术池新增关键
     技术领域 IPC4 位码分类数) = the subclasses with t - width_pool_lag_years < first_year <= t
-    (fct_firm_year_mechanisms). Key-tech codes as in fct_patents: the matching codes of
+    (fct_firm_year_mechanisms). Key-tech codes as in fct_patents (int_patents_key_tech_flagged): the matching codes of
     key-tech inventions (only the main code under key_tech_rule = 'main'). -#}
 {%- set rule = key_tech_rule() -%}
 
 with patents as (
-    select * from {{ ref('fct_patents') }}
+    select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
 patent_codes as (
-    select * from {{ ref('fct_patent_ipc_codes') }}
+    select * from {{ ref('int_patent_ipc_codes_flagged') }}
 ),
 
 key_codes as (

@@ -8,11 +8,11 @@
 {{ config(materialized='table') }}
 
 with patents as (
-    select * from {{ ref('fct_patents') }}
+    select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
 patent_codes as (
-    select * from {{ ref('fct_patent_ipc_codes') }}
+    select * from {{ ref('int_patent_ipc_codes_flagged') }}
 ),
 
 pool_patents as (

@@ -1,4 +1,5 @@
-{#- One row per listed firm-year (fct_firm_years, 2008-2022, unwinsorised): market
+{#- One row per listed firm-year (fct_firm_years' rows: int_firm_years_panel_variables, 2008-2022,
+    unwinsorised): market
     uncertainty (volatility_pre/current/post), the WW index (Whited & Wu 2006), the FC index
     and the city-industry revenue HHI. Definitions and citations in docs/variables.md
     ("Mechanisms" and "Heterogeneity"). -#}
@@ -14,7 +15,7 @@
 {%- endif -%}
 
 with firm_years as (
-    select * from {{ ref('fct_firm_years') }}
+    select * from {{ ref('int_firm_years_panel_variables') }}
 ),
 
 lagged as (

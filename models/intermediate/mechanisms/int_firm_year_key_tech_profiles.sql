@@ -12,11 +12,11 @@
 {%- set rule = key_tech_rule() -%}
 
 with patents as (
-    select * from {{ ref('fct_patents') }}
+    select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
 patent_codes as (
-    select * from {{ ref('fct_patent_ipc_codes') }}
+    select * from {{ ref('int_patent_ipc_codes_flagged') }}
 ),
 
 key_patents as (

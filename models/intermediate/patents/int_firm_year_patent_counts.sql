@@ -1,11 +1,11 @@
 {#- One row per firm and application year with patents, counting the kept patents
-    (fct_patents) behind the Table 2 outcomes. Grants and citations are counted by
+    (int_patents_key_tech_flagged, the rows of fct_patents) behind the Table 2 outcomes. Grants and citations are counted by
     application year (the cohort filed that year), as of the extraction date; citations are
     those received by all the year's key-tech invention applications, granted or not (an
     application is citable once published; the paper: 发明专利被引用量). -#}
 
 with patents as (
-    select * from {{ ref('fct_patents') }}
+    select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
 final as (

@@ -72,7 +72,8 @@
     (all its rows) with a row that changed, appeared or disappeared (lineage plus
     _content_hash) or whose firm's listing changed, then dispositions every landed row
     of the patents no longer in the table. _batch_id (the dbt invocation) marks the rows
-    written by a run; fct_patents and fct_patent_ipc_codes rebuild exactly those patents.
+    written by a run; int_patents_key_tech_flagged and int_patent_ipc_codes_flagged
+    (behind fct_patents and fct_patent_ipc_codes) rebuild exactly those patents.
     -#}
 
 with patents as (

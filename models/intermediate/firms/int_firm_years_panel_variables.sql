@@ -1,13 +1,20 @@
+{{ config(materialized='table') }}
+
+{#- The firm-years of the panel window with the panel variables and the sample flags: the
+    rows of marts.fct_firm_years (which selects this model unchanged; column meanings there),
+    kept here so that intermediates (int_firm_year_financial_indices) read no mart. -#}
+{%- set variables = panel_variables() -%}
+
 with firm_years as (
     select * from {{ ref('int_firm_years_city_matched') }}
 ),
 
 firms as (
-    select * from {{ ref('dim_firms') }}
+    select * from {{ ref('int_firms_summarised') }}
 ),
 
 cities as (
-    select * from {{ ref('dim_cities') }}
+    select * from {{ ref('int_cities_treatment_timed') }}
 ),
 
 financials as (
@@ -70,11 +77,9 @@ joined as (
         kept_city_years.internet_users_10k,
         kept_city_years.budget_expenditure_10k_yuan,
         kept_city_years.fdi_used_10k_usd,
-        coalesce(patent_counts.apply_inv_zl, 0) as apply_inv_zl,
-        coalesce(patent_counts.apply_inv_nozl, 0) as apply_inv_nozl,
-        coalesce(patent_counts.apply_inv_zl_joint, 0) as apply_inv_zl_joint,
-        coalesce(patent_counts.grant_inv_zl, 0) as grant_inv_zl,
-        coalesce(patent_counts.cite_inv_zl, 0) as cite_inv_zl
+        {%- for outcome in variables['outcomes'] %}
+        coalesce(patent_counts.{{ outcome }}, 0) as {{ outcome }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from panel_firm_years
     left join firms
         on panel_firm_years.stkcd = firms.stkcd
@@ -163,25 +168,14 @@ final as (
         province_code,
         industry_code,
         industry_section,
-        apply_inv_zl,
-        apply_inv_nozl,
-        apply_inv_zl_joint,
-        grant_inv_zl,
-        cite_inv_zl,
+        {%- for outcome in variables['outcomes'] %}
+        {{ outcome }},
+        {%- endfor %}
         policy,
         first_treated_year,
-        roa,
-        lnage,
-        ki,
-        ifdome,
-        size,
-        kd,
-        meangdp,
-        infor,
-        finsgov,
-        fdi,
-        sale,
-        saleshare,
+        {%- for column in variables['controls'] + variables['unwinsorised'] %}
+        {{ column }},
+        {%- endfor %}
         total_liabilities,
         net_profit,
         operating_cash_flow,

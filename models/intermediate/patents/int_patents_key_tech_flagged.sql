@@ -1,6 +1,6 @@
 {%- set rule = key_tech_rule() -%}
 
-{{ incremental_patent_mart_config() }}
+{{ incremental_patent_model_config() }}
 
 {#- Incremental: see macros/delete_redispositioned_patents.sql and docs/performance.md. -#}
 
@@ -9,7 +9,7 @@ with patents as (
 ),
 
 patent_codes as (
-    select * from {{ ref('fct_patent_ipc_codes') }} as codes
+    select * from {{ ref('int_patent_ipc_codes_flagged') }} as codes
     {%- if is_incremental() %}
     where exists (
         select 1

@@ -1,4 +1,4 @@
-{{ incremental_patent_mart_config() }}
+{{ incremental_patent_model_config() }}
 
 {#- Incremental: see macros/delete_redispositioned_patents.sql and docs/performance.md. -#}
 

@@ -1,0 +1,155 @@
+"""The dbt layer rules of docs/architecture.md ("dbt layer rules", issue 13): the dbt sources are
+generated from the input contract, intermediates read only staging and intermediates, the panel's
+variable lists and the city-name matching each have one owner (a macro)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keytech import paths
+from keytech.build import dbt_executable
+from keytech.contract import load_contract, load_dbt_sources, render_dbt_sources
+
+ROOT = paths.project_root()
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> dict:
+    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened)."""
+    target = tmp_path_factory.mktemp("dbt_parse")
+    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(ROOT), "--project-dir", str(ROOT),
+                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------- contract → sources
+def test_dbt_sources_are_generated_from_the_contract():
+    generated = render_dbt_sources()
+    committed = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                 for p in ROOT.glob("models/staging/*/_*__sources.yml")}
+    assert sorted(committed) == sorted(generated), "a sources file that the contract does not generate"
+    for relative, text in generated.items():
+        assert committed[relative] == text, f"{relative}: run `keytech contract-doc` after editing contract.yml"
+
+
+def test_every_contract_table_is_one_source_table_with_the_contract_columns():
+    contract = load_contract()
+    seen = {}
+    for relative, text in render_dbt_sources().items():
+        for source in yaml.safe_load(text)["sources"]:
+            for table in source["tables"]:
+                seen[table["name"]] = [c["name"] for c in table["columns"]]
+    assert seen == {name: [c.name for c in t.columns] + ["_source_file", "_source_row"]
+                    for name, t in contract.items()}
+
+
+def test_dbt_sources_block_must_name_every_table_once(monkeypatch):
+    from keytech import contract as module
+
+    sources = load_dbt_sources()
+    assert sum(len(s.tables) for s in sources.values()) == len(load_contract())
+    fewer = {name: t for name, t in load_contract().items() if name != "patents"}
+    with pytest.raises(module.ContractError, match="unknown tables \\['patents'\\]"):
+        load_dbt_sources(fewer)
+
+
+def test_must_be_filled_columns_have_a_not_null_source_test(manifest):
+    """At least as strict as the contract: every `not_null: true` column and both lineage columns of
+    every contract table carry dbt's not_null test on the source."""
+    tested = {(n["attached_node"] if n.get("attached_node") else tuple(n["depends_on"]["nodes"])[0],
+               n["column_name"])
+              for n in manifest["nodes"].values()
+              if n["resource_type"] == "test" and n.get("test_metadata", {}).get("name") == "not_null"}
+    by_table = {s["name"]: uid for uid, s in manifest["sources"].items()}
+    expected = {(by_table[name], c.name) for name, t in load_contract().items() for c in t.columns if c.not_null}
+    expected |= {(uid, lineage) for uid in by_table.values() for lineage in ("_source_file", "_source_row")}
+    assert expected and expected <= tested, sorted(expected - tested)
+
+
+# ------------------------------------------------------------------------- one owner per concept
+def _sql_files():
+    for folder in ("models", "macros", "tests/data_tests", "analysis"):
+        yield from (ROOT / folder).rglob("*.sql")
+
+
+def _documented_columns(model: str) -> list[str]:
+    for path in (ROOT / "models").rglob("_*.yml"):
+        for entry in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("models") or ():
+            if entry["name"] == model:
+                return [c["name"] for c in entry.get("columns") or ()]
+    raise AssertionError(f"{model} has no YAML")
+
+
+def test_panel_variable_lists_have_one_owner():
+    """macros/panel_variables.sql owns the outcomes, controls and winsorised set: no other SQL lists
+    them, and every listed variable is a documented column of fct_firm_years and both panels."""
+    from keytech.marts import panel_variables
+
+    lists = panel_variables()
+    assert set(lists) == {"outcomes", "controls", "winsorised", "unwinsorised"}
+    assert set(lists["winsorised"]) == set(lists["controls"]) - {"ifdome"}  # the dummy is not winsorised
+    owner = ROOT / "macros" / "panel_variables.sql"
+    for path in _sql_files():
+        text = path.read_text(encoding="utf-8").replace(" ", "").replace("\n", "")
+        for role in ("outcomes", "controls", "winsorised"):
+            listed = ",".join(f"'{c}'" for c in lists[role][:3])
+            assert path == owner or listed not in text, f"{path.relative_to(ROOT)} lists the panel's {role}"
+    for model in ("fct_firm_years", "rpt_analysis_panel", "rpt_analysis_panel_window2022"):
+        documented = _documented_columns(model)
+        for columns in lists.values():
+            assert set(columns) <= set(documented), (model, set(columns) - set(documented))
+
+
+def test_city_names_are_matched_by_one_macro():
+    """Printed city and province names are matched to the name tables only through
+    macros/city_matching.sql; only the name tables themselves define lookup_name."""
+    name_tables = {"int_city_names_unioned.sql", "int_city_names_by_year.sql", "int_province_names_unioned.sql"}
+    users = set()
+    for path in _sql_files():
+        text = path.read_text(encoding="utf-8")
+        if path.name == "city_matching.sql" or path.name in name_tables:
+            continue
+        assert "lookup_name" not in text, f"{path.relative_to(ROOT)} matches names itself: use city_name_matches()"
+        if "city_name_matches(" in text or "province_name_matches(" in text:
+            users.add(path.stem)
+    assert {"int_pilot_projects_city_matched", "int_firm_years_city_matched", "int_city_years_matched",
+            "int_city_industry_shares", "int_city_robot_densities_matched"} <= users
+
+
+# -------------------------------------------------------------------------------- DAG straight
+def test_intermediates_read_only_staging_seeds_and_intermediates(manifest):
+    """staging → intermediate → marts: no intermediate model depends on a mart (a mart may read
+    marts: e.g. fct_firm_year_mechanisms reads fct_firm_years)."""
+    layer = {uid: n["fqn"][1] for uid, n in manifest["nodes"].items()
+             if n["resource_type"] == "model" and n["package_name"] == "keytech"}
+    assert {"staging", "intermediate", "marts"} <= set(layer.values())
+    wrong = sorted((manifest["nodes"][uid]["name"], manifest["nodes"][parent]["name"])
+                   for uid, folder in layer.items() if folder == "intermediate"
+                   for parent in manifest["nodes"][uid]["depends_on"]["nodes"] if layer.get(parent) == "marts")
+    assert not wrong, f"intermediates reading marts: {wrong}"
+    staging_reads = sorted(manifest["nodes"][uid]["name"] for uid, folder in layer.items() if folder == "staging"
+                           for parent in manifest["nodes"][uid]["depends_on"]["nodes"] if parent in layer)
+    assert not staging_reads, f"staging models reading models: {staging_reads}"
+
+
+def test_evaluator_conventions_are_declared():
+    """dbt-project-evaluator's vars name our own grain test and our prefixes (make evaluate)."""
+    project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
+    variables = project["vars"]
+    assert ["keytech.test_unique_combination_of_columns"] in variables["primary_key_test_macros"]
+    assert (ROOT / "macros" / "tests" / "unique_combination_of_columns.sql").read_text(
+        encoding="utf-8").count("{% test unique_combination_of_columns(") == 1
+    prefixes = {"staging": variables["staging_prefixes"], "intermediate": variables["intermediate_prefixes"],
+                "marts": variables["marts_prefixes"]}
+    for path in (ROOT / "models").rglob("*.sql"):
+        folder = path.relative_to(ROOT / "models").parts[0]
+        assert path.stem.startswith(tuple(prefixes[folder])), f"{path.relative_to(ROOT)}: prefix for {folder}"
