@@ -333,3 +333,22 @@ def test_synth_package_has_no_import_circle():
     from keytech.synth import PLUGINS
 
     assert [p.name for p in PLUGINS] == ["endogeneity", "mechanisms"]
+
+
+def test_generator_columns_come_from_the_contract():
+    """The generator's headers, CSMAR label/unit rows and yearbook header are the contract's (names,
+    first aliases); a frame with a column the contract lacks, or without one it has, is refused."""
+    from keytech.synth import columns
+
+    for table, spec in CONTRACT["tables"].items():
+        assert columns.names(table) == [c["name"] for c in spec["columns"]]
+    assert columns.labels("balance_sheet")[3] == "资产总计"
+    assert columns.csmar_units("balance_sheet")[:4] == ["没有单位", "没有单位", "没有单位", "元"]
+    assert columns.yearbook_units()[:3] == ["单位", "", "元"]
+    assert len(columns.yearbook_units()) == len(columns.names("city_yearbook"))
+    full = {c: ["x"] for c in columns.names("national_internet_users")}
+    assert list(columns.frame("national_internet_users", full).columns) == ["Year", "InternetUsers"]
+    with pytest.raises(ValueError, match="NotInContract"):
+        columns.frame("national_internet_users", {**full, "NotInContract": ["x"]})
+    with pytest.raises(ValueError, match="InternetUsers"):
+        columns.frame("national_internet_users", {"Year": ["x"]})

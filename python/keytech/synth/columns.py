@@ -1,47 +1,79 @@
-"""Column names, vendor label rows and encodings of the raw files the generator writes."""
+"""Column names, vendor label rows and types of the raw files the generator writes, read from the
+input contract (``keytech/contract.yml``): the contract is the one list of each table's columns.
+
+* ``names(table)``: the contract columns in contract order (every file's header; the yearbook's
+  header is ``labels``).
+* ``labels(table)``: each column's first alias, its Chinese vendor label (证券代码, 资产总计,
+  人均地区生产总值(元), …): the CSMAR label row under the header and the yearbook header.
+* ``csmar_units(table)``: the CSMAR unit row (元 for ``number`` columns, 没有单位 otherwise).
+* ``yearbook_units()``: the yearbook's unit row (单位, then the unit in each label's brackets).
+* ``frame(table, data)``: the table's frame from values keyed by contract column, refusing a key
+  the contract does not have or a contract column without values.
+
+The generator still names the columns whose values it computes (``"A001000000": assets``): the
+contract says what a field holds, the generator how it is drawn; ``frame`` keeps the two lists
+equal.
+"""
 
 from __future__ import annotations
 
-# CSMAR description rows (row 1: Chinese field names, row 2: units)
-CSMAR_DESC = {
-    "firm_info": (
-        ["证券代码", "统计截止日期", "证券简称", "行业代码", "所属省份", "所属城市", "成立日期", "上市日期",
-         "上市状态", "退市日期", "ST标识", "股权性质", "办公地所在城市"],
-        ["没有单位"] * 13,
-    ),
-    "balance_sheet": (
-        ["证券代码", "会计期间", "报表类型", "资产总计", "负债合计", "存货净额", "固定资产净额", "长期借款"],
-        ["没有单位", "没有单位", "没有单位", "元", "元", "元", "元", "元"],
-    ),
-    "income_statement": (
-        ["证券代码", "会计期间", "报表类型", "营业收入", "营业总收入", "净利润"],
-        ["没有单位", "没有单位", "没有单位", "元", "元", "元"],
-    ),
-    "cash_flow": (
-        ["证券代码", "会计期间", "报表类型", "经营活动产生的现金流量净额", "购建固定资产、无形资产和其他长期资产支付的现金",
-         "分配股利、利润或偿付利息支付的现金", "现金分红总额"],
-        ["没有单位", "没有单位", "没有单位", "元", "元", "元", "元"],
-    ),
-}
-COLUMNS = {
-    "firm_info": ["Stkcd", "Accper", "Stknme", "Nnindcd", "Provnm", "Ctnm", "Estbdt", "Listdt", "Statco",
-                  "Delistdt", "Stflg", "Ownership", "OfficeCity"],
-    "balance_sheet": ["Stkcd", "Accper", "Typrep", "A001000000", "A002000000", "A001123000", "A001212000",
-                      "A002201000"],
-    "income_statement": ["Stkcd", "Accper", "Typrep", "B001101000", "B001100000", "B002000000"],
-    "cash_flow": ["Stkcd", "Accper", "Typrep", "C001000000", "C002006000", "C003006000", "CashDividends"],
-    "patents": ["Scode", "ApplyNo", "ApplyDate", "PatentType", "IPC", "Applicants", "GrantDate", "CitedTimes"],
-    "pilot_list": ["Wave", "AnnounceDate", "ProjectName", "UnitName", "Province", "City", "Category", "Stkcd",
-                   "Industry"],
-}
-YEARBOOK_HEADER = [
-    "城市", "年份", "人均地区生产总值(元)", "年末户籍人口(万人)", "互联网宽带接入用户数(万户)",
-    "地方一般公共预算支出(万元)", "当年实际使用外资金额(万美元)", "第二产业从业人员(万人)", "从业人员合计(万人)",
-]
-YEARBOOK_UNITS = ["单位", "", "元", "万人", "万户", "万元", "万美元", "万人", "万人"]
+import re
+from functools import cache
+
+import pandas as pd
+
+from keytech.contract import Table, load_contract
+
+CORE_TABLES = ("firm_info", "balance_sheet", "income_statement", "cash_flow", "patents", "city_yearbook",
+               "pilot_list")  # the plug-in worlds add their own (keytech.synth.generator.TABLES)
+CSMAR_TABLES = ("firm_info", "balance_sheet", "income_statement", "cash_flow")  # two label rows
+# Encodings of the synthetic files (vendor habits the ingest must cope with; not in the contract)
 FILE_ENCODING = {
     "firm_info": "utf-8-sig", "balance_sheet": "utf-8-sig", "income_statement": "utf-8",
     "cash_flow": "utf-8", "patents": "utf-8", "pilot_list": "utf-8", "city_yearbook": "gbk",
 }
-CORE_TABLES = ("firm_info", "balance_sheet", "income_statement", "cash_flow", "patents", "city_yearbook",
-               "pilot_list")  # the plug-in worlds add their own (keytech.synth.generator.TABLES)
+
+
+@cache
+def _table(table: str) -> Table:
+    return load_contract()[table]
+
+
+def names(table: str) -> list[str]:
+    return [c.name for c in _table(table).columns]
+
+
+def types(table: str) -> dict[str, str]:
+    return {c.name: c.type for c in _table(table).columns}
+
+
+def labels(table: str) -> list[str]:
+    out = []
+    for c in _table(table).columns:
+        if not c.aliases:
+            raise ValueError(f"contract.yml: {table}.{c.name} has no alias, so no vendor label to print")
+        out.append(c.aliases[0])
+    return out
+
+
+def csmar_units(table: str) -> list[str]:
+    return ["元" if c.type == "number" else "没有单位" for c in _table(table).columns]
+
+
+def yearbook_units() -> list[str]:
+    units = ["单位", ""]  # the row's name under CityName; the year has no unit
+    for label in labels("city_yearbook")[2:]:
+        m = re.search(r"\((.+)\)$", label)
+        if not m:
+            raise ValueError(f"contract.yml: city_yearbook label {label!r} prints no unit in brackets")
+        units.append(m.group(1))
+    return units
+
+
+def frame(table: str, data: dict) -> pd.DataFrame:
+    """``pd.DataFrame(data)`` with the contract's columns in contract order."""
+    want = names(table)
+    if set(data) != set(want):
+        raise ValueError(f"synthetic {table}: columns {sorted(set(data) - set(want))} are not in contract.yml, "
+                         f"{sorted(set(want) - set(data))} of contract.yml get no values")
+    return pd.DataFrame({k: data[k] for k in want})

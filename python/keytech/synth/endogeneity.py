@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keytech.synth.columns import frame
 from keytech.synth.config import FIRST_YEAR, LAST_YEAR
 from keytech.synth.plugin import Plugin
 
@@ -295,18 +296,18 @@ def write_tables(w, out: Path) -> dict:
     files = {}
     codes = [r[0] for r in IFR_INDUSTRIES]
     tables = {
-        "region_robot_density": pd.DataFrame({
+        "region_robot_density": frame("region_robot_density", {
             "CityName": names, "Year": str(BASE_YEAR), "RobotDensity": _fmt(e["robot_density_2009"], 3)}),
-        "industry_employment": pd.DataFrame({
+        "industry_employment": frame("industry_employment", {
             "CityName": np.repeat(names, len(codes)), "Year": str(BASE_YEAR),
             "IndustryCode": np.tile(np.array(codes, dtype=object), len(names)),
             "Employment": _fmt(e["employment_2009"].ravel(), 4)}),
-        "us_industry_robots": pd.DataFrame({
+        "us_industry_robots": frame("us_industry_robots", {
             "IndustryCode": np.repeat(np.array(codes, dtype=object), len(e["years"])),
             "IndustryName": np.repeat(np.array([r[1] for r in IFR_INDUSTRIES], dtype=object), len(e["years"])),
             "Year": np.tile(e["years"], len(codes)).astype(str),
             "RobotsPerThousandWorkers": _fmt(e["us_robots"].ravel(), 4)}),
-        "national_internet_users": pd.DataFrame({
+        "national_internet_users": frame("national_internet_users", {
             "Year": [str(y) for y in CNNIC_INTERNET_USERS],
             "InternetUsers": [str(v) for v in CNNIC_INTERNET_USERS.values()]}),
     }

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from keytech.synth.columns import COLUMNS
+from keytech.synth.columns import frame, names
 from keytech.synth.common import fmt, stage_rng
 from keytech.synth.config import FIRST_YEAR
 from keytech.synth.world import World
@@ -57,7 +57,7 @@ def plant_financials(w: World) -> None:
     w.statements = {}
     w.stripped_codes = {}
     for table in ("balance_sheet", "income_statement", "cash_flow"):
-        cols = COLUMNS[table][3:]
+        cols = [c for c in names(table) if c not in ("Stkcd", "Accper", "Typrep")]  # the values
         # stock codes without leading zeros for some firms (per file)
         strip_firm = (rng.random(n) < 0.3) & np.array([s.startswith("0") for s in stk])
         code = np.where(strip_firm, [str(int(s)) for s in stk], stk)[f]
@@ -69,7 +69,7 @@ def plant_financials(w: World) -> None:
             if col != "A001000000":
                 pb = np.where(rng.random(nrow) < 0.02, np.nan, pb)
             b[col] = fmt(pb)
-        da, db = pd.DataFrame(a), pd.DataFrame(b)
+        da, db = frame(table, a), frame(table, b)
         # interleave A and B rows per firm-year (CSMAR order)
         df = pd.concat([da, db], ignore_index=True)
         order = np.argsort(np.r_[np.arange(nrow) * 2, np.arange(nrow) * 2 + 1], kind="stable")

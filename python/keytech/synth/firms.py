@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from keytech import paths
-from keytech.synth.columns import COLUMNS
+from keytech.synth.columns import frame
 from keytech.synth.common import date_str, normalised, random_dates, stage_rng
 from keytech.synth.config import FIRST_YEAR, LAST_YEAR, SHARE_REGISTERED_ELSEWHERE
 from keytech.synth.vocab import (CATEGORIES_2015, IND_WORDS, MODES_2016, OLD_NAMES, OWNERSHIP, PRODUCTS,
@@ -237,13 +237,14 @@ def plant_pilot_list(w: World) -> None:
                 "City": cities.at[unit_cities[u_i], "print_pilot"],
                 "Category": cat[u_i], "Stkcd": stk[u_i],
             })
-    pilot = pd.DataFrame(rows, columns=COLUMNS["pilot_list"][:-1])
+    pilot = pd.DataFrame(rows)
     # optional Industry (CSRC 2012 division of the unit): the listed firm's for listed units, a
     # manufacturing division for the others (own stream: the draws above are unchanged)
     rng_ind = np.random.default_rng([w.seed, 31])
     industry_of = dict(zip(firms["stkcd"], firms["industry"]))
     manufacturing = np.sort(firms.loc[firms["manufacturing"], "industry"].unique())
     pilot["Industry"] = [industry_of[s] if s else str(rng_ind.choice(manufacturing)) for s in pilot["Stkcd"]]
+    pilot = frame("pilot_list", dict(pilot.items()))
     # the key (Wave, ProjectName, UnitName) must be unique
     dup = pilot.duplicated(["Wave", "ProjectName", "UnitName"], keep="first")
     pilot.loc[dup, "ProjectName"] = pilot.loc[dup, "ProjectName"] + "（二期）"
@@ -305,7 +306,7 @@ def plant_firm_info(w: World) -> None:
     office = np.where(elsewhere[f], cities["city_name"].to_numpy()[other_city[f]],
                       cities["city_name"].to_numpy()[c]).astype(object)
     w.registered_elsewhere = sorted(firms.loc[elsewhere, "stkcd"].tolist())
-    w.firm_info = pd.DataFrame({
+    w.firm_info = frame("firm_info", {
         "Stkcd": firms["stkcd"].to_numpy()[f], "Accper": [f"{y}-12-31" for y in year],
         "Stknme": stknme, "Nnindcd": firms["industry"].to_numpy()[f], "Provnm": provnm, "Ctnm": ctnm,
         "Estbdt": est, "Listdt": date_str(firms["list_date"].to_numpy()[f]), "Statco": statco,

@@ -72,6 +72,7 @@ import pandas as pd
 
 from keytech import paths
 from keytech.ipc import normalise_ipc_code
+from keytech.synth.columns import frame
 from keytech.synth.common import fmt
 from keytech.synth.patents import load_concordance
 from keytech.synth.plugin import Plugin
@@ -400,7 +401,7 @@ def write_tables(w, out: Path) -> dict:
         names[sel] = np.array(items, dtype=object)[rng.integers(0, len(items), sel.sum())]
     names = np.array([f"{y}年{n}" for y, n in zip(year[row], names)], dtype=object)
     amount = assets[row] * np.exp(rng.normal(math.log(4e-4), 1.0, len(row)))
-    sub = pd.DataFrame({"Stkcd": stk[row], "Accper": [f"{y}-12-31" for y in year[row]], "Item": names,
+    sub = frame("subsidy_detail", {"Stkcd": stk[row], "Accper": [f"{y}-12-31" for y in year[row]], "Item": names,
                         "Amount": fmt(amount)})
     dup = sub.groupby(["Stkcd", "Accper", "Item"]).cumcount()
     sub.loc[dup > 0, "Item"] = sub.loc[dup > 0, "Item"] + "（第" + (dup[dup > 0] + 1).astype(str) + "批）"
@@ -408,14 +409,14 @@ def write_tables(w, out: Path) -> dict:
     lam = np.stack([np.where(T == 1, r.visit_mean[1], r.visit_mean[0]),
                     np.where(T == 1, r.standard_mean[1], r.standard_mean[0])], axis=1)
     counts = rng.poisson(lam)
-    kw = pd.DataFrame({"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
+    kw = frame("annual_report_keywords", {"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
                        "Keyword": np.tile(np.array(KEYWORDS, dtype=object), len(f)),
                        "Count": counts.ravel().astype(str)})
     # pilot categories of the MIIT application form (spec alt_no_pilot_mention): a share of the
     # firms mention one in their annual reports (one row per firm-year, a random category of the
     # 2016 modes; count Poisson(1) for those firms, 0 for the others)
     mentions = rng.random(len(w.firms)) < r.p_pilot_mention_firm
-    pilot_kw = pd.DataFrame({
+    pilot_kw = frame("annual_report_keywords", {
         "Stkcd": stk, "Year": year.astype(str),
         "Keyword": np.array(MODES_2016, dtype=object)[rng.integers(0, len(MODES_2016), len(f))],
         "Count": np.where(mentions[f], rng.poisson(1.0, len(f)), 0).astype(str)})

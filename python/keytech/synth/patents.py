@@ -14,6 +14,7 @@ import pandas as pd
 
 from keytech import paths
 from keytech.ipc import Concordance, normalise_ipc_code
+from keytech.synth.columns import frame
 from keytech.synth.common import date_str, normalised, random_dates, stage_rng
 from keytech.synth.config import EXTRACTION_DATE, FIRST_YEAR
 from keytech.synth.vocab import JUNK_IPC, UNIVERSITIES, UNMATCHED_SCODES
@@ -377,7 +378,7 @@ def plant_patents(w: World) -> None:
     mean_cites = cite_rate * quality * np.maximum(age - 0.5, 0) * np.where(granted | um, 1.0, 0.4)
     cites = rng.poisson(rng.gamma(1.5, mean_cites / 1.5 + 1e-12))
 
-    df = pd.DataFrame({
+    df = frame("patents", {
         "Scode": scode, "ApplyNo": apply_no, "ApplyDate": date_str(apply_d),
         "PatentType": np.array(["发明", "发明", "实用新型", "外观设计"], dtype=object)[all_kind],
         "IPC": ipc, "Applicants": applicants, "GrantDate": date_str(grant_d),

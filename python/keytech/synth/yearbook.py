@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from keytech.synth.columns import YEARBOOK_HEADER
+from keytech.synth.columns import frame, labels
 from keytech.synth.common import fmt, stage_rng
 from keytech.synth.config import YEARS
 from keytech.synth.vocab import OLD_NAMES
@@ -62,10 +62,11 @@ def plant_yearbook(w: World) -> None:
     keys = list(values)
     for r, cidx in zip(cell_r, cell_c):
         raw[keys[cidx]][r] = np.nan
-    out = {"城市": names, "年份": years.astype(str).astype(object)}
-    for hdr, k in zip(YEARBOOK_HEADER[2:], keys):
-        out[hdr] = fmt(raw[k], values[k][1])
-    w.yearbook = pd.DataFrame(out)
+    out = {"CityName": names, "Year": years.astype(str).astype(object)}
+    for k in keys:
+        out[k] = fmt(raw[k], values[k][1])
+    # printed with the Chinese headers (the contract's first aliases)
+    w.yearbook = frame("city_yearbook", out).set_axis(labels("city_yearbook"), axis=1)
     w.yearbook_true = pd.DataFrame({"city": city_idx, "year": years, **{k: v for k, (v, _) in values.items()}})
     missing_ctrl = np.zeros(n, bool)
     for r, cidx in zip(cell_r, cell_c):
