@@ -1,7 +1,7 @@
 """Synthetic data for the mechanism, heterogeneity and extension analyses (issue 5).
 
-A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plugin`); everything planted here is recorded in
-``_truth.json`` under ``mechanisms``. The stages, in generation order:
+A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plugin`); everything
+planted here is recorded in ``_truth.json`` under ``mechanisms``. The stages, in generation order:
 
 ``plan(w)`` (after the financial statements and the yearbook, before the patents)
     * **Technology similarity.** Half of the cities are *high-similarity* cities: each gets a shared

@@ -15,6 +15,21 @@ from keytech.synth.vocab import BIG_CITIES, FORCED_CITIES
 
 @dataclass
 class World:
+    """The world being generated. Each stage adds its attributes:
+
+    * ``plant_cities``: ``cities`` (one row per city: names as each source prints them, size, first
+      wave and first treated year), ``waves``;
+    * ``plant_firms``: ``firms`` (one row per firm), ``fy`` (one row per firm-year; later stages add
+      planted status columns such as ``policy``, ``n_key``, ``missing_firm_control``), ``movers``;
+    * ``plant_pilot_list``: ``pilot_list``; ``plant_firm_info``: ``firm_info``;
+      ``plant_financials``: ``statements`` (per table); ``plant_yearbook``: ``yearbook`` (as printed)
+      and ``yearbook_true``;
+    * ``plant_patents``: ``patents`` and the planted status of each written row (``patents_kind``,
+      ``patents_origin``, ``patents_duplicate``);
+    * the plug-ins: ``endog`` / ``endogeneity_rates`` and ``mech``;
+    * the ``*_mess`` / ``*_truth`` attributes: what ``_truth.json`` records.
+    """
+
     cfg: ScaleConfig
     rates: Rates
     seed: int
