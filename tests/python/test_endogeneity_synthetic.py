@@ -55,7 +55,7 @@ IV_CONFOUNDER_SHIFT_MAX = 0.25  # |2SLS − 2SLS with the confounder controlled|
 
 
 def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str]) -> dict:
-    from keytech import synth_endogeneity
+    from keytech.synth import endogeneity as synth_endogeneity
 
     raw = root / "raw"
     saved = dict(synth_endogeneity.DEFAULT_RATES_OVERRIDE)
@@ -86,7 +86,7 @@ def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str])
 
 @pytest.fixture(scope="module")
 def iv_world(tmp_path_factory) -> dict:
-    from keytech.synth_endogeneity import IV_WORLD_RATES
+    from keytech.synth.endogeneity import IV_WORLD_RATES
 
     return _make_world(tmp_path_factory.mktemp("iv_world"), "paper", 12, IV_WORLD_RATES,
                        ["table4_col1", "table4_col2", "table4_col3", "table4_col4", "table4_col5"])
@@ -94,7 +94,7 @@ def iv_world(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
-    from keytech.synth_endogeneity import STRESS_RATES
+    from keytech.synth.endogeneity import STRESS_RATES
 
     return _make_world(tmp_path_factory.mktemp("spill_world"), "small", 12, STRESS_RATES,
                        ["table4_col6", "table4_col7", "spill"])

@@ -1,5 +1,5 @@
 """On synthetic data (small scale, fixed seed): the warehouse's mechanism variables line up with what
-synth_mechanisms planted, the WW index and HHI equal their formulas recomputed in pandas from
+keytech.synth.mechanisms planted, the WW index and HHI equal their formulas recomputed in pandas from
 fct_firm_years, and the planted signs are recovered by the registry's specs.
 
 Slow (~2 min: synth + dbt build + ~20 regressions). The column-5 subsample splits are noisy at this
@@ -11,7 +11,7 @@ Table 5 similarity halves).
 The similarity splits compare cities (about 45 treated at this scale). They are recoverable here
 because the generator plants a 0.50 log-point high-minus-low difference and draws the
 high-similarity cities as matched pairs within treatment cohorts, balanced on sample firm-years
-(keytech.synth_mechanisms); with independent coin flips per city and a 0.25 difference the IPC4
+(keytech.synth.mechanisms); with independent coin flips per city and a 0.25 difference the IPC4
 split was a ~1 SE comparison with the wrong sign on this seed (Poisson 0.109 high vs 0.126 low)."""
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -15,7 +16,7 @@ import yaml
 from keytech import paths
 from keytech.ipc import Concordance, normalise_ipc_list
 from keytech.synth import SCALES, TABLES, build_world, generate
-from keytech.synth_endogeneity import SEED_INDEPENDENT_FILES
+from keytech.synth.endogeneity import SEED_INDEPENDENT_FILES
 
 CONTRACT = yaml.safe_load((Path(paths.__file__).parent / "contract.yml").read_text(encoding="utf-8"))
 
@@ -102,7 +103,7 @@ def test_truth_keys(tiny):
     for key in ("seed", "scale", "rates", "pilot", "rows", "patents", "key_inventions_by_year",
                 "nonkey_inventions_by_year", "mechanisms", "analysis_sample"):
         assert key in truth
-    assert truth["mechanisms"]["key_effect"]["mean_scale_treated_2010_2019"] is not None  # synth_mechanisms
+    assert truth["mechanisms"]["key_effect"]["mean_scale_treated_2010_2019"] is not None  # keytech.synth.mechanisms
     assert truth["rates"]["beta_key"] > 0 and truth["rates"]["beta_nonkey"] == 0
     p = truth["patents"]
     for key in ("exact_duplicate_rows", "junk_ipc_rows", "unmatched_firm_rows", "out_of_window_rows"):
@@ -272,3 +273,82 @@ def test_mess_present(tiny):
 def test_truth_json_is_written(tiny):
     out, truth = tiny
     assert json.loads((out / "_truth.json").read_text(encoding="utf-8")) == truth
+
+
+def _synth_imports() -> dict[str, list[tuple[str, str, bool]]]:
+    """Per module of keytech.synth: (imported keytech.synth module, imported name, at module level)."""
+    pkg = Path(paths.__file__).parent / "synth"
+    modules = {p.stem for p in pkg.glob("*.py")}
+    out: dict[str, list[tuple[str, str, bool]]] = {}
+    for path in sorted(pkg.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body}
+        edges = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                edges += [(a.name.removeprefix("keytech.synth.") or "__init__", "", id(node) in top)
+                          for a in node.names if a.name == "keytech.synth" or a.name.startswith("keytech.synth.")]
+            elif isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module == "keytech.synth" or node.module.startswith("keytech.synth.")):
+                for a in node.names:
+                    if node.module == "keytech.synth":  # a submodule, or a name of the package itself
+                        target = a.name if a.name in modules else "__init__"
+                    else:
+                        target = node.module.removeprefix("keytech.synth.")
+                    edges.append((target, a.name, id(node) in top))
+        out[path.stem] = edges
+    return out
+
+
+def test_synth_package_has_no_import_circle():
+    """Module-level imports inside keytech.synth form no circle; only the generator (and the package's
+    __init__) import the plug-in worlds; no plug-in reaches back into the generator at run time (the
+    former synth_mechanisms imported keytech.synth lazily); no module imports another's private name."""
+    imports = _synth_imports()
+    assert {"generator", "mechanisms", "endogeneity", "plugin", "world", "patents"} <= set(imports)
+    graph = {m: {t for t, _, top in edges if top and t != m} for m, edges in imports.items()}
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return seen + (nxt,)
+            if nxt not in seen:
+                found = cycle_from(start, nxt, seen + (nxt,))
+                if found:
+                    return found
+        return None
+
+    for module in graph:
+        assert cycle_from(module, module, (module,)) is None, cycle_from(module, module, (module,))
+    plugins = {"mechanisms", "endogeneity"}
+    for module, edges in imports.items():
+        targets = {t for t, _, _ in edges}
+        if module not in ("generator", "__init__"):
+            assert not targets & plugins, f"keytech.synth.{module} imports a plug-in: {targets & plugins}"
+        if module in plugins:
+            assert not targets & {"generator", "__init__"}, f"plug-in {module} imports the generator"
+        private = [f"{t}.{n}" for t, n, _ in edges if n.startswith("_") and n != "__init__"]
+        assert not private, f"keytech.synth.{module} imports private names {private}"
+    # the plug-ins are the generator's, in the order that keeps the files byte-identical
+    from keytech.synth import PLUGINS
+
+    assert [p.name for p in PLUGINS] == ["endogeneity", "mechanisms"]
+
+
+def test_generator_columns_come_from_the_contract():
+    """The generator's headers, CSMAR label/unit rows and yearbook header are the contract's (names,
+    first aliases); a frame with a column the contract lacks, or without one it has, is refused."""
+    from keytech.synth import columns
+
+    for table, spec in CONTRACT["tables"].items():
+        assert columns.names(table) == [c["name"] for c in spec["columns"]]
+    assert columns.labels("balance_sheet")[3] == "资产总计"
+    assert columns.csmar_units("balance_sheet")[:4] == ["没有单位", "没有单位", "没有单位", "元"]
+    assert columns.yearbook_units()[:3] == ["单位", "", "元"]
+    assert len(columns.yearbook_units()) == len(columns.names("city_yearbook"))
+    full = {c: ["x"] for c in columns.names("national_internet_users")}
+    assert list(columns.frame("national_internet_users", full).columns) == ["Year", "InternetUsers"]
+    with pytest.raises(ValueError, match="NotInContract"):
+        columns.frame("national_internet_users", {**full, "NotInContract": ["x"]})
+    with pytest.raises(ValueError, match="InternetUsers"):
+        columns.frame("national_internet_users", {"Year": ["x"]})

@@ -1,7 +1,7 @@
 """Synthetic data for the mechanism, heterogeneity and extension analyses (issue 5).
 
-Called from :mod:`keytech.synth` through small hooks; everything planted here is recorded in
-``_truth.json`` under ``mechanisms``. The stages, in generation order:
+A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plugin`); everything
+planted here is recorded in ``_truth.json`` under ``mechanisms``. The stages, in generation order:
 
 ``plan(w)`` (after the financial statements and the yearbook, before the patents)
     * **Technology similarity.** Half of the cities are *high-similarity* cities: each gets a shared
@@ -70,6 +70,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keytech import paths
+from keytech.ipc import normalise_ipc_code
+from keytech.synth.columns import frame
+from keytech.synth.common import fmt
+from keytech.synth.patents import load_concordance
+from keytech.synth.plugin import Plugin
+from keytech.synth.truth import sample_filters
+from keytech.synth.vocab import MODES_2016
+from keytech.synth.writers import write_csv
+
 TABLES = ("subsidy_detail", "annual_report_keywords")
 KEYWORDS = ("参访", "标准化")
 
@@ -103,12 +113,6 @@ class MechanismRates:
 RATES = MechanismRates()
 
 
-def _S():
-    from keytech import synth  # lazy: synth imports this module
-
-    return synth
-
-
 def _treat(w) -> np.ndarray:
     fy, cities, firms = w.fy, w.cities, w.firms
     c = fy["city"].to_numpy()
@@ -134,7 +138,7 @@ def _consolidated(w) -> pd.DataFrame:
 def _set_consolidated(w, table: str, col: str, values: np.ndarray, rows: np.ndarray) -> None:
     st = w.statements[table]
     idx = st.index[st["Typrep"] == "A"][rows]
-    st.loc[idx, col] = _S()._fmt(values[rows])
+    st.loc[idx, col] = fmt(values[rows])
 
 
 def _detrend(log_v: np.ndarray, firm: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -202,9 +206,8 @@ def firm_year_indices(fin: pd.DataFrame, firm: np.ndarray, year: np.ndarray, cit
 
 
 def planted_sample(w) -> np.ndarray:
-    """The analysis-sample firm-years as planted (``synth.sample_filters``), per ``w.fy`` row."""
-    from keytech.synth import sample_filters
-
+    """The analysis-sample firm-years as planted (``keytech.synth.truth.sample_filters``), per ``w.fy``
+    row."""
     in_window, drops = sample_filters(w)
     return in_window & ~np.logical_or.reduce([drop for _, drop in drops])
 
@@ -284,7 +287,7 @@ def plan(w) -> None:
 
 
 def key_log_shift(w, f: np.ndarray, year: np.ndarray, c: np.ndarray, treat: np.ndarray) -> np.ndarray:
-    """Added to the log key-tech rate in ``synth._patents``: beta_key × treat × (scale − 1)."""
+    """Added to the log key-tech rate in ``keytech.synth.patents.plant_patents``: beta_key × treat × (scale − 1)."""
     m = getattr(w, "mech", None)
     if m is None:
         return 0.0
@@ -293,7 +296,7 @@ def key_log_shift(w, f: np.ndarray, year: np.ndarray, c: np.ndarray, treat: np.n
 
 def home_buckets(w, pool, home_key: np.ndarray, home_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Firms in high-similarity cities take their city's shared home buckets (probability
-    ``p_city_cluster_home``). Called in ``synth._patents`` after its own draws (its stream is
+    ``p_city_cluster_home``). Called in ``keytech.synth.patents.plant_patents`` after its own draws (its stream is
     unchanged)."""
     m = getattr(w, "mech", None)
     if m is None:
@@ -315,8 +318,6 @@ def home_buckets(w, pool, home_key: np.ndarray, home_nk: np.ndarray) -> tuple[np
 
 def _target_codes() -> dict[int, np.ndarray]:
     """Listed concordance codes mapped to exactly one SEI industry, per industry."""
-    from keytech import paths
-
     s = paths.seeds_dir()
     conc = pd.read_csv(s / "sei_ipc_concordance.csv", dtype={"ipc_code": str, "sei_rule_id": int})
     cat = pd.read_csv(s / "sei_catalogue.csv", dtype=str)[["sei_rule_id", "sei_code"]]
@@ -331,16 +332,13 @@ def _target_codes() -> dict[int, np.ndarray]:
 
 def recode(w) -> None:
     """Stage after the patents: redraw the key-tech codes of a share of treated key inventions."""
-    from keytech.ipc import normalise_ipc_code
-
-    S = _S()
     r = RATES
     m = getattr(w, "mech", None)
     if m is None:
         return
     rng = np.random.default_rng([w.seed, 53])
     pat = w.patents
-    conc = S._load_concordance()
+    conc = load_concordance()
     targets = _target_codes()
     fields = np.array(sorted(r.field_weights))
     weights = np.array([r.field_weights[k] for k in fields], dtype=float)
@@ -378,7 +376,6 @@ def recode(w) -> None:
 
 def write_tables(w, out: Path) -> dict:
     """Write subsidy_detail.csv and annual_report_keywords.csv; return their file entries."""
-    S = _S()
     m = getattr(w, "mech", None)
     if m is None:
         return {}
@@ -404,32 +401,30 @@ def write_tables(w, out: Path) -> dict:
         names[sel] = np.array(items, dtype=object)[rng.integers(0, len(items), sel.sum())]
     names = np.array([f"{y}年{n}" for y, n in zip(year[row], names)], dtype=object)
     amount = assets[row] * np.exp(rng.normal(math.log(4e-4), 1.0, len(row)))
-    sub = pd.DataFrame({"Stkcd": stk[row], "Accper": [f"{y}-12-31" for y in year[row]], "Item": names,
-                        "Amount": S._fmt(amount)})
+    sub = frame("subsidy_detail", {"Stkcd": stk[row], "Accper": [f"{y}-12-31" for y in year[row]], "Item": names,
+                        "Amount": fmt(amount)})
     dup = sub.groupby(["Stkcd", "Accper", "Item"]).cumcount()
     sub.loc[dup > 0, "Item"] = sub.loc[dup > 0, "Item"] + "（第" + (dup[dup > 0] + 1).astype(str) + "批）"
 
     lam = np.stack([np.where(T == 1, r.visit_mean[1], r.visit_mean[0]),
                     np.where(T == 1, r.standard_mean[1], r.standard_mean[0])], axis=1)
     counts = rng.poisson(lam)
-    kw = pd.DataFrame({"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
+    kw = frame("annual_report_keywords", {"Stkcd": np.repeat(stk, 2), "Year": np.repeat(year, 2).astype(str),
                        "Keyword": np.tile(np.array(KEYWORDS, dtype=object), len(f)),
                        "Count": counts.ravel().astype(str)})
     # pilot categories of the MIIT application form (spec alt_no_pilot_mention): a share of the
     # firms mention one in their annual reports (one row per firm-year, a random category of the
     # 2016 modes; count Poisson(1) for those firms, 0 for the others)
-    from keytech.synth import _MODES_2016
-
     mentions = rng.random(len(w.firms)) < r.p_pilot_mention_firm
-    pilot_kw = pd.DataFrame({
+    pilot_kw = frame("annual_report_keywords", {
         "Stkcd": stk, "Year": year.astype(str),
-        "Keyword": np.array(_MODES_2016, dtype=object)[rng.integers(0, len(_MODES_2016), len(f))],
+        "Keyword": np.array(MODES_2016, dtype=object)[rng.integers(0, len(MODES_2016), len(f))],
         "Count": np.where(mentions[f], rng.poisson(1.0, len(f)), 0).astype(str)})
     kw = pd.concat([kw, pilot_kw], ignore_index=True)
     m["pilot_mention_firms"] = int(mentions.sum())
     files = {}
     for name, df in (("subsidy_detail", sub), ("annual_report_keywords", kw)):
-        S._write_csv(df, out / f"{name}.csv", "utf-8")
+        write_csv(df, out / f"{name}.csv", "utf-8")
         files[name] = {"file": f"{name}.csv", "encoding": "utf-8", "description_rows": 0, "rows": len(df)}
     m["subsidy_items_by_category"] = {"rd": int((cat == 0).sum()), "patent": int((cat == 1).sum()),
                                       "other": int((cat == 2).sum())}
@@ -489,3 +484,10 @@ def truth(w) -> dict:
             "table7": "Width1, Width2, Width4 > 0",
         },
     }
+
+
+PLUGIN = Plugin(
+    name="mechanisms", tables=TABLES,
+    stages=(("yearbook", "mechanisms plan", plan), ("patents", "mechanisms recode", recode)),
+    key_log_shift=key_log_shift, home_buckets=home_buckets, write_tables=write_tables, truth=truth,
+)

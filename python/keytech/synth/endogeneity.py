@@ -1,6 +1,6 @@
 """Synthetic inputs for the endogeneity and spillover analyses (Table 4, "Other robustness").
 
-Called from :mod:`keytech.synth` at three points (each a one-line hook):
+A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plugin`), run at three points:
 
 * ``plant_selection(w)`` right after the city stage: draws the cities' 2009 industry structure,
   2009 robot density, the US industry robot series and an unobserved confounder ``U_c``, and
@@ -47,7 +47,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FIRST_YEAR, LAST_YEAR = 2008, 2022
+from keytech.synth.columns import frame
+from keytech.synth.config import FIRST_YEAR, LAST_YEAR
+from keytech.synth.plugin import Plugin
+
 BASE_YEAR = 2009
 EARTH_RADIUS_KM = 6371.0088
 
@@ -82,7 +85,7 @@ CNNIC_INTERNET_USERS = {
 class EndogeneityRates:
     """Planted parameters (recorded in ``_truth.json['endogeneity']``)."""
 
-    size_selection: float = 0.9  # as in keytech.synth._cities
+    size_selection: float = 0.9  # as in keytech.synth.world.plant_cities
     instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
     confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
     confounder_trend: float = 0.5  # key log-rate += this * U*_c * path(year), see confounder_path
@@ -293,18 +296,18 @@ def write_tables(w, out: Path) -> dict:
     files = {}
     codes = [r[0] for r in IFR_INDUSTRIES]
     tables = {
-        "region_robot_density": pd.DataFrame({
+        "region_robot_density": frame("region_robot_density", {
             "CityName": names, "Year": str(BASE_YEAR), "RobotDensity": _fmt(e["robot_density_2009"], 3)}),
-        "industry_employment": pd.DataFrame({
+        "industry_employment": frame("industry_employment", {
             "CityName": np.repeat(names, len(codes)), "Year": str(BASE_YEAR),
             "IndustryCode": np.tile(np.array(codes, dtype=object), len(names)),
             "Employment": _fmt(e["employment_2009"].ravel(), 4)}),
-        "us_industry_robots": pd.DataFrame({
+        "us_industry_robots": frame("us_industry_robots", {
             "IndustryCode": np.repeat(np.array(codes, dtype=object), len(e["years"])),
             "IndustryName": np.repeat(np.array([r[1] for r in IFR_INDUSTRIES], dtype=object), len(e["years"])),
             "Year": np.tile(e["years"], len(codes)).astype(str),
             "RobotsPerThousandWorkers": _fmt(e["us_robots"].ravel(), 4)}),
-        "national_internet_users": pd.DataFrame({
+        "national_internet_users": frame("national_internet_users", {
             "Year": [str(y) for y in CNNIC_INTERNET_USERS],
             "InternetUsers": [str(v) for v in CNNIC_INTERNET_USERS.values()]}),
     }
@@ -362,3 +365,9 @@ def truth(w) -> dict:
         "ifr_industries": [r[0] for r in IFR_INDUSTRIES],
         "base_year": BASE_YEAR,
     }
+
+
+PLUGIN = Plugin(
+    name="endogeneity", tables=TABLES, stages=(("cities", "endogeneity inputs", plant_selection),),
+    key_log_shift=key_log_shift, write_tables=write_tables, truth=truth,
+)

@@ -1,0 +1,73 @@
+"""Stage 7: writing the raw folder in the vendors' formats (encodings, label rows, Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from keytech.synth.columns import CSMAR_TABLES, FILE_ENCODING, csmar_units, labels, types, yearbook_units
+from keytech.synth.world import World
+
+
+def write_csv(df: pd.DataFrame, path: Path, encoding: str, desc: list[list[str]] | None = None,
+               line_end: str = "\n") -> None:
+    parts = []
+    header = pd.DataFrame([list(df.columns)] + (desc or []), columns=df.columns)
+    full = pd.concat([header, df.astype(object)], ignore_index=True)
+    text = full.to_csv(index=False, header=False, lineterminator=line_end)
+    parts.append(text)
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        handle.write("".join(parts))
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, column_types: dict[str, str]) -> None:
+    """Contract ``integer`` columns as int64, ``date`` columns as text with empty dates null, the rest
+    as text."""
+    arrays = []
+    for col in df.columns:
+        v = df[col].to_numpy()
+        if column_types[col] == "integer":
+            arrays.append(pa.array(v.astype(np.int64), type=pa.int64()))
+        else:
+            v = v.astype(object)
+            arrays.append(pa.array([x if x != "" else None for x in v], type=pa.string())
+                          if column_types[col] == "date" else pa.array(v, type=pa.string()))
+    table = pa.Table.from_arrays(arrays, names=list(df.columns))
+    pq.write_table(table, path, compression="zstd", row_group_size=500_000)
+
+
+def write_raw(w: World, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for table in CSMAR_TABLES:  # two label rows: the Chinese field names, the units
+        df = w.firm_info if table == "firm_info" else w.statements[table]
+        write_csv(df, out / f"{table}.csv", FILE_ENCODING[table], [labels(table), csmar_units(table)])
+        files[table] = {"file": f"{table}.csv", "encoding": FILE_ENCODING[table], "description_rows": 2,
+                        "rows": len(df)}
+    write_csv(w.yearbook, out / "city_yearbook.csv", FILE_ENCODING["city_yearbook"], [yearbook_units()],
+              line_end="\r\n")
+    files["city_yearbook"] = {"file": "city_yearbook.csv", "encoding": FILE_ENCODING["city_yearbook"],
+                              "description_rows": 1,
+                              "rows": len(w.yearbook), "header": "contract Chinese aliases"}
+    write_csv(w.pilot_list, out / "pilot_list.csv", "utf-8")
+    files["pilot_list"] = {"file": "pilot_list.csv", "encoding": "utf-8", "description_rows": 0,
+                           "rows": len(w.pilot_list)}
+    for stale in ("patents.csv", "patents.parquet"):
+        (out / stale).unlink(missing_ok=True)
+    if w.cfg.patents_format == "parquet":
+        _write_parquet(w.patents, out / "patents.parquet", types("patents"))
+        files["patents"] = {"file": "patents.parquet", "encoding": None, "description_rows": 0,
+                            "rows": len(w.patents)}
+    else:
+        write_csv(w.patents, out / "patents.csv", "utf-8")
+        files["patents"] = {"file": "patents.csv", "encoding": "utf-8", "description_rows": 0,
+                            "rows": len(w.patents)}
+    for plugin in w.plugins:
+        if plugin.write_tables is not None:
+            files.update(plugin.write_tables(w, out))
+    return files
+
