@@ -1,4 +1,4 @@
-"""Callaway–Sant'Anna doubly robust with covariates (issue 14 item 4; keytech.estimation.cs_doubly_robust).
+"""Callaway–Sant'Anna doubly robust with covariates (issue 14 item 4; keytech.estimation.did.cs_dr).
 
 (1) On the public ``mpdta`` panel (frozen in reference/mpdta.csv) every ATT(g,t), the simple and
 event-time aggregations and their analytic SEs equal the reference implementation (moderndid's port
@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.cs_doubly_robust import aggregate, group_time, se_from_if, uniform_critical_value
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.did.cs_dr import aggregate, group_time, se_from_if, uniform_critical_value
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
@@ -96,7 +97,7 @@ def sim() -> pd.DataFrame:
 
 
 def test_no_covariates_equals_unconditional_cs(sim):
-    from keytech.estimation.staggered import cs_estimate, cs_group_time
+    from keytech.estimation.did.cs import cs_estimate, cs_group_time
 
     gt = group_time(sim, "ln_apply_inv_zl", "year", "stkcd", "first_treated_year", [], "notyettreated")
     agg = aggregate(gt)

@@ -1,7 +1,7 @@
 """The specification registry: ``keytech/specs.yml`` → typed :class:`Spec` objects.
 
 A specification is data. Adding a plain regression means adding a YAML entry; only a new *kind*
-of estimator needs code (see :data:`keytech.estimation.estimators.ESTIMATORS`).
+of estimator needs code (see :data:`keytech.estimation.dispatch.ESTIMATORS`).
 """
 
 from __future__ import annotations

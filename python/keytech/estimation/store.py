@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import warehouse
-from keytech.estimation.base import SpecResult, clean_float, jsonable
+from keytech.estimation.core.results import SpecResult, clean_float, jsonable
 
 RUNS_DDL = """
 create table if not exists results.runs (

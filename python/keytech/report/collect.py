@@ -15,6 +15,7 @@ import pandas as pd
 
 from keytech import paths
 from keytech.marts import marts_with
+from keytech.synthetic import truth_path
 from keytech.warehouse import PUBLIC_MARTS, mart_fingerprint, table_exists
 
 # marts declared `report: true` in models/marts/*.yml (keytech/marts.py), in declaration order
@@ -23,7 +24,7 @@ NON_VARIABLES = ("stkcd", "city_code", "province_code", "industry_code")
 
 
 def truth(raw_dir: Path) -> dict[str, Any] | None:
-    path = raw_dir / "_truth.json"
+    path = truth_path(raw_dir)
     if not path.is_file():
         return None
     try:

@@ -203,9 +203,9 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     earlier period of each 2x2), ``control_group`` (notyettreated | nevertreated), ``band_draws``
     (multiplier-bootstrap draws of the uniform band). Main term = simple ATT; ``rel_time=e`` terms =
     event-time aggregation with pointwise CIs (ci_low/ci_high) and the uniform band in the diagnostics."""
-    from keytech.estimation import panel as pnl
-    from keytech.estimation.base import SpecResult, term_from_normal
-    from keytech.estimation.estimators import prepare_spec_data, sample_description
+    from keytech.estimation.core import panel as pnl
+    from keytech.estimation.core.results import SpecResult, term_from_normal
+    from keytech.estimation.core.panel import prepare_spec_data, sample_description
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
         raise ValueError(f"{spec.id}: needs one cluster variable (vcov: {{cluster: var}})")
