@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 
 from keytech.estimation.core import panel as pnl
-from keytech.estimation.core.results import SpecResult
-from keytech.estimation.core.fitting import cluster_columns, demeaner, fit_result, formula, RunContext, terms_from_fit
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult
 from keytech.estimation.registry import Spec
 
 

@@ -27,9 +27,9 @@ import pandas as pd
 from scipy import stats
 
 from keytech.estimation.core import panel as pnl
-from keytech.estimation.core.results import SpecResult, add_common_diagnostics
-from keytech.estimation.core.fitting import cluster_columns, demeaner, fit_result, formula, relevant_warnings, RunContext, terms_from_fit
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult, add_common_diagnostics
 from keytech.estimation.registry import Spec
 
 STOCK_YOGO_15 = {1: 8.96, 2: 11.59, 3: 12.83}  # one endogenous regressor, L instruments (15% size)

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation.core.results import SpecResult
-from keytech.estimation.core.fitting import cluster_columns, demeaner, fit_result, formula, relevant_warnings, RunContext, terms_from_fit
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult
 from keytech.estimation.registry import Spec
 
 DEFAULT_COVARIATES = ("ln_meangdp", "infor", "ln_finsgov", "ln_fdi", "agglomeration_lq")

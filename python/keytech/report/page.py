@@ -7,10 +7,10 @@ import json
 import math
 from typing import Any, Iterable
 
-import pandas as pd
-
-from keytech.tables.format import fmt_num, fmt_r2, is_missing, stars_from_p
-from keytech.tables.format import fmt_n as fmt_int
+# the number formatters are the publication tables' (one set); fmt_int, fmt_r2 and stars_from_p are
+# re-exported for the report's other modules
+from keytech.tables.format import fmt_n as fmt_int  # noqa: F401
+from keytech.tables.format import fmt_num, fmt_r2, is_missing, stars_from_p  # noqa: F401
 
 CSS = """
 :root{--ink:#1f2d3d;--muted:#5b6b7b;--rule:#d7dde4;--accent:#1f4e79;--bg:#fbfcfd;--ok:#1e7b34;--bad:#b3261e;--warn:#8a5a00}

@@ -24,11 +24,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from keytech.estimation.core import panel as pnl
-from keytech.estimation.core.results import SpecResult, TermEstimate
-from keytech.estimation.core.fitting import fit_model, fit_result, RunContext, terms_from_fit
+from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
-from keytech.estimation.registry import Spec
+from keytech.estimation.core.results import SpecResult, TermEstimate
 from keytech.estimation.core.ssc import cluster_ssc
+from keytech.estimation.registry import Spec
 
 
 class FWLFastPath:
