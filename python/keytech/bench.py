@@ -57,6 +57,8 @@ import time
 import traceback
 from pathlib import Path
 
+from keytech.synthetic import is_synthetic
+
 GIB = 1024**3
 TARGETS = {  # stage -> (metric, limit)
     "synth": ("seconds", 60.0),
@@ -196,7 +198,7 @@ def _stage_excel_read(work: Path, scale: str, seed: int) -> dict:
     import duckdb
 
     from keytech.contract import Mapping, load_contract
-    from keytech.ingest import _land_table, _load_raw
+    from keytech.ingest import land_table, load_raw
 
     folder = work / "excel"
     folder.mkdir(parents=True, exist_ok=True)
@@ -208,12 +210,12 @@ def _stage_excel_read(work: Path, scale: str, seed: int) -> dict:
     con = duckdb.connect()
     try:
         start = time.perf_counter()
-        _load_raw(con, path, scratch)
+        load_raw(con, path, scratch)
         read = time.perf_counter() - start
         read_rows = con.execute("select count(*) from raw_t").fetchone()[0]
         problems: list = []
         start = time.perf_counter()
-        report = _land_table(con, folder, load_contract()["income_statement"], Mapping(), [path], scratch, problems)
+        report = land_table(con, folder, load_contract()["income_statement"], Mapping(), [path], scratch, problems)
         land = time.perf_counter() - start
     finally:
         con.close()
@@ -318,7 +320,7 @@ def _stage_fit_anchor(work: Path, scale: str, seed: int) -> dict:
     import pyfixest as pf
 
     from keytech.estimation import load_registry
-    from keytech.estimation.panel import load_panel
+    from keytech.estimation.core.panel import load_panel
 
     spec = load_registry().get(ANCHOR_SPEC)
     data = load_panel(spec.panel).dropna(subset=[spec.outcome, *spec.regressors, *spec.fixed_effects, "city_code"])
@@ -688,7 +690,7 @@ def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, .
     work = work_dir(out, scale)
     work.mkdir(parents=True, exist_ok=True)
     if skip_synth:
-        if not (work / "raw" / "_truth.json").is_file():
+        if not is_synthetic(work / "raw"):
             raise SystemExit(f"--skip-synth: no earlier raw folder at {work / 'raw'}; run without it first.")
         stages = tuple(s for s in stages if s != "synth")
     report = {"scale": scale, "seed": seed, "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),

@@ -10,11 +10,8 @@ import time
 from pathlib import Path
 
 from keytech import paths
+from keytech.synthetic import SYNTHETIC_BANNER, is_synthetic
 
-SYNTHETIC_NOTE = (
-    "NOTE: the bundled data is SYNTHETIC (made by `keytech synth` with planted effects). "
-    "Results computed on it demonstrate the pipeline; they are not findings."
-)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING = 0, 1, 2, 3
 
@@ -32,10 +29,6 @@ def _say(args, message: str) -> None:
         print(message, flush=True)
 
 
-def is_synthetic(raw_dir: Path | None = None) -> bool:
-    return ((raw_dir or paths.raw_dir()) / "_truth.json").is_file()
-
-
 # ------------------------------------------------------------------------------------------ synth
 def cmd_synth(args) -> int:
     from keytech.synth import generate
@@ -48,7 +41,7 @@ def cmd_synth(args) -> int:
                f"in {time.perf_counter() - start:.1f} s")
     for table, count in rows.items():
         _say(args, f"  {table:18} {count:>10,} rows")
-    _say(args, SYNTHETIC_NOTE)
+    _say(args, SYNTHETIC_BANNER)
     return EXIT_OK
 
 
@@ -159,13 +152,13 @@ def cmd_check(args) -> int:
 
 # --------------------------------------------------------------------------------------- estimate
 def _run_seed(seed: int | None) -> int:
-    from keytech.estimation.base import DEFAULT_SEED
+    from keytech.estimation.core.results import DEFAULT_SEED
 
     return DEFAULT_SEED if seed is None else seed
 
 
 def cmd_estimate(args) -> int:
-    from keytech import estimation
+    from keytech import estimation, tables
 
     if args.list:
         for spec_id, description in estimation.list_specs():
@@ -174,8 +167,9 @@ def cmd_estimate(args) -> int:
     run_id = estimation.run_estimation(
         only=args.only or None, force=args.force, placebo_draws=args.placebo_draws,
         seed=_run_seed(args.seed), progress=not args.quiet, permutation_draws=args.permutation_draws,
+        render=tables.render_tables,
     )
-    _say(args, estimation.table3_vs_paper(run_id, synthetic=is_synthetic()))
+    _say(args, tables.table3_vs_paper(run_id, synthetic=is_synthetic()))
     _say(args, f"Run {run_id} stored in results.estimates; tables in {paths.output_dir() / 'tables'}, "
                f"figures in {paths.output_dir() / 'figures'}.")
     outcome = estimation.runner.run_outcome(run_id)
@@ -223,7 +217,7 @@ def cmd_summary(args) -> int:
     print("Try:  .venv/bin/keytech sql \"select year, avg(apply_inv_zl) as key_tech, avg(apply_inv_nozl) "
           "as non_key, avg(policy) as policy from marts.rpt_analysis_panel group by year order by year\"")
     if is_synthetic():
-        print(SYNTHETIC_NOTE)
+        print(SYNTHETIC_BANNER)
     return EXIT_OK
 
 
@@ -278,7 +272,7 @@ def _step_args(args, command: str, **overrides) -> argparse.Namespace:
 
 
 def cmd_demo(args) -> int:
-    _say(args, SYNTHETIC_NOTE + "\n")
+    _say(args, SYNTHETIC_BANNER + "\n")
     cmd_synth(_step_args(args, "synth", scale=args.scale or "small", seed=args.seed))
     code = cmd_build(_step_args(args, "build"))
     if code != EXIT_OK:
@@ -527,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even when the last data checks failed")
     p.add_argument("--placebo-draws", type=int, default=500, help="placebo reassignments (default 500)")
     p.add_argument("--seed", type=int, default=None,
-                   help="the run's one random seed (default 20240601, keytech.estimation.base.DEFAULT_SEED): seeds "
+                   help="the run's one random seed (default 20240601, keytech.estimation.core.results.DEFAULT_SEED): seeds "
                         "the placebo draws, the Callaway-Sant'Anna cluster bootstrap and the permutation tests (PSM "
                         "shares ties and draws nothing); stored in results.runs and in each stochastic spec's diagnostics "
                         "(keytech demo passes its --seed)")

@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from keytech import paths
+from keytech.synthetic import is_synthetic
 
 PACKAGES = ("dbt-core", "dbt-duckdb", "duckdb", "pandas", "pyarrow", "numpy", "scipy", "pyfixest",
             "great_expectations", "statsmodels", "matplotlib", "PyYAML")
@@ -133,7 +134,7 @@ def check_raw(raw: Path) -> tuple[list[Finding], bool]:
                         f"`keytech validate --raw-dir {raw}`")], False
     except Exception as exc:  # unreadable folder etc.
         return [Finding("raw folder", "fail", f"{raw} could not be validated: {exc}", "see `keytech validate -v`")], False
-    kind = "synthetic (_truth.json present)" if (raw / "_truth.json").is_file() else "licensed/own data"
+    kind = "synthetic (_truth.json present)" if is_synthetic(raw) else "licensed/own data"
     rows = sum(r.data_rows for r in reports)
     warnings = [p for p in problems if p.severity != "error"]
     note = f" ({len(warnings)} data warning(s) the build handles, listed by `keytech validate`)" if warnings else ""

@@ -342,7 +342,7 @@ def _load_excel(con: duckdb.DuckDBPyConnection, path: Path, display: str) -> Non
         con.unregister("raw_excel")
 
 
-def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path,
+def load_raw(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path,
               display: str | None = None) -> tuple[str, str | None, int]:
     """Load a raw file into temp table ``raw_t``. Returns (format, encoding, header_lines).
     ``display`` is the name used in messages (``FS_Combas.zip:FS_Combas.csv`` for a zip member)."""
@@ -650,7 +650,7 @@ def _create_empty_landed(con: duckdb.DuckDBPyConnection, table: Table) -> None:
                 "cast(null as varchar) as _source_file, cast(null as bigint) as _source_row limit 0")
 
 
-def _land_table(con: duckdb.DuckDBPyConnection, raw_dir: Path, table: Table, mapping: Mapping, files: list[Path],
+def land_table(con: duckdb.DuckDBPyConnection, raw_dir: Path, table: Table, mapping: Mapping, files: list[Path],
                 scratch: Path, problems: list[Problem]) -> FileReport | None:
     """Read every part of a table (files, zip members), check each, stack them into temp table
     ``landed`` and resolve overlap between parts. Appends problems; None when nothing landed."""
@@ -669,7 +669,7 @@ def _land_table(con: duckdb.DuckDBPyConnection, raw_dir: Path, table: Table, map
             continue
         for display, part in parts:
             try:
-                fmt, encoding, header_lines = _load_raw(con, part, scratch, display)
+                fmt, encoding, header_lines = load_raw(con, part, scratch, display)
             except UnreadableFile as exc:
                 # the problem already names the file: do not repeat it in the message
                 problems.append(Problem("error", table.name, display, str(exc).removeprefix(f"{display}: ")))
@@ -820,7 +820,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                 if landing_dir is not None:
                     con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet)")
                 continue
-            report = _land_table(con, raw_dir, table, mapping, paths_, scratch, problems)
+            report = land_table(con, raw_dir, table, mapping, paths_, scratch, problems)
             if report is None:
                 continue
             reports.append(report)

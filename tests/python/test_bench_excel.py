@@ -33,7 +33,7 @@ def test_excel_rows_match_what_the_ingest_path_lands(tmp_path):
     import tempfile
 
     from keytech.contract import Mapping, load_contract
-    from keytech.ingest import _land_table
+    from keytech.ingest import land_table
 
     rows = bench.excel_rows(40, 3)
     path = tmp_path / "FS_Comins.xlsx"
@@ -42,7 +42,7 @@ def test_excel_rows_match_what_the_ingest_path_lands(tmp_path):
     scratch = tempfile.mkdtemp()
     try:
         problems: list = []
-        report = _land_table(con, tmp_path, load_contract()["income_statement"], Mapping(), [path], Path(scratch), problems)
+        report = land_table(con, tmp_path, load_contract()["income_statement"], Mapping(), [path], Path(scratch), problems)
         landed = con.execute("select Stkcd, Accper, Typrep, B001101000 from landed order by _source_row").fetchall()
     finally:
         con.close()

@@ -47,8 +47,9 @@ def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
 def test_fit_anchor_is_the_table3_col5_fit(tmp_path, monkeypatch):
     """The anchor fit is Table 3 column 5 as the registry runs it: same N and coefficient."""
     from keytech.estimation import load_registry
-    from keytech.estimation.estimators import RunContext, run_spec
-    from keytech.estimation.panel import prepare_panel
+    from keytech.estimation.core.fitting import RunContext
+    from keytech.estimation.dispatch import run_spec
+    from keytech.estimation.core.panel import prepare_panel
     from keytech.estimation.simulate import simulate_panel
 
     panel = simulate_panel(seed=4, n_cities=30, firms_per_city=5.0, beta_key=0.2)

@@ -1,4 +1,4 @@
-"""Callaway–Sant'Anna doubly robust with covariates (issue 14 item 4; keytech.estimation.cs_doubly_robust).
+"""Callaway–Sant'Anna doubly robust with covariates (issue 14 item 4; keytech.estimation.did.cs_dr).
 
 (1) On the public ``mpdta`` panel (frozen in reference/mpdta.csv) every ATT(g,t), the simple and
 event-time aggregations and their analytic SEs equal the reference implementation (moderndid's port
@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.cs_doubly_robust import aggregate, group_time, se_from_if, uniform_critical_value
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.did.cs_dr import aggregate, group_time, se_from_if, uniform_critical_value
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
@@ -96,7 +97,7 @@ def sim() -> pd.DataFrame:
 
 
 def test_no_covariates_equals_unconditional_cs(sim):
-    from keytech.estimation.staggered import cs_estimate, cs_group_time
+    from keytech.estimation.did.cs import cs_estimate, cs_group_time
 
     gt = group_time(sim, "ln_apply_inv_zl", "year", "stkcd", "first_treated_year", [], "notyettreated")
     agg = aggregate(gt)
@@ -129,7 +130,7 @@ def test_registry_spec(sim):
 
 @pytest.mark.parametrize("control", ["nevertreated", "notyettreated"])
 def test_mpdta_universal_base_equals_reference(mpdta, control):
-    from keytech.estimation.cs_doubly_robust import vcov_from_if
+    from keytech.estimation.did.cs_dr import vcov_from_if
 
     ref = pd.read_csv(REF / "cs_dr_universal_reference.csv")
     ref = ref.loc[ref["control_group"] == control]
@@ -178,7 +179,7 @@ def test_mpdta_universal_base_equals_reference(mpdta, control):
 
 
 def test_vcov_from_if_clustered_by_hand(mpdta):
-    from keytech.estimation.cs_doubly_robust import vcov_from_if
+    from keytech.estimation.did.cs_dr import vcov_from_if
 
     gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "universal")
     n = gt["n"]
@@ -204,7 +205,7 @@ def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch, tmp_path
     """robust_staggered_drcs_event: the Honest DiD input (beta, sigma, number of pre periods) is the
     stored event-time estimates and the clustered IF covariance (diagonal = stored SE^2), and the
     post-period estimates equal the varying-base spec's."""
-    import keytech.estimation.honest_did as hd
+    import keytech.estimation.inference.honest_did as hd
 
     seen = {}
     real = hd.sensitivity
@@ -264,7 +265,7 @@ def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch, tmp_path
 
 
 def test_honest_did_needs_universal_base(mpdta):
-    from keytech.estimation.cs_doubly_robust import honest_did_for_cs
+    from keytech.estimation.did.cs_dr import honest_did_for_cs
 
     gt = group_time(mpdta, "lemp", "year", "countyreal", "first.treat", ["lpop"], "notyettreated", "varying")
     agg = aggregate(gt)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.ife import fit_ife, ife, select_factors
 from keytech.estimation.iv import _partial_out, fit_iv, kp_rk_statistics
 from keytech.estimation.psm import psm_sample

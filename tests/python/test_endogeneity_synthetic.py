@@ -37,9 +37,10 @@ import numpy as np
 import pytest
 
 from keytech.build import BuildOptions, build_warehouse
-from keytech.estimation import panel as pnl
+from keytech.estimation.core import panel as pnl
 from keytech.estimation import run_estimation
-from keytech.estimation.estimators import RunContext, fit_ols
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.linear import fit_ols
 from keytech.estimation.iv import fit_iv
 from keytech.estimation.registry import load_registry
 from keytech.synth import generate

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import RegistryError, load_registry, parse_registry
 from keytech.estimation.simulate import CITY_CONTROLS, FIRM_CONTROLS, simulate_panel
 
@@ -255,7 +256,7 @@ def test_table3_col2_iid_se_equals_explicit_dummy_ols(sim, reg, ctx):
 
 def test_cluster_by_firm_uses_data_based_nesting(sim, reg, ctx):
     """Clustering by a variable that is also a FE: K must not depend on pyfixest's FE order."""
-    from keytech.estimation.ssc import cluster_ssc
+    from keytech.estimation.core.ssc import cluster_ssc
 
     res = _fit(reg, ctx, sim, "robust_cluster_firm")
     base = _fit(reg, ctx, sim, "table3_col5")
@@ -294,7 +295,7 @@ def test_event_study_no_pretrend_not_rejected_but_planted_pretrend_rejected(sim,
 
 
 def test_event_study_wald_matches_manual_computation(sim, reg, ctx):
-    from keytech.estimation.estimators import joint_wald
+    from keytech.estimation.core.fitting import joint_wald
 
     b = np.array([0.1, -0.2])
     V = np.array([[0.01, 0.002], [0.002, 0.02]])
@@ -329,7 +330,7 @@ def test_placebo_is_centred_reproducible_and_fast_path_exact(sim, reg):
 
 
 def test_placebo_draws_keep_real_cohort_sizes_and_match_direct_refit(sim, reg):
-    from keytech.estimation.placebo import placebo_first_years
+    from keytech.estimation.inference.placebo import placebo_first_years
 
     rng = np.random.default_rng(0)
     FT = placebo_first_years(40, {2016: 5, 2017: 4, 2019: 3}, 25, rng)
@@ -418,7 +419,7 @@ def test_robust_estimators_agree_in_sign_with_twfe(sim, reg, ctx):
 
 
 def test_bacon_decomposition_reproduces_twfe(sim, reg, ctx):
-    from keytech.estimation.staggered import bacon_decomposition
+    from keytech.estimation.did.bacon import bacon_decomposition
 
     for df in (_linear_panel(), _linear_panel(never_share=0.0, seed=4)):
         res = bacon_decomposition(df, "ln_apply_inv_zl", "policy")
@@ -430,7 +431,7 @@ def test_bacon_decomposition_reproduces_twfe(sim, reg, ctx):
 
 
 def test_dcdh_weights_sum_to_one_reproduce_twfe_and_flag_negative_weights(sim, reg, ctx):
-    from keytech.estimation.staggered import dcdh_weights
+    from keytech.estimation.did.dcdh import dcdh_weights
 
     r = _fit(reg, ctx, sim, "robust_staggered_dcdh")
     assert r.diagnostics["fwl_check_abs_diff"] < EXACT_ATOL
@@ -467,7 +468,7 @@ def _nb_panel(seed: int = 2, n_firms: int = 60, T: int = 8, theta: float = 2.0) 
 def test_fe_negbin_matches_statsmodels_with_explicit_dummies():
     import statsmodels.api as sm
 
-    from keytech.estimation.negbin import fenegbin
+    from keytech.estimation.count import fenegbin
 
     df = _nb_panel()
     df = df[df.groupby("firm")["y"].transform("sum") > 0]  # all-zero firms carry no information
@@ -492,7 +493,7 @@ def test_fe_negbin_matches_statsmodels_with_explicit_dummies():
 
 
 def test_fe_negbin_drops_all_zero_groups_and_tends_to_poisson(sim, reg, ctx):
-    from keytech.estimation.negbin import fenegbin
+    from keytech.estimation.count import fenegbin
 
     df = _nb_panel(seed=5)
     df.loc[df["firm"] == 0, "y"] = 0

@@ -18,18 +18,13 @@ import pandas as pd
 import pytest
 
 from keytech import warehouse
-from keytech.estimation import (
-    SYNTHETIC_NOTE,
-    ChecksNotPassed,
-    list_specs,
-    load_registry,
-    render_tables,
-    run_estimation,
-    table3_vs_paper,
-)
+from keytech.estimation import ChecksNotPassed, list_specs, load_registry, run_estimation
+from keytech.synthetic import SYNTHETIC_NOTE
+from keytech.tables import render_tables, table3_vs_paper
 from keytech.estimation import store
-from keytech.estimation.estimators import RunContext, run_spec
-from keytech.estimation.panel import prepare_panel
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.core.panel import prepare_panel
 from keytech.estimation.simulate import simulate_panel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -100,7 +95,8 @@ def e2e(tmp_path_factory):
         fp_before = warehouse.mart_fingerprint(con)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KEYTECH_RAW_DIR", str(raw))
-        run_id = run_estimation(MY_SPEC_IDS, False, PLACEBO_DRAWS, SEED, db_path=db, progress=False, out_dir=base / "output")
+        run_id = run_estimation(MY_SPEC_IDS, False, PLACEBO_DRAWS, SEED, db_path=db, progress=False, out_dir=base / "output",
+                                render=render_tables)
     return {"db": db, "out": base / "output", "run_id": run_id, "panel": panel, "fp_before": fp_before}
 
 

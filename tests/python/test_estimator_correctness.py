@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -92,7 +93,7 @@ def test_did2s_drops_treated_rows_without_estimable_counterfactual(reg, ctx):
 def test_identified_rows_rank_test_three_fe():
     """Three FE dimensions, every level of the treated row present among untreated rows, yet the
     row is not in the row space of the untreated design."""
-    from keytech.estimation.staggered import identified_rows
+    from keytech.estimation.did.did2s import identified_rows
 
     # untreated cells (f, a, b): f1 + a2 + b2 is not a combination of their rows (matching f1, f2, a1
     # and a2 forces weights 1, -1, 1, which give b1 weight 2); the rank computation is the reference
@@ -217,7 +218,7 @@ def test_one_seed_policy_cli_runner_context_and_specs(reg):
     import inspect
 
     from keytech.cli import _run_seed, build_parser
-    from keytech.estimation.base import DEFAULT_SEED
+    from keytech.estimation.core.results import DEFAULT_SEED
     from keytech.estimation.runner import run_estimation
 
     args = build_parser().parse_args(["estimate"])
@@ -398,8 +399,8 @@ def test_psm_stored_n_equals_psmatch2_rules_recomputed_by_hand(reg, ctx):
     # (9,008 and 9,344 of 20,607), and the balance table before/after from (6)'s diagnostics
     import json
 
-    from keytech.estimation.base import jsonable
-    from keytech.estimation.table4 import psm_balance_model, table4_model
+    from keytech.estimation.core.results import jsonable
+    from keytech.tables.endogeneity import psm_balance_model, table4_model
 
     n5 = len(est)  # stand-in for column (5)'s N
     est_rows = pd.DataFrame([
@@ -421,7 +422,7 @@ def test_psm_stored_n_equals_psmatch2_rules_recomputed_by_hand(reg, ctx):
 
 
 def test_permutation_exchanges_city_year_blocks_and_counts_the_observed():
-    from keytech.estimation.permutation import constant_level, permutation_test
+    from keytech.estimation.inference.permutation import constant_level, permutation_test
 
     rng = np.random.default_rng(0)
     rows = [(c, t, f) for c in range(6) for t in range(3) for f in range(1 + (c + t) % 3)]

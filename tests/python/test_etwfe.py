@@ -1,8 +1,8 @@
-"""Extended TWFE Poisson (issue 14 item 5; keytech.estimation.etwfe, spec robust_etwfe_poisson).
+"""Extended TWFE Poisson (issue 14 item 5; keytech.estimation.did.etwfe, spec robust_etwfe_poisson).
 
 (1) The cohort x year effects equal a Poisson GLM with explicit firm and year dummies (statsmodels),
 and their clustered covariance equals the sandwich H^-1 (sum_c s_c s_c') H^-1 written out from that
-GLM times the project's small-sample factor (keytech.estimation.ssc, nested rule); (2) the
+GLM times the project's small-sample factor (keytech.estimation.core.ssc, nested rule); (2) the
 aggregate and the percent effect are the stated functions of them; (3) a planted log-rate effect on
 the count is recovered.
 """
@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, prepare_spec_data, run_spec
-from keytech.estimation.etwfe import cohort_cells
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.did.etwfe import cohort_cells
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
-from keytech.estimation.ssc import cluster_ssc
+from keytech.estimation.core.ssc import cluster_ssc
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)

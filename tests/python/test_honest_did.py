@@ -1,4 +1,4 @@
-"""Honest DiD sensitivity (Rambachan & Roth 2023): keytech.estimation.honest_did.
+"""Honest DiD sensitivity (Rambachan & Roth 2023): keytech.estimation.inference.honest_did.
 
 Independent checks:
 - frozen reference values (tests/python/reference/honest_did_reference.json, made by
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from keytech.estimation import honest_did as hd
+from keytech.estimation.inference import honest_did as hd
 
 REF = Path(__file__).parent / "reference" / "honest_did_reference.json"
 TOL = 1e-3
@@ -188,7 +188,7 @@ def test_event_study_input_orders_periods_and_checks_reference():
 
 def test_store_writes_honest_did_table(tmp_path):
     from keytech.estimation import store
-    from keytech.estimation.base import SpecResult, TermEstimate
+    from keytech.estimation.core.results import SpecResult, TermEstimate
 
     c, b, S = _case("own_3pre_2post")
     coef = dict(zip([-4, -3, -2, 0, 1], b))

@@ -1,4 +1,4 @@
-"""Borusyak–Jaravel–Spiess imputation estimator (issue 14 item 5; keytech.estimation.imputation).
+"""Borusyak–Jaravel–Spiess imputation estimator (issue 14 item 5; keytech.estimation.did.imputation).
 
 (1) On a tiny panel the estimate, the event-time estimates and the conservative clustered SEs equal
 a dense computation with explicit dummy matrices and pseudo-inverses (the paper's formulas written
@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, prepare_spec_data, run_spec
-from keytech.estimation.imputation import imputation
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.did.imputation import imputation
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 

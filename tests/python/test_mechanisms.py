@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.mechanisms import median_split
-from keytech.estimation.permutation import fe_ols_coefficient, permutation_test
+from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
@@ -320,7 +321,7 @@ def test_cli_permutation_draws_reaches_the_stored_diagnostics(tmp_path, monkeypa
 
     import duckdb
 
-    from keytech import cli, estimation
+    from keytech import cli, estimation, tables
     from keytech.estimation import store
 
     monkeypatch.setenv("KEYTECH_RAW_DIR", str(tmp_path / "raw-none"))
@@ -344,10 +345,10 @@ def test_cli_permutation_draws_reaches_the_stored_diagnostics(tmp_path, monkeypa
 
     def run(**kwargs):
         calls.update(kwargs)
-        return real(**kwargs, db_path=db, render=False)
+        return real(**{**kwargs, "render": None}, db_path=db)  # no tables
 
     monkeypatch.setattr(estimation, "run_estimation", run)
-    monkeypatch.setattr(estimation, "table3_vs_paper", lambda run_id, synthetic: "")
+    monkeypatch.setattr(tables, "table3_vs_paper", lambda run_id, synthetic: "")
     assert cli.cmd_estimate(args) == 0
     assert calls["permutation_draws"] == 7
     est = store.read_estimates(db)

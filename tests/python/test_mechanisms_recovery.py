@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 
 from keytech.build import BuildOptions, build_warehouse
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.mechanisms import median_split
 from keytech.estimation.registry import load_registry
 from keytech.synth import generate

@@ -1,4 +1,4 @@
-"""Multiple-testing adjusted p-values (issue 14 item 2; keytech.estimation.multiple_testing, specs mt_*).
+"""Multiple-testing adjusted p-values (issue 14 item 2; keytech.estimation.inference.multiple_testing, specs mt_*).
 
 (1) Romano–Wolf and Holm equal hand computations on a three-hypothesis family; (2) Romano–Wolf
 equals pyfixest's step-down routine (``_get_rwolf_pval``, the one behind ``pf.rwolf``) and Holm
@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
-from keytech.estimation.multiple_testing import holm, romano_wolf, single_bootstrap_p
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.inference.multiple_testing import holm, romano_wolf, single_bootstrap_p
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 
 from keytech.estimation import load_registry, run_estimation, store
-from keytech.estimation.base import NotEstimable
-from keytech.estimation.estimators import RunContext, run_spec, sample_size_and_parameters
+from keytech.estimation.core.results import NotEstimable
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.core.panel import sample_size_and_parameters
 from keytech.estimation.registry import Spec, Vcov
 
 SEED = 99

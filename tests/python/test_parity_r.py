@@ -8,7 +8,7 @@ installed; these tests only read the frozen files — R is never called at test 
 
 Each case names its convention: CRV1 standard errors use ``G/(G-1)·(N-1)/(N-K)`` with K under the
 "nested" rule (FE dimensions nested in a cluster variable count one parameter: fixest's and
-pyfixest's default, which our estimators follow — see ``keytech.estimation.ssc``).
+pyfixest's default, which our estimators follow — see ``keytech.estimation.core.ssc``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import parse_registry
 
 REF = Path(__file__).parent / "reference"
@@ -110,7 +111,7 @@ def test_2sls_equals_aer_ivreg_and_first_stage_wald_equals_kp_rk_wald(tiny, ref)
 
 
 def test_fe_negative_binomial_equals_mass_glm_nb_with_dummies(tiny, ref):
-    from keytech.estimation.negbin import fenegbin
+    from keytech.estimation.count import fenegbin
 
     fe = np.column_stack([pd.factorize(tiny["stkcd"])[0], pd.factorize(tiny["year"])[0]])
     res = fenegbin(tiny["y_count"].to_numpy(float), tiny[["policy", "x1"]].to_numpy(float), fe,
@@ -124,7 +125,7 @@ def test_fe_negative_binomial_equals_mass_glm_nb_with_dummies(tiny, ref):
 
 
 def test_negative_binomial_on_quine_equals_mass_glm_nb(ref):
-    from keytech.estimation.negbin import fenegbin
+    from keytech.estimation.count import fenegbin
 
     q = pd.read_csv(REF / "quine.csv")
     X = np.column_stack([(q["Eth"] == "N"), (q["Sex"] == "M"), (q["Lrn"] == "SL")]).astype(float)

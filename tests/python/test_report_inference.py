@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from keytech.estimation import panel as pnl
+from keytech.estimation.core import panel as pnl
 from keytech.estimation import store
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.report.inference import inference_section

@@ -1,4 +1,4 @@
-"""Callaway & Sant'Anna (2021) estimator (keytech.estimation.staggered.fit_cs, spec robust_staggered_cs).
+"""Callaway & Sant'Anna (2021) estimator (keytech.estimation.did.cs.fit_cs, spec robust_staggered_cs).
 
 (1) ATT(g, t) equals hand-computed 2x2 mean differences on a tiny panel (not-yet-treated control
 rule, varying/universal base periods, unbalanced firms, always-treated and after-window cohorts);
@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
-from keytech.estimation.staggered import cs_estimate, cs_group_time
+from keytech.estimation.did.cs import cs_estimate, cs_group_time
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -167,7 +168,7 @@ def sim():
 
 
 def test_spec_runs_through_registry_reproducibly_and_reaches_the_robustness_table(reg, sim):
-    from keytech.estimation.report import robustness_models
+    from keytech.tables.baseline import robustness_models
     from keytech.estimation.runner import list_specs
     from keytech.estimation.store import ESTIMATE_COLUMNS, estimate_rows
 

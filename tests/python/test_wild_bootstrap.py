@@ -1,4 +1,4 @@
-"""Wild cluster bootstrap (issue 14 item 1; keytech.estimation.wild_bootstrap, specs robust_wcr_*).
+"""Wild cluster bootstrap (issue 14 item 1; keytech.estimation.inference.wild_bootstrap, specs robust_wcr_*).
 
 (1) Same draws => same p-value as the ``wildboottest`` package (pyfixest's wild-bootstrap backend),
 frozen in ``reference/wildboottest_reference.csv`` by ``reference/make_python_reference.py``: there
@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.estimators import RunContext, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
-from keytech.estimation.wild_bootstrap import draw_weights, prepare
+from keytech.estimation.inference.wild_bootstrap import draw_weights, prepare
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)

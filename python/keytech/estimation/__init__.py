@@ -1,28 +1,30 @@
-"""Estimation layer: the spec registry (``keytech/specs.yml``) run on ``marts.rpt_analysis_panel``.
+"""Estimation layer: the spec registry (``keytech/specs.yml``) run on the marts.
 
 Public entry points (used by the CLI):
 
-* :func:`run_estimation` — gate on the latest data checks, estimate, store in ``results.*``,
-  render tables and figures; returns the run id.
+* :func:`run_estimation` — gate on the latest data checks, estimate, store in ``results.*``
+  (and, given ``render=keytech.tables.render_tables``, write tables and figures); returns the run id.
 * :func:`list_specs` — (id, description) for ``keytech estimate --list``.
-* :func:`render_tables` — rebuild ``output/tables`` and ``output/figures`` from a stored run.
-* :func:`table3_vs_paper` — text rendering of Table 3 next to the paper's numbers.
+* :func:`load_registry` — the parsed ``specs.yml``.
+
+Layout (docs/architecture.md): ``core/`` (results, panel and sample preparation, fitting,
+demeaning, small-sample corrections), one module per estimator family (``linear``, ``count``,
+``iv``, ``ife``, ``psm``, ``spillover``, ``mechanisms``), ``did/`` (one file per staggered-DiD
+estimator), ``inference/`` (placebo, permutation, wild bootstrap, multiple testing), and run
+orchestration (``registry``, ``dispatch``, ``runner``, ``store``, ``gate``). Tables and figures are
+:mod:`keytech.tables`.
 
 Nothing runs at import time; heavy libraries (pyfixest, matplotlib) are imported lazily.
 """
 
 from keytech.estimation.gate import ChecksNotPassed
 from keytech.estimation.registry import RegistryError, load_registry
-from keytech.estimation.report import SYNTHETIC_NOTE, render_tables, table3_vs_paper
 from keytech.estimation.runner import list_specs, run_estimation
 
 __all__ = [
     "ChecksNotPassed",
     "RegistryError",
-    "SYNTHETIC_NOTE",
     "list_specs",
     "load_registry",
-    "render_tables",
     "run_estimation",
-    "table3_vs_paper",
 ]

@@ -43,17 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult
-from keytech.estimation.estimators import (
-    fit_result,
-    RunContext,
-    _cluster_columns,
-    _demeaner,
-    formula,
-    prepare_spec_data,
-    terms_from_fit,
-)
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, terms_from_fit
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult
 from keytech.estimation.registry import Spec
 
 
@@ -72,7 +65,7 @@ class IFEResult:
 
 
 class _Demeaner:
-    """FE residualiser on a fixed sample (keytech.estimation.demeaning: pyfixest's LSMR
+    """FE residualiser on a fixed sample (keytech.estimation.core.demeaning: pyfixest's LSMR
     ``within`` solver); the preconditioner is built once and reused every iteration."""
 
     def __init__(self, flist: np.ndarray, tol: float):
@@ -81,7 +74,7 @@ class _Demeaner:
     def __call__(self, M: np.ndarray) -> np.ndarray:
         if self.flist.shape[1] == 0:
             return M - M.mean(axis=0)
-        from keytech.estimation.demeaning import demean
+        from keytech.estimation.core.demeaning import demean
 
         out, pre = demean(M, self.flist, tol=self.tol, preconditioner=self.precond)
         if pre is not None:
@@ -226,7 +219,7 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe = pf.feols(formula(spec.outcome, rhs, spec.fixed_effects), data=data, vcov="iid", fixef_rm="none",
-                         demeaner=_demeaner(spec))
+                         demeaner=demeaner(spec))
     dropped = [c for c in rhs if c not in probe._coefnames]
     rhs = [c for c in rhs if c in probe._coefnames]
     if spec.treatment not in rhs:
@@ -246,12 +239,12 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     N_units, T_periods = data[unit].nunique(), data[time].nunique()
     n_missing = int(N_units * T_periods - len(data))
     data["__y_ife"] = y - res.gamma
-    data, cl_cols = _cluster_columns(data, spec)
+    data, cl_cols = cluster_columns(data, spec)
     vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = pf.feols(formula("__y_ife", rhs, spec.fixed_effects), data=data, vcov=vcov, fixef_rm="none",
-                       demeaner=_demeaner(spec))
+                       demeaner=demeaner(spec))
     terms = terms_from_fit(fit)
     # SE with the factor parameters counted as estimated: r(N + T − r) more degrees of freedom used
     n_obs, df_k = int(fit._N), int(np.asarray(fit._df_k).ravel()[0])

@@ -26,18 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult, add_common_diagnostics
-from keytech.estimation.estimators import (
-    fit_result,
-    RunContext,
-    _cluster_columns,
-    _demeaner,
-    formula,
-    prepare_spec_data,
-    relevant_warnings,
-    terms_from_fit,
-)
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult, add_common_diagnostics
 from keytech.estimation.registry import Spec
 
 STOCK_YOGO_15 = {1: 8.96, 2: 11.59, 3: 12.83}  # one endogenous regressor, L instruments (15% size)
@@ -99,7 +91,7 @@ def _partial_out(data: pd.DataFrame, cols: list[str], controls: list[str], spec:
     out = []
     for col in cols:
         fml = formula(col, controls, spec.fixed_effects)
-        fit = pf.feols(fml, data=data, vcov="iid", fixef_rm="none", demeaner=_demeaner(spec))
+        fit = pf.feols(fml, data=data, vcov="iid", fixef_rm="none", demeaner=demeaner(spec))
         out.append(np.asarray(fit.resid(), float))
     return np.column_stack(out)
 
@@ -120,19 +112,19 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     variables = [spec.outcome, spec.treatment, *instruments, *controls]
     n_complete = int(data[list(dict.fromkeys([*variables, *spec.fixed_effects, *cl]))].notna().all(axis=1).sum())
     data = pnl.estimation_sample(data, variables, spec.fixed_effects, cl, spec.fixef_rm)
-    data, cl_cols = _cluster_columns(data, spec)
+    data, cl_cols = cluster_columns(data, spec)
     vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
     fe = spec.fixed_effects
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fs = pf.feols(formula(spec.treatment, [*instruments, *controls], fe), data=data, vcov=vcov,
-                      fixef_rm="none", demeaner=_demeaner(spec))
+                      fixef_rm="none", demeaner=demeaner(spec))
         rhs = " + ".join(controls) if controls else "1"
         fml_iv = f"{spec.outcome} ~ {rhs}" + (f" | {' + '.join(fe)}" if fe else "") + \
             f" | {spec.treatment} ~ {' + '.join(instruments)}"
-        iv = pf.feols(fml_iv, data=data, vcov=vcov, fixef_rm="none", demeaner=_demeaner(spec)) if stage == "second" else None
+        iv = pf.feols(fml_iv, data=data, vcov=vcov, fixef_rm="none", demeaner=demeaner(spec)) if stage == "second" else None
         ols = pf.feols(formula(spec.outcome, [spec.treatment, *controls], fe), data=data, vcov=vcov,
-                       fixef_rm="none", demeaner=_demeaner(spec))
+                       fixef_rm="none", demeaner=demeaner(spec))
     msgs = relevant_warnings(caught)
     # first-stage F: cluster-robust Wald test of the excluded instruments (pyfixest)
     b = fs.coef()[instruments].to_numpy()

@@ -38,17 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation.base import SpecResult
-from keytech.estimation.estimators import (
-    fit_result,
-    RunContext,
-    _cluster_columns,
-    _demeaner,
-    formula,
-    prepare_spec_data,
-    relevant_warnings,
-    terms_from_fit,
-)
+from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult
 from keytech.estimation.registry import Spec
 
 DEFAULT_COVARIATES = ("ln_meangdp", "infor", "ln_finsgov", "ln_fdi", "agglomeration_lq")
@@ -241,7 +233,7 @@ def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
 
     import pyfixest as pf
 
-    from keytech.estimation import panel as pnl
+    from keytech.estimation.core import panel as pnl
 
     o = spec.options
     covariates = list(o.get("covariates", DEFAULT_COVARIATES))
@@ -262,12 +254,12 @@ def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
             "common_support_matched": (data["__w_match"] > 0) & data["__support"]}[which]
     sub = data.loc[keep].copy()
     weights = "__w_match" if reg_w == "match" else None
-    sub, cl_cols = _cluster_columns(sub, spec)
+    sub, cl_cols = cluster_columns(sub, spec)
     vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = pf.feols(formula(spec.outcome, rhs, spec.fixed_effects), data=sub, vcov=vcov, weights=weights,
-                       fixef_rm=spec.fixef_rm, demeaner=_demeaner(spec))
+                       fixef_rm=spec.fixef_rm, demeaner=demeaner(spec))
     diag = {**info, "sample_kind": which, "sample_rule": SAMPLES[which],
             "weights": "match weights (_weight)" if weights else "none (unweighted regression)",
             "n_estimation_sample": len(base), "n_selected": len(sub),

@@ -1,7 +1,7 @@
 """The specification registry: ``keytech/specs.yml`` → typed :class:`Spec` objects.
 
 A specification is data. Adding a plain regression means adding a YAML entry; only a new *kind*
-of estimator needs code (see :data:`keytech.estimation.estimators.ESTIMATORS`).
+of estimator needs code (see :data:`keytech.estimation.dispatch.ESTIMATORS`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from keytech.marts import marts_with
 SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
 
 # the marts a spec may read as its panel or extra_marts: those declared `estimation: true` in
-# models/marts/*.yml (keytech/marts.py); all of them are public, so the data gate covers them
+# models/marts/<area>/_marts__*.yml (keytech/marts.py); all of them are public, so the data gate covers them
 PANELS = marts_with("estimation")
 DEFAULT_PANEL = "rpt_analysis_panel"
 

@@ -13,20 +13,22 @@ import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from keytech import warehouse
-from keytech.estimation import panel as pnl
 from keytech.estimation import store
-from keytech.estimation.base import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
-from keytech.estimation.estimators import RunContext, relevant_warnings, run_spec
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext, relevant_warnings
+from keytech.estimation.core.results import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
+from keytech.estimation.dispatch import run_spec
 from keytech.estimation.gate import check_gate
 from keytech.estimation.registry import Registry, load_registry
 from keytech.inputs import skipped_specs
+from keytech.synthetic import load_truth
 
-from keytech.estimation.base import DEFAULT_SEED  # noqa: E402  (re-exported)
+from keytech.estimation.core.results import DEFAULT_SEED  # noqa: E402  (re-exported)
 
 DEFAULT_PLACEBO_DRAWS = 500
 # estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
@@ -47,19 +49,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return f"keytech {keytech.__version__}"
-
-
-def load_truth() -> dict[str, Any] | None:
-    """The synthetic generator's planted truth (``<raw_dir>/_truth.json``), if present."""
-    try:
-        from keytech import paths
-
-        p = paths.raw_dir() / "_truth.json"
-        if p.is_file():
-            return json.loads(p.read_text(encoding="utf-8"))
-    except Exception:
-        return None
-    return None
 
 
 def planted_effects(truth: dict[str, Any] | None) -> dict[str, float] | None:
@@ -114,7 +103,7 @@ def run_estimation(
     db_path: str | Path | None = None,
     progress: bool = True,
     *,
-    render: bool = True,
+    render: Callable[..., Any] | None = None,
     out_dir: str | Path | None = None,
     synthetic: bool | None = None,
     registry: Registry | None = None,
@@ -136,6 +125,9 @@ def run_estimation(
     are skipped, not run: they are named on stderr with what to add and listed under
     ``skipped`` in the run's parameters (``results.runs``). Returns the run id; ``run_outcome``
     says which specs failed or were skipped.
+    ``render``: called after the run is stored as ``render(run_id, db_path=, out_dir=, synthetic=,
+    registry=)`` — pass :func:`keytech.tables.render_tables` to write the tables and figures
+    (the CLI does); estimation itself knows nothing of tables.
     """
     if permutation_draws is not None and permutation_draws < 1:
         raise ValueError(f"permutation_draws must be at least 1, got {permutation_draws}")
@@ -253,7 +245,5 @@ def run_estimation(
     if failures:
         print(f"{len(failures)} spec(s) failed: {', '.join(failures)} (details in results.estimates term '(error)')", file=sys.stderr)
     if render:
-        from keytech.estimation.report import render_tables
-
-        render_tables(run_id, db_path=db_path, out_dir=out_dir, synthetic=syn, registry=reg)
+        render(run_id, db_path=db_path, out_dir=out_dir, synthetic=syn, registry=reg)
     return run_id

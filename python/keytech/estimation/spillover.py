@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation.base import SpecResult, TermEstimate
-from keytech.estimation.estimators import RunContext, fit_ols
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.core.results import SpecResult, TermEstimate
+from keytech.estimation.linear import fit_ols
 from keytech.estimation.registry import Spec
 
 

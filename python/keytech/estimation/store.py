@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import warehouse
-from keytech.estimation.base import SpecResult, clean_float, jsonable
+from keytech.estimation.core.results import SpecResult, clean_float, jsonable
 
 RUNS_DDL = """
 create table if not exists results.runs (
@@ -57,7 +57,7 @@ ESTIMATE_COLUMNS = [
 ]
 
 
-# Honest DiD sensitivity (keytech.estimation.honest_did): one row per (spec, target, restriction,
+# Honest DiD sensitivity (keytech.estimation.inference.honest_did): one row per (spec, target, restriction,
 # value). restriction: 'original' (CI under exact parallel trends), 'SD' (FLCI under Delta^SD(M),
 # value = M), 'RM' (ARP C-LF set under Delta^RM(Mbar), value = Mbar), 'SD_breakdown' /
 # 'RM_breakdown' (value = the breakdown M / Mbar, null when the CI at 0 already includes 0;

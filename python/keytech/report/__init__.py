@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import paths
-from keytech.estimation.base import ERROR_TERM, NO_ESTIMATE_TERMS
+from keytech.estimation.core.results import ERROR_TERM, NO_ESTIMATE_TERMS
 from keytech.report import collect, figures, paper
 from keytech.report.inference import inference_section
 from keytech.report.page import (
@@ -331,14 +331,15 @@ def _main_term(spec, terms: list[str]) -> str | None:
 def publication_tables_section(data: dict[str, Any]) -> str:
     """Tables 3–7 and the heterogeneity table as the paper lays them out (one column per paper
     column, diagnostics rows, the paper's numbers below) — the same models that write
-    ``output/tables/*.{md,tex,html}`` (keytech.estimation.report, table4, mechanisms)."""
+    ``output/tables/*.{md,tex,html}`` (keytech.tables)."""
     title = "Tables in the paper's layout"
     if not data["estimation"]:
         return section("publication-tables", title, "<p class='muted'>No estimation run yet: <code>keytech estimate</code>.</p>")
-    from keytech.estimation import mechanisms
     from keytech.estimation.registry import load_registry
-    from keytech.estimation.report import table3_model, to_html
-    from keytech.estimation.table4 import psm_balance_model, table4_model
+    from keytech.tables import mechanisms
+    from keytech.tables.baseline import table3_model
+    from keytech.tables.endogeneity import psm_balance_model, table4_model
+    from keytech.tables.render import to_html
 
     est, reg, synthetic = data["estimation"][0], load_registry(), data["truth"] is not None
     builders = (table3_model, table4_model, psm_balance_model, mechanisms.table5_model, mechanisms.table6_model,

@@ -15,15 +15,16 @@ import pandas as pd
 
 from keytech import paths
 from keytech.marts import marts_with
+from keytech.synthetic import truth_path
 from keytech.warehouse import PUBLIC_MARTS, mart_fingerprint, table_exists
 
-# marts declared `report: true` in models/marts/*.yml (keytech/marts.py), in declaration order
+# marts declared `report: true` in models/marts/<area>/_marts__*.yml (keytech/marts.py), in declaration order
 MARTS_SHOWN = marts_with("report")
 NON_VARIABLES = ("stkcd", "city_code", "province_code", "industry_code")
 
 
 def truth(raw_dir: Path) -> dict[str, Any] | None:
-    path = raw_dir / "_truth.json"
+    path = truth_path(raw_dir)
     if not path.is_file():
         return None
     try:

@@ -7,9 +7,10 @@ import json
 import math
 from typing import Any, Iterable
 
-import pandas as pd
-
-from keytech.estimation.base import stars as stars_for_p
+# the number formatters are the publication tables' (one set); fmt_int, fmt_r2 and stars_from_p are
+# re-exported for the report's other modules
+from keytech.tables.format import fmt_n as fmt_int  # noqa: F401
+from keytech.tables.format import fmt_num, fmt_r2, is_missing, stars_from_p  # noqa: F401
 
 CSS = """
 :root{--ink:#1f2d3d;--muted:#5b6b7b;--rule:#d7dde4;--accent:#1f4e79;--bg:#fbfcfd;--ok:#1e7b34;--bad:#b3261e;--warn:#8a5a00}
@@ -87,32 +88,6 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt_num(value: Any, digits: int = 4) -> str:
-    if is_missing(value):
-        return ""
-    v = float(value)
-    if v != 0 and (abs(v) >= 1e6 or abs(v) < 10 ** -(digits)):
-        return f"{v:.3e}"
-    return f"{v:,.{digits}f}"
-
-
-def fmt_int(value: Any) -> str:
-    return "" if is_missing(value) else f"{int(value):,}"
-
-
-def fmt_r2(value: Any) -> str:
-    return "" if is_missing(value) else f"{float(value):.3f}"
-
-
 def coef_html(estimate: Any, se: Any = None, stars: str = "", digits: int = 4) -> str:
     if is_missing(estimate):
         return ""
@@ -124,10 +99,6 @@ def coef_html(estimate: Any, se: Any = None, stars: str = "", digits: int = 4) -
 
 def stars_from_count(n: Any) -> str:
     return "" if is_missing(n) else "*" * int(n)
-
-
-def stars_from_p(p: Any) -> str:
-    return "" if is_missing(p) else stars_for_p(float(p))
 
 
 def status(kind: str, text: str | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from keytech import paths
-from keytech.estimation.base import ERROR_TERM, NO_ESTIMATE_TERMS
+from keytech.estimation.core.results import ERROR_TERM, NO_ESTIMATE_TERMS
 
 SEED_FILE = "paper_published_numbers.csv"
 

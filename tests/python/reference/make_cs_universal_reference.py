@@ -1,5 +1,5 @@
 """Frozen reference for the universal base period of the doubly robust Callaway–Sant'Anna estimator
-(issue 14 item 1; keytech.estimation.cs_doubly_robust, ``base_period="universal"``).
+(issue 14 item 1; keytech.estimation.did.cs_dr, ``base_period="universal"``).
 
 Run in a throwaway environment OUTSIDE the project (moderndid is never a project dependency;
 the tests only read the CSV this writes):

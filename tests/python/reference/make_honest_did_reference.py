@@ -1,4 +1,4 @@
-"""Freeze reference values for keytech.estimation.honest_did (Rambachan & Roth 2023 sensitivity).
+"""Freeze reference values for keytech.estimation.inference.honest_did (Rambachan & Roth 2023 sensitivity).
 
 Run OUTSIDE the project, in a throwaway virtualenv (none of these packages is a project dependency):
 

@@ -23,17 +23,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from keytech.estimation import panel as pnl
-from keytech.estimation.base import SpecResult, TermEstimate
-from keytech.estimation.estimators import (
-    fit_result,
-    RunContext,
-    _fit,
-    prepare_spec_data,
-    terms_from_fit,
-)
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, terms_from_fit
+from keytech.estimation.core.panel import prepare_spec_data
+from keytech.estimation.core.results import SpecResult, TermEstimate
+from keytech.estimation.core.ssc import cluster_ssc
 from keytech.estimation.registry import Spec
-from keytech.estimation.ssc import cluster_ssc
 
 
 class FWLFastPath:
@@ -62,7 +57,7 @@ class FWLFastPath:
             self.Gmat = None
 
     def _dm(self, M: np.ndarray) -> np.ndarray:
-        from keytech.estimation.demeaning import demean
+        from keytech.estimation.core.demeaning import demean
 
         out, self._precond = demean(M, self.fe, None, tol=self.tol, preconditioner=self._precond)
         return out
@@ -103,7 +98,7 @@ def fit_placebo(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     rhs = list(spec.regressors)
     cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
     sample = pnl.estimation_sample(data, [spec.outcome, *rhs], spec.fixed_effects, cl, spec.fixef_rm)
-    fit, msgs, _ = _fit("ols", spec, sample, rhs)
+    fit, msgs, _ = fit_model("ols", spec, sample, rhs)
     covs = [c for c in rhs[1:] if c in fit._coefnames]
     fe_codes = pnl.factorize_columns(sample, spec.fixed_effects)
     cl_codes = pnl.factorize_columns(sample, cl)[:, 0] if len(cl) == 1 else None

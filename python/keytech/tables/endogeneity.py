@@ -15,18 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from keytech.estimation.registry import Registry
-from keytech.estimation.report import (
-    SYNTHETIC_NOTE,
-    Row,
-    Table,
-    _main_row,
-    _stars_to_p,
-    fmt_coef,
-    fmt_n,
-    fmt_r2,
-    fmt_se,
-    write_tables,
-)
+from keytech.synthetic import SYNTHETIC_NOTE
+from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
+from keytech.tables.model import Row, Table, main_row
+from keytech.tables.render import write_tables
 
 
 def _f(x, digits=3) -> str:
@@ -37,9 +29,9 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
     specs = [s for s in reg.specs if s.table == "table4"]
     rows_main, rows_inst = [], []
     for s in specs:
-        rows_main.append(_main_row(est, s.id, s.treatment))
+        rows_main.append(main_row(est, s.id, s.treatment))
         inst = s.options.get("instruments", [None])[0] if s.estimator == "iv" and s.options.get("stage") == "first" else None
-        rows_inst.append((inst, _main_row(est, s.id, inst) if inst else None))
+        rows_inst.append((inst, main_row(est, s.id, inst) if inst else None))
     rows = [
         Row("Policy", [fmt_coef(r and r["estimate"], r and r["p_value"]) for r in rows_main], "coef"),
         Row("", [fmt_se(r and r["std_error"]) for r in rows_main], "se"),
@@ -76,7 +68,7 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
         + (f" · {100 * s.paper.nobs / paper5:.0f}%" if (s.paper and s.paper.nobs and paper5) else "")
         if s.estimator == "psm" else "" for s, r in zip(specs, anyrow)]))
     rows.append(Row("", [], "rule"))
-    rows.append(Row("Paper: Policy / IV", [fmt_coef(s.paper.coef, _stars_to_p(s.paper.stars)) if s.paper else "" for s in specs], "coef"))
+    rows.append(Row("Paper: Policy / IV", [fmt_coef(s.paper.coef, stars_to_p(s.paper.stars)) if s.paper else "" for s in specs], "coef"))
     rows.append(Row("", [fmt_se(s.paper.se) if s.paper else "" for s in specs], "se"))
     rows.append(Row("Paper: N", [fmt_n(s.paper.nobs) if s.paper else "" for s in specs]))
     paper_diag = {"table4_col3": ("21.355 [0.0000]", "40.199 {8.96}", "40.20"), "table4_col5": ("8.982 [0.0027]", "12.231 {8.96}", "12.23")}
@@ -104,14 +96,14 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
             "Synthetic data: the instruments vary by city, so with the demo's ~85 cities ('small') 2SLS is "
             "imprecise and may land anywhere within a few SE. That 2SLS and IFE remove a planted confounder "
             "that biases OLS is shown at paper scale in tests/python/test_endogeneity_synthetic.py "
-            "(synth_endogeneity.IV_WORLD_RATES).")
+            "(keytech.synth.endogeneity.IV_WORLD_RATES).")
     return Table("Table 4. Endogeneity: interactive fixed effects, instrumental variables and PSM",
                  [s.label for s in specs], rows, notes)
 
 
 def psm_balance_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table | None:
     spec = next((s for s in reg.specs if s.estimator == "psm"), None)
-    r = _main_row(est, spec.id, spec.treatment) if spec else None
+    r = main_row(est, spec.id, spec.treatment) if spec else None
     bal = (r or {}).get("diagnostics", {}).get("balance") if r else None
     if not bal:
         return None
@@ -139,8 +131,8 @@ def spillover_models(est: pd.DataFrame, reg: Registry, synthetic: bool) -> list[
         panels.setdefault(s.table_panel or "Other", []).append(s)
     tables = []
     for panel, ss in panels.items():
-        main = [_main_row(est, s.id, s.treatment) for s in ss]
-        pol = [(_main_row(est, s.id, "policy") if s.treatment != "policy" else None) for s in ss]
+        main = [main_row(est, s.id, s.treatment) for s in ss]
+        pol = [(main_row(est, s.id, "policy") if s.treatment != "policy" else None) for s in ss]
         rows = [
             Row("Main term", [s.treatment for s in ss]),
             Row("Estimate", [fmt_coef(r and r["estimate"], r and r["p_value"]) for r in main], "coef"),

@@ -198,7 +198,7 @@ class FEOLSCoefficient:
         """A function of a boolean mask over ``data``'s rows returning the coefficient on them."""
         from pyfixest.estimation import detect_singletons
 
-        from keytech.estimation.panel import factorize_columns
+        from keytech.estimation.core.panel import factorize_columns
 
         V = data[[self.y, *self.regressors]].to_numpy(dtype=float)
         k = len(self.regressors)

@@ -54,15 +54,16 @@ def aggregate(tau: np.ndarray, V: np.ndarray, weights: np.ndarray, df_t: float |
 
 
 def fit_etwfe_poisson(spec, df: pd.DataFrame, ctx):
-    from keytech.estimation.base import SpecResult, TermEstimate, add_common_diagnostics, term_from_normal
-    from keytech.estimation.estimators import _complete_cases, _fe_desc, _fit, prepare_spec_data, sample_description
+    from keytech.estimation.core.results import SpecResult, TermEstimate, add_common_diagnostics, term_from_normal
+    from keytech.estimation.core.panel import complete_cases, prepare_spec_data, sample_description
+    from keytech.estimation.core.fitting import fe_desc, fit_model
 
     data = prepare_spec_data(spec, df)
     data, names, cells = cohort_cells(data)
     if not names:
         raise ValueError(f"{spec.id}: no treated cohort-period cells")
     rhs = [*names, *spec.extra_regressors, *spec.controls]
-    fit, msgs, _ = _fit("poisson", spec, data, rhs)
+    fit, msgs, _ = fit_model("poisson", spec, data, rhs)
     coefnames = list(fit._coefnames)
     kept = [n for n in names if n in coefnames]
     idx = [coefnames.index(n) for n in kept]
@@ -99,10 +100,10 @@ def fit_etwfe_poisson(spec, df: pd.DataFrame, ctx):
     add_common_diagnostics(diag, n_clusters=G, warnings=msgs, truth=ctx.truth)
     if ctx.truth and "beta_key" in ctx.truth:
         diag["planted_pct"] = 100 * (np.exp(ctx.truth["beta_key"]) - 1)
-    n_complete = _complete_cases(spec, data, rhs)
+    n_complete = complete_cases(spec, data, rhs)
     return SpecResult(
         spec_id=spec.id, terms=[main, pct, *cell_terms], nobs=int(fit._N), adj_r2=None,
-        fixed_effects=_fe_desc(spec, ctx), vcov=spec.vcov.describe(),
+        fixed_effects=fe_desc(spec, ctx), vcov=spec.vcov.describe(),
         sample=sample_description(spec, n_complete, int(fit._N), f"{len(kept)} cohort x year cells"),
         main_term=spec.treatment, diagnostics=diag,
     )

@@ -137,7 +137,7 @@ def prepare(
     ``y``, ``x``: (N,); ``Z``: (N, k) controls or None; ``fe_codes``: (N, n_fe) integer codes or
     None (then a constant is partialled out); ``cluster``: (N,) cluster ids (any sortable type).
     """
-    from keytech.estimation.demeaning import demean
+    from keytech.estimation.core.demeaning import demean
 
     y = np.asarray(y, float)
     x = np.asarray(x, float)
@@ -209,8 +209,8 @@ def prepare_spec(spec, data: pd.DataFrame) -> WildBootstrap:
     """:func:`prepare` for the treatment coefficient of an OLS spec on ``data`` (already filtered
     by the spec's sample): complete cases, singletons dropped as pyfixest does, controls collinear
     with the fixed effects dropped, one cluster variable."""
-    from keytech.estimation import panel as pnl
-    from keytech.estimation.estimators import noncollinear_columns
+    from keytech.estimation.core import panel as pnl
+    from keytech.estimation.core.fitting import noncollinear_columns
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
         raise ValueError(f"{spec.id}: the wild cluster bootstrap needs one cluster variable (vcov: {{cluster: var}})")
@@ -232,8 +232,9 @@ def fit_wild_bootstrap(spec, df: pd.DataFrame, ctx):
     """Spec estimator ``wild_bootstrap``: the spec's OLS (coefficient and CRV1 SE from pyfixest, as
     for ``ols``) with WCR bootstrap p-values and test-inverted CIs for the treatment, one term per
     weight type in ``options.weights`` (first = main term ``policy``; others ``policy[webb]``)."""
-    from keytech.estimation.base import TermEstimate
-    from keytech.estimation.estimators import fit_ols, prepare_spec_data
+    from keytech.estimation.core.results import TermEstimate
+    from keytech.estimation.linear import fit_ols
+    from keytech.estimation.core.panel import prepare_spec_data
 
     o = spec.options
     kinds = list(o.get("weights", ["rademacher", "webb"]))

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from keytech import warehouse
+from keytech.estimation.registry import Spec
+
 
 ID_COLUMNS = ("stkcd", "city_code", "province_code", "industry_code")
 INT_COLUMNS = ("year",)
@@ -185,3 +187,83 @@ def estimation_sample(
     if fixef_rm == "singleton" and fixed_effects:
         sub = sub.loc[~singleton_mask(sub, fixed_effects)]
     return sub
+
+
+# --------------------------------------------------------------------------- spec samples
+
+
+def prepare_spec_data(spec: Spec, df: pd.DataFrame) -> pd.DataFrame:
+    """Derived regressors added and the spec's sample filter applied."""
+    out = add_derived(df, spec.extra_regressors, spec.options)
+    if spec.sample_query:
+        out = out.query(spec.sample_query, engine="python")
+    return out
+
+
+def sample_description(spec: Spec, n_complete: int, nobs: int, extra: str = "") -> str:
+    filt = "all rows" if not spec.sample_query else spec.sample_query
+    s = f"{spec.panel} [{filt}]; complete cases {n_complete}; used {nobs}"
+    if n_complete != nobs:
+        s += f" ({n_complete - nobs} dropped: singletons/separation)"
+    return s + (f"; {extra}" if extra else "")
+
+
+def complete_cases(spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[str, ...] | None = None) -> int:
+    fe = spec.fixed_effects if fe is None else fe
+    cols = [spec.outcome, *rhs, *fe, *(spec.vcov.cluster if spec.vcov.kind == "cluster" else ())]
+    return int(data[cols].notna().all(axis=1).sum())
+
+
+def sample_size_and_parameters(spec: Spec, data: pd.DataFrame, rhs: list[str],
+                               fe: tuple[str, ...]) -> tuple[int, int]:
+    """(N, parameters) of a linear FE fit, counted as fixest/pyfixest count them: complete cases,
+    singletons removed iteratively when ``fixef_rm == 'singleton'``, then regressors + the FE
+    levels − (number of FE dimensions − 1). ``N <= parameters`` leaves no residual degrees of
+    freedom (the spec is not estimable)."""
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=list(dict.fromkeys([spec.outcome, *rhs, *fe, *cl])))
+    if not fe:
+        return len(sample), len(rhs) + 1
+    codes = factorize_columns(sample, fe)
+    # y = 1 everywhere: only singletons are removed (no group has an all-zero outcome)
+    keep, _, _ = drop_uninformative(np.ones(len(sample)), codes, drop_singletons=spec.fixef_rm == "singleton")
+    levels = sum(len(np.unique(codes[keep, j])) for j in range(codes.shape[1]))
+    return int(keep.sum()), len(rhs) + levels - (codes.shape[1] - 1)
+
+
+def poisson_informative_sample(spec: Spec, data: pd.DataFrame, rhs: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Complete cases minus the observations that carry no information in an FE Poisson model,
+    removed as ppmlhdfe does: FE groups whose outcome is zero throughout (separated: their FE goes
+    to −∞) and singleton groups (when ``fixef_rm == 'singleton'``), iterated until neither is left
+    (removing one can create the other). Regressor-induced separation (ppmlhdfe's ReLU/simplex
+    checks) is not tested."""
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=list(dict.fromkeys([spec.outcome, *rhs, *spec.fixed_effects, *cl])))
+    if not spec.fixed_effects:
+        return sample, {"separated_obs_removed": 0, "singleton_obs_removed": 0}
+    keep, n_zero, n_single = drop_uninformative(
+        sample[spec.outcome].to_numpy(float), factorize_columns(sample, spec.fixed_effects),
+        drop_singletons=spec.fixef_rm == "singleton")
+    return sample.loc[keep], {"separated_obs_removed": int(n_zero), "singleton_obs_removed": int(n_single)}
+
+
+def drop_uninformative(y: np.ndarray, fe: np.ndarray, drop_singletons: bool) -> tuple[np.ndarray, int, int]:
+    keep = np.ones(len(y), dtype=bool)
+    n_zero = n_single = 0
+    changed = True
+    while changed:
+        changed = False
+        for j in range(fe.shape[1]):
+            codes = fe[keep, j]
+            _, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+            sums = np.bincount(inv, weights=y[keep])
+            bad_zero = sums[inv] == 0
+            bad_single = (counts[inv] == 1) & drop_singletons
+            bad = bad_zero | bad_single
+            if bad.any():
+                idx = np.flatnonzero(keep)[bad]
+                n_zero += int((bad_zero & ~bad_single).sum())
+                n_single += int(bad_single.sum())
+                keep[idx] = False
+                changed = True
+    return keep, n_zero, n_single

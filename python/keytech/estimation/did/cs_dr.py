@@ -236,9 +236,9 @@ def fit_cs_dr(spec, df: pd.DataFrame, ctx):
     (multiplier-bootstrap draws of the uniform band), ``base_period`` (varying | universal),
     ``honest_did`` / ``honest_did_window`` (universal base only). Main term = simple ATT; ``rel_time=e`` terms =
     event-time aggregation with pointwise CIs (ci_low/ci_high) and the uniform band in the diagnostics."""
-    from keytech.estimation import panel as pnl
-    from keytech.estimation.base import SpecResult, TermEstimate, term_from_normal
-    from keytech.estimation.estimators import prepare_spec_data, sample_description
+    from keytech.estimation.core import panel as pnl
+    from keytech.estimation.core.results import SpecResult, TermEstimate, term_from_normal
+    from keytech.estimation.core.panel import prepare_spec_data, sample_description
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
         raise ValueError(f"{spec.id}: needs one cluster variable (vcov: {{cluster: var}})")
@@ -319,7 +319,7 @@ def honest_did_for_cs(agg, es, Psi, n, cluster_codes, base_period: str, o: dict[
     """Rambachan & Roth (2023) sensitivity of the event-time aggregation (option ``honest_did``;
     ``honest_did_window``: event times used, default [-5, 3] as the event study). Needs the universal
     base: the varying base's pre-period terms are not relative to the common reference e = -1."""
-    from keytech.estimation.honest_did import sensitivity_for_spec
+    from keytech.estimation.inference.honest_did import sensitivity_for_spec
 
     if base_period != "universal":
         return {"reference_period": -1, "error": "Honest DiD needs base_period: universal (the varying base's "

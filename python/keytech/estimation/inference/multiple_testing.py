@@ -8,7 +8,7 @@ each member the treatment coefficient is tested (H0: b = 0) and three p-values a
 * ``holm_p_value``: Holm's (1979) step-down adjustment of the raw p-values;
 * ``p_value`` (the stored column) = ``romano_wolf_p_value``: Romano & Wolf's (2005) step-down
   adjustment from a joint wild cluster bootstrap. Every member's WCR bootstrap (null b = 0 imposed,
-  :mod:`keytech.estimation.wild_bootstrap`, FE-demeaned design) uses the *same* cluster weights —
+  :mod:`keytech.estimation.inference.wild_bootstrap`, FE-demeaned design) uses the *same* cluster weights —
   one weight per cluster label, shared across members — so the bootstrap t-statistics keep the
   dependence between the family's estimates (overlapping samples, correlated outcomes). The
   step-down rule and the ``(count + 1) / (B + 1)`` convention are pyfixest's ``rwolf``
@@ -71,7 +71,7 @@ def single_bootstrap_p(t: np.ndarray, t_boot: np.ndarray) -> np.ndarray:
 
 def member_sample(spec, df: pd.DataFrame) -> pd.DataFrame:
     """The rows a member spec is estimated on (before complete cases and singletons)."""
-    from keytech.estimation.estimators import prepare_spec_data
+    from keytech.estimation.core.panel import prepare_spec_data
 
     data = prepare_spec_data(spec, df)
     if spec.estimator == "ols":
@@ -91,7 +91,7 @@ def member_sample(spec, df: pd.DataFrame) -> pd.DataFrame:
 
 def family_weights(labels: list[np.ndarray], kind: str, draws: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Weights (union of cluster labels x draws) and, per member, the rows of its clusters."""
-    from keytech.estimation.wild_bootstrap import draw_weights
+    from keytech.estimation.inference.wild_bootstrap import draw_weights
 
     union = np.unique(np.concatenate([np.asarray(lab).astype(str) for lab in labels]))
     V = draw_weights(kind, len(union), draws, seed)
@@ -100,10 +100,10 @@ def family_weights(labels: list[np.ndarray], kind: str, draws: int, seed: int) -
 
 
 def fit_multiple_testing(spec, df: pd.DataFrame, ctx):
-    from keytech.estimation.base import SpecResult, TermEstimate
-    from keytech.estimation.estimators import run_spec
+    from keytech.estimation.core.results import SpecResult, TermEstimate
+    from keytech.estimation.dispatch import run_spec
     from keytech.estimation.registry import load_registry
-    from keytech.estimation.wild_bootstrap import prepare_spec
+    from keytech.estimation.inference.wild_bootstrap import prepare_spec
 
     o = spec.options
     members = list(o.get("members") or [])

@@ -1,4 +1,4 @@
-"""Negative binomial (NB2) regression with high-dimensional fixed effects.
+"""Count models: Poisson (PPML, via :func:`keytech.estimation.linear.fit_ols`) and negative binomial (NB2) regression with high-dimensional fixed effects.
 
 pyfixest has no negative binomial; this follows the approach of ``fixest::fenegbin``:
 
@@ -6,7 +6,7 @@ pyfixest has no negative binomial; this follows the approach of ``fixest::fenegb
 * for a given ``theta`` the coefficients solve a GLM by IRLS (Fisher scoring) with working weights
   ``w = mu / (1 + mu/theta)`` and working response ``z = eta + (y - mu)/mu``; the fixed effects are
   never estimated: ``z`` and ``X`` are demeaned with weights ``w`` (fixest uses alternating
-  projections; we use pyfixest's LSMR ``within`` solver, see :mod:`keytech.estimation.demeaning`),
+  projections; we use pyfixest's LSMR ``within`` solver, see :mod:`keytech.estimation.core.demeaning`),
   ``b`` is the weighted least-squares slope of the demeaned variables and the new linear predictor
   is ``z - residual`` (Frisch–Waugh–Lovell), as in ppmlhdfe;
 * ``theta`` is updated by one-dimensional maximum likelihood given ``mu``; the two steps alternate
@@ -23,11 +23,19 @@ sandwich on the partialled scores ``x~_i (y_i - mu_i)/(1 + mu_i/theta)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, special
 
-from keytech.estimation.ssc import cluster_ssc
+from keytech.estimation.core import panel as pnl
+from keytech.estimation.core.fitting import RunContext, fe_desc, noncollinear_columns
+from keytech.estimation.core.panel import drop_uninformative, prepare_spec_data, sample_description
+from keytech.estimation.core.results import SpecResult, add_common_diagnostics, term_from_normal
+from keytech.estimation.core.ssc import cluster_ssc
+from keytech.estimation.linear import fit_ols
+from keytech.estimation.registry import Spec
 
 
 THETA_POISSON = 1e6  # theta beyond this is treated as "no overdispersion" (Poisson limit)
@@ -60,7 +68,7 @@ class NegBinResult:
     def vcov_cluster(self, clusters: np.ndarray, fe_codes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """CRV1 sandwich clustered by ``clusters`` (codes for the used rows, 1 or 2 columns).
 
-        Small-sample factor as pyfixest's default ``ssc()`` (see :mod:`keytech.estimation.ssc`).
+        Small-sample factor as pyfixest's default ``ssc()`` (see :mod:`keytech.estimation.core.ssc`).
         Returns the matrix and the (minimum) number of clusters.
         """
         clusters = np.asarray(clusters)
@@ -123,28 +131,6 @@ def _theta_se(y: np.ndarray, mu: np.ndarray, theta: float) -> float:
     return float(np.sqrt(-1.0 / d2)) if d2 < 0 else float("nan")
 
 
-def drop_uninformative(y: np.ndarray, fe: np.ndarray, drop_singletons: bool) -> tuple[np.ndarray, int, int]:
-    keep = np.ones(len(y), dtype=bool)
-    n_zero = n_single = 0
-    changed = True
-    while changed:
-        changed = False
-        for j in range(fe.shape[1]):
-            codes = fe[keep, j]
-            _, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
-            sums = np.bincount(inv, weights=y[keep])
-            bad_zero = sums[inv] == 0
-            bad_single = (counts[inv] == 1) & drop_singletons
-            bad = bad_zero | bad_single
-            if bad.any():
-                idx = np.flatnonzero(keep)[bad]
-                n_zero += int((bad_zero & ~bad_single).sum())
-                n_single += int(bad_single.sum())
-                keep[idx] = False
-                changed = True
-    return keep, n_zero, n_single
-
-
 def fenegbin(
     y: np.ndarray,
     X: np.ndarray,
@@ -165,7 +151,7 @@ def fenegbin(
     the coefficients below ``beta_tol`` (keep ``beta_tol`` well above ``fixef_tol``: the
     demeaning solution is only that accurate).
     """
-    from keytech.estimation.demeaning import demean
+    from keytech.estimation.core.demeaning import demean
 
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
@@ -269,4 +255,71 @@ def fenegbin(
         n_dropped_zero=n_zero,
         n_dropped_singleton=n_single,
         history=history,
+    )
+
+
+# --------------------------------------------------------------------------- spec estimators
+
+
+def fit_poisson(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    return fit_ols(spec, df, ctx, kind="poisson")
+
+
+def fit_negbin(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
+    data = prepare_spec_data(spec, df)
+    rhs = list(spec.regressors)
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    sample = data.dropna(subset=[spec.outcome, *rhs, *spec.fixed_effects, *cl])
+    fe = spec.fixed_effects or ("__const",)
+    if not spec.fixed_effects:
+        sample = sample.assign(__const=0)
+    n_complete = len(sample)
+    y_all = sample[spec.outcome].to_numpy(dtype=float)
+    # drop uninformative groups first, so the collinearity check sees the estimation sample
+    keep0, n_zero0, n_single0 = drop_uninformative(
+        y_all, pnl.factorize_columns(sample, fe), drop_singletons=spec.fixef_rm == "singleton"
+    )
+    sample = sample.loc[keep0]
+    fe_codes = pnl.factorize_columns(sample, fe)
+    X = sample[rhs].to_numpy(dtype=float)
+    y = sample[spec.outcome].to_numpy(dtype=float)
+    keep_cols = noncollinear_columns(X, fe_codes, spec.fixef_tol)
+    dropped = [rhs[j] for j in range(len(rhs)) if j not in keep_cols]
+    names = [rhs[j] for j in keep_cols]
+    res = fenegbin(y, X[:, keep_cols], fe_codes, names, fixef_tol=min(spec.fixef_tol, 1e-10), drop_singletons=spec.fixef_rm == "singleton")
+    res.n_dropped_zero += n_zero0
+    res.n_dropped_singleton += n_single0
+    used = sample.loc[res.keep]
+    if spec.vcov.kind == "cluster":
+        cl_codes = pnl.factorize_columns(used, cl)
+        V, G = res.vcov_cluster(cl_codes, pnl.factorize_columns(used, fe))
+    else:
+        V, G = res.vcov_iid, None
+    se = np.sqrt(np.diag(V))
+    terms = [term_from_normal(n, b, s) for n, b, s in zip(names, res.coef, se)]
+    diag: dict[str, Any] = {
+        "theta": res.theta,
+        "theta_se": res.theta_se,
+        "alpha": res.alpha,
+        "loglik": res.loglik,
+        "iterations": res.n_iter,
+        "converged": res.converged,
+        "theta_at_poisson_bound": res.theta_at_bound,
+        "dropped_all_zero_groups_obs": res.n_dropped_zero,
+        "dropped_singleton_obs": res.n_dropped_singleton,
+        "exp_coef_minus_1": float(np.exp(res.coef[0]) - 1),
+        "inference": "normal (z), as for GLMs in fixest/pyfixest",
+        "algorithm": "IRLS with weighted FE demeaning (LSMR within) + ML theta, fenegbin-style",
+    }
+    add_common_diagnostics(diag, n_clusters=G, dropped_collinear=dropped, truth=ctx.truth)
+    return SpecResult(
+        spec_id=spec.id,
+        terms=terms,
+        nobs=res.nobs,
+        adj_r2=None,
+        fixed_effects=fe_desc(spec, ctx),
+        vcov=spec.vcov.describe(),
+        sample=sample_description(spec, n_complete, res.nobs),
+        main_term=spec.treatment,
+        diagnostics=diag,
     )

@@ -131,7 +131,7 @@ def pretrend_test(spec, data: pd.DataFrame, leads: int) -> dict[str, Any]:
     """BJS Test 1: leads 1{K = -k}, k = 1..leads, on the untreated observations only."""
     import pyfixest as pf
 
-    from keytech.estimation.estimators import _cluster_columns, _demeaner, _vcov_arg, formula, joint_wald
+    from keytech.estimation.core.fitting import cluster_columns, demeaner, formula, joint_wald, vcov_arg
 
     d = data.loc[data[spec.treatment] == 0].copy()
     names = []
@@ -139,10 +139,10 @@ def pretrend_test(spec, data: pd.DataFrame, leads: int) -> dict[str, Any]:
         name = f"lead_{k}"
         d[name] = (d["rel_time"] == -k).astype(float)
         names.append(name)
-    d, cl = _cluster_columns(d, spec)
+    d, cl = cluster_columns(d, spec)
     rhs = [*names, *spec.controls]
-    fit = pf.feols(formula(spec.outcome, rhs, spec.fixed_effects), data=d, vcov=_vcov_arg(spec, cl),
-                   fixef_rm=spec.fixef_rm, demeaner=_demeaner(spec))
+    fit = pf.feols(formula(spec.outcome, rhs, spec.fixed_effects), data=d, vcov=vcov_arg(spec, cl),
+                   fixef_rm=spec.fixef_rm, demeaner=demeaner(spec))
     coefs = list(fit._coefnames)
     idx = [coefs.index(n) for n in names if n in coefs]
     b = np.asarray(fit._beta_hat)[idx]
@@ -155,9 +155,10 @@ def pretrend_test(spec, data: pd.DataFrame, leads: int) -> dict[str, Any]:
 
 
 def fit_imputation(spec, df: pd.DataFrame, ctx):
-    from keytech.estimation import panel as pnl
-    from keytech.estimation.base import SpecResult, term_from_normal
-    from keytech.estimation.estimators import _fe_desc, prepare_spec_data, sample_description
+    from keytech.estimation.core import panel as pnl
+    from keytech.estimation.core.results import SpecResult, term_from_normal
+    from keytech.estimation.core.fitting import fe_desc
+    from keytech.estimation.core.panel import prepare_spec_data, sample_description
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
         raise ValueError(f"{spec.id}: needs one cluster variable (vcov: {{cluster: var}})")
@@ -179,7 +180,7 @@ def fit_imputation(spec, df: pd.DataFrame, ctx):
         "inference": "normal (z)",
     }
     return SpecResult(
-        spec_id=spec.id, terms=terms, nobs=res["n_obs"], adj_r2=None, fixed_effects=_fe_desc(spec, ctx),
+        spec_id=spec.id, terms=terms, nobs=res["n_obs"], adj_r2=None, fixed_effects=fe_desc(spec, ctx),
         vcov=f"BJS conservative, cluster {spec.vcov.cluster[0]}",
         sample=sample_description(spec, res["n_obs"] + res["n_treated_unidentified_dropped"], res["n_obs"],
                                   f"{res['n_treated']} treated / {res['n_untreated']} untreated obs"),
