@@ -432,8 +432,8 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
 
 
 # the patent/IPC models whose total the ipc_floor stage sets against the bare join
-PATENT_SQL_MODELS = (*IPC_MODELS, "int_ipc_codes_matched", "int_patents_dispositioned", "fct_patents",
-                     "int_firm_year_patent_counts")
+PATENT_SQL_MODELS = (*IPC_MODELS, "int_patents_dispositioned", "int_patents_key_tech_flagged",
+                     "int_firm_year_patent_counts", "fct_patents", "fct_patent_ipc_codes")
 
 
 def _stage_ipc_floor(work: Path, scale: str, seed: int) -> dict:

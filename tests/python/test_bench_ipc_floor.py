@@ -23,7 +23,7 @@ def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
     con.execute(f"copy p to '{tmp_path / 'landing' / 'patents.parquet'}' (format parquet)")
     con.close()
     (tmp_path / "run_results.json").write_text(json.dumps({"results": [
-        {"unique_id": "model.keytech.fct_patent_ipc_codes", "execution_time": 2.0},
+        {"unique_id": "model.keytech.int_patent_ipc_codes_flagged", "execution_time": 2.0},
         {"unique_id": "model.keytech.int_patent_ipc_tokens_parsed", "execution_time": 1.5},
         {"unique_id": "model.keytech.dim_firms", "execution_time": 9.0},  # not a patent model
     ]}))
