@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 # Session fixtures whose users are kept on one xdist worker (one build per run).
-SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")
+SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse", "manifest")
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
@@ -135,6 +135,25 @@ def minimal_warehouse(tmp_path_factory) -> dict:
     db, landing = root / "warehouse.duckdb", root / "landing"
     outcome = build_warehouse(BuildOptions(raw_dir=raw, landing_dir=landing, warehouse=db, quiet=True))
     return {"root": root, "raw": raw, "landing": landing, "db": db, "manifest": outcome["manifest"]}
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory) -> dict:
+    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened); read by
+    test_declared_marts and test_dbt_layers."""
+    import subprocess
+
+    from keytech import paths
+    from keytech.build import dbt_executable
+
+    root = paths.project_root()
+    target = tmp_path_factory.mktemp("dbt_parse")
+    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(root), "--project-dir", str(root),
+                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
 
 
 def copy_warehouse(built: dict, folder: Path) -> Path:

@@ -4,31 +4,15 @@ variable lists and the city-name matching each have one owner (a macro)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from keytech import paths
-from keytech.build import dbt_executable
 from keytech.contract import load_contract, load_dbt_sources, render_dbt_sources
 
 ROOT = paths.project_root()
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> dict:
-    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened)."""
-    target = tmp_path_factory.mktemp("dbt_parse")
-    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(ROOT), "--project-dir", str(ROOT),
-                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------------------- contract → sources

@@ -6,9 +6,6 @@ mart a spec reads — changing one row of the mechanisms or the endogeneity mart
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -16,7 +13,6 @@ import pytest
 import yaml
 
 from keytech import marts, paths, quality, warehouse
-from keytech.build import dbt_executable
 from keytech.estimation import ChecksNotPassed, load_registry, run_estimation
 from keytech.estimation.registry import PANELS, RegistryError, parse_registry
 from keytech.estimation.simulate import simulate_panel
@@ -24,18 +20,6 @@ from keytech.export import PANELS as EXPORT_PANELS
 from keytech.report.collect import MARTS_SHOWN
 
 ROOT = paths.project_root()
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> dict:
-    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened)."""
-    target = tmp_path_factory.mktemp("dbt_parse")
-    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(ROOT), "--project-dir", str(ROOT),
-                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
 
 
 def _manifest_marts(manifest: dict) -> dict[str, dict]:
