@@ -562,7 +562,7 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
         raise NothingSelected(
             f"--select {options.select!r} matches no model, seed or test, so nothing was built; the "
             f"warehouse {target} was left as it was. Selectors look like 'rpt_analysis_panel', "
-            "'marts.rpt_analysis_panel+' (the model and everything downstream) or "
+            "'marts.panel.rpt_analysis_panel+' (the model and everything downstream) or "
             "'source:cnrds.patents+'; list them with `dbt ls` (see docs/architecture.md).")
     if plan["mode"] == "select":
         _drop_build_state(building)

@@ -412,7 +412,7 @@ EXAMPLES = {
     "validate": "keytech validate --raw-dir /data/csmar_2024",
     "build": "keytech build                       # data/raw → data/warehouse.duckdb\n"
              "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc\n"
-             "  keytech build --select marts.rpt_analysis_panel+   # the panel and what follows, on a copy\n"
+             "  keytech build --select marts.panel.rpt_analysis_panel+   # the panel and what follows, on a copy\n"
              "  keytech build --limit unparseable_ipc_share=0.03 --wait 600\n"
              "The new warehouse replaces the old one only after dbt's tests, the limits and the data checks\n"
              "pass; otherwise the old one stays byte-identical (README, 'Reliability').",
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "delisted_only, st_years (also drop every ST/*ST firm-year) or st_firms (also drop firms "
                         "ever ST/*ST in the window); docs/variables.md")
     p.add_argument("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
-                                    "'marts.rpt_analysis_panel+' (default: everything); a selection that "
+                                    "'marts.panel.rpt_analysis_panel+' (default: everything); a selection that "
                                     "matches nothing is refused")
     p.add_argument("--incremental", action="store_true",
                    help="refresh the existing warehouse: rebuild only what the changed raw tables feed "

@@ -607,7 +607,7 @@ def test_a_raised_limit_accepts_the_share(rejected: dict):
     measured = {(m["name"], m["table"]): m for m in report["measured"]}
     assert measured[("unmatched_pilot_rows", "pilot_list")]["count"] == 1
     # independent count: pilot rows of the landed file whose city is not in the warehouse's cities
-    (landed_rows,) = duckdb.execute("select count(*) from read_parquet(?)", [str(landing / "pilot_list.parquet")]).fetchone()
+    ((landed_rows,),) = duckdb.execute("select count(*) from read_parquet(?)", [str(landing / "pilot_list.parquet")]).fetchall()
     assert measured[("unmatched_pilot_rows", "pilot_list")]["of"] == landed_rows
 
 
@@ -630,10 +630,10 @@ def test_empty_selection_leaves_the_warehouse_byte_identical(tiny_built: dict, t
 
 @pytest.mark.slow
 def test_select_example_of_the_help_builds_on_a_copy(tiny_built: dict, tmp_path: Path):
-    """`keytech build --select marts.rpt_analysis_panel+` (the help's example) rebuilds the panel on a
+    """`keytech build --select marts.panel.rpt_analysis_panel+` (the help's example) rebuilds the panel on a
     copy of the warehouse; the result equals the clean build, checks included."""
     db = _copy_warehouse(tiny_built, tmp_path / "w")
-    code, out, err = _cli(["build", "--select", "marts.rpt_analysis_panel+"], _env(db, tiny_built["raw"], tmp_path / "out"))
+    code, out, err = _cli(["build", "--select", "marts.panel.rpt_analysis_panel+"], _env(db, tiny_built["raw"], tmp_path / "out"))
     assert code == 0, err
     assert "all checks passed" in out
     assert _fingerprints(db) == tiny_built["fingerprints"]
