@@ -317,7 +317,9 @@ def _stage_fit_anchor(work: Path, scale: str, seed: int) -> dict:
     import statistics
     import warnings
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     from keytech.estimation import load_registry
     from keytech.estimation.core.panel import load_panel

@@ -205,7 +205,9 @@ def fit_ife(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     """``options: {n_factors: auto | int, r_max: 3, unit: stkcd, time: year}``."""
     import warnings
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     o = spec.options
     unit, time = o.get("unit", "stkcd"), o.get("time", "year")

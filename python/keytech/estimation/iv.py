@@ -86,7 +86,9 @@ def kp_rk_statistics(x: np.ndarray, Z: np.ndarray, groups: np.ndarray, df_k: int
 
 def _partial_out(data: pd.DataFrame, cols: list[str], controls: list[str], spec: Spec) -> np.ndarray:
     """Residuals of each column on the controls and the spec's FE (same sample, same demeaner)."""
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     out = []
     for col in cols:
@@ -101,7 +103,9 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     sample (complete cases of outcome, Policy, instruments, controls; singletons dropped)."""
     import warnings
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     o = spec.options
     instruments = list(o.get("instruments", ["iv1"]))

@@ -231,7 +231,9 @@ def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     treat: is_ever_treated}``."""
     import warnings
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     from keytech.estimation.core import panel as pnl
 

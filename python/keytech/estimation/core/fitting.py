@@ -32,7 +32,9 @@ class RunContext:
 
 def demeaner(spec: Spec):
     """pyfixest demeaner for the spec: LSMR ``within`` (default) or MAP, with the spec's tolerance."""
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     if spec.demeaner == "map":
         return pf.MapDemeaner(fixef_tol=spec.fixef_tol, fixef_maxiter=100_000)
@@ -132,7 +134,9 @@ def terms_from_fit(fit, names: list[str] | None = None, rename: dict[str, str] |
 
 def fit_model(kind: str, spec: Spec, data: pd.DataFrame, rhs: list[str], fe: tuple[str, ...] | None = None):
     """Run pyfixest feols/fepois; returns (fit, captured warning messages, cluster columns)."""
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     fe = spec.fixed_effects if fe is None else fe
     data, cl = cluster_columns(data, spec)

@@ -94,7 +94,9 @@ def identified_rows(
 
 def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     if spec.vcov.kind != "cluster" or len(spec.vcov.cluster) != 1:
         raise ValueError("did2s needs one cluster variable")

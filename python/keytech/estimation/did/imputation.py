@@ -129,7 +129,9 @@ def imputation(
 
 def pretrend_test(spec, data: pd.DataFrame, leads: int) -> dict[str, Any]:
     """BJS Test 1: leads 1{K = -k}, k = 1..leads, on the untreated observations only."""
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     from keytech.estimation.core.fitting import cluster_columns, demeaner, formula, joint_wald, vcov_arg
 
