@@ -47,7 +47,7 @@ def render_tables(
     rob = robustness_models(est, reg, syn)
     if rob:
         written += write_tables("robustness", rob, base / "tables", footer)
-    es = event_study_model(est, synthetic=syn)
+    es = event_study_model(est, synthetic=syn, reg=reg)
     if es is not None:
         written += write_tables("event_study", [es], base / "tables", footer)
 
