@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from keytech import paths
-from keytech.estimation.registry import RegistryError, parse_registry
-from keytech.estimation.store import ESTIMATE_COLUMNS
+from keytech.estimation.orchestration.registry import RegistryError, parse_registry
+from keytech.estimation.orchestration.store import ESTIMATE_COLUMNS
 from keytech.synthetic import SYNTHETIC_NOTE
 from keytech.tables import baseline, endogeneity, mechanisms
 from keytech.tables.render import to_markdown

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from keytech.estimation.registry import Registry, Spec, load_registry
+from keytech.estimation.orchestration.registry import Registry, Spec, load_registry
 from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
 from keytech.tables.model import Row, Table, fill, fixed_headers, main_row, main_term, nan_to_none, table_notes
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from keytech.estimation.registry import Registry
+from keytech.estimation.orchestration.registry import Registry
 from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
 from keytech.tables.model import Row, Table, fill, fixed_headers, main_row, table_notes
 from keytech.tables.render import write_tables

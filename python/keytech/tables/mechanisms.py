@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from keytech.estimation.core.results import NOT_ESTIMABLE_TERM
-from keytech.estimation.registry import Registry, Spec, TableSpec
+from keytech.estimation.orchestration.registry import Registry, Spec, TableSpec
 from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
 from keytech.tables.model import Row, Table, fixed_headers, main_row, table_notes
 from keytech.tables.render import write_tables

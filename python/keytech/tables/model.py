@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from keytech.estimation.registry import Spec, TableSpec
+from keytech.estimation.orchestration.registry import Spec, TableSpec
 from keytech.synthetic import SYNTHETIC_NOTE
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keytech.estimation import store
-from keytech.estimation.registry import Registry, load_registry
+from keytech.estimation.orchestration import store
+from keytech.estimation.orchestration.registry import Registry, load_registry
 from keytech.synthetic import SYNTHETIC_NOTE, run_is_synthetic
 from keytech.tables.baseline import event_study_model, robustness_models, table3_model
 from keytech.tables.endogeneity import render as render_table4

@@ -15,7 +15,7 @@ import yaml
 
 from keytech.marts import marts_with
 
-SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
+SPECS_FILE = Path(__file__).resolve().parents[2] / "specs.yml"
 
 # the marts a spec may read as its panel or extra_marts: those declared `estimation: true` in
 # models/marts/<area>/_marts__*.yml (keytech/marts.py); all of them are public, so the data gate covers them
