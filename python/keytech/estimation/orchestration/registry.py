@@ -140,6 +140,8 @@ class TableSpec:
     paper_rows: tuple[tuple[str, dict[str, str]], ...] = ()  # (row label, {spec id: text})
     moderators: tuple[Moderator, ...] = ()
     rendered: bool = True
+    text_title: str = ""  # the plain-text rendering (Table 3's "this run vs paper")
+    text_notes: tuple[str, ...] = ()
 
 
 TABLE_KEYS = frozenset(f.name for f in fields(TableSpec)) - {"id"}
@@ -304,6 +306,8 @@ def parse_tables(raw: Any) -> dict[str, TableSpec]:
             extra_terms=tuple(extra), sample_row=m.get("sample_row", False),
             permutation_row=m.get("permutation_row", False), paper_rows=tuple(paper_rows),
             moderators=tuple(moderators), rendered=rendered,
+            text_title=str(m.get("text_title") or ""),
+            text_notes=_strings(m.get("text_notes"), f"{where}.text_notes"),
         )
     return out
 
