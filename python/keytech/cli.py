@@ -172,7 +172,7 @@ def cmd_estimate(args) -> int:
     _say(args, tables.table3_vs_paper(run_id, synthetic=is_synthetic()))
     _say(args, f"Run {run_id} stored in results.estimates; tables in {paths.output_dir() / 'tables'}, "
                f"figures in {paths.output_dir() / 'figures'}.")
-    outcome = estimation.runner.run_outcome(run_id)
+    outcome = estimation.orchestration.runner.run_outcome(run_id)
     for spec_id, reason in outcome["skipped"].items():
         _say(args, f"  skipped {spec_id}: {reason}")
     for spec_id in outcome["not_estimable"]:
@@ -292,7 +292,7 @@ def cmd_report(args) -> int:
     from keytech.report import build_report
 
     if getattr(args, "run", None):
-        from keytech.estimation import store
+        from keytech.estimation.orchestration import store
 
         known = set(store.read_runs(paths.warehouse_path())["run_id"])
         if args.run not in known:

@@ -25,7 +25,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.did.cs_dr import aggregate, group_time, se_from_if, uniform_critical_value
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -249,7 +249,7 @@ def test_registry_universal_spec_and_honest_did_input(sim, monkeypatch, tmp_path
     # stored: rows in results.honest_did, the report block shows this spec's table and figure
     import datetime as dt
 
-    from keytech.estimation import store
+    from keytech.estimation.orchestration import store
     from keytech.report.inference import honest_did_block
 
     db = tmp_path / "w.duckdb"

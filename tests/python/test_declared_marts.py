@@ -14,7 +14,7 @@ import yaml
 
 from keytech import marts, paths, quality, warehouse
 from keytech.estimation import ChecksNotPassed, load_registry, run_estimation
-from keytech.estimation.registry import PANELS, RegistryError, parse_registry
+from keytech.estimation.orchestration.registry import PANELS, RegistryError, parse_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.export import PANELS as EXPORT_PANELS
 from keytech.report.collect import MARTS_SHOWN

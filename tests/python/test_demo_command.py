@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 
 pytestmark = pytest.mark.slow
 

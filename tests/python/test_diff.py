@@ -58,7 +58,7 @@ def test_build_diff_reports_the_known_rows(two_builds, monkeypatch, capsys):
 
 
 def _runs_warehouse(path: Path) -> None:
-    from keytech.estimation import store
+    from keytech.estimation.orchestration import store
 
     con = duckdb.connect(str(path))
     con.execute("create schema results")

@@ -13,7 +13,7 @@ from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.ife import fit_ife, ife, select_factors
 from keytech.estimation.iv import _partial_out, fit_iv, kp_rk_statistics
 from keytech.estimation.psm import psm_sample
-from keytech.estimation.registry import parse_registry
+from keytech.estimation.orchestration.registry import parse_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.estimation.spillover import critical_distance
 

@@ -42,7 +42,7 @@ from keytech.estimation import run_estimation
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.linear import fit_ols
 from keytech.estimation.iv import fit_iv
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.synth import generate
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import yaml
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import RegistryError, load_registry, parse_registry
+from keytech.estimation.orchestration.registry import RegistryError, load_registry, parse_registry
 from keytech.estimation.simulate import CITY_CONTROLS, FIRM_CONTROLS, simulate_panel
 
 # ----------------------------------------------------------------------------- tolerances
@@ -108,7 +108,7 @@ def test_registry_selection_by_id_group_prefix_and_unknown(reg):
 
 
 def test_adding_a_yaml_entry_adds_a_regression_and_splits_work(sim, ctx):
-    from keytech.estimation.registry import SPECS_FILE
+    from keytech.estimation.orchestration.registry import SPECS_FILE
 
     raw = yaml.safe_load(SPECS_FILE.read_text(encoding="utf-8"))
     raw["specs"].append({"id": "extra_nonkey", "label": "Non-key", "outcome": "ln_apply_inv_nozl"})

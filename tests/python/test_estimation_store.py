@@ -21,7 +21,7 @@ from keytech import warehouse
 from keytech.estimation import ChecksNotPassed, list_specs, load_registry, run_estimation
 from keytech.synthetic import SYNTHETIC_NOTE
 from keytech.tables import render_tables, table3_vs_paper
-from keytech.estimation import store
+from keytech.estimation.orchestration import store
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.core.panel import prepare_panel

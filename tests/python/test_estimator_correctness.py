@@ -14,7 +14,7 @@ import pytest
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -219,7 +219,7 @@ def test_one_seed_policy_cli_runner_context_and_specs(reg):
 
     from keytech.cli import _run_seed, build_parser
     from keytech.estimation.core.results import DEFAULT_SEED
-    from keytech.estimation.runner import run_estimation
+    from keytech.estimation.orchestration.runner import run_estimation
 
     args = build_parser().parse_args(["estimate"])
     assert _run_seed(args.seed) == DEFAULT_SEED == RunContext().seed

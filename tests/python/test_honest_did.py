@@ -187,7 +187,7 @@ def test_event_study_input_orders_periods_and_checks_reference():
 
 
 def test_store_writes_honest_did_table(tmp_path):
-    from keytech.estimation import store
+    from keytech.estimation.orchestration import store
     from keytech.estimation.core.results import SpecResult, TermEstimate
 
     c, b, S = _case("own_3pre_2post")

@@ -11,7 +11,10 @@ Walks the AST of every module under ``python/keytech`` (nothing is imported) and
 * no module imports a leading-underscore name from another module (``from m import _x``) or
   reads one off an imported module (``m._x``);
 * ``keytech.estimation`` imports nothing from ``keytech.tables`` or ``keytech.report``, and
-  ``keytech.tables`` nothing from ``keytech.report`` (presentation sits above estimation).
+  ``keytech.tables`` nothing from ``keytech.report`` (presentation sits above estimation);
+* run orchestration (``keytech.estimation.orchestration``: registry, gate, runner, store) sits above
+  the estimators: the core, the families, ``did/``, ``inference/`` and ``dispatch`` import only its
+  ``registry`` (the spec model), and ``registry`` imports nothing from ``keytech.estimation``.
 """
 
 from __future__ import annotations
@@ -108,11 +111,11 @@ def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def test_the_walker_sees_the_package():
-    assert {"keytech.estimation.runner", "keytech.estimation.core.fitting", "keytech.tables.publish",
+    assert {"keytech.estimation.orchestration.runner", "keytech.estimation.core.fitting", "keytech.tables.publish",
             "keytech.report.page"} <= set(MODULES)
     # a function-level import is an edge: runner imports tqdm lazily but the registry at module level,
     # count imports linear at module level, cs_dr imports core.panel inside its estimator
-    assert "keytech.estimation.registry" in GRAPH["keytech.estimation.runner"]
+    assert "keytech.estimation.orchestration.registry" in GRAPH["keytech.estimation.orchestration.runner"]
     assert "keytech.estimation.core.panel" in GRAPH["keytech.estimation.did.cs_dr"]
 
 
@@ -176,3 +179,28 @@ def test_lower_layer_imports_nothing_from_presentation(layer, forbidden):
             if any(full == f or full.startswith(f + ".") for f in forbidden):
                 bad.append(f"{name}:{line} imports {full}")
     assert not bad, "\n".join(bad)
+
+
+ORCH = "keytech.estimation.orchestration"
+
+
+def test_estimators_import_only_the_spec_model_from_orchestration():
+    bad = []
+    for name in MODULES:
+        if not name.startswith("keytech.estimation.") or name == ORCH or name.startswith(ORCH + "."):
+            continue  # (the package keytech.estimation itself re-exports the runner's entry points)
+        for mod, attr, line in _imports(name):
+            full = f"{mod}.{attr}" if attr and f"{mod}.{attr}" in MODULES else mod
+            if (full == ORCH or full.startswith(ORCH + ".")) and full != f"{ORCH}.registry":
+                bad.append(f"{name}:{line} imports {full}")
+    assert not bad, "estimators may import only the registry from orchestration:\n" + "\n".join(bad)
+    # the rule sees what it guards: families do import the registry, and the runner the dispatcher
+    assert f"{ORCH}.registry" in GRAPH["keytech.estimation.linear"]
+    assert "keytech.estimation.dispatch" in GRAPH[f"{ORCH}.runner"]
+
+
+def test_the_spec_model_imports_nothing_from_estimation():
+    assert MODULES[f"{ORCH}.registry"].exists()
+    bad = [f"line {line}: {mod}" for mod, _, line in _imports(f"{ORCH}.registry") if mod.startswith("keytech.estimation")]
+    assert not bad, bad
+    assert _imports(ORCH) == []  # the package's __init__ loads nothing: importing the registry does not load the runner

@@ -20,7 +20,7 @@ from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.did.imputation import imputation
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -19,7 +19,7 @@ from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.mechanisms import median_split
 from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
 COEF_TOL = 1e-6  # fast FE OLS vs pyfixest (relative)
@@ -322,7 +322,7 @@ def test_cli_permutation_draws_reaches_the_stored_diagnostics(tmp_path, monkeypa
     import duckdb
 
     from keytech import cli, estimation, tables
-    from keytech.estimation import store
+    from keytech.estimation.orchestration import store
 
     monkeypatch.setenv("KEYTECH_RAW_DIR", str(tmp_path / "raw-none"))
     monkeypatch.setenv("KEYTECH_OUTPUT_DIR", str(tmp_path / "output"))

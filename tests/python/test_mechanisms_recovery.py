@@ -27,7 +27,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.mechanisms import median_split
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.synth import generate
 from keytech.warehouse import read_mart
 

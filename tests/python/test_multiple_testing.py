@@ -19,7 +19,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.inference.multiple_testing import holm, romano_wolf, single_bootstrap_p
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

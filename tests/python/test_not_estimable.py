@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keytech.estimation import load_registry, run_estimation, store
+from keytech.estimation import load_registry, run_estimation
+from keytech.estimation.orchestration import store
 from keytech.estimation.core.results import NotEstimable
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.core.panel import sample_size_and_parameters
-from keytech.estimation.registry import Spec, Vcov
+from keytech.estimation.orchestration.registry import Spec, Vcov
 
 SEED = 99
 
@@ -80,7 +81,7 @@ def test_the_run_records_not_estimable_without_failing(tmp_path: Path):
     import duckdb
 
     from keytech import warehouse
-    from keytech.estimation.runner import run_outcome
+    from keytech.estimation.orchestration.runner import run_outcome
 
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db)) as con:

@@ -96,7 +96,7 @@ def test_specs_needing_cash_flow_are_skipped_and_listed(no_cash_flow, monkeypatc
 
 def test_estimate_exits_1_when_a_requested_spec_fails(no_cash_flow, monkeypatch, capsys):
     from keytech.cli import main
-    from keytech.estimation import runner
+    from keytech.estimation.orchestration import runner
 
     _env(monkeypatch, no_cash_flow)
 

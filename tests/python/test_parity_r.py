@@ -22,7 +22,7 @@ import pytest
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import parse_registry
+from keytech.estimation.orchestration.registry import parse_registry
 
 REF = Path(__file__).parent / "reference"
 COEF_RTOL = 1e-8  # linear estimators: exact up to the demeaning tolerance

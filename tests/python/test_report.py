@@ -53,7 +53,7 @@ def test_seed_covers_tables_3_to_7_with_their_columns():
 
 
 def test_seed_agrees_with_the_registry_paper_blocks():
-    from keytech.estimation.registry import load_registry
+    from keytech.estimation.orchestration.registry import load_registry
 
     seed = paper.load_published().set_index(["spec_id", "term"])
     checked = 0
@@ -167,7 +167,7 @@ def test_every_spec_id_with_estimates_has_a_line_on_the_page(built, tmp_path: Pa
     """Every spec id in results.estimates shows on the page (paper tables or 'Other specifications'):
     the tiny run estimates a stable subset, so the other registry specs get one stand-in row each
     (a copy of table3_col1's policy row under their id) and the report is rebuilt."""
-    from keytech.estimation.registry import load_registry
+    from keytech.estimation.orchestration.registry import load_registry
 
     db = tmp_path / "copy.duckdb"
     shutil.copy(built["db"], db)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from keytech.estimation.core import panel as pnl
-from keytech.estimation import store
+from keytech.estimation.orchestration import store
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.report.inference import inference_section
 

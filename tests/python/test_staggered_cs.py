@@ -19,7 +19,7 @@ import pytest
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.estimation.did.cs import cs_estimate, cs_group_time
 
@@ -169,8 +169,8 @@ def sim():
 
 def test_spec_runs_through_registry_reproducibly_and_reaches_the_robustness_table(reg, sim):
     from keytech.tables.baseline import robustness_models
-    from keytech.estimation.runner import list_specs
-    from keytech.estimation.store import ESTIMATE_COLUMNS, estimate_rows
+    from keytech.estimation.orchestration.runner import list_specs
+    from keytech.estimation.orchestration.store import ESTIMATE_COLUMNS, estimate_rows
 
     spec = reg.get("robust_staggered_cs")
     assert spec.estimator == "staggered_cs" and spec.options["bootstrap"] == 199

@@ -21,7 +21,7 @@ import pytest
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.registry import load_registry
+from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.estimation.inference.wild_bootstrap import draw_weights, prepare
 

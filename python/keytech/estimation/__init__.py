@@ -10,16 +10,16 @@ Public entry points (used by the CLI):
 Layout (docs/architecture.md): ``core/`` (results, panel and sample preparation, fitting,
 demeaning, small-sample corrections), one module per estimator family (``linear``, ``count``,
 ``iv``, ``ife``, ``psm``, ``spillover``, ``mechanisms``), ``did/`` (one file per staggered-DiD
-estimator), ``inference/`` (placebo, permutation, wild bootstrap, multiple testing), and run
-orchestration (``registry``, ``dispatch``, ``runner``, ``store``, ``gate``). Tables and figures are
-:mod:`keytech.tables`.
+estimator), ``inference/`` (placebo, permutation, wild bootstrap, multiple testing), ``dispatch``
+(estimator name → family function, ``run_spec``), and ``orchestration/`` (``registry``, ``gate``,
+``runner``, ``store``). Tables and figures are :mod:`keytech.tables`.
 
 Nothing runs at import time; heavy libraries (pyfixest, matplotlib) are imported lazily.
 """
 
-from keytech.estimation.gate import ChecksNotPassed
-from keytech.estimation.registry import RegistryError, load_registry
-from keytech.estimation.runner import list_specs, run_estimation
+from keytech.estimation.orchestration.gate import ChecksNotPassed
+from keytech.estimation.orchestration.registry import RegistryError, load_registry
+from keytech.estimation.orchestration.runner import list_specs, run_estimation
 
 __all__ = [
     "ChecksNotPassed",

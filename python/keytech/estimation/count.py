@@ -35,7 +35,7 @@ from keytech.estimation.core.panel import drop_uninformative, prepare_spec_data,
 from keytech.estimation.core.results import SpecResult, add_common_diagnostics, term_from_normal
 from keytech.estimation.core.ssc import cluster_ssc
 from keytech.estimation.linear import fit_ols
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 THETA_POISSON = 1e6  # theta beyond this is treated as "no overdispersion" (Poisson limit)

@@ -1,5 +1,10 @@
 """The estimator registry: ``estimator:`` names of ``specs.yml`` mapped to the function of the
-family module that fits them (imported when first run), and :func:`run_spec`."""
+family module that fits them (imported when first run), and :func:`run_spec`.
+
+It sits beside the families, not in ``orchestration/``: it is how anything runs one spec — the
+runner, the multiple-testing family (which re-runs specs) and the tests — and it imports only the
+core and the spec model (``orchestration.registry``), so no estimator depends on the run machinery
+(gate, runner, store)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import pandas as pd
 
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.core.results import SpecResult
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def _lazy(module: str, name: str) -> Callable:

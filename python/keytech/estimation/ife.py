@@ -47,7 +47,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.core.results import SpecResult
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 @dataclass

@@ -30,7 +30,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.core.results import SpecResult, add_common_diagnostics
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 STOCK_YOGO_15 = {1: 8.96, 2: 11.59, 3: 12.83}  # one endogenous regressor, L instruments (15% size)
 STOCK_YOGO_10 = {1: 16.38, 2: 19.93, 3: 22.30}

@@ -13,7 +13,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, formula, joint_wald, terms_from_fit
 from keytech.estimation.core.panel import complete_cases, poisson_informative_sample, prepare_spec_data
 from keytech.estimation.core.results import SpecResult, TermEstimate
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def fit_ols(spec: Spec, df: pd.DataFrame, ctx: RunContext, kind: str = "ols") -> SpecResult:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from keytech.estimation.core.results import SpecResult
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 DEFAULT_DRAWS = 200

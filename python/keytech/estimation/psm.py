@@ -41,7 +41,7 @@ import pandas as pd
 from keytech.estimation.core.fitting import RunContext, cluster_columns, demeaner, fit_result, formula, relevant_warnings, terms_from_fit
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.core.results import SpecResult
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 DEFAULT_COVARIATES = ("ln_meangdp", "infor", "ln_finsgov", "ln_fdi", "agglomeration_lq")
 

@@ -32,7 +32,7 @@ import pandas as pd
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.core.results import SpecResult, TermEstimate
 from keytech.estimation.linear import fit_ols
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def _ensure_main(res: SpecResult, spec: Spec) -> SpecResult:

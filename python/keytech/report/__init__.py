@@ -256,7 +256,7 @@ def descriptives_section(data: dict[str, Any]) -> str:
 
 def _treatments() -> dict[str, str]:
     try:
-        from keytech.estimation.registry import load_registry
+        from keytech.estimation.orchestration.registry import load_registry
 
         return {s.id: s.treatment for s in load_registry().specs}
     except Exception:
@@ -335,7 +335,7 @@ def publication_tables_section(data: dict[str, Any]) -> str:
     title = "Tables in the paper's layout"
     if not data["estimation"]:
         return section("publication-tables", title, "<p class='muted'>No estimation run yet: <code>keytech estimate</code>.</p>")
-    from keytech.estimation.registry import load_registry
+    from keytech.estimation.orchestration.registry import load_registry
     from keytech.tables import mechanisms
     from keytech.tables.baseline import table3_model
     from keytech.tables.endogeneity import psm_balance_model, table4_model
@@ -371,7 +371,7 @@ def other_specs_section(data: dict[str, Any]) -> str:
     est = data["estimation"][0]
     covered = set(data["published"]["spec_id"])
     try:
-        from keytech.estimation.registry import load_registry
+        from keytech.estimation.orchestration.registry import load_registry
 
         registry = {s.id: s for s in load_registry().specs}
     except Exception:

@@ -199,7 +199,7 @@ def fingerprint(con) -> str | None:
 
 def estimation(db_path: Path, run_id: str | None = None):
     """(estimates, {spec: source run}, run record, all runs) or None when nothing was estimated."""
-    from keytech.estimation import store
+    from keytech.estimation.orchestration import store
 
     runs = store.read_runs(db_path)
     if runs.empty:

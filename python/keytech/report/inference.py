@@ -123,7 +123,7 @@ HONEST_DID_SPECS = (("event_study", "Event study (Eq. 2)"), ("robust_staggered_s
 
 def honest_did_block(data: dict[str, Any]) -> str:
     """Rambachan & Roth (2023) sensitivity: breakdown values, the sets per M / M̄, and the figure."""
-    from keytech.estimation.store import read_honest_did
+    from keytech.estimation.orchestration.store import read_honest_did
     from keytech.report import figures
 
     bundle = data.get("estimation")

@@ -8,8 +8,10 @@ Modules: :mod:`~keytech.tables.format` (number formatters, shared with the repor
 :mod:`~keytech.tables.model` (the table model), :mod:`~keytech.tables.render` (md/tex/html),
 :mod:`~keytech.tables.baseline` (Table 3, robustness, event study), :mod:`~keytech.tables.endogeneity`
 (Table 4, PSM balance, spillover checks), :mod:`~keytech.tables.mechanisms` (Tables 5–7,
-heterogeneity, SEI fields), :mod:`~keytech.tables.figures`. This package reads
-``keytech.estimation`` (registry, store, result constants); estimation never imports it.
+heterogeneity, SEI fields), :mod:`~keytech.tables.figures`. Titles, notes, fixed headers and the
+heterogeneity moderators are the ``tables:`` block of ``specs.yml`` (``Registry.table(id)``). This
+package reads ``keytech.estimation`` (``orchestration.registry``, ``orchestration.store``, result
+constants); estimation never imports it.
 """
 
 from keytech.tables.publish import render_tables, table3_vs_paper

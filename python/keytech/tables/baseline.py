@@ -7,10 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from keytech.estimation.registry import Registry, Spec
-from keytech.synthetic import SYNTHETIC_NOTE
+from keytech.estimation.orchestration.registry import Registry, Spec, load_registry
 from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
-from keytech.tables.model import Row, Table, main_row, main_term, nan_to_none
+from keytech.tables.model import Row, Table, fill, fixed_headers, main_row, main_term, nan_to_none, table_notes
 
 
 FE_ROWS = (("Firm FE", "stkcd"), ("Year FE", "year"), ("Industry×year FE", "ind_year"), ("Province×year FE", "prov_year"))
@@ -35,15 +34,8 @@ def table3_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
     rows.append(Row("", [fmt_se(s.paper.se) if s.paper else "" for s in specs], "se"))
     rows.append(Row("Paper: N", [fmt_n(s.paper.nobs) if s.paper else "" for s in specs]))
     rows.append(Row("Paper: Adj. R²", [fmt_r2(s.paper.adj_r2) if s.paper else "" for s in specs]))
-    notes = [
-        "Dependent variable: ln(1 + key-technology invention applications). Standard errors in "
-        "parentheses; * p<0.10, ** p<0.05, *** p<0.01.",
-        "Singleton fixed-effect groups are dropped (pyfixest fixef_rm='singleton', as reghdfe), and "
-        "missing controls are dropped listwise per column, so N differs across columns and from the paper.",
-    ]
-    if synthetic:
-        notes.insert(0, SYNTHETIC_NOTE)
-    return Table("Table 3. Baseline: intelligent-manufacturing pilots and key-technology innovation", headers, rows, notes)
+    ts = reg.table("table3")
+    return Table(ts.title, headers, rows, table_notes(ts, synthetic))
 
 
 def _extra_note(spec: Spec, r: dict[str, Any] | None, est: pd.DataFrame) -> str:
@@ -107,14 +99,14 @@ def robustness_models(est: pd.DataFrame, reg: Registry, synthetic: bool) -> list
             Row("Adj. R²", [fmt_r2(r and r["adj_r2"]) for r in rows_main]),
             Row("Note", [_extra_note(s, r, est) for s, r in zip(ss, rows_main)]),
         ]
-        notes = ["Standard errors in parentheses; * p<0.10, ** p<0.05, *** p<0.01. Spec ids: " + ", ".join(s.id for s in ss) + "."]
-        if synthetic:
-            notes.insert(0, SYNTHETIC_NOTE)
-        tables.append(Table(f"Robustness — {panel}", [s.label for s in ss], rows, notes))
+        ts = reg.table("robustness")
+        tables.append(Table(fill(ts.title, panel=panel), [s.label for s in ss], rows,
+                            table_notes(ts, synthetic, spec_ids=", ".join(s.id for s in ss))))
     return tables
 
 
-def event_study_model(est: pd.DataFrame, spec_id: str = "event_study", synthetic: bool = False) -> Table | None:
+def event_study_model(est: pd.DataFrame, spec_id: str = "event_study", synthetic: bool = False,
+                      reg: Registry | None = None) -> Table | None:
     sub = est.loc[(est["spec_id"] == spec_id) & est["term"].str.startswith("rel_time=")]
     if sub.empty:
         return None
@@ -129,7 +121,5 @@ def event_study_model(est: pd.DataFrame, spec_id: str = "event_study", synthetic
     rows.append(Row("", [], "rule"))
     rows.append(Row("Pre-period joint test (k=-5..-2)", [f"F={pre.get('F', float('nan')):.3f}, p={pre.get('p_value', float('nan')):.3f}" if pre else ""]))
     rows.append(Row("N", [fmt_n(main and main["nobs"])]))
-    notes = ["Eq. 2: k<-5 binned into -5, base k=-1, firm and year FE, full controls, SE clustered by city."]
-    if synthetic:
-        notes.insert(0, SYNTHETIC_NOTE)
-    return Table("Event study (Eq. 2)", ["ln(1+Apply_inv_zl)"], rows, notes)
+    ts = (reg or load_registry()).table("event_study")
+    return Table(ts.title, fixed_headers(ts, 1), rows, table_notes(ts, synthetic))

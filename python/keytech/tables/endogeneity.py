@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from keytech.estimation.registry import Registry
-from keytech.synthetic import SYNTHETIC_NOTE
+from keytech.estimation.orchestration.registry import Registry
 from keytech.tables.format import fmt_coef, fmt_n, fmt_r2, fmt_se, stars_to_p
-from keytech.tables.model import Row, Table, main_row
+from keytech.tables.model import Row, Table, fill, fixed_headers, main_row, table_notes
 from keytech.tables.render import write_tables
 
 
@@ -71,34 +70,10 @@ def table4_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table:
     rows.append(Row("Paper: Policy / IV", [fmt_coef(s.paper.coef, stars_to_p(s.paper.stars)) if s.paper else "" for s in specs], "coef"))
     rows.append(Row("", [fmt_se(s.paper.se) if s.paper else "" for s in specs], "se"))
     rows.append(Row("Paper: N", [fmt_n(s.paper.nobs) if s.paper else "" for s in specs]))
-    paper_diag = {"table4_col3": ("21.355 [0.0000]", "40.199 {8.96}", "40.20"), "table4_col5": ("8.982 [0.0027]", "12.231 {8.96}", "12.23")}
-    for k, label in enumerate(("Paper: KP rk LM [p]", "Paper: KP rk Wald F {SY 15%}", "Paper: first-stage F")):
-        rows.append(Row(label, [paper_diag.get(s.id, ("", "", ""))[k] for s in specs]))
-    notes = [
-        "Dependent variable: ln(1 + key-technology invention applications); columns (2) and (4) are first stages "
-        "(dependent variable Policy). All columns: full controls, firm, industry×year and province×year FE, SE "
-        "clustered by city in parentheses; * p<0.10, ** p<0.05, *** p<0.01.",
-        "(1) Bai (2009) interactive FE, factors by Bai–Ng IC_p2 (r ≤ 3; '= r_max' when the criterion stops at the "
-        "bound), missing firm-year cells EM-filled, SE treats the factors as known (diagnostics: factor-df SE). IV1 = 2009 robot density × national internet users; "
-        "IV2 = hypothetical pilot from the Bartik robot-exposure ranking with the real wave timing and sizes. KP = "
-        "Kleibergen–Paap (2006); {·} Stock–Yogo 15% maximal IV size critical value. (6)/(7) PSM: logit on regional "
-        "characteristics (matching variables: ln GDP per capita, informatisation, ln fiscal expenditure, ln FDI, "
-        "agglomeration LQ; plus year dummies), psmatch2 conventions: 1:1 nearest neighbour within year with "
-        "replacement, by Mahalanobis distance on the covariates among the controls inside a caliper of 0.2 SD of "
-        "the logit score, tied controls share the weight, matched on the fixed column (5) estimation sample; "
-        "(6) matched sample (rows with a match weight, unweighted regression), (7) common support (_support = 1: "
-        "all controls and the treated inside the controls' score range with a match inside the caliper, "
-        "unweighted). Balance before/after (pstest): table4_psm_balance.",
-    ]
-    if synthetic:
-        notes.insert(0, SYNTHETIC_NOTE)
-        notes.append(
-            "Synthetic data: the instruments vary by city, so with the demo's ~85 cities ('small') 2SLS is "
-            "imprecise and may land anywhere within a few SE. That 2SLS and IFE remove a planted confounder "
-            "that biases OLS is shown at paper scale in tests/python/test_endogeneity_synthetic.py "
-            "(keytech.synth.endogeneity.IV_WORLD_RATES).")
-    return Table("Table 4. Endogeneity: interactive fixed effects, instrumental variables and PSM",
-                 [s.label for s in specs], rows, notes)
+    ts = reg.table("table4")
+    for label, values in ts.paper_rows:
+        rows.append(Row(label, [values.get(s.id, "") for s in specs]))
+    return Table(ts.title, [s.label for s in specs], rows, table_notes(ts, synthetic))
 
 
 def psm_balance_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Table | None:
@@ -112,16 +87,9 @@ def psm_balance_model(est: pd.DataFrame, reg: Registry, synthetic: bool) -> Tabl
         rows.append(Row(b["covariate"], [_f(b["mean_treated_before"]), _f(b["mean_control_before"]), _f(b["std_diff_before"], 1),
                                          _f(b["mean_treated_after"]), _f(b["mean_control_after"]), _f(b["std_diff_after"], 1)]))
     d = r["diagnostics"]
-    notes = [f"Standardised difference = 100·(mean_t − mean_c)/sqrt((var_t + var_c)/2), variances of the unmatched "
-             f"(before) groups in both columns (psmatch2 pstest). Treatment group: firm-years in ever-pilot cities. "
-             f"After = matched sample, means weighted by the match weight (tied controls share it) "
-             f"({d.get('n_treated_matched')} of {d.get('n_treated')} treated matched, {d.get('n_controls_used')} controls used, "
-             f"caliper {d.get('caliper_sd')} SD of the logit score)."]
-    if synthetic:
-        notes.insert(0, SYNTHETIC_NOTE)
-    return Table("Table 4 — PSM balance (regional characteristics)",
-                 ["Treated (before)", "Control (before)", "Std. diff. % (before)", "Treated (after)", "Control (after)", "Std. diff. % (after)"],
-                 rows, notes)
+    ts = reg.table("table4_psm_balance")
+    return Table(ts.title, fixed_headers(ts, 6), rows,
+                 table_notes(ts, synthetic, **{k: d.get(k) for k in ("n_treated_matched", "n_treated", "n_controls_used", "caliper_sd")}))
 
 
 def spillover_models(est: pd.DataFrame, reg: Registry, synthetic: bool) -> list[Table]:
@@ -162,11 +130,9 @@ def spillover_models(est: pd.DataFrame, reg: Registry, synthetic: bool) -> list[
                  Row("FE", [(r["fixed_effects"] if r else s.fixed_effects_name) for s, r in zip(ss, main)]),
                  Row("N", [fmt_n(r and r["nobs"]) for r in main]),
                  Row("Adj. R²", [fmt_r2(r and r["adj_r2"]) for r in main])]
-        notes = ["Column (5) specification (full controls, SE clustered by city) on marts.rpt_endogeneity_panel unless "
-                 "the FE row says otherwise. Spec ids: " + ", ".join(s.id for s in ss) + "."]
-        if synthetic:
-            notes.insert(0, SYNTHETIC_NOTE)
-        tables.append(Table(f"Spillover checks — {panel}", [s.label for s in ss], rows, notes))
+        ts = reg.table("spillover")
+        tables.append(Table(fill(ts.title, panel=panel), [s.label for s in ss], rows,
+                            table_notes(ts, synthetic, spec_ids=", ".join(s.id for s in ss))))
     return tables
 
 

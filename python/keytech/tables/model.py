@@ -1,5 +1,6 @@
-"""The table model every publication table is built as (rows of formatted cells, notes), and the
-lookup of a spec's stored estimate in ``results.estimates``."""
+"""The table model every publication table is built as (rows of formatted cells, notes), the
+lookup of a spec's stored estimate in ``results.estimates``, and the table's words (title, notes)
+from the ``tables:`` block of ``specs.yml``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec, TableSpec
+from keytech.synthetic import SYNTHETIC_NOTE
 
 
 @dataclass
@@ -53,3 +55,28 @@ def main_term(spec: Spec) -> str:
     if spec.estimator == "event_study":
         return "rel_time=0"
     return spec.treatment
+
+
+def fill(text: str, **values: Any) -> str:
+    """``text`` with each ``{name}`` of ``values`` replaced by ``str(value)``; other braces stay
+    literal (notes such as Table 4's ``{·}`` are not format strings)."""
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", str(value))
+    return text
+
+
+def table_notes(ts: TableSpec, synthetic: bool, not_estimable: bool = False, **values: Any) -> list[str]:
+    """A table's notes from its ``tables:`` entry: the synthetic-data note first when ``synthetic``,
+    then ``notes``, then ``synthetic_notes`` (synthetic only), then ``not_estimable_notes`` (when a
+    cell is n.e.); ``values`` fill the placeholders."""
+    notes = ([SYNTHETIC_NOTE] if synthetic else []) + list(ts.notes)
+    notes += list(ts.synthetic_notes) if synthetic else []
+    notes += list(ts.not_estimable_notes) if not_estimable else []
+    return [fill(n, **values) for n in notes]
+
+
+def fixed_headers(ts: TableSpec, n: int) -> list[str]:
+    """The ``headers`` of a table whose columns are not specs; there must be exactly ``n``."""
+    if len(ts.headers) != n:
+        raise ValueError(f"tables.{ts.id}.headers in specs.yml: {n} column headers needed, {len(ts.headers)} given")
+    return list(ts.headers)

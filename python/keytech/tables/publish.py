@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keytech.estimation import store
-from keytech.estimation.registry import Registry, load_registry
+from keytech.estimation.orchestration import store
+from keytech.estimation.orchestration.registry import Registry, load_registry
 from keytech.synthetic import SYNTHETIC_NOTE, run_is_synthetic
 from keytech.tables.baseline import event_study_model, robustness_models, table3_model
 from keytech.tables.endogeneity import render as render_table4
@@ -47,7 +47,7 @@ def render_tables(
     rob = robustness_models(est, reg, syn)
     if rob:
         written += write_tables("robustness", rob, base / "tables", footer)
-    es = event_study_model(est, synthetic=syn)
+    es = event_study_model(est, synthetic=syn, reg=reg)
     if es is not None:
         written += write_tables("event_study", [es], base / "tables", footer)
 
@@ -66,7 +66,8 @@ def table3_vs_paper(run_id: str | None = None, db_path: str | Path | None = None
     syn = run_is_synthetic(run) if synthetic is None else synthetic
     specs = [s for s in reg.specs if s.table == "table3"]
     head = f"{'col':<5}{'this run: Policy (SE)':>26}{'paper: Policy (SE)':>26}{'N run':>9}{'N paper':>9}{'adjR2 run':>11}{'paper':>7}"
-    lines = ["Table 3 — ln(1+key-tech invention applications) on Policy: this run vs Pi & Luo", head, "-" * len(head)]
+    ts = reg.table("table3")
+    lines = [ts.text_title, head, "-" * len(head)]
     for s in specs:
         r = main_row(est, s.id, s.treatment)
         mine = f"{fmt_coef(r['estimate'], r['p_value'])} {fmt_se(r['std_error'])}" if r else "not estimated"
@@ -76,7 +77,7 @@ def table3_vs_paper(run_id: str | None = None, db_path: str | Path | None = None
             f"{s.label:<5}{mine:>26}{theirs:>26}{fmt_n(r and r['nobs']):>9}{fmt_n(p and p.nobs):>9}"
             f"{fmt_r2(r and r['adj_r2']):>11}{fmt_r2(p and p.adj_r2):>7}"
         )
-    lines.append("FE/SE: (1) none, iid; (2)-(4) firm+year, iid; (5) firm+industry×year+province×year, cluster city. * p<.1 ** p<.05 *** p<.01")
+    lines += list(ts.text_notes)
     lines.append(f"run {run['run_id']} · data fingerprint {run['data_fingerprint']}")
     if syn:
         lines.append(SYNTHETIC_NOTE)

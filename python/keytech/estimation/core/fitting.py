@@ -16,7 +16,7 @@ from scipy import stats
 
 from keytech.estimation.core.panel import sample_description, sample_size_and_parameters
 from keytech.estimation.core.results import DEFAULT_SEED, NotEstimable, SpecResult, TermEstimate
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 @dataclass

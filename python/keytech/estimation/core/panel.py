@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from keytech import warehouse
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 ID_COLUMNS = ("stkcd", "city_code", "province_code", "industry_code")

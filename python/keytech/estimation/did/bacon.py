@@ -14,7 +14,7 @@ from keytech.estimation.core.fitting import RunContext, adj_r2, fe_desc, fit_mod
 from keytech.estimation.core.panel import prepare_spec_data, sample_description
 from keytech.estimation.core.results import SpecResult, TermEstimate
 from keytech.estimation.did.common import absorbing_units, balanced_subpanel
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def bacon_decomposition(

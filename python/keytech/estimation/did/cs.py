@@ -14,7 +14,7 @@ from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.core.panel import prepare_spec_data, sample_description
 from keytech.estimation.core.results import SpecResult, term_from_normal
 from keytech.estimation.did.common import absorbing_units
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def _cs_prepare(

@@ -16,7 +16,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, terms_from_fit
 from keytech.estimation.core.panel import complete_cases, prepare_spec_data
 from keytech.estimation.core.results import SpecResult, TermEstimate
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def dcdh_weights(

@@ -12,7 +12,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, formula
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.core.results import SpecResult, TermEstimate, term_from_normal
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 def sunab_dummies(data: pd.DataFrame, kmin: int, kmax: int, base: int) -> tuple[pd.DataFrame, dict[str, tuple[int, int]]]:

@@ -102,7 +102,7 @@ def family_weights(labels: list[np.ndarray], kind: str, draws: int, seed: int) -
 def fit_multiple_testing(spec, df: pd.DataFrame, ctx):
     from keytech.estimation.core.results import SpecResult, TermEstimate
     from keytech.estimation.dispatch import run_spec
-    from keytech.estimation.registry import load_registry
+    from keytech.estimation.orchestration.registry import load_registry
     from keytech.estimation.inference.wild_bootstrap import prepare_spec
 
     o = spec.options

@@ -28,7 +28,7 @@ from keytech.estimation.core.fitting import RunContext, fit_model, fit_result, t
 from keytech.estimation.core.panel import prepare_spec_data
 from keytech.estimation.core.results import SpecResult, TermEstimate
 from keytech.estimation.core.ssc import cluster_ssc
-from keytech.estimation.registry import Spec
+from keytech.estimation.orchestration.registry import Spec
 
 
 class FWLFastPath:

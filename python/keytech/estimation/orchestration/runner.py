@@ -18,13 +18,13 @@ from typing import Any, Callable
 import pandas as pd
 
 from keytech import warehouse
-from keytech.estimation import store
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, relevant_warnings
 from keytech.estimation.core.results import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
 from keytech.estimation.dispatch import run_spec
-from keytech.estimation.gate import check_gate
-from keytech.estimation.registry import Registry, load_registry
+from keytech.estimation.orchestration import store
+from keytech.estimation.orchestration.gate import check_gate
+from keytech.estimation.orchestration.registry import Registry, load_registry
 from keytech.inputs import skipped_specs
 from keytech.synthetic import load_truth
 

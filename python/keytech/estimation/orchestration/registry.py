@@ -6,7 +6,7 @@ of estimator needs code (see :data:`keytech.estimation.dispatch.ESTIMATORS`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import yaml
 
 from keytech.marts import marts_with
 
-SPECS_FILE = Path(__file__).resolve().parent.parent / "specs.yml"
+SPECS_FILE = Path(__file__).resolve().parents[2] / "specs.yml"
 
 # the marts a spec may read as its panel or extra_marts: those declared `estimation: true` in
 # models/marts/<area>/_marts__*.yml (keytech/marts.py); all of them are public, so the data gate covers them
@@ -115,6 +115,39 @@ class Spec:
 
 
 @dataclass(frozen=True)
+class Moderator:
+    """One row block of the heterogeneity table: its specs are ``het_<code>_<low|high>_<key|nonkey>``."""
+
+    code: str
+    label: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a publication table says besides its numbers: an entry of the ``tables:`` block of
+    ``specs.yml`` (the fields are described there)."""
+
+    id: str
+    title: str = ""
+    notes: tuple[str, ...] = ()
+    synthetic_notes: tuple[str, ...] = ()
+    not_estimable_notes: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    extra_terms: tuple[tuple[str, str], ...] = ()  # (term, row label)
+    sample_row: bool = False
+    permutation_row: bool = False
+    paper_rows: tuple[tuple[str, dict[str, str]], ...] = ()  # (row label, {spec id: text})
+    moderators: tuple[Moderator, ...] = ()
+    rendered: bool = True
+    text_title: str = ""  # the plain-text rendering (Table 3's "this run vs paper")
+    text_notes: tuple[str, ...] = ()
+
+
+TABLE_KEYS = frozenset(f.name for f in fields(TableSpec)) - {"id"}
+
+
+@dataclass(frozen=True)
 class Registry:
     specs: tuple[Spec, ...]
     control_sets: dict[str, tuple[str, ...]]
@@ -122,6 +155,15 @@ class Registry:
     fe_labels: dict[str, str]
     filters: dict[str, str]
     groups: tuple[str, ...]
+    tables: dict[str, TableSpec] = field(default_factory=dict)
+
+    def table(self, table_id: str) -> TableSpec:
+        """The ``tables:`` entry of ``table_id``."""
+        try:
+            return self.tables[table_id]
+        except KeyError:
+            raise RegistryError(f"no table {table_id!r} in the tables: block of specs.yml; known: "
+                                f"{', '.join(self.tables) or '(none)'}") from None
 
     def get(self, spec_id: str) -> Spec:
         for spec in self.specs:
@@ -190,7 +232,84 @@ def parse_registry(raw: dict[str, Any]) -> Registry:
         except RegistryError as exc:
             raise RegistryError(f"spec {sid}: {exc}") from exc
     groups = tuple(dict.fromkeys(s.group for s in specs))
-    return Registry(tuple(specs), control_sets, fe_sets, fe_labels, filters, groups)
+    tables = parse_tables(raw.get("tables"))
+    for s in specs:
+        if s.table is not None and s.table not in tables:
+            raise RegistryError(f"spec {s.id}: table {s.table!r} is not in the tables: block of specs.yml "
+                                f"(known: {', '.join(tables) or '(none)'}); add an entry with its title and notes")
+    return Registry(tuple(specs), control_sets, fe_sets, fe_labels, filters, groups, tables)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RegistryError(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def _mapping(value: Any, keys: set[str], required: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where} must be a mapping with {', '.join(sorted(keys))}")
+    unknown = set(value) - keys
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                            f"allowed: {', '.join(sorted(keys))}")
+    missing = required - set(value)
+    if missing:
+        raise RegistryError(f"{where}: missing {', '.join(sorted(missing))}")
+    return value
+
+
+def parse_tables(raw: Any) -> dict[str, TableSpec]:
+    """The ``tables:`` block: table id → :class:`TableSpec`, validated (unknown keys, wrong types,
+    a rendered table without a title, duplicate moderators are errors naming the table)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RegistryError("tables: must be a mapping of table id to its title, notes, ...")
+    out: dict[str, TableSpec] = {}
+    for tid, entry in raw.items():
+        where = f"tables.{tid}"
+        m = _mapping(entry or {}, set(TABLE_KEYS), set(), where)
+        rendered = m.get("rendered", True)
+        if not isinstance(rendered, bool):
+            raise RegistryError(f"{where}.rendered must be true or false")
+        title = m.get("title", "")
+        if not isinstance(title, str) or (rendered and not title.strip()):
+            raise RegistryError(f"{where}: a rendered table needs a title (a string)")
+        for flag in ("sample_row", "permutation_row"):
+            if not isinstance(m.get(flag, False), bool):
+                raise RegistryError(f"{where}.{flag} must be true or false")
+        extra = []
+        for i, t in enumerate(m.get("extra_terms") or []):
+            t = _mapping(t, {"term", "label"}, {"term", "label"}, f"{where}.extra_terms[{i}]")
+            extra.append((str(t["term"]), str(t["label"])))
+        paper_rows = []
+        for i, r in enumerate(m.get("paper_rows") or []):
+            r = _mapping(r, {"label", "values"}, {"label", "values"}, f"{where}.paper_rows[{i}]")
+            if not isinstance(r["values"], dict):
+                raise RegistryError(f"{where}.paper_rows[{i}].values must map spec ids to text")
+            paper_rows.append((str(r["label"]), {str(k): str(v) for k, v in r["values"].items()}))
+        moderators: list[Moderator] = []
+        for i, r in enumerate(m.get("moderators") or []):
+            r = _mapping(r, {"code", "label", "hint"}, {"code", "label"}, f"{where}.moderators[{i}]")
+            if any(x.code == str(r["code"]) for x in moderators):
+                raise RegistryError(f"{where}.moderators: code {r['code']!r} listed twice")
+            moderators.append(Moderator(str(r["code"]), str(r["label"]), str(r.get("hint") or "")))
+        out[str(tid)] = TableSpec(
+            id=str(tid), title=title,
+            notes=_strings(m.get("notes"), f"{where}.notes"),
+            synthetic_notes=_strings(m.get("synthetic_notes"), f"{where}.synthetic_notes"),
+            not_estimable_notes=_strings(m.get("not_estimable_notes"), f"{where}.not_estimable_notes"),
+            headers=_strings(m.get("headers"), f"{where}.headers"),
+            extra_terms=tuple(extra), sample_row=m.get("sample_row", False),
+            permutation_row=m.get("permutation_row", False), paper_rows=tuple(paper_rows),
+            moderators=tuple(moderators), rendered=rendered,
+            text_title=str(m.get("text_title") or ""),
+            text_notes=_strings(m.get("text_notes"), f"{where}.text_notes"),
+        )
+    return out
 
 
 def _check_demeaner(name: str) -> str:
