@@ -4,7 +4,7 @@ Each command is one handler, ``cmd_<name>(args) -> exit code``, registered by th
 decorator just above it with its one-line help, its examples and its options (``option(...)``
 takes what ``argparse.add_argument`` takes). ``build_parser`` assembles the parser from the
 registered commands, in the order they are defined here (the order ``keytech --help`` lists them).
-Handlers parse nothing and hold no SQL or dbt calls: the work is done by the modules they import
+Handlers hold no SQL of their own and no dbt calls: the work is done by the modules they import
 (``keytech.build``, ``keytech.warehouse_summary``, ``keytech.dbt_docs``, ...). Adding a command is
 one decorated function here.
 """
@@ -39,7 +39,7 @@ def _say(args, message: str) -> None:
         print(message, flush=True)
 
 
-# -------------------------------------------------------------------------------------- commands
+# --------------------------------------------------------------------------------------- commands
 @dataclass(frozen=True)
 class Command:
     """One ``keytech <name>`` command: its handler, help line, examples and options."""
@@ -82,7 +82,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# -------------------------------------------------------------------------------------------- synth
+# ------------------------------------------------------------------------------------------ synth
 @command(
     "synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).",
     "keytech synth --scale tiny --seed 1 --out /tmp/raw",
@@ -106,7 +106,7 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
-# ----------------------------------------------------------------------------------------- validate
+# --------------------------------------------------------------------------------------- validate
 @command(
     "validate", "Check a raw folder against the input contract; report every problem at once.",
     "keytech validate --raw-dir /data/csmar_2024",
@@ -135,7 +135,7 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-# -------------------------------------------------------------------------------------------- build
+# ------------------------------------------------------------------------------------------ build
 def _parse_limits(items: list[str] | None) -> dict:
     """``--limit NAME=VALUE`` options → {name: float}; names checked against keytech.limits."""
     from keytech.limits import DEFAULT_LIMITS
@@ -239,7 +239,7 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
-# -------------------------------------------------------------------------------------------- check
+# ------------------------------------------------------------------------------------------ check
 @command("check", "Run the Great Expectations suites on the marts and record the result.", "keytech check")
 def cmd_check(args) -> int:
     from keytech.quality import failures, run_checks
@@ -257,7 +257,7 @@ def cmd_check(args) -> int:
     return EXIT_FAILED
 
 
-# ----------------------------------------------------------------------------------------- estimate
+# --------------------------------------------------------------------------------------- estimate
 def _run_seed(seed: int | None) -> int:
     from keytech.estimation.core.results import DEFAULT_SEED
 
@@ -311,7 +311,7 @@ def cmd_estimate(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------ summary
+# ---------------------------------------------------------------------------------------- summary
 @command("summary", "Print the sample funnel, mart counts and an example query.", "keytech summary")
 def cmd_summary(args) -> int:
     from keytech.warehouse_summary import render_summary, summarise_warehouse
@@ -322,7 +322,7 @@ def cmd_summary(args) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------------------------------- sql
+# -------------------------------------------------------------------------------------------- sql
 @command(
     "sql", "Run one read-only query (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) on the warehouse and print "
            "the result; the connection is read-only and cannot attach, copy or read other files.",
@@ -356,7 +356,7 @@ def cmd_sql(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------- contract-doc
+# ----------------------------------------------------------------------------------- contract-doc
 @command(
     "contract-doc", "Regenerate docs/input-contract.md and the dbt sources "
                     "(models/staging/*/_*__sources.yml) from python/keytech/contract.yml.",
@@ -375,7 +375,7 @@ def cmd_contract_doc(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------------------- report
 @command(
     "report", "Write the replication report: one self-contained HTML page (paper vs this run).",
     "keytech report                      # → output/report/index.html\n"
@@ -401,7 +401,7 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------- export
+# ----------------------------------------------------------------------------------------- export
 @command(
     "export", "Export the analysis panel or estimation results as Parquet, CSV or Stata .dta.",
     "keytech export --what panel --format dta        # Stata, with variable and value labels\n"
@@ -427,7 +427,7 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------------------------- diff
+# ------------------------------------------------------------------------------------------- diff
 @command(
     "diff", "What changed between two builds (per public mart: rows added/removed/changed by key, "
             "column change counts, the sample funnel side by side) or two estimation runs "
@@ -467,7 +467,7 @@ def cmd_diff(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------- doctor
+# ----------------------------------------------------------------------------------------- doctor
 @command(
     "doctor", "Check the environment, the raw folder, the warehouse and the last checks; say what to do next.",
     "keytech doctor\n  keytech doctor --raw-dir /data/csmar_2024",
@@ -485,7 +485,7 @@ def cmd_doctor(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-# --------------------------------------------------------------------------------------------- docs
+# ------------------------------------------------------------------------------------------- docs
 @command(
     "docs", "Build the dbt docs site (models, columns, lineage, exposures) into output/dbt-docs/.",
     "keytech docs                        # → output/dbt-docs/static_index.html\n  make docs",
@@ -504,7 +504,7 @@ def cmd_docs(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------------------------- demo
+# ------------------------------------------------------------------------------------------- demo
 def _step_args(args, command: str, **overrides) -> argparse.Namespace:
     """The options ``keytech <command>`` gets when typed without any (its parser's defaults), with
     the demo's ``--quiet`` and ``overrides`` — so every option of a step, including one added
@@ -537,7 +537,7 @@ def cmd_demo(args) -> int:
     return code or report_code
 
 
-# ------------------------------------------------------------------------------------------- parser
+# ----------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keytech",
