@@ -37,23 +37,34 @@ reference:
 	Rscript tests/python/reference/make_reference.R
 
 # dbt-project-evaluator (the vars in dbt_project.yml declare our conventions) when a copy of the
-# package is present locally: EVALUATOR=path/to/dbt_project_evaluator (default
-# ../dbt_project_evaluator). `dbt deps` cannot reach the hub offline, so the package is not a
-# dependency; this target writes a temporary packages.yml pointing at the local copy (its own
-# dependencies must be local too), builds only the evaluator's models and tests into a scratch
-# warehouse (target/evaluator.duckdb) and removes packages.yml and dbt_packages afterwards.
+# package and of its dependency dbt_utils is present locally: EVALUATOR=path/to/dbt_project_evaluator
+# (default ../dbt_project_evaluator), DBT_UTILS=path/to/dbt-utils (default: dbt-utils beside the
+# evaluator). Neither is a dependency of the project and `dbt deps` is not run: it would reach the
+# package hub, and it resolves a local package's own `local:` dependencies from our project root
+# (dbt-core issue 5410), so the two copies are linked into dbt_packages/ directly. Builds only the
+# evaluator's models and tests into a scratch warehouse (target/evaluator.duckdb), prints the
+# findings of every fct_* table (tests/tools/evaluator_findings.py: fails on a finding that
+# docs/architecture.md does not accept) and removes dbt_packages afterwards.
+# Tested with dbt-project-evaluator v1.3.2 and dbt-utils 1.4.1 (docs/architecture.md).
 EVALUATOR ?= ../dbt_project_evaluator
+DBT_UTILS ?= $(EVALUATOR)/../dbt-utils
 evaluate: venv
 	@if [ ! -f "$(EVALUATOR)/dbt_project.yml" ]; then \
 	  echo "dbt-project-evaluator not found at $(EVALUATOR) (set EVALUATOR=path to a local copy): skipped"; \
 	  exit 0; fi; \
-	if [ -e packages.yml ]; then echo "packages.yml exists: not overwriting it"; exit 1; fi; \
-	trap 'rm -f packages.yml package-lock.yml; rm -rf dbt_packages' EXIT; \
-	printf 'packages:\n  - local: %s\n' "$$(cd "$(EVALUATOR)" && pwd)" > packages.yml; \
-	mkdir -p target; \
-	$(BIN)/dbt deps --profiles-dir . --project-dir . && \
+	if [ ! -f "$(DBT_UTILS)/dbt_project.yml" ]; then \
+	  echo "dbt_utils not found at $(DBT_UTILS) (set DBT_UTILS=path to a local copy of dbt-utils)"; exit 1; fi; \
+	if [ -e dbt_packages ]; then echo "dbt_packages/ exists: not overwriting it"; exit 1; fi; \
+	trap 'rm -rf dbt_packages' EXIT; \
+	mkdir -p dbt_packages target; \
+	ln -s "$$(cd "$(EVALUATOR)" && pwd)" dbt_packages/dbt_project_evaluator; \
+	ln -s "$$(cd "$(DBT_UTILS)" && pwd)" dbt_packages/dbt_utils; \
+	rm -f target/evaluator.duckdb; \
 	KEYTECH_DB=target/evaluator.duckdb $(BIN)/dbt build --profiles-dir . --project-dir . \
-	  --select package:dbt_project_evaluator
+	  --select package:dbt_project_evaluator; \
+	status=$$?; \
+	$(BIN)/python tests/tools/evaluator_findings.py target/evaluator.duckdb || status=1; \
+	exit $$status
 
 clean:
 	rm -rf data/warehouse.duckdb data/landing output target logs

@@ -1,13 +1,23 @@
-"""The `keytech` command line. Run `keytech --help` or `keytech <command> --help`."""
+"""The `keytech` command line. Run `keytech --help` or `keytech <command> --help`.
+
+Each command is one handler, ``cmd_<name>(args) -> exit code``, registered by the ``@command``
+decorator just above it with its one-line help, its examples and its options (``option(...)``
+takes what ``argparse.add_argument`` takes). ``build_parser`` assembles the parser from the
+registered commands, in the order they are defined here (the order ``keytech --help`` lists them).
+Handlers hold no SQL of their own and no dbt calls: the work is done by the modules they import
+(``keytech.build``, ``keytech.warehouse_summary``, ``keytech.dbt_docs``, ...). Adding a command is
+one decorated function here.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from keytech import paths
 from keytech.synthetic import SYNTHETIC_BANNER, is_synthetic
@@ -29,7 +39,58 @@ def _say(args, message: str) -> None:
         print(message, flush=True)
 
 
+# --------------------------------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Command:
+    """One ``keytech <name>`` command: its handler, help line, examples and options."""
+
+    name: str
+    help: str
+    example: str  # shown under "Example:" in `keytech <name> --help`; several lines allowed
+    handler: Callable[[argparse.Namespace], int]
+    options: tuple[tuple[tuple, dict], ...]
+
+
+COMMANDS: dict[str, Command] = {}  # in definition order: the order of `keytech --help`
+
+
+def option(*flags: str, **settings) -> tuple[tuple, dict]:
+    """One option or positional argument of a command, as ``argparse.add_argument`` takes it."""
+    return flags, settings
+
+
+def command(name: str, help: str, example: str, *options: tuple[tuple, dict]):
+    """Register the decorated function as the handler of ``keytech <name>`` with its options."""
+
+    def register(handler: Callable[[argparse.Namespace], int]):
+        if name in COMMANDS:
+            raise ValueError(f"keytech command {name!r} is defined twice")
+        COMMANDS[name] = Command(name, help, example, handler, options)
+        return handler
+
+    return register
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 # ------------------------------------------------------------------------------------------ synth
+@command(
+    "synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).",
+    "keytech synth --scale tiny --seed 1 --out /tmp/raw",
+    option("--scale", choices=["tiny", "small", "paper"], default="small",
+           help="tiny (tests), small (demo) or paper (~3,500 firms, millions of patents)"),
+    option("--seed", type=int, default=20250101, help="random seed; same seed, same files"),
+    option("--out", help="output folder (default: the raw folder, data/raw)"),
+)
 def cmd_synth(args) -> int:
     from keytech.synth import generate
 
@@ -46,6 +107,11 @@ def cmd_synth(args) -> int:
 
 
 # --------------------------------------------------------------------------------------- validate
+@command(
+    "validate", "Check a raw folder against the input contract; report every problem at once.",
+    "keytech validate --raw-dir /data/csmar_2024",
+    option("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)"),
+)
 def cmd_validate(args) -> int:
     from keytech.ingest import validate
 
@@ -88,6 +154,46 @@ def _parse_limits(items: list[str] | None) -> dict:
     return limits
 
 
+@command(
+    "build", "Validate and land the raw folder, run `dbt build`, then the data checks.",
+    "keytech build                       # data/raw → data/warehouse.duckdb\n"
+    "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc\n"
+    "  keytech build --select marts.panel.rpt_analysis_panel+   # the panel and what follows, on a copy\n"
+    "  keytech build --limit unparseable_ipc_share=0.03 --wait 600\n"
+    "The new warehouse replaces the old one only after dbt's tests, the limits and the data checks\n"
+    "pass; otherwise the old one stays byte-identical (README, 'Reliability').",
+    option("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)"),
+    option("--strict-ipc", action="store_true", help="match IPC codes exactly (no inheritance from ancestors)"),
+    option("--no-ipc-supplement", action="store_true", help="do not use the H01L/H10 revision supplement"),
+    option("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
+           help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
+                "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md"),
+    option("--delisting-flag", choices=["delisted_or_star_st", "delisted_only", "st_years", "st_firms"],
+           default="delisted_or_star_st",
+           help="reading of the paper's 'firms with a delisting flag' (退市标识) filter: delisted_or_star_st "
+                "(default: firms delisted by the window end or *ST in a window year; plain ST years kept), "
+                "delisted_only, st_years (also drop every ST/*ST firm-year) or st_firms (also drop firms "
+                "ever ST/*ST in the window); docs/variables.md"),
+    option("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
+                            "'marts.panel.rpt_analysis_panel+' (default: everything); a selection that "
+                            "matches nothing is refused"),
+    option("--incremental", action="store_true",
+           help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
+                "(falls back to a full build when models, seeds or options changed)"),
+    option("--skip-checks", action="store_true",
+           help="skip the limits and the Great Expectations checks (the new warehouse is swapped in "
+                "after dbt's tests alone; estimation refuses to run until `keytech check` passes)"),
+    option("--limit", action="append", metavar="NAME=VALUE",
+           help="raise (or lower) one limit on a silent share, e.g. --limit unparseable_ipc_share=0.05; "
+                "repeatable. Limits and defaults: README, 'Reliability'"),
+    option("--wait", type=float, default=0, metavar="SECONDS",
+           help="when another build of the same warehouse runs, wait up to SECONDS for it "
+                "(default 0: exit at once, naming the holder)"),
+    option("--concordance", metavar="PATH",
+           help="another edition of the SEI-IPC concordance (CSV with ipc_code,sei_rule_id like "
+                "seeds/sei_ipc_concordance.csv, e.g. a later CNIPA revision) instead of the versioned "
+                "seed; the edition used is recorded in the landing manifest, build state and report"),
+)
 def cmd_build(args) -> int:
     from keytech.build import BuildOptions, build_warehouse
 
@@ -134,6 +240,7 @@ def cmd_build(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ check
+@command("check", "Run the Great Expectations suites on the marts and record the result.", "keytech check")
 def cmd_check(args) -> int:
     from keytech.quality import failures, run_checks
 
@@ -157,6 +264,26 @@ def _run_seed(seed: int | None) -> int:
     return DEFAULT_SEED if seed is None else seed
 
 
+@command(
+    "estimate", "Run the specification registry on the marts; store results and tables.",
+    "keytech estimate --list\n  keytech estimate --only table3 event_study\n  keytech estimate --placebo-draws 1000 --seed 7\n"
+    "  keytech estimate --only table5 het --permutation-draws 20   # quick look at the p-values",
+    option("--only", nargs="+", metavar="SPEC", help="spec ids or groups (table3, event_study, robust, placebo)"),
+    option("--list", action="store_true", help="list the specifications and exit"),
+    option("--force", action="store_true", help="run even when the last data checks failed"),
+    option("--placebo-draws", type=int, default=500, help="placebo reassignments (default 500)"),
+    option("--seed", type=int, default=None,
+           help="the run's one random seed (default 20240601, keytech.estimation.core.results.DEFAULT_SEED): seeds "
+                "the placebo draws, the Callaway-Sant'Anna cluster bootstrap and the permutation tests (PSM "
+                "shares ties and draws nothing); stored in results.runs and in each stochastic spec's diagnostics "
+                "(keytech demo passes its --seed)"),
+    option("--permutation-draws", type=_positive_int, metavar="N",
+           help="reshuffles of every between-group permutation test (the empirical p of b_high - b_low "
+                "in Table 5 and the heterogeneity splits), replacing options.permutation.draws of the "
+                "registry (default: the registry's value, 999 for Table 5, 199 for the heterogeneity splits); each "
+                "draw re-estimates both groups (~28 ms on the demo warehouse), so "
+                "the time of those specs grows linearly with N"),
+)
 def cmd_estimate(args) -> int:
     from keytech import estimation, tables
 
@@ -185,43 +312,26 @@ def cmd_estimate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- summary
+@command("summary", "Print the sample funnel, mart counts and an example query.", "keytech summary")
 def cmd_summary(args) -> int:
-    from keytech.warehouse import connect
+    from keytech.warehouse_summary import render_summary, summarise_warehouse
 
-    db = paths.warehouse_path()
-    with connect(db) as con:
-        funnel = con.execute(
-            "select step_order, step, firms_kept, firm_years_kept, firm_years_dropped "
-            "from marts.rpt_sample_funnel order by step_order").fetchall()
-        counts = {
-            name: con.execute(f"select count(*) from marts.{name}").fetchone()[0]
-            for name in ("dim_firms", "dim_cities", "fct_patents", "fct_patent_ipc_codes",
-                         "fct_firm_years", "rpt_analysis_panel")
-        }
-        share = con.execute(
-            "select avg(case when is_key_tech then 1.0 else 0.0 end) from marts.fct_patents where is_invention"
-        ).fetchone()[0]
-        recon = con.execute(
-            "select disposition, sum(raw_rows) from marts.rpt_patent_reconciliation group by 1 order by 2 desc"
-        ).fetchall()
-    print("\nSample funnel (2010–2019):")
-    print(f"  {'step':42} {'firms':>7} {'firm-years':>11} {'dropped':>9}")
-    for _, step, firms, years, dropped in funnel:
-        print(f"  {step:42} {firms:>7,} {years:>11,} {dropped:>9,}")
-    print("\nMart row counts:")
-    for name, count in counts.items():
-        print(f"  marts.{name:26} {count:>10,}")
-    print(f"\nKey-technology share of invention applications: {share:.1%}" if share is not None else "")
-    print("Raw patent rows by disposition: " + ", ".join(f"{d} {n:,}" for d, n in recon))
-    print(f"\nWarehouse: {db}")
-    print("Try:  .venv/bin/keytech sql \"select year, avg(apply_inv_zl) as key_tech, avg(apply_inv_nozl) "
-          "as non_key, avg(policy) as policy from marts.rpt_analysis_panel group by year order by year\"")
+    print(render_summary(summarise_warehouse(paths.warehouse_path())))
     if is_synthetic():
         print(SYNTHETIC_BANNER)
     return EXIT_OK
 
 
 # -------------------------------------------------------------------------------------------- sql
+@command(
+    "sql", "Run one read-only query (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) on the warehouse and print "
+           "the result; the connection is read-only and cannot attach, copy or read other files.",
+    "keytech sql \"select * from marts.rpt_sample_funnel order by step_order\"\n"
+    "  keytech sql analysis/pilot_coverage_by_wave.sql",
+    option("query", help="SQL, e.g. select * from marts.rpt_sample_funnel, or an analysis file "
+                         "(analysis/*.sql; {{ ref('x') }} is resolved)"),
+    option("--limit", type=int, default=50, help="rows to print (default 50)"),
+)
 def cmd_sql(args) -> int:
     import duckdb
 
@@ -247,6 +357,12 @@ def cmd_sql(args) -> int:
 
 
 # ----------------------------------------------------------------------------------- contract-doc
+@command(
+    "contract-doc", "Regenerate docs/input-contract.md and the dbt sources "
+                    "(models/staging/*/_*__sources.yml) from python/keytech/contract.yml.",
+    "keytech contract-doc",
+    option("--out", help="output file of the document (default docs/input-contract.md)"),
+)
 def cmd_contract_doc(args) -> int:
     from keytech.contract import render_dbt_sources, render_markdown
 
@@ -259,35 +375,14 @@ def cmd_contract_doc(args) -> int:
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------- demo
-def _step_args(args, command: str, **overrides) -> argparse.Namespace:
-    """The options ``keytech <command>`` gets when typed without any (its parser's defaults), with
-    the demo's ``--quiet`` and ``overrides`` — so every option of a step, including one added
-    later, reaches the demo with its documented default."""
-    step = build_parser().parse_args([command])
-    step.quiet, step.verbose = args.quiet, False
-    for name, value in overrides.items():
-        setattr(step, name, value)
-    return step
-
-
-def cmd_demo(args) -> int:
-    _say(args, SYNTHETIC_BANNER + "\n")
-    cmd_synth(_step_args(args, "synth", scale=args.scale or "small", seed=args.seed))
-    code = cmd_build(_step_args(args, "build"))
-    if code != EXIT_OK:
-        return code
-    cmd_summary(_step_args(args, "summary"))
-    try:
-        from keytech import estimation  # noqa: F401
-    except ImportError:
-        return EXIT_OK
-    code = cmd_estimate(_step_args(args, "estimate", seed=args.seed))  # every specification
-    report_code = cmd_report(_step_args(args, "report"))  # the report also shows failed specs
-    return code or report_code
-
-
 # ----------------------------------------------------------------------------------------- report
+@command(
+    "report", "Write the replication report: one self-contained HTML page (paper vs this run).",
+    "keytech report                      # → output/report/index.html\n"
+    "  keytech report --run 20250101T120000-abc123 --out /tmp/report",
+    option("--run", help="estimation run id (default: the latest in results.runs)"),
+    option("--out", help="output folder (default output/report)"),
+)
 def cmd_report(args) -> int:
     from keytech.report import build_report
 
@@ -307,6 +402,19 @@ def cmd_report(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------- export
+@command(
+    "export", "Export the analysis panel or estimation results as Parquet, CSV or Stata .dta.",
+    "keytech export --what panel --format dta        # Stata, with variable and value labels\n"
+    "  keytech export --what results --format csv --all-runs\n"
+    "  keytech export --what panel --panel rpt_analysis_panel_window2022 --format parquet --out /tmp/",
+    option("--what", choices=["panel", "results"], default="panel", help="what to export (default panel)"),
+    option("--format", choices=["parquet", "csv", "dta"], default="parquet", help="file format (default parquet)"),
+    option("--out", help="output file or folder (default output/export/)"),
+    option("--panel", choices=["rpt_analysis_panel", "rpt_analysis_panel_window2022"],
+           default="rpt_analysis_panel", help="which panel mart for --what panel"),
+    option("--run", help="run id for --what results (default: the latest run)"),
+    option("--all-runs", action="store_true", help="every run for --what results"),
+)
 def cmd_export(args) -> int:
     from keytech.export import export
 
@@ -320,6 +428,18 @@ def cmd_export(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------- diff
+@command(
+    "diff", "What changed between two builds (per public mart: rows added/removed/changed by key, "
+            "column change counts, the sample funnel side by side) or two estimation runs "
+            "(estimate, SE, N; sign and 5%-significance changes).",
+    "keytech diff                                  # previous build (kept by the swap) vs the current one\n"
+    "  keytech diff /backup/warehouse_2024.duckdb data/warehouse.duckdb\n"
+    "  keytech diff --runs 20260101T120000-ab12cd 20260201T090000-ef34ab",
+    option("old", nargs="?", help="old warehouse (default: the previous build, <warehouse>.previous.duckdb)"),
+    option("new", nargs="?", help="new warehouse (default: data/warehouse.duckdb or KEYTECH_DB)"),
+    option("--runs", nargs=2, metavar=("A", "B"), help="compare two estimation runs of the warehouse instead"),
+    option("--out", help="folder for diff.md and diff.html (default output/diff)"),
+)
 def cmd_diff(args) -> int:
     from keytech import diff
     from keytech.build import previous_warehouse_path
@@ -348,6 +468,11 @@ def cmd_diff(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------- doctor
+@command(
+    "doctor", "Check the environment, the raw folder, the warehouse and the last checks; say what to do next.",
+    "keytech doctor\n  keytech doctor --raw-dir /data/csmar_2024",
+    option("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)"),
+)
 def cmd_doctor(args) -> int:
     from keytech.doctor import diagnose, next_step
 
@@ -361,82 +486,58 @@ def cmd_doctor(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------- docs
+@command(
+    "docs", "Build the dbt docs site (models, columns, lineage, exposures) into output/dbt-docs/.",
+    "keytech docs                        # → output/dbt-docs/static_index.html\n  make docs",
+    option("--out", help="output folder (default output/dbt-docs)"),
+)
 def cmd_docs(args) -> int:
-    from keytech.build import BuildOptions, run_dbt
+    from keytech.dbt_docs import DbtDocsFailed, generate_dbt_docs
 
     target = Path(args.out) if args.out else paths.output_dir() / "dbt-docs"
-    warehouse = paths.warehouse_path()
-    options = BuildOptions(raw_dir=paths.raw_dir(), landing_dir=paths.landing_dir(), warehouse=warehouse,
-                           quiet=not args.verbose)
-    dbt_args = ["docs", "generate", "--target-path", str(target.resolve()), "--static"]
-    scratch = None
-    if not warehouse.is_file():
-        import tempfile
-
-        _say(args, f"No warehouse at {warehouse}: generating the docs without the catalog (column types and "
-                   "row counts appear after `keytech build`).")
-        dbt_args.append("--empty-catalog")
-        scratch = Path(tempfile.mkdtemp(prefix="keytech-docs-"))
-        warehouse = scratch / "empty.duckdb"  # dbt needs a connection; never create the real warehouse
-    _say(args, f"dbt docs generate → {target} …")
     try:
-        completed = run_dbt(dbt_args, warehouse, options, quiet=not args.verbose)
-    finally:
-        if scratch is not None:
-            import shutil
-
-            shutil.rmtree(scratch, ignore_errors=True)
-    if completed.returncode != 0:
-        tail = ((completed.stdout or "") + (completed.stderr or "")) if not args.verbose else ""  # in full
-        raise UserError(f"dbt docs generate failed.\n{tail}\nRun `keytech -v docs` for dbt's full output.")
-    page = target / "static_index.html"
-    _say(args, f"dbt docs: {page if page.is_file() else target / 'index.html'} (open it in a browser; "
+        page = generate_dbt_docs(target, verbose=args.verbose, say=lambda message: _say(args, message))
+    except DbtDocsFailed as exc:
+        raise UserError(str(exc)) from exc
+    _say(args, f"dbt docs: {page} (open it in a browser; "
                f"`dbt docs serve --target-path {target}` also works)")
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------ parser
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
+# ------------------------------------------------------------------------------------------- demo
+def _step_args(args, command: str, **overrides) -> argparse.Namespace:
+    """The options ``keytech <command>`` gets when typed without any (its parser's defaults), with
+    the demo's ``--quiet`` and ``overrides`` — so every option of a step, including one added
+    later, reaches the demo with its documented default."""
+    step = build_parser().parse_args([command])
+    step.quiet, step.verbose = args.quiet, False
+    for name, value in overrides.items():
+        setattr(step, name, value)
+    return step
+
+
+@command(
+    "demo", "Synthetic data → build → checks → summary → Table 3 next to the paper → report.", "keytech demo",
+    option("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale"),
+    option("--seed", type=int, default=20250101, help="random seed"),
+)
+def cmd_demo(args) -> int:
+    _say(args, SYNTHETIC_BANNER + "\n")
+    cmd_synth(_step_args(args, "synth", scale=args.scale or "small", seed=args.seed))
+    code = cmd_build(_step_args(args, "build"))
+    if code != EXIT_OK:
+        return code
+    cmd_summary(_step_args(args, "summary"))
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+        from keytech import estimation  # noqa: F401
+    except ImportError:
+        return EXIT_OK
+    code = cmd_estimate(_step_args(args, "estimate", seed=args.seed))  # every specification
+    report_code = cmd_report(_step_args(args, "report"))  # the report also shows failed specs
+    return code or report_code
 
 
-EXAMPLES = {
-    "synth": "keytech synth --scale tiny --seed 1 --out /tmp/raw",
-    "validate": "keytech validate --raw-dir /data/csmar_2024",
-    "build": "keytech build                       # data/raw → data/warehouse.duckdb\n"
-             "  KEYTECH_RAW_DIR=/data/licensed keytech build --strict-ipc\n"
-             "  keytech build --select marts.panel.rpt_analysis_panel+   # the panel and what follows, on a copy\n"
-             "  keytech build --limit unparseable_ipc_share=0.03 --wait 600\n"
-             "The new warehouse replaces the old one only after dbt's tests, the limits and the data checks\n"
-             "pass; otherwise the old one stays byte-identical (README, 'Reliability').",
-    "check": "keytech check",
-    "estimate": "keytech estimate --list\n  keytech estimate --only table3 event_study\n  keytech estimate --placebo-draws 1000 --seed 7\n"
-                "  keytech estimate --only table5 het --permutation-draws 20   # quick look at the p-values",
-    "summary": "keytech summary",
-    "demo": "keytech demo",
-    "contract-doc": "keytech contract-doc",
-    "sql": "keytech sql \"select * from marts.rpt_sample_funnel order by step_order\"\n"
-           "  keytech sql analysis/pilot_coverage_by_wave.sql",
-    "report": "keytech report                      # → output/report/index.html\n"
-              "  keytech report --run 20250101T120000-abc123 --out /tmp/report",
-    "export": "keytech export --what panel --format dta        # Stata, with variable and value labels\n"
-              "  keytech export --what results --format csv --all-runs\n"
-              "  keytech export --what panel --panel rpt_analysis_panel_window2022 --format parquet --out /tmp/",
-    "doctor": "keytech doctor\n  keytech doctor --raw-dir /data/csmar_2024",
-    "diff": "keytech diff                                  # previous build (kept by the swap) vs the current one\n"
-            "  keytech diff /backup/warehouse_2024.duckdb data/warehouse.duckdb\n"
-            "  keytech diff --runs 20260101T120000-ab12cd 20260201T090000-ef34ab",
-    "docs": "keytech docs                        # → output/dbt-docs/static_index.html\n  make docs",
-}
-
-
+# ----------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keytech",
@@ -461,119 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="show dbt's own output and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="command")
-
-    def add(name: str, help_text: str, func):
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           epilog="Example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog="Example:\n  " + cmd.example,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=cmd.handler)
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="show dbt's own output and tracebacks")
-        return p
-
-    p = add("synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).", cmd_synth)
-    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small",
-                   help="tiny (tests), small (demo) or paper (~3,500 firms, millions of patents)")
-    p.add_argument("--seed", type=int, default=20250101, help="random seed; same seed, same files")
-    p.add_argument("--out", help="output folder (default: the raw folder, data/raw)")
-
-    p = add("validate", "Check a raw folder against the input contract; report every problem at once.", cmd_validate)
-    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
-
-    p = add("build", "Validate and land the raw folder, run `dbt build`, then the data checks.", cmd_build)
-    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
-    p.add_argument("--strict-ipc", action="store_true", help="match IPC codes exactly (no inheritance from ancestors)")
-    p.add_argument("--no-ipc-supplement", action="store_true", help="do not use the H01L/H10 revision supplement")
-    p.add_argument("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
-                   help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
-                        "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md")
-    p.add_argument("--delisting-flag", choices=["delisted_or_star_st", "delisted_only", "st_years", "st_firms"],
-                   default="delisted_or_star_st",
-                   help="reading of the paper's 'firms with a delisting flag' (退市标识) filter: delisted_or_star_st "
-                        "(default: firms delisted by the window end or *ST in a window year; plain ST years kept), "
-                        "delisted_only, st_years (also drop every ST/*ST firm-year) or st_firms (also drop firms "
-                        "ever ST/*ST in the window); docs/variables.md")
-    p.add_argument("--select", help="dbt selection rebuilt on a copy of the current warehouse, e.g. "
-                                    "'marts.panel.rpt_analysis_panel+' (default: everything); a selection that "
-                                    "matches nothing is refused")
-    p.add_argument("--incremental", action="store_true",
-                   help="refresh the existing warehouse: rebuild only what the changed raw tables feed "
-                        "(falls back to a full build when models, seeds or options changed)")
-    p.add_argument("--skip-checks", action="store_true",
-                   help="skip the limits and the Great Expectations checks (the new warehouse is swapped in "
-                        "after dbt's tests alone; estimation refuses to run until `keytech check` passes)")
-    p.add_argument("--limit", action="append", metavar="NAME=VALUE",
-                   help="raise (or lower) one limit on a silent share, e.g. --limit unparseable_ipc_share=0.05; "
-                        "repeatable. Limits and defaults: README, 'Reliability'")
-    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                   help="when another build of the same warehouse runs, wait up to SECONDS for it "
-                        "(default 0: exit at once, naming the holder)")
-    p.add_argument("--concordance", metavar="PATH",
-                   help="another edition of the SEI-IPC concordance (CSV with ipc_code,sei_rule_id like "
-                        "seeds/sei_ipc_concordance.csv, e.g. a later CNIPA revision) instead of the versioned "
-                        "seed; the edition used is recorded in the landing manifest, build state and report")
-
-    add("check", "Run the Great Expectations suites on the marts and record the result.", cmd_check)
-
-    p = add("estimate", "Run the specification registry on the marts; store results and tables.", cmd_estimate)
-    p.add_argument("--only", nargs="+", metavar="SPEC", help="spec ids or groups (table3, event_study, robust, placebo)")
-    p.add_argument("--list", action="store_true", help="list the specifications and exit")
-    p.add_argument("--force", action="store_true", help="run even when the last data checks failed")
-    p.add_argument("--placebo-draws", type=int, default=500, help="placebo reassignments (default 500)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="the run's one random seed (default 20240601, keytech.estimation.core.results.DEFAULT_SEED): seeds "
-                        "the placebo draws, the Callaway-Sant'Anna cluster bootstrap and the permutation tests (PSM "
-                        "shares ties and draws nothing); stored in results.runs and in each stochastic spec's diagnostics "
-                        "(keytech demo passes its --seed)")
-    p.add_argument("--permutation-draws", type=_positive_int, metavar="N",
-                   help="reshuffles of every between-group permutation test (the empirical p of b_high - b_low "
-                        "in Table 5 and the heterogeneity splits), replacing options.permutation.draws of the "
-                        "registry (default: the registry's value, 999 for Table 5, 199 for the heterogeneity splits); each "
-                        "draw re-estimates both groups (~28 ms on the demo warehouse), so "
-                        "the time of those specs grows linearly with N")
-
-    add("summary", "Print the sample funnel, mart counts and an example query.", cmd_summary)
-
-    p = add("sql", "Run one read-only query (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW) on the warehouse and print "
-                   "the result; the connection is read-only and cannot attach, copy or read other files.", cmd_sql)
-    p.add_argument("query", help="SQL, e.g. select * from marts.rpt_sample_funnel, or an analysis file "
-                                 "(analysis/*.sql; {{ ref('x') }} is resolved)")
-    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
-
-    p = add("contract-doc", "Regenerate docs/input-contract.md and the dbt sources "
-                            "(models/staging/*/_*__sources.yml) from python/keytech/contract.yml.", cmd_contract_doc)
-    p.add_argument("--out", help="output file of the document (default docs/input-contract.md)")
-
-    p = add("report", "Write the replication report: one self-contained HTML page (paper vs this run).", cmd_report)
-    p.add_argument("--run", help="estimation run id (default: the latest in results.runs)")
-    p.add_argument("--out", help="output folder (default output/report)")
-
-    p = add("export", "Export the analysis panel or estimation results as Parquet, CSV or Stata .dta.", cmd_export)
-    p.add_argument("--what", choices=["panel", "results"], default="panel", help="what to export (default panel)")
-    p.add_argument("--format", choices=["parquet", "csv", "dta"], default="parquet", help="file format (default parquet)")
-    p.add_argument("--out", help="output file or folder (default output/export/)")
-    p.add_argument("--panel", choices=["rpt_analysis_panel", "rpt_analysis_panel_window2022"],
-                   default="rpt_analysis_panel", help="which panel mart for --what panel")
-    p.add_argument("--run", help="run id for --what results (default: the latest run)")
-    p.add_argument("--all-runs", action="store_true", help="every run for --what results")
-
-    p = add("diff", "What changed between two builds (per public mart: rows added/removed/changed by key, "
-                    "column change counts, the sample funnel side by side) or two estimation runs "
-                    "(estimate, SE, N; sign and 5%-significance changes).", cmd_diff)
-    p.add_argument("old", nargs="?", help="old warehouse (default: the previous build, <warehouse>.previous.duckdb)")
-    p.add_argument("new", nargs="?", help="new warehouse (default: data/warehouse.duckdb or KEYTECH_DB)")
-    p.add_argument("--runs", nargs=2, metavar=("A", "B"), help="compare two estimation runs of the warehouse instead")
-    p.add_argument("--out", help="folder for diff.md and diff.html (default output/diff)")
-
-    p = add("doctor", "Check the environment, the raw folder, the warehouse and the last checks; say what to do next.", cmd_doctor)
-    p.add_argument("--raw-dir", help="raw folder (default data/raw or KEYTECH_RAW_DIR)")
-
-    p = add("docs", "Build the dbt docs site (models, columns, lineage, exposures) into output/dbt-docs/.", cmd_docs)
-    p.add_argument("--out", help="output folder (default output/dbt-docs)")
-
-    p = add("demo", "Synthetic data → build → checks → summary → Table 3 next to the paper → report.", cmd_demo)
-    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale")
-    p.add_argument("--seed", type=int, default=20250101, help="random seed")
+        for flags, settings in cmd.options:
+            p.add_argument(*flags, **settings)
     return parser
 
 

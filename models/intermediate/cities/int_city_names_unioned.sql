@@ -3,11 +3,11 @@
       2 suffix_removed  the official name without 市 / 地区 / 盟 / 自治州, e.g. 深圳, 延边朝鲜族
       3 short_form      for 自治州 also without the ethnic names, bare and with 州,
                         e.g. 延边, 延边州, 黔东南州
-      4 history_prefecture  a prefecture-level name in use in any year from
-                        {{ var('city_history_first_year') }} (seeds/city_name_history.csv,
+      4 history_prefecture  a prefecture-level name in use in any year since var
+                        city_history_first_year (seeds/city_name_history.csv,
                         derived from the division-code history: 襄樊市, 毕节地区, 巢湖, 莱芜
                         ...), with the panel city it belongs to
-      5 history_county  a county-level name in use from {{ var('city_history_first_year') }}
+      5 history_county  a county-level name in use since var city_history_first_year
                         (浦东新区), mapped to its prefecture
     A name that resolves to more than one city at its best priority is ambiguous and
     left out (rows printing it stay unmatched and are quarantined). The year-aware
