@@ -98,7 +98,9 @@ def _partial_out(data: pd.DataFrame, cols: list[str], controls: list[str], spec:
 
 def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     """``options: {instruments: [iv1], stage: first | second}``. Both stages run on the same
-    sample (complete cases of outcome, Policy, instruments, controls; singletons dropped)."""
+    sample (complete cases of outcome, Policy, instruments, controls; singletons dropped). The
+    sample, first stage, OLS comparison and KP statistics (:func:`_first_stage`) are computed once
+    per run for the two stages of one instrument set and kept in ``ctx.shared``."""
     import warnings
 
     import pyfixest as pf

@@ -19,7 +19,12 @@ the column-5 specification (fixed effects, controls, city clustering) by
 spec): :func:`keytech.estimation.inference.permutation.permutation_test` of ``b_high − b_low``, reshuffling
 group membership; stored in the diagnostics (``permutation``, with the draws used as ``n_draws``)
 of the ``high`` spec. ``RunContext.permutation_draws`` (``keytech estimate --permutation-draws``)
-replaces ``draws`` in every spec.
+replaces ``draws`` in every spec. Sibling specs — the registry's ``ols_split`` specs that differ
+only in the outcome, e.g. ``het_fc_high_key`` and ``het_fc_high_nonkey`` — whose complete-case rows
+are the same have the same labels and reshuffles, so their tests are computed in one pass over
+the draws (one more column in each re-estimation) by the first of them in a run and kept in
+``RunContext.shared`` for the others (``computed_jointly_with`` in the diagnostics): the same
+p-values as a test per spec, the differences equal up to rounding (issue 17).
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ SAMPLES = {
 def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     """``options: {sample: matched | common_support | common_support_matched, covariates: [...],
     caliper_sd: 0.2, metric: pscore | mahalanobis, regression_weights: none | match,
-    treat: is_ever_treated}``."""
+    treat: is_ever_treated}``. The matching of a sample is computed once per run and kept in
+    ``ctx.shared`` (columns 6 and 7 match the same rows the same way)."""
     import warnings
 
     import pyfixest as pf
