@@ -322,7 +322,10 @@ def _count_pyfixest_fits() -> dict:
 
 def _permutation_fits(run_id: str) -> int:
     """The FE-OLS re-estimations of the run's between-group permutation tests, from the stored
-    diagnostics: both groups for the observed labelling and for every draw (failed draws too)."""
+    diagnostics: both groups for the observed labelling and for every draw (failed draws too).
+    A test taken from the joint pass of a sibling spec (``computed_in_pass_of``, see
+    keytech.estimation.mechanisms) cost no re-estimation and is not counted: a joint pass counts
+    once, though each of its re-estimations fits all the pass's outcomes on one design."""
     from keytech import warehouse
 
     with warehouse.connect(read_only=True) as con:
@@ -332,7 +335,7 @@ def _permutation_fits(run_id: str) -> int:
     fits = 0
     for _, text in rows:
         perm = (json.loads(text) if text else {}).get("permutation")
-        if isinstance(perm, dict) and "n_draws" in perm:
+        if isinstance(perm, dict) and "n_draws" in perm and not perm.get("computed_in_pass_of"):
             fits += 2 * (1 + int(perm["n_draws"]) + int(perm.get("n_draws_failed", 0)))
     return fits
 

@@ -1,6 +1,7 @@
 """The bench's model-fit count (issue 17): pyfixest fits counted in the stage process plus the
 permutation re-estimations read back from the stored diagnostics (2 per draw + the observed
-pair, failed draws included, once per spec however many term rows it has), and the estimation
+pair, failed draws included, once per spec however many term rows it has, none for a test taken
+from a sibling spec's joint pass), and the estimation
 row of bench.md showing the time per fit against the anchor fit."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def test_permutation_fits_from_the_stored_diagnostics(tmp_path, monkeypatch):
     perm = {"permutation": {"n_draws": 9, "n_draws_failed": 1, "p_one_sided": 0.1}}
     rows = [("r1", "het_a_high", "policy", json.dumps(perm)), ("r1", "het_a_high", "roa", json.dumps(perm)),
             ("r1", "het_a_low", "policy", json.dumps({"split": {}})), ("r1", "table3_col5", "policy", None),
+            # a sibling's test taken from het_a_high's joint pass: no re-estimation of its own
+            ("r1", "het_b_high", "policy", json.dumps({"permutation": {"n_draws": 9, "computed_in_pass_of": "het_a_high"}})),
             ("r0", "het_a_high", "policy", json.dumps({"permutation": {"n_draws": 99}}))]  # another run
     with duckdb.connect(str(db)) as con:
         con.execute("create schema results")

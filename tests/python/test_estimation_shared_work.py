@@ -105,6 +105,7 @@ def test_het_siblings_share_one_permutation_pass(sim, monkeypatch):
     shared = [run_spec(s, sim, ctx)[0].diagnostics["permutation"] for s in (key, nonkey)]
     assert len(ctx.shared) == 1  # one joint pass, reused by the second spec
     assert shared[0]["computed_jointly_with"] == shared[1]["computed_jointly_with"] == [key.outcome, nonkey.outcome]
+    assert "computed_in_pass_of" not in shared[0] and shared[1]["computed_in_pass_of"] == key.id
     monkeypatch.setattr(mechanisms, "_sibling_outcomes", lambda spec: [])
     for spec, res in zip((key, nonkey), shared):
         alone = run_spec(spec, sim, RunContext(seed=5))[0].diagnostics["permutation"]

@@ -23,7 +23,8 @@ replaces ``draws`` in every spec. Sibling specs — the registry's ``ols_split``
 only in the outcome, e.g. ``het_fc_high_key`` and ``het_fc_high_nonkey`` — whose complete-case rows
 are the same have the same labels and reshuffles, so their tests are computed in one pass over
 the draws (one more column in each re-estimation) by the first of them in a run and kept in
-``RunContext.shared`` for the others (``computed_jointly_with`` in the diagnostics): the same
+``RunContext.shared`` for the others (``computed_jointly_with`` in the diagnostics, and
+``computed_in_pass_of`` the spec whose pass it was, on the reusing specs): the same
 p-values as a test per spec, the differences equal up to rounding (issue 17).
 """
 
@@ -147,7 +148,8 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
            draws, seed, repr(permute_by))
     cache = ctx.shared.get(key) if hasattr(ctx, "shared") else None
     if cache is not None and cache["df"] is df and spec.outcome in cache["tests"]:
-        return dict(cache["tests"][spec.outcome])
+        # computed in the pass of another spec of this run (no re-estimation here)
+        return {**cache["tests"][spec.outcome], "computed_in_pass_of": cache["spec_id"]}
     outcomes = [spec.outcome]
     for other in _sibling_outcomes(spec):
         if other not in data.columns:
@@ -162,5 +164,5 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
         for t in tests.values():
             t["computed_jointly_with"] = [o for o in outcomes]
         if hasattr(ctx, "shared"):
-            ctx.shared[key] = {"df": df, "tests": tests}
+            ctx.shared[key] = {"df": df, "tests": tests, "spec_id": spec.id}
     return dict(tests[spec.outcome])
