@@ -21,7 +21,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test, permutation_tests
-from keytech.estimation.registry import load_registry
+from keytech.estimation import load_registry
 from keytech.estimation.simulate import simulate_panel
 
 FAST_TOL = 1e-9  # joint vs separate re-estimations: the same algebra with one more column (rounding)

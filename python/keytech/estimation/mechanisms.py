@@ -118,18 +118,14 @@ def _sibling_outcomes(spec: Spec) -> list[str]:
     """Outcomes of the registry's other ``ols_split`` specs that differ from ``spec`` only in the
     outcome (and id, label, description, paper values): the same split, sample, regressors, fixed
     effects and permutation options — e.g. the key and non-key halves of a heterogeneity split."""
-    from keytech.estimation.registry import load_registry
+    from keytech.estimation import load_registry
 
     def same(other: Spec) -> bool:
         return all(getattr(other, f) == getattr(spec, f) for f in (
             "estimator", "panel", "extra_marts", "regressors", "fixed_effects", "fixef_rm", "sample_query",
             "extra_regressors", "vcov", "split", "options"))
 
-    try:
-        specs = load_registry().specs
-    except Exception:  # no packaged registry: nothing to share
-        return []
-    return list(dict.fromkeys(s.outcome for s in specs if s.outcome != spec.outcome and same(s)))
+    return list(dict.fromkeys(s.outcome for s in load_registry().specs if s.outcome != spec.outcome and same(s)))
 
 
 def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, elig: pd.DataFrame,
