@@ -15,13 +15,16 @@ build         ``keytech.build.build_warehouse``: reported as ``validate_and_land
               ``dbt_build`` (``dbt build`` into ``<warehouse>.building`` + swap), with
               dbt's per-node times (slowest models and tests) from run_results.json
 checks        ``keytech.quality.run_checks`` (Great Expectations suites)                   ≤ 30 s
-fit_anchor    one plain pyfixest ``feols`` of Table 3 column 5 on the panel (median of 5    —
-              after a warm-up): the anchor the estimation stage's time per spec is read
-              against
+fit_anchor    one plain pyfixest ``feols`` of Table 3 column 5 on the panel (the spec's      —
+              LSMR demeaner; median of 5 after a warm-up): the anchor the estimation
+              stage's time per spec and per fit is read against
 estimation    ``keytech.estimation.run_estimation`` on every spec except the placebo,     ≤ 120 s
               one registry group per process (a native crash costs one group, and each
               group's cost shows); time = the groups' run_estimation times + one import
-              of the estimation libraries (what a single process would pay)
+              of the estimation libraries (what a single process would pay); ``fits`` =
+              the ``pyfixest.feols``/``fepois`` calls (counted in the stage process) + the
+              permutation tests' FE-OLS re-estimations (2 per draw + the observed pair, from
+              the stored diagnostics), and ``seconds_per_fit`` = time / fits
 placebo       the placebo spec with 500 draws (library import excluded)                   ≤ 60 s
 report        ``keytech.report`` when that module exists                                   —
 ipc_compare   a plain-pandas, row-by-row IPC key-tech classification (``keytech.ipc``)    —
@@ -285,10 +288,56 @@ def _estimation_call(only: list[str], seed: int) -> dict:
     kwargs = {"only": only, "force": False, "placebo_draws": PLACEBO_DRAWS, "seed": seed, "progress": False}
     if "render" in inspect.signature(estimation.run_estimation).parameters:
         kwargs["render"] = False  # tables and figures belong to the report stage
+    pyfixest_fits = _count_pyfixest_fits()
     start = time.perf_counter()
     run_id = estimation.run_estimation(**kwargs)
-    return {"seconds": time.perf_counter() - start, "import_seconds": import_seconds, "run_id": run_id,
-            "specs": len(only)}
+    seconds = time.perf_counter() - start
+    permutation_fits = _permutation_fits(run_id)
+    fits = pyfixest_fits["n"] + permutation_fits
+    return {"seconds": seconds, "import_seconds": import_seconds, "run_id": run_id, "specs": len(only),
+            "fits": fits, "pyfixest_fits": pyfixest_fits["n"], "permutation_fits": permutation_fits,
+            "seconds_per_fit": seconds / fits if fits else None}
+
+
+def _count_pyfixest_fits() -> dict:
+    """Count the calls of ``pyfixest.feols`` / ``fepois`` in this process (the estimation code calls
+    them as ``pf.feols``, so wrapping the module attributes sees every call)."""
+    counter = {"n": 0}
+    try:
+        import pyfixest as pf
+    except ImportError:
+        return counter
+
+    def counting(fn):
+        def wrapper(*args, **kwargs):
+            counter["n"] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    for name in ("feols", "fepois"):
+        if hasattr(pf, name):
+            setattr(pf, name, counting(getattr(pf, name)))
+    return counter
+
+
+def _permutation_fits(run_id: str) -> int:
+    """The FE-OLS re-estimations of the run's between-group permutation tests, from the stored
+    diagnostics: both groups for the observed labelling and for every draw (failed draws too).
+    A test taken from the joint pass of a sibling spec (``computed_in_pass_of``, see
+    keytech.estimation.mechanisms) cost no re-estimation and is not counted: a joint pass counts
+    once, though each of its re-estimations fits all the pass's outcomes on one design."""
+    from keytech import warehouse
+
+    with warehouse.connect(read_only=True) as con:
+        # the diagnostics are repeated on every term row of a spec: one per spec
+        rows = con.execute("select spec_id, any_value(diagnostics_json) from results.estimates where run_id = ? "
+                           "group by spec_id", [run_id]).fetchall()
+    fits = 0
+    for _, text in rows:
+        perm = (json.loads(text) if text else {}).get("permutation")
+        if isinstance(perm, dict) and "n_draws" in perm and not perm.get("computed_in_pass_of"):
+            fits += 2 * (1 + int(perm["n_draws"]) + int(perm.get("n_draws_failed", 0)))
+    return fits
 
 
 def _spec_ids() -> tuple[list[str], list[str]]:
@@ -322,18 +371,22 @@ def _stage_fit_anchor(work: Path, scale: str, seed: int) -> dict:
     pf = load_pyfixest()
 
     from keytech.estimation import load_registry
+    from keytech.estimation.core.fitting import demeaner
     from keytech.estimation.core.panel import load_panel
 
     spec = load_registry().get(ANCHOR_SPEC)
     data = load_panel(spec.panel).dropna(subset=[spec.outcome, *spec.regressors, *spec.fixed_effects, "city_code"])
     fml = f"{spec.outcome} ~ {' + '.join(spec.regressors)} | {' + '.join(spec.fixed_effects)}"
+    # the spec's demeaner (LSMR, the spec's tolerance), as the estimation uses: pyfixest's default
+    # alternating projections did not converge within 10,000 iterations on the paper-scale panel
+    kwargs = {"vcov": {"CRV1": "city_code"}, "demeaner": demeaner(spec)}
     times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyfixest's singleton notice, once per fit
-        pf.feols(fml, data=data, vcov={"CRV1": "city_code"})  # warm-up: numba compiles the demeaner once
+        pf.feols(fml, data=data, **kwargs)  # warm-up: compiles/loads the demeaner once
         for _ in range(ANCHOR_REPEATS):
             start = time.perf_counter()
-            fit = pf.feols(fml, data=data, vcov={"CRV1": "city_code"})
+            fit = pf.feols(fml, data=data, **kwargs)
             times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "fits": ANCHOR_REPEATS, "rows": len(data), "nobs": int(fit._N),
             "policy": float(fit.coef()["policy"]), "formula": fml,
@@ -578,6 +631,9 @@ def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
         "import_seconds": max((r.get("import_seconds") or 0 for r in results.values()), default=0),
         "seconds_groups_ok": sum(r.get("seconds") or 0 for r in results.values()),
     }
+    for key in ("fits", "pyfixest_fits", "permutation_fits"):
+        outcome[key] = sum(r.get(key) or 0 for r in results.values())
+    outcome["seconds_per_fit"] = outcome["seconds_groups_ok"] / outcome["fits"] if outcome["fits"] else None
     outcome["seconds_all_groups_ok"] = None if failed else outcome["seconds_groups_ok"] + outcome["import_seconds"]
     if failed:
         outcome["status"] = "error"
@@ -672,6 +728,10 @@ def render_markdown(report: dict) -> str:
             anchor = stages["fit_anchor"]["seconds"]
             notes.append(f"{s.get('seconds', 0) / s['specs']:.2f} s per spec = {s.get('seconds', 0) / s['specs'] / anchor:.0f}× "
                          "the anchor fit")
+            if s.get("seconds_per_fit"):
+                notes.append(f"{s['fits']:,} model fits ({s['pyfixest_fits']:,} pyfixest, {s['permutation_fits']:,} "
+                             f"permutation re-estimations): {s['seconds_per_fit'] * 1e3:.1f} ms per fit = "
+                             f"{s['seconds_per_fit'] / anchor:.2f}× the anchor fit")
         if name == "ipc_floor" and s.get("status") == "ok":
             notes.append(f"bare exact join of {s['ipc_tokens']:,} IPC tokens of {s['patent_rows']:,} patent rows")
             if s.get("sql_over_floor"):

@@ -100,7 +100,9 @@ def _partial_out(data: pd.DataFrame, cols: list[str], controls: list[str], spec:
 
 def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     """``options: {instruments: [iv1], stage: first | second}``. Both stages run on the same
-    sample (complete cases of outcome, Policy, instruments, controls; singletons dropped)."""
+    sample (complete cases of outcome, Policy, instruments, controls; singletons dropped). The
+    sample, first stage, OLS comparison and KP statistics (:func:`_first_stage`) are computed once
+    per run for the two stages of one instrument set and kept in ``ctx.shared``."""
     import warnings
 
     from keytech.estimation.core.pyfixest_order import load_pyfixest
@@ -110,36 +112,30 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     o = spec.options
     instruments = list(o.get("instruments", ["iv1"]))
     stage = o.get("stage", "second")
-    data = prepare_spec_data(spec, df)
-    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
     controls = [*spec.extra_regressors, *spec.controls]
-    variables = [spec.outcome, spec.treatment, *instruments, *controls]
-    n_complete = int(data[list(dict.fromkeys([*variables, *spec.fixed_effects, *cl]))].notna().all(axis=1).sum())
-    data = pnl.estimation_sample(data, variables, spec.fixed_effects, cl, spec.fixef_rm)
-    data, cl_cols = cluster_columns(data, spec)
-    vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
     fe = spec.fixed_effects
+    # the first stage, the OLS comparison and the KP statistics do not depend on the stage: the
+    # first- and second-stage specs of one instrument set compute them once per run (ctx.shared)
+    key = ("iv_first_stage", id(df), spec.panel, spec.extra_marts, spec.outcome, spec.treatment, tuple(instruments),
+           tuple(controls), tuple(fe), spec.fixef_rm, spec.fixef_tol, spec.demeaner, spec.sample_query, repr(spec.vcov),
+           repr({k: v for k, v in o.items() if k != "stage"}))
+    shared = getattr(ctx, "shared", None)
+    common = shared.get(key) if shared is not None else None
+    if common is None or common["df"] is not df:
+        common = _first_stage(spec, df, instruments, controls)
+        if shared is not None:
+            shared[key] = common
+    data, cl_cols, vcov, fs, ols, n_complete = (common[k] for k in ("data", "cl_cols", "vcov", "fs", "ols", "n_complete"))
+    fs_F, kp = common["fs_F"], common["kp"]
+    for message, category in common["partial_out_warnings"]:  # as when the partialling ran here
+        warnings.warn(message, category)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fs = pf.feols(formula(spec.treatment, [*instruments, *controls], fe), data=data, vcov=vcov,
-                      fixef_rm="none", demeaner=demeaner(spec))
         rhs = " + ".join(controls) if controls else "1"
         fml_iv = f"{spec.outcome} ~ {rhs}" + (f" | {' + '.join(fe)}" if fe else "") + \
             f" | {spec.treatment} ~ {' + '.join(instruments)}"
         iv = pf.feols(fml_iv, data=data, vcov=vcov, fixef_rm="none", demeaner=demeaner(spec)) if stage == "second" else None
-        ols = pf.feols(formula(spec.outcome, [spec.treatment, *controls], fe), data=data, vcov=vcov,
-                       fixef_rm="none", demeaner=demeaner(spec))
-    msgs = relevant_warnings(caught)
-    # first-stage F: cluster-robust Wald test of the excluded instruments (pyfixest)
-    b = fs.coef()[instruments].to_numpy()
-    names = list(fs._coefnames)
-    idx = [names.index(z) for z in instruments]
-    Vfs = np.asarray(fs._vcov)[np.ix_(idx, idx)]
-    fs_F = float(b @ np.linalg.solve(Vfs, b)) / len(instruments)
-    # KP statistics on the partialled variables
-    part = _partial_out(data, [spec.treatment, *instruments], controls, spec)
-    groups = data[cl_cols[0]].to_numpy() if cl_cols else np.arange(len(data))
-    kp = kp_rk_statistics(part[:, 0], part[:, 1:], groups, df_k=int(np.asarray(fs._df_k).ravel()[0]))
+    msgs = sorted(set(common["warnings"]) | set(relevant_warnings(caught)))
     G = kp["n_clusters"]
     diag: dict[str, Any] = {
         "instruments": instruments,
@@ -164,3 +160,43 @@ def fit_iv(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
         main, fit = spec.treatment, iv
     return fit_result(spec, ctx, fit, terms, n_complete, diag, main_term=main, with_adj_r2=stage == "first",
                       sample_note=f"IV sample (instruments {', '.join(instruments)})")
+
+
+def _first_stage(spec: Spec, df: pd.DataFrame, instruments: list[str], controls: list[str]) -> dict[str, Any]:
+    """What both stages of :func:`fit_iv` report: the IV estimation sample (complete cases of
+    outcome, Policy, instruments, controls; singletons dropped), the first stage and its
+    cluster-robust F, the OLS of the outcome on Policy on the same sample, the KP statistics
+    on the partialled variables, and the relevant warnings of these fits."""
+    import warnings
+
+    import pyfixest as pf
+
+    data = prepare_spec_data(spec, df)
+    cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()
+    variables = [spec.outcome, spec.treatment, *instruments, *controls]
+    n_complete = int(data[list(dict.fromkeys([*variables, *spec.fixed_effects, *cl]))].notna().all(axis=1).sum())
+    data = pnl.estimation_sample(data, variables, spec.fixed_effects, cl, spec.fixef_rm)
+    data, cl_cols = cluster_columns(data, spec)
+    vcov = {"CRV1": "+".join(cl_cols)} if spec.vcov.kind == "cluster" else spec.vcov.pyfixest()
+    fe = spec.fixed_effects
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fs = pf.feols(formula(spec.treatment, [*instruments, *controls], fe), data=data, vcov=vcov,
+                      fixef_rm="none", demeaner=demeaner(spec))
+        ols = pf.feols(formula(spec.outcome, [spec.treatment, *controls], fe), data=data, vcov=vcov,
+                       fixef_rm="none", demeaner=demeaner(spec))
+    # first-stage F: cluster-robust Wald test of the excluded instruments (pyfixest)
+    b = fs.coef()[instruments].to_numpy()
+    names = list(fs._coefnames)
+    idx = [names.index(z) for z in instruments]
+    Vfs = np.asarray(fs._vcov)[np.ix_(idx, idx)]
+    fs_F = float(b @ np.linalg.solve(Vfs, b)) / len(instruments)
+    # KP statistics on the partialled variables
+    with warnings.catch_warnings(record=True) as caught_partial:  # re-issued by fit_iv for each spec
+        warnings.simplefilter("always")
+        part = _partial_out(data, [spec.treatment, *instruments], controls, spec)
+    groups = data[cl_cols[0]].to_numpy() if cl_cols else np.arange(len(data))
+    kp = kp_rk_statistics(part[:, 0], part[:, 1:], groups, df_k=int(np.asarray(fs._df_k).ravel()[0]))
+    return {"df": df, "data": data, "cl_cols": cl_cols, "vcov": vcov, "fs": fs, "ols": ols, "n_complete": n_complete,
+            "fs_F": fs_F, "kp": kp, "warnings": relevant_warnings(caught),
+            "partial_out_warnings": [(str(w.message), w.category) for w in caught_partial]}

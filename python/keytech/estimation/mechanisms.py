@@ -19,7 +19,13 @@ the column-5 specification (fixed effects, controls, city clustering) by
 spec): :func:`keytech.estimation.inference.permutation.permutation_test` of ``b_high − b_low``, reshuffling
 group membership; stored in the diagnostics (``permutation``, with the draws used as ``n_draws``)
 of the ``high`` spec. ``RunContext.permutation_draws`` (``keytech estimate --permutation-draws``)
-replaces ``draws`` in every spec.
+replaces ``draws`` in every spec. Sibling specs — the registry's ``ols_split`` specs that differ
+only in the outcome, e.g. ``het_fc_high_key`` and ``het_fc_high_nonkey`` — whose complete-case rows
+are the same have the same labels and reshuffles, so their tests are computed in one pass over
+the draws (one more column in each re-estimation) by the first of them in a run and kept in
+``RunContext.shared`` for the others (``computed_jointly_with`` in the diagnostics, and
+``computed_in_pass_of`` the spec whose pass it was, on the reusing specs): the same
+p-values as a test per spec, the differences equal up to rounding (issue 17).
 """
 
 from __future__ import annotations
@@ -58,7 +64,6 @@ def median_split(x: pd.Series) -> tuple[pd.Series, dict[str, Any]]:
 def fit_split(spec: Spec, df: pd.DataFrame, ctx) -> SpecResult:
     from keytech.estimation.linear import fit_ols
     from keytech.estimation.core.panel import prepare_spec_data
-    from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test
 
     o = spec.options
     # one split variable, or several (options split_by: [a, b], group: [high, low]): the cell of
@@ -103,9 +108,57 @@ def fit_split(spec: Spec, df: pd.DataFrame, ctx) -> SpecResult:
             draws = int(ctx.permutation_draws)
         seed = int(perm.get("seed", ctx.seed)) if isinstance(perm, dict) else ctx.seed
         permute_by = perm.get("permute_by") if isinstance(perm, dict) else None
-        coef_fn = fe_ols_coefficient(spec.outcome, list(spec.regressors), spec.fixed_effects,
-                                     drop_singletons=spec.fixef_rm == "singleton")
-        test = permutation_test(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by)
+        test = _joint_permutation_test(spec, df, data, elig, is_high, needed, draws, seed, permute_by, ctx)
         test["statistic"] = f"b_high − b_low of {spec.treatment} (point estimates, FE absorbed, singletons dropped)"
         res.diagnostics["permutation"] = test
     return res
+
+
+def _sibling_outcomes(spec: Spec) -> list[str]:
+    """Outcomes of the registry's other ``ols_split`` specs that differ from ``spec`` only in the
+    outcome (and id, label, description, paper values): the same split, sample, regressors, fixed
+    effects and permutation options — e.g. the key and non-key halves of a heterogeneity split."""
+    from keytech.estimation import load_registry
+
+    def same(other: Spec) -> bool:
+        return all(getattr(other, f) == getattr(spec, f) for f in (
+            "estimator", "panel", "extra_marts", "regressors", "fixed_effects", "fixef_rm", "sample_query",
+            "extra_regressors", "vcov", "split", "options"))
+
+    return list(dict.fromkeys(s.outcome for s in load_registry().specs if s.outcome != spec.outcome and same(s)))
+
+
+def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, elig: pd.DataFrame,
+                            is_high: np.ndarray, needed: list[str], draws: int, seed: int, permute_by, ctx) -> dict:
+    """The permutation test of ``spec`` (:func:`keytech.estimation.inference.permutation.permutation_tests`),
+    computed jointly with its sibling specs (:func:`_sibling_outcomes`) whose complete-case rows
+    are the same — hence the same labels and reshuffles: one pass over the draws re-estimates
+    every outcome on the same rows and fixed-effect structure (one more column in the
+    projection). The tests of the siblings are kept in ``ctx.shared`` for their own specs of the
+    run. Each result is what the spec's test alone gives, up to rounding (the draws, seed and
+    statistic are the same)."""
+    from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_tests
+
+    key = ("split_permutation", id(df), spec.panel, spec.extra_marts, tuple(spec.regressors), tuple(spec.fixed_effects),
+           spec.fixef_rm, spec.sample_query, tuple(spec.extra_regressors), repr(spec.vcov), repr(spec.options),
+           draws, seed, repr(permute_by))
+    cache = ctx.shared.get(key) if hasattr(ctx, "shared") else None
+    if cache is not None and cache["df"] is df and spec.outcome in cache["tests"]:
+        # computed in the pass of another spec of this run (no re-estimation here)
+        return {**cache["tests"][spec.outcome], "computed_in_pass_of": cache["spec_id"]}
+    outcomes = [spec.outcome]
+    for other in _sibling_outcomes(spec):
+        if other not in data.columns:
+            continue
+        needed_other = [other if c == spec.outcome else c for c in needed]
+        if data.dropna(subset=needed_other).index.equals(elig.index) and data.loc[elig.index, other].notna().all():
+            outcomes.append(other)
+    coef_fn = fe_ols_coefficient(outcomes if len(outcomes) > 1 else spec.outcome, list(spec.regressors),
+                                 spec.fixed_effects, drop_singletons=spec.fixef_rm == "singleton")
+    tests = dict(zip(outcomes, permutation_tests(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by)))
+    if len(outcomes) > 1:
+        for t in tests.values():
+            t["computed_jointly_with"] = [o for o in outcomes]
+        if hasattr(ctx, "shared"):
+            ctx.shared[key] = {"df": df, "tests": tests, "spec_id": spec.id}
+    return dict(tests[spec.outcome])

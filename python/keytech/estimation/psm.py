@@ -228,7 +228,8 @@ SAMPLES = {
 def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     """``options: {sample: matched | common_support | common_support_matched, covariates: [...],
     caliper_sd: 0.2, metric: pscore | mahalanobis, regression_weights: none | match,
-    treat: is_ever_treated}``."""
+    treat: is_ever_treated}``. The matching of a sample is computed once per run and kept in
+    ``ctx.shared`` (columns 6 and 7 match the same rows the same way)."""
     import warnings
 
     from keytech.estimation.core.pyfixest_order import load_pyfixest
@@ -250,8 +251,18 @@ def fit_psm(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:
     # the estimation sample is fixed before matching: no pair is broken by listwise deletion
     base = pnl.estimation_sample(data, list(dict.fromkeys([spec.outcome, *rhs, *covariates, treat])),
                                  spec.fixed_effects, cl, spec.fixef_rm)
-    data, info = psm_sample(base, treat, covariates, float(o.get("caliper_sd", 0.2)),
-                            metric=str(o.get("metric", "pscore")))
+    # the matching does not depend on which sample the spec keeps: specs of one run that match
+    # the same rows the same way (Table 4's columns 6 and 7) match once (ctx.shared)
+    caliper_sd, metric = float(o.get("caliper_sd", 0.2)), str(o.get("metric", "pscore"))
+    key = ("psm_sample", id(df), treat, tuple(covariates), caliper_sd, metric)
+    shared = getattr(ctx, "shared", None)
+    hit = shared.get(key) if shared is not None else None
+    if hit is not None and hit["df"] is df and hit["base"].equals(base):
+        data, info = hit["data"], hit["info"]
+    else:
+        data, info = psm_sample(base, treat, covariates, caliper_sd, metric=metric)
+        if shared is not None:
+            shared[key] = {"df": df, "base": base, "data": data, "info": info}
     keep = {"matched": data["__w_match"] > 0, "common_support": data["__support"],
             "common_support_matched": (data["__w_match"] > 0) & data["__support"]}[which]
     sub = data.loc[keep].copy()

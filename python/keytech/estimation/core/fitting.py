@@ -28,6 +28,9 @@ class RunContext:
     progress: bool = False
     fe_labels: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] | None = None
+    # work shared between the specs of one run (e.g. the joint permutation tests of
+    # keytech.estimation.mechanisms); never part of a result
+    shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def demeaner(spec: Spec):

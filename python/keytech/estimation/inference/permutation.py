@@ -42,7 +42,23 @@ def permutation_test(
     seed: int = 20240601,
     permute_by: str | list[str] | tuple[str, ...] | None = None,
 ) -> dict:
-    """Permutation test of ``coef_fn(group 1) − coef_fn(group 0)``.
+    """Permutation test of ``coef_fn(group 1) − coef_fn(group 0)``; :func:`permutation_tests`
+    with one statistic (see there)."""
+    return permutation_tests(data, labels, coef_fn, draws, seed, permute_by)[0]
+
+
+def permutation_tests(
+    data: pd.DataFrame,
+    labels: np.ndarray,
+    coef_fn: Callable[[pd.DataFrame], float],
+    draws: int = 500,
+    seed: int = 20240601,
+    permute_by: str | list[str] | tuple[str, ...] | None = None,
+) -> list[dict]:
+    """Permutation tests of ``coef_fn(group 1) − coef_fn(group 0)``, one per value of
+    ``coef_fn`` (a float, or an array of K statistics, e.g. :func:`fe_ols_coefficient` with K
+    outcomes): the same reshuffles for all K, each test's result as :func:`permutation_test`
+    would give it for that statistic alone.
 
     ``labels``: boolean array aligned with ``data`` (True = group 1). ``permute_by``: the blocks
     whose labels are reshuffled as wholes — a column or a list of columns of ``data`` (blocks = their
@@ -81,7 +97,7 @@ def permutation_test(
     else:
         def on_rows(mask: np.ndarray) -> float:
             return coef_fn(data[mask])
-    d_obs = on_rows(labels) - on_rows(~labels)
+    d_obs_all = np.atleast_1d(np.asarray(on_rows(labels) - on_rows(~labels), dtype=float))
     n_labellings = math.comb(n_units, k)
     exact = n_labellings <= draws
     if exact:
@@ -89,10 +105,15 @@ def permutation_test(
     else:
         rng = np.random.default_rng(seed)
         unit_draws = np.stack([rng.permutation(unit_label) for _ in range(draws)])
-    d_star = np.empty(len(unit_draws))
+    d_star_all = np.empty((len(unit_draws), len(d_obs_all)))
     for i, ul in enumerate(unit_draws):
         lab = ul[unit]
-        d_star[i] = on_rows(lab) - on_rows(~lab)
+        d_star_all[i] = on_rows(lab) - on_rows(~lab)
+    return [_test_result(d_obs, d_star_all[:, j], exact, seed, permute_by, n_units, k)
+            for j, d_obs in enumerate(d_obs_all)]
+
+
+def _test_result(d_obs: float, d_star: np.ndarray, exact: bool, seed: int, permute_by, n_units: int, k: int) -> dict:
     ok = np.isfinite(d_star)
     d_star = d_star[ok]
     B = len(d_star)
@@ -141,14 +162,15 @@ def constant_level(data: pd.DataFrame, labels: np.ndarray) -> list[str] | None:
 
 
 def fe_ols_coefficient(
-    y: str,
+    y: str | list[str],
     regressors: list[str],
     fixed_effects: list[str] | tuple[str, ...],
     drop_singletons: bool = True,
     ridge: float = 1e-10,
 ) -> "FEOLSCoefficient":
     """A fast ``coef_fn``: OLS coefficient of ``regressors[0]`` with the fixed effects absorbed,
-    singletons dropped first (as ``fixef_rm='singleton'``). See :class:`FEOLSCoefficient`."""
+    singletons dropped first (as ``fixef_rm='singleton'``). See :class:`FEOLSCoefficient`; with a
+    list of outcomes ``y`` it returns the array of the K coefficients (one per outcome, same rows)."""
     return FEOLSCoefficient(y, list(regressors), tuple(fixed_effects), drop_singletons, ridge)
 
 
@@ -186,10 +208,11 @@ class FEOLSCoefficient:
     regression and the dense factorisation of the whole S used before (which took ≈ 4× longer
     at paper scale, see docs/performance.md)."""
 
-    def __init__(self, y: str, regressors: list[str], fixed_effects: tuple[str, ...],
+    def __init__(self, y: str | list[str], regressors: list[str], fixed_effects: tuple[str, ...],
                  drop_singletons: bool = True, ridge: float = 1e-10):
         self.y, self.regressors, self.fixed_effects = y, list(regressors), tuple(fixed_effects)
         self.drop_singletons, self.ridge = drop_singletons, ridge
+        self.outcomes = [y] if isinstance(y, str) else list(y)
 
     def __call__(self, df: pd.DataFrame) -> float:
         return self.prepare(df)(np.ones(len(df), dtype=bool))
@@ -200,15 +223,18 @@ class FEOLSCoefficient:
 
         from keytech.estimation.core.panel import factorize_columns
 
-        V = data[[self.y, *self.regressors]].to_numpy(dtype=float)
+        n_y = len(self.outcomes)
+        V = data[[*self.outcomes, *self.regressors]].to_numpy(dtype=float)
         k = len(self.regressors)
+        first = _first_coefficient if isinstance(self.y, str) else (lambda M: _first_coefficients(M, n_y))
+        nan = float("nan") if isinstance(self.y, str) else np.full(n_y, np.nan)
         if not self.fixed_effects:
             def coef_no_fe(mask: np.ndarray) -> float:
                 Vs = V[np.asarray(mask, dtype=bool)]
                 if len(Vs) < k + 2:
-                    return float("nan")
+                    return nan
                 Vc = Vs - Vs.mean(axis=0)
-                return _first_coefficient(Vc.T @ Vc)
+                return first(Vc.T @ Vc)
 
             return coef_no_fe
         codes = factorize_columns(data, self.fixed_effects).astype(np.int64)
@@ -222,12 +248,12 @@ class FEOLSCoefficient:
         def coef(mask: np.ndarray) -> float:
             rows = np.flatnonzero(mask)
             if len(rows) < k + 2:
-                return float("nan")
+                return nan
             if self.drop_singletons:
                 rows = rows[~np.asarray(detect_singletons(codes_f[rows]), dtype=bool)]
             n = len(rows)
             if n <= k:
-                return float("nan")
+                return nan
             Vs = V[rows]
             # codes of the levels present in the subsample, renumbered 0..L-1 (absent levels dropped)
             sub, present = {}, {}
@@ -244,8 +270,8 @@ class FEOLSCoefficient:
                 try:
                     M -= self._dummy_projection(Vs, Vbar, D1, a, sub, present, e, components[present[e]], rest)
                 except np.linalg.LinAlgError:
-                    return float("nan")
-            return _first_coefficient(M)
+                    return nan
+            return first(M)
 
         return coef
 
@@ -288,6 +314,16 @@ def _first_coefficient(M: np.ndarray) -> float:
     """The first slope from the cross-products M = [y, X]'[y, X] of the residualised data."""
     beta = np.linalg.lstsq(M[1:, 1:], M[1:, 0], rcond=None)[0]
     return float(beta[0])
+
+
+def _first_coefficients(M: np.ndarray, n_y: int) -> np.ndarray:
+    """The first slope for each of the ``n_y`` outcomes from M = [y_1..y_K, X]'[y_1..y_K, X]:
+    :func:`_first_coefficient` of each outcome's own [y_j, X] block."""
+    out = np.empty(n_y)
+    for j in range(n_y):
+        idx = [j, *range(n_y, M.shape[0])]
+        out[j] = _first_coefficient(M[np.ix_(idx, idx)])
+    return out
 
 
 def _onehot(codes: np.ndarray, n_cols: int):
