@@ -65,3 +65,23 @@ def test_fixed_effect_order_and_poisson_fit_identical_across_hash_seeds():
         "__fixed_effect__(a) + __fixed_effect__(b) + __fixed_effect__(c_d) - 1"}
     assert len({(o["coef"], o["se"]) for o in outputs}) == 1  # bit-identical
     assert np.isfinite(float.fromhex(outputs[0]["coef"]))
+
+
+def test_estimators_import_pyfixest_only_through_load_pyfixest():
+    """A bare ``import pyfixest`` in an estimator would fit before the order fix is installed."""
+    import ast
+    from pathlib import Path
+
+    import keytech
+
+    root = Path(keytech.__file__).parent
+    allowed = {"estimation/core/pyfixest_order.py", "bench.py"}  # the loader; the bench's fit counter
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name == "pyfixest" for a in node.names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == [], f"use keytech.estimation.core.pyfixest_order.load_pyfixest(): {offenders}"

@@ -169,7 +169,9 @@ def _first_stage(spec: Spec, df: pd.DataFrame, instruments: list[str], controls:
     on the partialled variables, and the relevant warnings of these fits."""
     import warnings
 
-    import pyfixest as pf
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
 
     data = prepare_spec_data(spec, df)
     cl = spec.vcov.cluster if spec.vcov.kind == "cluster" else ()

@@ -203,7 +203,9 @@ def run_estimation(
     bar.close()
 
     # 4. store (the only read-write step)
-    import pyfixest
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pyfixest = load_pyfixest()
 
     reg_text = json.dumps([s.id for s in reg.specs])
     params = {
