@@ -18,16 +18,24 @@
     subclass letter of a bare subclass such as G06N) from an upper-cased,
     whitespace-free token. -#}
 {% macro ipc_remove_edition_suffix(base) -%}
-    regexp_replace(
-        case
-            when contains({{ base }}, '(')
-                then
-                    regexp_replace({{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g')
-            else {{ base }}
-        end,
-        '([/:\-][0-9]{1,6})[IAN]$',
-        '\1'
-    )
+    {#- the regular expressions run only on tokens they can change (a '(' for the suffix, a
+        last character I, A or N for the marker); most tokens are returned as they are -#}
+    case
+        when contains({{ base }}, '(') or right({{ base }}, 1) in ('I', 'A', 'N')
+            then regexp_replace(
+                case
+                    when contains({{ base }}, '(')
+                        then
+                            regexp_replace(
+                                {{ base }}, '{{ ipc_edition_suffix_pattern() }}', '', 'g'
+                            )
+                    else {{ base }}
+                end,
+                '([/:\-][0-9]{1,6})[IAN]$',
+                '\1'
+            )
+        else {{ base }}
+    end
 {%- endmacro %}
 
 {#- Separators of a raw IPC string (after NFKC): ';' ',' '、' and whitespace in front of
@@ -84,7 +92,12 @@
     and a one-digit subgroup padded (/6 → /06). Pure expression (no CTE), so it can run
     inside a list lambda. -#}
 {% macro ipc_code_of(compact) -%}
+    {#- first the common case, a code already in normal form (main group without leading
+        zero, '/', subgroup of two or more digits): it is its own code, one match instead of
+        a match and two replacements -#}
     case
+        when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z][1-9]\d{0,3}/\d{2,6}')
+            then {{ compact }}
         when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z]') then {{ compact }}
         when regexp_full_match({{ compact }}, '[A-H]\d{2}[A-Z]\d{1,4}[/:\-]\d{1,6}')
             then regexp_replace(

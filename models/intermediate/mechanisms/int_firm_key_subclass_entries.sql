@@ -6,6 +6,10 @@
     key-tech inventions (only the main code under key_tech_rule = 'main'). -#}
 {%- set rule = key_tech_rule() -%}
 
+{#- A table, not a view: its dbt tests and fct_firm_year_mechanisms would otherwise each
+    recompute the join of every kept patent with its codes (issue 17). -#}
+{{ config(materialized='table') }}
+
 with patents as (
     select * from {{ ref('int_patents_key_tech_flagged') }}
 ),

@@ -115,14 +115,29 @@ hashed as (
     from patents
 ),
 
+{#- Repeats are rare: the first row (lowest _source_file, _source_row) and its content are
+    looked up only for patent ids landed more than once, straight from staging (a patent's
+    rows are all in this run's batch or none are), so `patents` is read once and a patent
+    landed once needs no aggregate: it is its own first row (issue 17). -#}
+repeated_patent_ids as (
+    select patent_id
+    from {{ ref('stg_cnrds__patents') }}
+    group by patent_id
+    having count(*) > 1
+),
+
 first_rows as (
     select
-        patent_id,
-        min({'file': _source_file, 'row': _source_row}) as first_row_key,
-        arg_min(content_hash, {'file': _source_file, 'row': _source_row})
-            as first_content_hash
-    from hashed
-    group by patent_id
+        staged.patent_id,
+        min({'file': staged._source_file, 'row': staged._source_row}) as first_row_key,
+        arg_min(
+            {{ staged_content_hash }},
+            {'file': staged._source_file, 'row': staged._source_row}
+        ) as first_content_hash
+    from {{ ref('stg_cnrds__patents') }} as staged
+    semi join repeated_patent_ids
+        on staged.patent_id = repeated_patent_ids.patent_id
+    group by staged.patent_id
 ),
 
 token_counts as (
@@ -139,15 +154,19 @@ joined as (
     select
         hashed.* exclude (content_hash),
         hashed.content_hash as _content_hash,
-        {'file': hashed._source_file, 'row': hashed._source_row}
-        = first_rows.first_row_key as is_first_occurrence,
-        first_rows.first_row_key.row as first_source_row,
-        hashed.content_hash = first_rows.first_content_hash as is_same_content_as_first,
+        coalesce(
+            {'file': hashed._source_file, 'row': hashed._source_row}
+            = first_rows.first_row_key,
+            true
+        ) as is_first_occurrence,
+        coalesce(first_rows.first_row_key.row, hashed._source_row) as first_source_row,
+        coalesce(hashed.content_hash = first_rows.first_content_hash, true)
+            as is_same_content_as_first,
         listed_firms.stkcd is not null as is_listed_firm,
         coalesce(token_counts.n_ipc_tokens, 0) as n_ipc_tokens,
         coalesce(token_counts.n_ipc_codes, 0) as n_ipc_codes
     from hashed
-    inner join first_rows
+    left join first_rows
         on hashed.patent_id = first_rows.patent_id
     left join listed_firms
         on hashed.stkcd = listed_firms.stkcd

@@ -21,8 +21,19 @@ patent_codes as (
 ),
 
 kept as (
+    select *
+    from patents
+    where disposition = 'kept'
+    {%- if is_incremental() %}
+        and _batch_id = '{{ invocation_id }}'
+    {%- endif %}
+),
+
+{#- n_applicants per distinct applicant string (a few ten thousand strings for over a million
+    patents), joined back: the list lambdas run once per string, not once per patent. -#}
+applicant_counts as (
     select
-        *,
+        applicants_string,
         len(
             list_distinct(
                 list_filter(
@@ -34,11 +45,8 @@ kept as (
                 )
             )
         ) as n_applicants
-    from patents
-    where disposition = 'kept'
-    {%- if is_incremental() %}
-        and _batch_id = '{{ invocation_id }}'
-    {%- endif %}
+    from (select distinct applicants_string from kept) as strings
+    where applicants_string is not null
 ),
 
 code_summary as (
@@ -72,8 +80,8 @@ joined as (
         kept.patent_type,
         kept.patent_type = 'invention' as is_invention,
         coalesce(code_summary.n_ipc_codes, 0) as n_ipc_codes,
-        kept.n_applicants,
-        coalesce(kept.n_applicants > 1, false) as is_joint,
+        applicant_counts.n_applicants,
+        coalesce(applicant_counts.n_applicants > 1, false) as is_joint,
         kept.grant_date is not null as is_granted,
         kept.grant_date,
         year(kept.grant_date) as grant_year,
@@ -92,6 +100,8 @@ joined as (
     from kept
     left join code_summary
         on kept.patent_id = code_summary.patent_id
+    left join applicant_counts
+        on kept.applicants_string = applicant_counts.applicants_string
 ),
 
 classified as (
