@@ -472,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).", cmd_synth)
-    p.add_argument("--scale", choices=["tiny", "small", "paper"], default="small",
-                   help="tiny (tests), small (demo) or paper (~3,500 firms, millions of patents)")
+    p.add_argument("--scale", choices=["tiny", "small", "paper", "xl"], default="small",
+                   help="tiny (tests), small (demo), paper (~3,500 firms, 1.7M patent rows) or xl "
+                        "(~5,300 firms, ~8M patent rows; docs/performance.md)")
     p.add_argument("--seed", type=int, default=20250101, help="random seed; same seed, same files")
     p.add_argument("--out", help="output folder (default: the raw folder, data/raw)")
 
