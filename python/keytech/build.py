@@ -148,7 +148,8 @@ CONCORDANCE_LANDED = "sei_ipc_concordance_edition.csv"
 def vendor_labels(landing_dir: Path) -> dict[str, dict[str, str]]:
     """{table: {contract column: vendor label}} from the landing manifest (the ``[DES]`` description
     file of a CSMAR download, or the Chinese label row under the field codes); {} before the first
-    ingest. Passed to dbt as the var ``vendor_labels``: each staging model carries its table's
+    ingest. Passed to dbt as JSON in the env var ``KEYTECH_VENDOR_LABELS`` (``run_dbt``): each
+    staging model carries its table's
     labels as ``meta.vendor_labels`` (macro vendor_labels), so they show in the dbt docs. Not part
     of the build state's vars: labels change only with the landed files, which the state covers."""
     try:
@@ -255,7 +256,8 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     name (the same ``warehouse.duckdb.building`` for most builds), the landing folder as the env
     var ``KEYTECH_LANDING_DIR`` (relative to that folder when inside it: ``landing`` for most
     builds) and the vendor labels as ``KEYTECH_VENDOR_LABELS`` (dbt tracks env vars per file and
-    re-parses only the files that read them: the source definitions and the staging models). ``--vars`` keeps only the build options. A warehouse's first build starts from
+    re-parses only the files that read them: the source definitions and the staging models).
+    ``--vars`` keeps only the build options. A warehouse's first build starts from
     the last parse saved by any build with the same options (``<root>/target/partial_parse/``);
     dbt itself checks that the saved parse fits (versions, vars, profile, file checksums) and
     parses in full when it does not. DuckDB's spill folder (``.tmp`` of the working folder) is
