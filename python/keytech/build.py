@@ -149,9 +149,9 @@ def vendor_labels(landing_dir: Path) -> dict[str, dict[str, str]]:
     """{table: {contract column: vendor label}} from the landing manifest (the ``[DES]`` description
     file of a CSMAR download, or the Chinese label row under the field codes); {} before the first
     ingest. Passed to dbt as JSON in the env var ``KEYTECH_VENDOR_LABELS`` (``run_dbt``): each
-    staging model carries its table's
-    labels as ``meta.vendor_labels`` (macro vendor_labels), so they show in the dbt docs. Not part
-    of the build state's vars: labels change only with the landed files, which the state covers."""
+    staging model carries its table's labels as ``meta.vendor_labels`` (macro vendor_labels), so
+    they show in the dbt docs. Not part of the build state's vars: labels change only with the
+    landed files, which the state covers."""
     try:
         manifest = json.loads((Path(landing_dir) / "_manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
