@@ -66,9 +66,15 @@
 
 {#- The vendor's labels of a landed table's columns ({contract column: label}, from the
     [DES] description file of a CSMAR download or the label row under the field codes;
-    python/keytech/build.py passes them as the var vendor_labels from the landing
-    manifest). Each staging model puts its table's labels in meta.vendor_labels, so the
-    dbt docs show the vendor's names beside the model; {} when nothing was labelled. -#}
+    python/keytech/build.py passes them from the landing manifest as JSON in the env var
+    KEYTECH_VENDOR_LABELS, which dbt's partial parsing tracks per model, so a new landing
+    re-parses the staging models only; a var vendor_labels given by hand takes precedence).
+    Each staging model puts its table's labels in meta.vendor_labels, so the dbt docs show the
+    vendor's names beside the model; {} when nothing was labelled. -#}
 {% macro vendor_labels(table_name) -%}
-    {{ return((var('vendor_labels', {}) or {}).get(table_name, {})) }}
+    {%- set labels = var('vendor_labels', none) -%}
+    {%- if labels is none -%}
+        {%- set labels = fromjson(env_var('KEYTECH_VENDOR_LABELS', '{}')) -%}
+    {%- endif -%}
+    {{ return((labels or {}).get(table_name, {})) }}
 {%- endmacro %}

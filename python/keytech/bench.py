@@ -784,8 +784,9 @@ def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, .
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keytech.bench", description=__doc__.split("\n\n")[0],
                                      epilog="Example: python -m keytech.bench --scale small")
-    parser.add_argument("--scale", choices=["tiny", "small", "paper"], default="paper",
-                        help="synthetic scale (default paper: ~3,500 firms, 2008-2022)")
+    parser.add_argument("--scale", choices=["tiny", "small", "paper", "xl"], default="paper",
+                        help="synthetic scale (default paper: ~3,500 firms, 2008-2022; xl: ~5,300 firms, "
+                             "~8M patent rows)")
     parser.add_argument("--skip-synth", action="store_true", help="reuse the raw folder of an earlier run")
     parser.add_argument("--out", default=None, help="output folder (default output/bench)")
     parser.add_argument("--seed", type=int, default=SEED, help="synthetic-data and placebo seed")

@@ -148,9 +148,10 @@ CONCORDANCE_LANDED = "sei_ipc_concordance_edition.csv"
 def vendor_labels(landing_dir: Path) -> dict[str, dict[str, str]]:
     """{table: {contract column: vendor label}} from the landing manifest (the ``[DES]`` description
     file of a CSMAR download, or the Chinese label row under the field codes); {} before the first
-    ingest. Passed to dbt as the var ``vendor_labels``: each staging model carries its table's
-    labels as ``meta.vendor_labels`` (macro vendor_labels), so they show in the dbt docs. Not part
-    of the build state's vars: labels change only with the landed files, which the state covers."""
+    ingest. Passed to dbt as JSON in the env var ``KEYTECH_VENDOR_LABELS`` (``run_dbt``): each
+    staging model carries its table's labels as ``meta.vendor_labels`` (macro vendor_labels), so
+    they show in the dbt docs. Not part of the build state's vars: labels change only with the
+    landed files, which the state covers."""
     try:
         manifest = json.loads((Path(landing_dir) / "_manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -211,24 +212,83 @@ def _parent_death_signal():
     return preexec
 
 
+def _absolute(path: str | Path, root: Path) -> Path:
+    """``path`` as dbt saw it before runs moved out of the project root: relative to ``root``."""
+    path = Path(path)
+    return path if path.is_absolute() else root / path
+
+
+def partial_parse_key(building_name: str, cli_vars: dict) -> str:
+    """Which shared partial-parse state fits a dbt run: dbt reuses a saved parse only when the
+    ``--vars`` and the profile (its attach path included) are the ones it was saved with."""
+    text = json.dumps({"db": building_name, "vars": cli_vars}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    except OSError:  # a cache: never fail a build over it
+        partial.unlink(missing_ok=True)
+
+
+def _landing_for_dbt(landing: Path, folder: Path) -> str:
+    """The landing folder as dbt's sources read it: relative to ``folder`` (dbt's working folder)
+    when it lies inside it — ``landing`` for the usual layout, the same text for every warehouse,
+    so the source definitions that read it need no re-parse — else absolute."""
+    try:
+        return str(landing.relative_to(folder))
+    except ValueError:
+        return str(landing)
+
+
 def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool = False) -> subprocess.CompletedProcess:
     """Run dbt against ``warehouse`` (the file dbt writes, e.g. ``<warehouse>.building``); its
-    target/ (unless ``args`` name one) and logs/ go to ``paths.dbt_artifacts_dir(options.warehouse)``."""
+    target/ (unless ``args`` name one) and logs/ go to ``paths.dbt_artifacts_dir(options.warehouse)``.
+
+    Partial parsing (issue 17): dbt re-parses the whole project (~10 s) whenever its ``--vars`` or
+    its profile differ from the saved parse (``partial_parse.msgpack``), and the profile's attach
+    path is the file being built. So everything that differs between warehouses reaches dbt
+    another way: dbt runs in the folder of ``warehouse`` with ``KEYTECH_DB`` set to its bare file
+    name (the same ``warehouse.duckdb.building`` for most builds), the landing folder as the env
+    var ``KEYTECH_LANDING_DIR`` (relative to that folder when inside it: ``landing`` for most
+    builds) and the vendor labels as ``KEYTECH_VENDOR_LABELS`` (dbt tracks env vars per file and
+    re-parses only the files that read them: the source definitions and the staging models).
+    ``--vars`` keeps only the build options. A warehouse's first build starts from
+    the last parse saved by any build with the same options (``<root>/target/partial_parse/``);
+    dbt itself checks that the saved parse fits (versions, vars, profile, file checksums) and
+    parses in full when it does not. DuckDB's spill folder (``.tmp`` of the working folder) is
+    then beside the warehouse, not in the project root."""
     root = paths.project_root()
     artifacts = paths.dbt_artifacts_dir(options.warehouse)
+    target_path = None if "--target-path" in args else artifacts / "target"
+    database = _absolute(warehouse, root)
+    cli_vars = {k: v for k, v in dbt_vars(options).items() if k != "landing_dir"}
     env = dict(os.environ)
-    env["KEYTECH_DB"] = str(warehouse)
-    env["KEYTECH_LANDING_DIR"] = str(options.landing_dir)
+    env["KEYTECH_DB"] = database.name
+    env["KEYTECH_LANDING_DIR"] = _landing_for_dbt(_absolute(options.landing_dir, root), database.parent)
+    env["KEYTECH_VENDOR_LABELS"] = json.dumps(vendor_labels(options.landing_dir), sort_keys=True,
+                                              ensure_ascii=False)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     command = [
         dbt_executable(), *args,
         "--profiles-dir", str(root), "--project-dir", str(root),
-        *([] if "--target-path" in args else ["--target-path", str(artifacts / "target")]),
+        *([] if target_path is None else ["--target-path", str(target_path)]),
         "--log-path", str(artifacts / "logs"),
-        "--vars", json.dumps({**dbt_vars(options), "vendor_labels": vendor_labels(options.landing_dir)}),
+        "--vars", json.dumps(cli_vars),
     ]
-    return subprocess.run(command, cwd=root, env=env, text=True, capture_output=quiet,
-                          preexec_fn=_parent_death_signal())
+    shared = root / "target" / "partial_parse" / f"{partial_parse_key(database.name, cli_vars)}.msgpack"
+    own = None if target_path is None else target_path / "partial_parse.msgpack"
+    if own is not None and not own.is_file() and shared.is_file():
+        _copy_atomically(shared, own)
+    completed = subprocess.run(command, cwd=database.parent, env=env, text=True, capture_output=quiet,
+                               preexec_fn=_parent_death_signal())
+    if own is not None and own.is_file() and completed.returncode == 0:
+        _copy_atomically(own, shared)
+    return completed
 
 
 def _run_results(root: Path) -> list[dict] | None:

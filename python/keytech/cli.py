@@ -86,8 +86,9 @@ def _positive_int(text: str) -> int:
 @command(
     "synth", "Write deterministic synthetic raw data with planted effects (and _truth.json).",
     "keytech synth --scale tiny --seed 1 --out /tmp/raw",
-    option("--scale", choices=["tiny", "small", "paper"], default="small",
-           help="tiny (tests), small (demo) or paper (~3,500 firms, millions of patents)"),
+    option("--scale", choices=["tiny", "small", "paper", "xl"], default="small",
+           help="tiny (tests), small (demo), paper (~3,500 firms, 1.7M patent rows) or xl "
+                "(~5,300 firms, ~8M patent rows; docs/performance.md)"),
     option("--seed", type=int, default=20250101, help="random seed; same seed, same files"),
     option("--out", help="output folder (default: the raw folder, data/raw)"),
 )

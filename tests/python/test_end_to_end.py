@@ -182,6 +182,29 @@ def test_dbt_artifacts_live_beside_a_non_default_warehouse(built):
     assert paths.dbt_artifacts_dir(paths.project_root() / "data" / "warehouse.duckdb") == paths.project_root()
 
 
+def test_a_new_warehouse_reuses_the_saved_parse(built, tmp_path):
+    """Issue 17: dbt's partial parsing survives a change of warehouse (build.run_dbt): a warehouse
+    in another folder, with its own landing folder and no dbt artifacts yet, starts from the parse
+    the build of ``built`` saved, and dbt accepts it (no full parse); the manifest it writes
+    reads the new folder's landing files and has the same nodes."""
+    from keytech.build import run_dbt
+
+    folder = tmp_path / "other"
+    folder.mkdir()
+    options = BuildOptions(raw_dir=built["raw"], landing_dir=folder / "landing", warehouse=folder / "warehouse.duckdb",
+                           quiet=True)
+    completed = run_dbt(["parse"], folder / "warehouse.duckdb.building", options, quiet=True)
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    log = (folder / "warehouse.duckdb.dbt" / "logs" / "dbt.log").read_text(encoding="utf-8")
+    assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log, log[-3000:]
+    theirs = json.loads((paths.dbt_artifacts_dir(built["db"]) / "target" / "manifest.json").read_text(encoding="utf-8"))
+    ours = json.loads((folder / "warehouse.duckdb.dbt" / "target" / "manifest.json").read_text(encoding="utf-8"))
+    assert set(ours["nodes"]) == set(theirs["nodes"]) and set(ours["sources"]) == set(theirs["sources"])
+    locations = {s.get("meta", {}).get("external_location") or s["config"].get("meta", {}).get("external_location")
+                 for s in ours["sources"].values()}
+    assert all(loc and "read_parquet('landing/" in loc for loc in locations), locations
+
+
 def test_funnel_equals_the_generators_planted_filters(built):
     """Issue 11: the warehouse funnel (SQL, macros/analysis_panel.sql) equals the firm filters
     the generator applies to its own records (keytech.synth.sample_filters), step by step."""

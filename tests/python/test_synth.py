@@ -72,8 +72,10 @@ def test_different_seed_different_files(tiny, tmp_path):
 
 
 def test_scales_defined():
-    assert set(SCALES) == {"tiny", "small", "paper"}
+    assert set(SCALES) == {"tiny", "small", "paper", "xl"}
     assert SCALES["paper"].patents_format == "parquet"
+    assert SCALES["xl"].patents_format == "parquet" and SCALES["xl"].n_firms == 5300
+    assert all(SCALES[s].patent_volume == 1.0 for s in ("tiny", "small", "paper"))
     assert SCALES["tiny"].patents_format == "csv"
     with pytest.raises(ValueError):
         generate("huge", 1, "/nonexistent", progress=False)

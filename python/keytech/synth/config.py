@@ -35,12 +35,20 @@ class ScaleConfig:
     share_movers: float = 0.03
     share_st_firms: float = 0.07
     share_listed_units: float = 0.12  # pilot units that are listed firms or their subsidiaries
+    # Multiplier on every planted patent rate (key, non-key, utility model, design: exp(g_t) times
+    # this); 1 at the demo and paper scales, whose draws it leaves untouched.
+    patent_volume: float = 1.0
 
 
 SCALES: dict[str, ScaleConfig] = {
     "tiny": ScaleConfig("tiny", n_firms=80, n_cities=40, pilot_factor=40 / 300, patents_format="csv"),
     "small": ScaleConfig("small", n_firms=500, n_cities=120, pilot_factor=0.4, patents_format="csv"),
     "paper": ScaleConfig("paper", n_firms=3500, n_cities=300, pilot_factor=1.0, patents_format="parquet"),
+    # Past paper scale (issue 17, docs/performance.md "Growth curve"): about every A-share listed
+    # firm (≈ 5,300) and ≈ 8M landed patent rows (three times the paper world's patents per
+    # firm-year, as in the full CNIPA record). The calendar stays the generator's 2008-2022.
+    "xl": ScaleConfig("xl", n_firms=5300, n_cities=300, pilot_factor=1.0, patents_format="parquet",
+                      patent_volume=3.0),
 }
 
 

@@ -37,6 +37,7 @@ def _stock_codes(list_year: np.ndarray, financial: np.ndarray, rng: np.random.Ge
         else:
             opts = ["688", "300", "603"]
         prefix[i] = opts[int(u[i] * len(opts))]
+    _spill_full_boards(prefix, list_year)
     codes = np.empty(n, dtype=object)
     for p in sorted(set(prefix)):
         members = np.flatnonzero(prefix == p)
@@ -48,6 +49,27 @@ def _stock_codes(list_year: np.ndarray, financial: np.ndarray, rng: np.random.Ge
         for i, s in zip(order, serial):
             codes[i] = f"{p}{s:03d}"
     return codes
+
+
+# Where the latest-listed firms of a board with more than 998 firms move (a 3-digit serial per
+# board): the sibling boards of the same exchange, as the real ones filled up (600 → 601/603/605,
+# 000 → 001, 002 → 003, 300 → 301, 688 → 689). Only the xl scale gets there; smaller worlds keep
+# their draws.
+BOARD_OVERFLOW = {"600": ("601", "603", "605"), "601": ("603", "605"), "603": ("605",), "000": ("001",),
+                  "002": ("003", "001"), "300": ("301",), "688": ("689",)}
+
+
+def _spill_full_boards(prefix: np.ndarray, list_year: np.ndarray) -> None:
+    for p in sorted(set(prefix)):
+        members = np.flatnonzero(prefix == p)
+        if len(members) <= 998:
+            continue
+        order = members[np.argsort(list_year[members], kind="stable")]
+        for i in order[998:]:  # the latest listed move to the first sibling board with room
+            for sibling in BOARD_OVERFLOW.get(p, ()):
+                if (prefix == sibling).sum() < 998:
+                    prefix[i] = sibling
+                    break
 
 
 def plant_firms(w: World) -> None:

@@ -66,7 +66,7 @@ def build_world(scale: str, seed: int, rates: Rates | None = None, progress: boo
 
 def generate(scale: str, seed: int, out_dir: str | Path, progress: bool = True,
              rates: Rates | None = None) -> dict:
-    """Write a synthetic raw folder for ``scale`` (tiny, small, paper) and return the truth dict
+    """Write a synthetic raw folder for ``scale`` (tiny, small, paper, xl) and return the truth dict
     (also written to ``out_dir/_truth.json``). Deterministic for a seed."""
     w = build_world(scale, seed, rates, progress)
     out = Path(out_dir)

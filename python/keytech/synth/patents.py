@@ -218,6 +218,8 @@ def plant_patents(w: World) -> None:
          + np.where(firms["manufacturing"].to_numpy(), 0.0, r.nonmanufacturing_shift)
          + np.where(rng.random(n) < r.share_non_innovators, r.non_innovator_shift, 0.0))
     g = np.array(r.year_effects)[year - FIRST_YEAR]
+    if w.cfg.patent_volume != 1.0:  # the xl scale only: the other scales' draws stay bit-identical
+        g = g + np.log(w.cfg.patent_volume)
     eps = rng.normal(0, r.firm_year_noise_sd, (4, len(f)))
     treat = policy * (~pilot[f])
     log_key = a[f] + g + r.beta_key * treat + r.beta_pilot_firm * pilot_post + eps[0]
