@@ -5,7 +5,8 @@ A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plu
 * ``plant_selection(w)`` right after the city stage: draws the cities' 2009 industry structure,
   2009 robot density, the US industry robot series and an unobserved confounder ``U_c``, and
   **re-draws the pilot cities** of every wave (same wave sizes) with probability
-  ``∝ exp(0.9·size + instrument_selection·e_c + confounder_selection·U_c)``, where ``e_c`` is the
+  ``∝ exp(size_selection·size + instrument_selection·e_c + confounder_selection·U_c)`` (size_selection
+  2.0 by default: pilot cities are mostly the big cities, where the listed firms are), where ``e_c`` is the
   city's standardised robot exposure (mean of the z-scores of log 2009 robot density and log
   Bartik exposure). The instruments are functions of ``e_c`` only, so they move Policy while
   staying independent of ``U_c``.
@@ -85,7 +86,10 @@ CNNIC_INTERNET_USERS = {
 class EndogeneityRates:
     """Planted parameters (recorded in ``_truth.json['endogeneity']``)."""
 
-    size_selection: float = 0.9  # as in keytech.synth.world.plant_cities
+    # loading of city size in pilot selection; replaces keytech.synth.world.plant_cities' own draw
+    # (0.9). 2.0 (was 0.9, issue 11): with Rates.firm_city_concentration most sample firm-years are
+    # in pilot cities, as in the paper, and Table 4's PSM samples are ~45% of column (5)
+    size_selection: float = 2.0
     instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
     confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
     confounder_trend: float = 0.5  # key log-rate += this * U*_c * path(year), see confounder_path
