@@ -95,13 +95,12 @@ class Rates:
     # Ownership (ifdome) in this share of firm-years; city controls: one of the five yearbook
     # series behind them empty in this share of city-years; with the 0.4% noise in all seven
     # series about 5% of city-years lack a city control.
-    # Home city of a firm drawn ∝ exp(firm_city_concentration × city size): listed firms crowd into
-    # the big cities, which are also the likely pilot cities (EndogeneityRates.size_selection), so
-    # most sample firm-years are in pilot cities, as in the paper. With 1.6 (and size selection
-    # 2.0) about three quarters of the demo's column (5) firm-years are treated and Table 4's
-    # PSM samples (6)/(7) hold about 45-50% of column (5)'s N (docs/estimator-conventions.md);
-    # with the earlier 1.0 (and 0.9) half were treated and (6)/(7) held 52%/79%.
-    firm_city_concentration: float = 1.6
     p_missing_ownership: float = 0.009
     p_missing_city_control: float = 0.038
+    # Home city of a firm drawn ∝ exp(firm_city_concentration × city size): listed firms crowd into
+    # the big cities, which are also the likely pilot cities (EndogeneityRates.size_selection), so
+    # about three quarters of the sample firm-years are in pilot cities, as in the paper, and
+    # Table 4's PSM samples (6)/(7) come near the paper's 44-45% of column (5)'s N (issue 11;
+    # docs/estimator-conventions.md). Was 1.0 (with size selection 0.9): half treated, 52%/79%.
+    firm_city_concentration: float = 1.5
 
