@@ -88,7 +88,7 @@ class EndogeneityRates:
 
     # loading of city size in pilot selection; replaces keytech.synth.world.plant_cities' own draw
     # (0.9). 2.0 (was 0.9, issue 11): with Rates.firm_city_concentration most sample firm-years are
-    # in pilot cities, as in the paper, and Table 4's PSM samples are ~45% of column (5)
+    # in pilot cities, as in the paper, and Table 4's PSM samples are near 45% of column (5)
     size_selection: float = 2.0
     instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
     confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
