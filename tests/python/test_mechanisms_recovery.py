@@ -138,8 +138,8 @@ PSM_SHARE_RANGE = (0.35, 0.55)  # the paper: 9,008 and 9,344 of 20,607 = 43.7% a
 def test_demo_world_psm_samples_are_near_the_papers_share_of_column_5(built):
     """This module's world is the demo's (small, seed 20250101, default rates). Issue 11: Table 4's
     PSM columns hold about 45% of column (5)'s N, as in the paper, because the synthetic world puts
-    most sample firm-years in pilot cities (Rates.firm_city_concentration,
-    EndogeneityRates.size_selection): most of the treated firm-years then lie above the controls'
+    most sample firm-years in pilot cities (ScaleConfig.firm_city_concentration and
+    pilot_size_selection): most of the treated firm-years then lie above the controls'
     propensity range (off support), and the controls are few (demo: 42% and 53%). With the earlier
     world (half the firm-years treated) the shares were 52% and 79%, which fails here."""
     reg = load_registry()
