@@ -44,7 +44,8 @@ class ScaleConfig:
     # 1.5 gave 38%/46% but too few control cities for the Table 5 similarity halves. Only
     # ``small`` (the demo's scale) uses 1.2 and 2.0; ``tiny`` and ``paper`` keep 1.0 and 0.9, the
     # worlds their tests are calibrated on (with 1.2/2.0 tiny's alt_no_pilot_mention sample is
-    # empty and the paper-scale IV world's interactive-FE fit does not converge).
+    # empty and the paper-scale IV world's interactive-FE fit does not converge; the small spill
+    # world of test_endogeneity_synthetic keeps them too).
     firm_city_concentration: float = 1.0
     pilot_size_selection: float = 0.9
 

@@ -112,7 +112,6 @@ DEFAULT_RATES_OVERRIDE: dict = {}  # EndogeneityRates fields to override (experi
 # of the demo seed below zero). Table 4's recovery test uses this stronger world instead
 # (tests/python/test_endogeneity_synthetic.py sets it through DEFAULT_RATES_OVERRIDE).
 STRESS_RATES: dict = {
-    "size_selection": 0.9,  # the pilot selection this world was calibrated with (issue 11 raised small's to 2.0)
     "instrument_selection": 3.0, "confounder_selection": 1.5, "confounder_trend": 1.0,
     "spill_beta": 0.8, "spill_decay_km": 150.0, "agglomeration_beta": 0.4,
 }
