@@ -55,18 +55,29 @@ MIN_OLS_BIAS = 0.20  # OLS − oracle on ln(1+y) in the IV world: the confounder
 IV_CONFOUNDER_SHIFT_MAX = 0.25  # |2SLS − 2SLS with the confounder controlled| ≤ this × OLS bias
 
 
+# The shape both worlds were calibrated on: firms' home cities ∝ exp(1.0 × size), pilot selection
+# loading 0.9 on size (unless the rates set size_selection). Issue 11 concentrated the demo's
+# ``small`` world more (keytech.synth.config.SCALES); with it the spill world's nearest distance
+# band came out slightly negative (−0.04) on this seed, so these tests keep their world.
+CALIBRATED_SHAPE = {"firm_city_concentration": 1.0, "pilot_size_selection": 0.9}
+
+
 def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str]) -> dict:
+    from keytech.synth import config as synth_config
     from keytech.synth import endogeneity as synth_endogeneity
 
     raw = root / "raw"
     saved = dict(synth_endogeneity.DEFAULT_RATES_OVERRIDE)
+    saved_scale = synth_config.SCALES[scale]
     synth_endogeneity.DEFAULT_RATES_OVERRIDE.clear()
     synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(rates)
+    synth_config.SCALES[scale] = dataclasses.replace(saved_scale, **CALIBRATED_SHAPE)
     try:
         truth = generate(scale, seed, raw, progress=False)
     finally:
         synth_endogeneity.DEFAULT_RATES_OVERRIDE.clear()
         synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(saved)
+        synth_config.SCALES[scale] = saved_scale
     db = root / "warehouse.duckdb"
     build_warehouse(BuildOptions(raw_dir=raw, landing_dir=root / "landing", warehouse=db, quiet=True))
     run_id = run_estimation(only=only, force=True, db_path=db, out_dir=root / "output", progress=False, render=False)

@@ -5,7 +5,9 @@ A plug-in world of :mod:`keytech.synth` (``PLUGIN``, see :mod:`keytech.synth.plu
 * ``plant_selection(w)`` right after the city stage: draws the cities' 2009 industry structure,
   2009 robot density, the US industry robot series and an unobserved confounder ``U_c``, and
   **re-draws the pilot cities** of every wave (same wave sizes) with probability
-  ``∝ exp(0.9·size + instrument_selection·e_c + confounder_selection·U_c)``, where ``e_c`` is the
+  ``∝ exp(size_selection·size + instrument_selection·e_c + confounder_selection·U_c)`` (size_selection
+  by default the scale's ``pilot_size_selection``, 2.0 at ``small``, 0.9 at ``tiny`` and ``paper``: pilot cities are mostly the big
+  cities, where the listed firms are), where ``e_c`` is the
   city's standardised robot exposure (mean of the z-scores of log 2009 robot density and log
   Bartik exposure). The instruments are functions of ``e_c`` only, so they move Policy while
   staying independent of ``U_c``.
@@ -41,7 +43,7 @@ National internet users are CNNIC's published year-end figures (real public data
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +87,10 @@ CNNIC_INTERNET_USERS = {
 class EndogeneityRates:
     """Planted parameters (recorded in ``_truth.json['endogeneity']``)."""
 
-    size_selection: float = 0.9  # as in keytech.synth.world.plant_cities
+    # loading of city size in pilot selection; replaces keytech.synth.world.plant_cities' own draw
+    # (0.9). None = the scale's ScaleConfig.pilot_size_selection (small 2.0, else 0.9; issue 11), the
+    # resolved value is what _truth.json records
+    size_selection: float | None = None
     instrument_selection: float = 1.2  # loading of the robot exposure e_c in pilot selection
     confounder_selection: float = 1.2  # loading of the unobserved U_c in pilot selection
     confounder_trend: float = 0.5  # key log-rate += this * U*_c * path(year), see confounder_path
@@ -147,6 +152,8 @@ def _fmt(values, decimals: int) -> np.ndarray:
 def plant_selection(w) -> None:
     """Draw the instrument inputs and the confounder; re-draw pilot cities (see module doc)."""
     er: EndogeneityRates = getattr(w, "endogeneity_rates", None) or EndogeneityRates(**DEFAULT_RATES_OVERRIDE)
+    if er.size_selection is None:
+        er = replace(er, size_selection=w.cfg.pilot_size_selection)
     w.endogeneity_rates = er
     rng = np.random.default_rng([int(w.seed), 101])
     cities = w.cities

@@ -116,7 +116,7 @@ def plant_firms(w: World) -> None:
     )
 
     # home city: bigger cities host more firms
-    p_city = normalised(np.exp(1.0 * cities["size"].to_numpy()))
+    p_city = normalised(np.exp(cfg.firm_city_concentration * cities["size"].to_numpy()))
     city = rng.choice(nc, n, p=p_city)
     xiangyang = int(np.flatnonzero(cities["city_name"] == "襄阳市")[0])
     city[0] = xiangyang  # one early-listed firm in 襄阳 prints the old name 襄樊 in 2008-2009
