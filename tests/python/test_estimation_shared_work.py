@@ -23,6 +23,7 @@ from keytech.estimation.dispatch import run_spec
 from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test, permutation_tests
 from keytech.estimation import load_registry
 from keytech.estimation.simulate import simulate_panel
+from _panels import firm_year_cells
 
 FAST_TOL = 1e-9  # joint vs separate re-estimations: the same algebra with one more column (rounding)
 FE3 = ["stkcd", "ind_year", "prov_year"]
@@ -33,19 +34,7 @@ def _fe_panel(seed: int = 11, n_firms: int = 120) -> pd.DataFrame:
     """Unbalanced firm-year panel with firm, industry×year and province×year cells and two
     outcomes (a few firms move province or change industry)."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for f in range(n_firms):
-        start, length = int(rng.integers(2010, 2019)), int(rng.integers(1, 11))
-        ind, prov = int(rng.integers(0, 8)), int(rng.integers(0, 6))
-        for year in range(start, min(start + length, 2020)):
-            if year > start + 2 and f % 9 == 0:
-                prov = (prov + 1) % 6
-            if year > start + 3 and f % 13 == 0:
-                ind = (ind + 1) % 8
-            rows.append((f"{f:03d}", year, ind, prov))
-    df = pd.DataFrame(rows, columns=["stkcd", "year", "ind", "prov"])
-    df["ind_year"] = df["ind"].astype(str) + "_" + df["year"].astype(str)
-    df["prov_year"] = df["prov"].astype(str) + "_" + df["year"].astype(str)
+    df = firm_year_cells(rng, n_firms)
     n = len(df)
     firm = rng.normal(0, 1, n_firms)[df["stkcd"].astype(int)]
     df["policy"] = (rng.random(n) < 0.4).astype(float)

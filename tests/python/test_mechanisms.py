@@ -21,6 +21,7 @@ from keytech.estimation.mechanisms import median_split
 from keytech.estimation.inference.permutation import fe_ols_coefficient, permutation_test
 from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
+from _panels import firm_year_cells
 
 COEF_TOL = 1e-6  # fast FE OLS vs pyfixest (relative)
 
@@ -168,20 +169,7 @@ def _fe_panel(seed: int = 11, n_firms: int = 160) -> pd.DataFrame:
     1-10 years (so subsamples have singletons and miss levels), a few firms that move province or
     change industry (so the cells' blocks are not one per industry or province)."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for f in range(n_firms):
-        start = int(rng.integers(2010, 2019))
-        length = int(rng.integers(1, 11))
-        ind, prov = int(rng.integers(0, 8)), int(rng.integers(0, 6))
-        for year in range(start, min(start + length, 2020)):
-            if year > start + 2 and f % 9 == 0:
-                prov = (prov + 1) % 6
-            if year > start + 3 and f % 13 == 0:
-                ind = (ind + 1) % 8
-            rows.append((f"{f:03d}", year, ind, prov))
-    df = pd.DataFrame(rows, columns=["stkcd", "year", "ind", "prov"])
-    df["ind_year"] = df["ind"].astype(str) + "_" + df["year"].astype(str)
-    df["prov_year"] = df["prov"].astype(str) + "_" + df["year"].astype(str)
+    df = firm_year_cells(rng, n_firms)
     df["city"] = df["prov"].astype(str) + "_" + (df["stkcd"].str[-1].astype(int) % 3).astype(str)
     n = len(df)
     firm_effect = rng.normal(0, 1, n_firms)[df["stkcd"].astype(int)]
