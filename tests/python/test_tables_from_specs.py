@@ -160,6 +160,8 @@ def test_a_moderator_added_to_the_block_shows_in_the_heterogeneity_table():
     (lambda raw: raw["tables"]["heterogeneity"]["moderators"].append({"code": "fc", "label": "again"}),
      "code 'fc' listed twice"),
     (lambda raw: raw["tables"]["heterogeneity"]["moderators"].append({"code": "x"}), r"moderators\[7\]: missing label"),
+    (lambda raw: raw["tables"]["heterogeneity"]["moderators"].append({"code": "age", "label": "Firm age"}),
+     r"'age' needs the specs het_age_low_key, .*missing: het_age_low_key, het_age_high_key, het_age_low_nonkey"),
     (lambda raw: raw["tables"]["table3"].update(notes="one string"), "tables.table3.notes must be a list of strings"),
     (lambda raw: raw["tables"]["table3"].update(text_notes="one string"), "tables.table3.text_notes must be a list"),
     (lambda raw: raw.pop("tables"), "is not in the tables: block"),

@@ -139,7 +139,7 @@ def heterogeneity_model(est, reg, synthetic):
         cells_c, cells_s, cells_n = [], [], []
         for outcome in ("key", "nonkey"):
             for g in ("low", "high"):
-                sid = f"het_{code}_{g}_{outcome}"
+                sid = m.spec_id(g, outcome)
                 s = _spec(reg, sid)
                 r = main_row(est, sid, s.treatment) if s else None
                 if r is None and main_row(est, sid, NOT_ESTIMABLE_TERM) is not None:
@@ -151,7 +151,7 @@ def heterogeneity_model(est, reg, synthetic):
                 cells_c.append(fmt_coef(r and r["estimate"], r and r["p_value"]))
                 cells_s.append(fmt_se(r and r["std_error"]))
                 cells_n.append(fmt_n(r and r["nobs"]))
-            high = main_row(est, f"het_{code}_high_{outcome}", "policy")
+            high = main_row(est, m.spec_id("high", outcome), "policy")
             cells_c.append(_perm_cell(high))
             cells_s.append("")
             cells_n.append("")

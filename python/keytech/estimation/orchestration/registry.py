@@ -122,6 +122,13 @@ class Moderator:
     label: str
     hint: str = ""
 
+    def spec_id(self, group: str, outcome: str) -> str:
+        """``het_<code>_<group>_<outcome>``: group low|high, outcome key|nonkey."""
+        return f"het_{self.code}_{group}_{outcome}"
+
+    def spec_ids(self) -> tuple[str, ...]:
+        return tuple(self.spec_id(g, o) for o in ("key", "nonkey") for g in ("low", "high"))
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -237,6 +244,12 @@ def parse_registry(raw: dict[str, Any]) -> Registry:
         if s.table is not None and s.table not in tables:
             raise RegistryError(f"spec {s.id}: table {s.table!r} is not in the tables: block of specs.yml "
                                 f"(known: {', '.join(tables) or '(none)'}); add an entry with its title and notes")
+    for tid, ts in tables.items():
+        for m in ts.moderators:
+            missing = [sid for sid in m.spec_ids() if sid not in seen]
+            if missing:
+                raise RegistryError(f"tables.{tid}.moderators: {m.code!r} needs the specs {', '.join(m.spec_ids())}; "
+                                    f"missing: {', '.join(missing)}")
     return Registry(tuple(specs), control_sets, fe_sets, fe_labels, filters, groups, tables)
 
 
