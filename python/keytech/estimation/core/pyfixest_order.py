@@ -7,11 +7,12 @@ not to machine precision, so a different order gives numbers that differ below t
 with an iterative estimator on top (Poisson IRLS, the did2s two-stage) up to ~2e-6 relative from
 one run of unchanged code to the next. R's fixest keeps the fixed effects in the order written.
 
-:func:`load_pyfixest` imports pyfixest and, once per process, replaces that encoder (where
+:func:`load_pyfixest` imports pyfixest and replaces that encoder (where
 ``model_matrix`` looks it up) with one that keeps the written order, so a run is reproducible to
 the last digit. The replacement produces the same encoded columns and formula as pyfixest's,
-only in a fixed order. Every estimator imports pyfixest through this function (or through
-``keytech.estimation.dispatch.run_spec``, which calls it before any estimator runs).
+only in a fixed order. Every module of ``keytech`` imports pyfixest through this function (the
+bench's fit counter aside, which only wraps ``feols``/``fepois``); an AST walk in
+``tests/python/test_pyfixest_order.py`` fails on a bare ``import pyfixest``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import re
 from types import ModuleType
 
 import pandas as pd
-
-_PATCHED = False
 
 
 def encode_fixed_effects_in_written_order(fixed_effects: str, data: pd.DataFrame) -> str:
@@ -42,16 +41,13 @@ def encode_fixed_effects_in_written_order(fixed_effects: str, data: pd.DataFrame
 
 def load_pyfixest() -> ModuleType:
     """``import pyfixest`` with the fixed-effect order made deterministic (idempotent)."""
-    global _PATCHED
     import pyfixest
     from pyfixest.estimation.formula import model_matrix
 
-    if not _PATCHED:
-        if not hasattr(model_matrix, "_encode_fixed_effects"):
-            raise RuntimeError(
-                "pyfixest changed: pyfixest.estimation.formula.model_matrix._encode_fixed_effects is gone; "
-                "check keytech/estimation/core/pyfixest_order.py against the installed version "
-                f"({pyfixest.__version__}; requirements.lock pins the tested one)")
-        model_matrix._encode_fixed_effects = encode_fixed_effects_in_written_order
-        _PATCHED = True
+    if not hasattr(model_matrix, "_encode_fixed_effects"):
+        raise RuntimeError(
+            "pyfixest changed: pyfixest.estimation.formula.model_matrix._encode_fixed_effects is gone; "
+            "check keytech/estimation/core/pyfixest_order.py against the installed version "
+            f"({pyfixest.__version__}; requirements.lock pins the tested one)")
+    model_matrix._encode_fixed_effects = encode_fixed_effects_in_written_order  # idempotent
     return pyfixest
