@@ -142,7 +142,7 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
     key = ("split_permutation", id(df), spec.panel, spec.extra_marts, tuple(spec.regressors), tuple(spec.fixed_effects),
            spec.fixef_rm, spec.sample_query, tuple(spec.extra_regressors), repr(spec.vcov), repr(spec.options),
            draws, seed, repr(permute_by))
-    cache = ctx.shared.get(key) if hasattr(ctx, "shared") else None
+    cache = ctx.shared.get(key)
     if cache is not None and cache["df"] is df and spec.outcome in cache["tests"]:
         # computed in the pass of another spec of this run (no re-estimation here)
         return {**cache["tests"][spec.outcome], "computed_in_pass_of": cache["spec_id"]}
@@ -158,7 +158,6 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
     tests = dict(zip(outcomes, permutation_tests(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by)))
     if len(outcomes) > 1:
         for t in tests.values():
-            t["computed_jointly_with"] = [o for o in outcomes]
-        if hasattr(ctx, "shared"):
-            ctx.shared[key] = {"df": df, "tests": tests, "spec_id": spec.id}
+            t["computed_jointly_with"] = list(outcomes)
+        ctx.shared[key] = {"df": df, "tests": tests, "spec_id": spec.id}
     return dict(tests[spec.outcome])
