@@ -135,3 +135,84 @@ def test_registry_specs_run_seeded():
         assert 0.0 <= ma.p_value <= 1.0
         # a different seed gives different Webb draws (Rademacher may be a full enumeration here)
         assert c.term("policy[webb]").ci_low != mw.ci_low
+
+
+def _three_fe_panel(seed: int) -> pd.DataFrame:
+    """Firms in cities, industry x year and province x year cells that cut across the city
+    clusters (provinces hold several cities; an industry spans provinces); unbalanced years."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(90):
+        city = f % 15
+        prov, ind = city // 3, rng.integers(0, 4)
+        for yr in range(2010, 2016):
+            if rng.random() < 0.85:
+                rows.append((f, city, prov, ind, yr))
+    df = pd.DataFrame(rows, columns=["stkcd", "city_code", "province", "industry", "year"])
+    df["ind_year"] = df["industry"] * 100 + df["year"]
+    df["prov_year"] = df["province"] * 100 + df["year"]
+    n = len(df)
+    df["policy"] = ((df["city_code"] % 2 == 0) & (df["year"] >= 2012 + df["city_code"] % 3)).astype(float)
+    df[["x1", "x2"]] = rng.normal(size=(n, 2))
+    df["y"] = 0.3 * df["policy"] + df["x1"] + rng.normal(size=n) + (df["stkcd"] % 7) * 0.2
+    return df
+
+
+def _dummy_cluster_scores(df: pd.DataFrame, fes: list[str], u0: np.ndarray, xdd: np.ndarray) -> np.ndarray:
+    """K = [K0, K1] of the fast-and-wild form written out with explicit dummies: M = I - H H^+ for
+    H = [x, Z, all dummies], K_hg = sum_{i in h} xdd_i (M u^(g))_i."""
+    D = np.column_stack([pd.get_dummies(df[f], dtype=float).to_numpy() for f in fes])
+    H = np.column_stack([df[["policy", "x1", "x2"]].to_numpy(float), D])
+    cl = np.unique(df["city_code"], return_inverse=True)[1]
+    G = cl.max() + 1
+    onehot = np.eye(G)[cl]
+    U = np.hstack([onehot * u0[:, None], onehot * xdd[:, None]])
+    MU = U - H @ np.linalg.lstsq(H, U, rcond=None)[0]
+    return onehot.T @ (xdd[:, None] * MU)
+
+
+@pytest.mark.parametrize("fes", [["stkcd", "ind_year", "prov_year"], ["stkcd", "year"], ["stkcd"]])
+def test_direct_cluster_scores_equal_dummies_and_lsmr(fes):
+    """Issue 17: the closed-form G x G pieces (cluster_scores_direct) equal an explicit
+    dummy-variable computation to 1e-10 and the LSMR demeaning of the 2G columns (the computation
+    before) to its solver tolerance; the bootstrap p-values of both are the same draw for draw."""
+    from keytech.estimation.inference.wild_bootstrap import cluster_scores_direct
+
+    df = _three_fe_panel(4)
+    fe = pnl.factorize_columns(df, fes)
+    args = (df["y"].to_numpy(float), df["policy"].to_numpy(float), df[["x1", "x2"]].to_numpy(float), fe,
+            df["city_code"].to_numpy())
+    direct, lsmr = prepare(*args, method="direct"), prepare(*args, method="lsmr")
+    assert direct.G == 15 and direct.beta == lsmr.beta and direct.se_crv1_unscaled == lsmr.se_crv1_unscaled
+    # the same restricted residuals and FWL regressor as prepare uses, rebuilt here with dummies
+    D = np.column_stack([pd.get_dummies(df[f], dtype=float).to_numpy() for f in fes])
+    Z = np.column_stack([df[["x1", "x2"]].to_numpy(float), D])
+    y, x = args[0], args[1]
+    u0 = y - Z @ np.linalg.lstsq(Z, y, rcond=None)[0]
+    xdd = x - Z @ np.linalg.lstsq(Z, x, rcond=None)[0]
+    K = _dummy_cluster_scores(df, fes, u0, xdd)
+    scale = np.abs(K).max()
+    # on the same (exact) inputs the closed form equals the dummy computation to rounding ...
+    cl = np.unique(df["city_code"], return_inverse=True)[1]
+    Xd = np.column_stack([x, args[2]])
+    Xd = Xd - D @ np.linalg.lstsq(D, Xd, rcond=None)[0]
+    np.testing.assert_allclose(cluster_scores_direct(fe, cl, 15, u0, xdd, Xd), K, atol=1e-10 * scale, rtol=0)
+    # ... and prepare (whose restricted residuals come from the LSMR demeaning at tol 1e-10) agrees
+    # with it and with the former LSMR demeaning of the 2G columns up to that tolerance
+    for wb in (direct, lsmr):
+        np.testing.assert_allclose(np.hstack([wb.K0, wb.K1]), K, atol=1e-8 * scale, rtol=0)
+    v = draw_weights("webb", direct.G, 999, 3)
+    for r in (0.0, 0.2, -0.5):
+        np.testing.assert_allclose(direct.t_boot(r, v), lsmr.t_boot(r, v), rtol=1e-8)
+        assert direct.pvalue(r, v) == lsmr.pvalue(r, v)
+    # the direct form is what prepare uses when it applies
+    auto = prepare(*args)
+    np.testing.assert_array_equal(auto.K0, direct.K0)
+    # too many levels in the dense part: the caller falls back to demeaning
+    import keytech.estimation.inference.wild_bootstrap as wbmod
+    old = wbmod.DIRECT_MAX_LEVELS
+    try:
+        wbmod.DIRECT_MAX_LEVELS = 0
+        assert len(fes) == 1 or cluster_scores_direct(fe, cl, 15, u0, xdd, Xd) is None
+    finally:
+        wbmod.DIRECT_MAX_LEVELS = old

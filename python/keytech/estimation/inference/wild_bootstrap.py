@@ -131,11 +131,16 @@ def prepare(
     fe_codes: np.ndarray | None,
     cluster: np.ndarray,
     tol: float = 1e-10,
+    method: str = "auto",
 ) -> WildBootstrap:
     """Build the G x G pieces from the raw (not demeaned) data.
 
     ``y``, ``x``: (N,); ``Z``: (N, k) controls or None; ``fe_codes``: (N, n_fe) integer codes or
     None (then a constant is partialled out); ``cluster``: (N,) cluster ids (any sortable type).
+    ``method``: how M_[x,Z,D] reaches the 2G cluster columns — ``"direct"``
+    (:func:`cluster_scores_direct`, closed form over the fixed-effect levels), ``"lsmr"`` (demean
+    the 2G columns with pyfixest's LSMR, as before issue 17) or ``"auto"`` (direct when it
+    applies, else LSMR).
     """
     from keytech.estimation.core.demeaning import demean
 
@@ -169,14 +174,87 @@ def prepare(
     q = onehot.T @ (xdd * xdd)
     se = float(np.sqrt(np.sum((onehot.T @ (xdd * e_hat)) ** 2))) / Q
 
-    # M_[x,Z,D] applied to u0^(g) and xdd^(g) (cluster-g parts): demean on the FE, then
-    # residualise on the demeaned regressors [xd, Zd]
-    U = np.hstack([onehot * u0[:, None], onehot * xdd[:, None]])
-    Ud, _ = demean(U, fe_codes, tol=tol, preconditioner=precond if precond is not None else "additive")
     Xd = np.column_stack([xd, Zd])
-    Ud = Ud - Xd @ np.linalg.lstsq(Xd, Ud, rcond=None)[0]
-    K = onehot.T @ (xdd[:, None] * Ud)  # (G, 2G): K_hg = sum_{i in h} xdd_i (M u^(g))_i
+    K = None if method == "lsmr" else cluster_scores_direct(fe_codes, cl, G, u0, xdd, Xd)
+    if K is None:
+        if method == "direct":
+            raise ValueError("the direct G x G computation does not apply to this fixed-effect structure")
+        # M_[x,Z,D] applied to u0^(g) and xdd^(g) (cluster-g parts): demean on the FE, then
+        # residualise on the demeaned regressors [xd, Zd]
+        U = np.hstack([onehot * u0[:, None], onehot * xdd[:, None]])
+        Ud, _ = demean(U, fe_codes, tol=tol, preconditioner=precond if precond is not None else "additive")
+        Ud = Ud - Xd @ np.linalg.lstsq(Xd, Ud, rcond=None)[0]
+        K = onehot.T @ (xdd[:, None] * Ud)  # (G, 2G): K_hg = sum_{i in h} xdd_i (M u^(g))_i
     return WildBootstrap(beta=beta, se_crv1_unscaled=se, s0=s0, q=q, K0=K[:, :G], K1=K[:, G:], Q=Q, G=G, clusters=labels)
+
+
+#: the direct computation factorises a dense matrix over the levels of every fixed effect but the
+#: largest; above this many levels it gives way to the LSMR demeaning of the 2G columns
+DIRECT_MAX_LEVELS = 4000
+
+
+def cluster_scores_direct(fe_codes: np.ndarray, cl: np.ndarray, G: int, u0: np.ndarray, xdd: np.ndarray,
+                          Xd: np.ndarray) -> np.ndarray | None:
+    """K = [K0, K1] (G x 2G) of :func:`prepare` without demeaning the 2G cluster columns.
+
+    With A = (cluster indicators) * xdd and U = [indicators * u0, indicators * xdd] (N x 2G),
+    K = A' M_[X,D] U = A'U - A'P_D U - (A'Xd)(Xd'Xd)^-1 Xd'M_D U (M_[X,D] = M_D - P_Xd, Xd = M_D X).
+    Every product with the FE projection P_D is a quadratic form in the FE sums D'A, D'U
+    (levels x clusters): with D1 the fixed effect with most levels (D1'D1 = diag(a)) and D2 the
+    others, u'P_D v = (D1'u)'a^-1(D1'v) + r(u)'S^+ r(v), r(v) = D2'v - W a^-1 D1'v, W = D2'D1,
+    S = D2'D2 - W a^-1 W' (the Schur complement: dense, as many rows as the levels of D2). S is
+    singular (the dummies of several fixed effects are collinear); r(v) lies in its range, so the
+    pseudo-inverse from its eigen-decomposition gives the exact projection. The same numbers as
+    the LSMR demeaning of the 2G columns up to that solver's tolerance (the tests compare both,
+    and an explicit dummy-variable computation). Returns None — the caller then demeans — when
+    D2 has more than :data:`DIRECT_MAX_LEVELS` levels or S's spectrum has no clear gap between
+    its zero and non-zero eigenvalues."""
+    import scipy.sparse as sp
+
+    N = len(u0)
+    codes = np.asarray(fe_codes)
+    codes = np.stack([np.unique(codes[:, j], return_inverse=True)[1] for j in range(codes.shape[1])], axis=1)
+    n_levels = codes.max(axis=0) + 1
+    big = int(np.argmax(n_levels))
+    others = [j for j in range(codes.shape[1]) if j != big]
+    L2 = int(sum(n_levels[j] for j in others))
+    if L2 > DIRECT_MAX_LEVELS:
+        return None
+    rows = np.arange(N)
+    D1 = sp.csr_matrix((np.ones(N), (rows, codes[:, big])), shape=(N, int(n_levels[big])))
+    a = np.bincount(codes[:, big]).astype(float)
+    # the 2G + k right-hand columns as one sparse matrix: [ind * u0, ind * xdd] and the dense Xd
+    Uu = sp.csr_matrix((u0, (rows, cl)), shape=(N, G))
+    Ux = sp.csr_matrix((xdd, (rows, cl)), shape=(N, G))
+    U = sp.hstack([Uu, Ux]).tocsr()
+    D1U = np.asarray((D1.T @ U).todense())
+    D1X = np.asarray(D1.T @ Xd)
+    AU = np.concatenate([np.diag(np.bincount(cl, xdd * u0, minlength=G)), np.diag(np.bincount(cl, xdd * xdd, minlength=G))],
+                        axis=1)
+    AX = np.asarray(Ux.T @ Xd)
+    XU = np.asarray(U.T @ Xd).T
+    # u'P_D v, first the D1 part
+    APU = D1U[:, G:].T @ (D1U / a[:, None])
+    XPU = D1X.T @ (D1U / a[:, None])
+    if others:
+        offsets = np.cumsum([0] + [int(n_levels[j]) for j in others])
+        D2 = sp.csr_matrix((np.ones(N * len(others)),
+                            (np.repeat(rows, len(others)), (codes[:, others] + offsets[:-1]).ravel())),
+                           shape=(N, L2))
+        W = (D2.T @ D1).tocsr()
+        S = np.asarray((D2.T @ D2).todense()) - np.asarray((W @ sp.diags(1.0 / a) @ W.T).todense())
+        lam, Q = np.linalg.eigh(S)
+        top = max(float(lam[-1]), 1e-300)
+        zero = lam <= 1e-10 * top
+        if np.any((lam > 1e-10 * top) & (lam < 1e-6 * top)):
+            return None  # no clear gap: leave it to the iterative solver
+        Qk, lk = Q[:, ~zero], lam[~zero]
+        rU = Qk.T @ (np.asarray((D2.T @ U).todense()) - W @ (D1U / a[:, None])) / np.sqrt(lk)[:, None]
+        rX = Qk.T @ (np.asarray(D2.T @ Xd) - W @ (D1X / a[:, None])) / np.sqrt(lk)[:, None]
+        APU += rU[:, G:].T @ rU
+        XPU += rX.T @ rU
+    XdMU = XU - XPU  # Xd' M_D U
+    return AU - APU - AX @ np.linalg.solve(Xd.T @ Xd, XdMU)
 
 
 def wild_cluster_bootstrap(
