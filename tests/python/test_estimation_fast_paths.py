@@ -112,3 +112,18 @@ def test_identified_rows_schur_equals_dense_and_rank(seed, covs):
     expected = [np.linalg.matrix_rank(np.vstack([Zu, Zt[[i]]])) == rank_u for i in range(len(t))]
     assert list(ok) == expected
     assert info["null_dim"] == Zu.shape[1] - rank_u
+
+
+def test_t_boot_at_zero_equals_general_form():
+    """The r = 0 shortcut of WildBootstrap.t_boot (only K0 v) is bit-identical to the general
+    form from the per-draw quadratic forms."""
+    rng = np.random.default_rng(2)
+    codes = _codes(5, 50)
+    n = len(codes)
+    cl = codes[:, 0] // 3
+    y, x = rng.normal(size=n), rng.normal(size=n) + (cl % 2)
+    wb = wbmod.prepare(y, x, rng.normal(size=(n, 2)), codes, cl)
+    for kind, seed in (("rademacher", 1), ("webb", 2)):
+        v = wbmod.draw_weights(kind, wb.G, 999, seed)
+        np.testing.assert_array_equal(wb.t_boot(0.0, v), wb.t_boot(0.0, wb.draws(v)))
+        assert wb.pvalue(0.0, v) == wb.pvalue(0.0, wb.draws(v))

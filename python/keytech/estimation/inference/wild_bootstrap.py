@@ -91,6 +91,11 @@ class WildBootstrap:
     def t_boot(self, r: float, v) -> np.ndarray:
         """Bootstrap t-statistics (CRV1 without small-sample factor) for H0: b = r, one per draw
         (``v``: G x B weights, or the :meth:`draws` of them)."""
+        if r == 0.0 and not isinstance(v, _Draws):
+            # H0: b = 0 needs only K0 v: the same numbers as the general form below at r = 0
+            # (there n0 - 0 n1 = n0 and a - 0 b + 0 c = a exactly), half the G x G x B product
+            S0 = self.K0 @ v
+            return (self.s0 @ v) / np.sqrt(np.maximum(np.einsum("gb,gb->b", S0, S0), 0.0))
         d = v if isinstance(v, _Draws) else self.draws(v)
         return (d.n0 - r * d.n1) / np.sqrt(np.maximum(d.a - 2 * r * d.b + r * r * d.c, 0.0))
 
