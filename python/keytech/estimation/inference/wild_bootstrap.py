@@ -13,10 +13,12 @@ draw needs is linear in the G cluster weights, so (Roodman, MacKinnon, Nielsen &
 * ``x..`` = M_[Z,D] x (FWL: x demeaned on the FE, then residualised on the demeaned controls);
   b* - r = sum_g v_g s_g / Q with s_g = x.._g' u~_g and Q = x..' x.. ;
 * the bootstrap residuals are e* = M_[x,Z,D] (u~ * v) = sum_g v_g M_[x,Z,D] u~^(g), where u~^(g)
-  is u~ on cluster g and zero elsewhere. The G vectors u~^(g) are demeaned on the FE in one call
-  (pyfixest's LSMR ``within`` solver, the same demeaner as the estimates) and residualised on the
-  demeaned regressors; then the cluster-h score of draw v is (K v)_h with
-  K_hg = sum_{i in h} x.._i (M_[x,Z,D] u~^(g))_i.  This equals the dummy-variable computation
+  is u~ on cluster g and zero elsewhere. The cluster-h score of draw v is (K v)_h with
+  K_hg = sum_{i in h} x.._i (M_[x,Z,D] u~^(g))_i, formed in closed form from the fixed-effect
+  sums of the cluster columns (:func:`cluster_scores_direct`, issue 17); when that does not apply
+  (too many levels outside the largest fixed effect, or no clear spectral gap) the G vectors
+  u~^(g) are demeaned on the FE in one call (pyfixest's LSMR ``within`` solver, the same
+  demeaner as the estimates) and residualised on the demeaned regressors. This equals the dummy-variable computation
   exactly, also when the fixed effects are not nested in the clusters (industry x year cells vs
   city clusters), which is where "just demean y* once" would be wrong;
 * u~ is linear in r (u~(r) = u~(0) - r x..), so K(r) = K0 - r K1 and s(r) = s0 - r q; a t-statistic
