@@ -82,3 +82,32 @@ def test_registry_family_het_fc(sim):
         assert b.term(t.term).p_value == t.p_value  # same seed, same draws
     np.testing.assert_allclose([t.diagnostics["holm_p_value"] for t in a.terms],
                                holm([t.diagnostics["raw_p_value"] for t in a.terms]))
+
+
+def test_members_estimated_earlier_in_the_run_are_reused(sim):
+    """Issue 17: a member already in RunContext.shared (as the runner stores every spec's result)
+    is not re-estimated; the family's numbers are those of a fresh run. A stored result of another
+    panel or of a modified spec is not used."""
+    reg = load_registry()
+    spec = reg.get("mt_het_fc")
+    spec = dataclasses.replace(spec, options={**spec.options, "draws": 199})
+    fresh = run_spec(spec, sim, RunContext(seed=9))[0]
+    assert fresh.diagnostics["members_taken_from_this_run"] == []
+    ctx = RunContext(seed=9)
+    for m in spec.options["members"]:
+        ms = reg.get(m)
+        ctx.shared[("spec_result", m)] = {"spec": ms, "df": sim, "result": run_spec(ms, sim, RunContext(seed=9))[0]}
+    reused = run_spec(spec, sim, ctx)[0]
+    assert reused.diagnostics["members_taken_from_this_run"] == spec.options["members"]
+    for a, b in zip(fresh.terms, reused.terms):
+        assert (a.term, a.estimate, a.std_error, a.p_value, a.ci_low, a.ci_high) == \
+            (b.term, b.estimate, b.std_error, b.p_value, b.ci_low, b.ci_high)
+        assert a.diagnostics == b.diagnostics
+    assert fresh.nobs == reused.nobs
+    # another panel object, or a spec that differs from the registry's: estimated afresh
+    first = spec.options["members"][0]
+    ctx.shared[("spec_result", first)]["df"] = sim.copy()
+    ctx.shared[("spec_result", spec.options["members"][1])]["spec"] = dataclasses.replace(
+        reg.get(spec.options["members"][1]), fixef_tol=1e-6)
+    again = run_spec(spec, sim, ctx)[0]
+    assert again.diagnostics["members_taken_from_this_run"] == spec.options["members"][2:]

@@ -17,7 +17,9 @@ each member the treatment coefficient is tested (H0: b = 0) and three p-values a
   ``raw_bootstrap_p_value`` is each member's single-hypothesis bootstrap p-value with the same
   convention (the Romano–Wolf p-value is never below it).
 
-Members are re-estimated here on their own samples: an ``ols`` member on its filtered panel, an
+A member already estimated earlier in the same run (``keytech estimate`` stores each spec's result
+in ``RunContext.shared``) is taken from there (``members_taken_from_this_run`` in the diagnostics;
+issue 17); the others are re-estimated here on their own samples: an ``ols`` member on its filtered panel, an
 ``ols_split`` member on its half of the median split (the rule of
 :func:`keytech.estimation.mechanisms.median_split`). The coefficient is checked against the
 member's pyfixest estimate.
@@ -117,8 +119,16 @@ def fit_multiple_testing(spec, df: pd.DataFrame, ctx):
     fits, boots = [], []
     # the members' own between-group permutation tests do not enter here: one draw is enough
     mctx = dataclasses.replace(ctx, permutation_draws=1)
+    reused = []
     for ms in mspecs:
-        res = run_spec(ms, df, mctx)[0]
+        # a member already estimated in this run (same spec, same panel object) is not fitted again:
+        # only its treatment term and N are used, which do not depend on its permutation draws
+        prior = ctx.shared.get(("spec_result", ms.id))
+        if prior is not None and prior["df"] is df and prior["spec"] == ms:
+            res = prior["result"]
+            reused.append(ms.id)
+        else:
+            res = run_spec(ms, df, mctx)[0]
         wb = prepare_spec(ms, member_sample(ms, df))
         main = res.term(ms.treatment)
         if abs(wb.beta - main.estimate) > 1e-6 * max(1.0, abs(main.estimate)):
@@ -146,7 +156,7 @@ def fit_multiple_testing(spec, df: pd.DataFrame, ctx):
         sample=f"family of {len(members)} specs: {', '.join(members)}; nobs = sum over members",
         main_term=members[0],
         diagnostics={"family": members, "weights": kind, "draws": int(V.shape[1]), "seed": seed,
-                     "n_clusters_union": int(V.shape[0]),
+                     "n_clusters_union": int(V.shape[0]), "members_taken_from_this_run": reused,
                      "method": "Romano–Wolf step-down on a joint WCR wild cluster bootstrap (shared cluster weights); "
                                "Holm on the members' analytic p-values"},
     )

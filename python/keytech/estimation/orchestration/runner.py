@@ -189,6 +189,8 @@ def run_estimation(
                 for r in out:
                     r.diagnostics.setdefault("seed", seed)
             results.extend(out)
+            if len(out) == 1:  # for specs that use another spec's estimate (multiple_testing members)
+                ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": df, "result": out[0]}
         except NotEstimable as exc:  # a property of the data: recorded and named, not a failure
             results.append(_error_result(spec.id, exc))
             not_estimable[spec.id] = str(exc)
