@@ -368,7 +368,8 @@ def render_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, st
             required = [c.name for c in table.columns if c.not_null] + [name for name, _, _ in LINEAGE_COLUMNS]
             lines += [f"      - name: {table.name}", "        description: >-",
                       f"          {table.description} Contract key: {', '.join(table.key)}.{optional}",
-                      "        data_tests:", "          - column_checks:", "              arguments:",
+                      "        data_tests:", "          - column_checks:",
+                      f"              name: column_checks_{source.name}_{table.name}", "              arguments:",
                       f"                not_null: [{', '.join(required)}]",
                       "        columns:"]
             for column in table.columns:
