@@ -1,7 +1,8 @@
 """`keytech build`: raw folder → landing → dbt build → data checks, with a safe swap.
 
-dbt builds into a fresh file beside the warehouse (``<warehouse>.building``). Only when every model
-and dbt test passes — and, when asked (``BuildOptions.checks``, on for ``keytech build`` unless
+dbt builds into a fresh file beside the warehouse (``<warehouse>.building``); the dbt unit tests,
+which test SQL logic rather than data, are left out of it (``DATA_BUILD_EXCLUDE``; ``make test``
+runs them). Only when every model and dbt data test passes — and, when asked (``BuildOptions.checks``, on for ``keytech build`` unless
 ``--skip-checks``), the Great Expectations checks and the limits on silent shares
 (``keytech.limits``) pass on that new file — is it swapped in with an atomic rename, after the
 ``results`` schema (estimation runs and check runs) has been carried over from the previous
@@ -114,6 +115,12 @@ class BuildOptions:
     # None uses the versioned seed. Recorded in the landing manifest ('concordance').
     concordance: Path | None = None
 
+
+# dbt unit tests (models/**/_*__unit_tests.yml) test the SQL logic on hand-made rows, not the
+# data: they give the same answer on every build, so data builds leave them out (issue 17: 16
+# nodes, about a quarter of dbt's node time on a tiny build) and `make test` runs them
+# (tests/python/test_dbt_unit_tests.py: `dbt test --select test_type:unit` on a built warehouse).
+DATA_BUILD_EXCLUDE = ("--exclude-resource-type", "unit_test")
 
 STATE_SCHEMA = "build_meta"
 STATE_TABLE = f"{STATE_SCHEMA}.build_state"
@@ -641,9 +648,9 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
         shutil.copyfile(target, building)
         timings["copy_warehouse"] = time.perf_counter() - start
         start = time.perf_counter()
-        args = ["build", "--select", plan["select"]]
+        args = ["build", "--select", plan["select"], *DATA_BUILD_EXCLUDE]
     else:
-        args = ["build"]
+        args = ["build", *DATA_BUILD_EXCLUDE]
     artifacts = paths.dbt_artifacts_dir(target)
     (artifacts / "target" / "run_results.json").unlink(missing_ok=True)
     completed = run_dbt(args, building, options, quiet=options.quiet)
