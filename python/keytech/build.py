@@ -2,8 +2,8 @@
 
 dbt builds into a fresh file beside the warehouse (``<warehouse>.building``); the dbt unit tests,
 which test SQL logic rather than data, are left out of it (``DATA_BUILD_EXCLUDE``; ``make test``
-runs them). Only when every model and dbt data test passes — and, when asked (``BuildOptions.checks``, on for ``keytech build`` unless
-``--skip-checks``), the Great Expectations checks and the limits on silent shares
+runs them). Only when every model and dbt data test passes — and, when asked
+(``BuildOptions.checks``, on for ``keytech build`` unless ``--skip-checks``), the Great Expectations checks and the limits on silent shares
 (``keytech.limits``) pass on that new file — is it swapped in with an atomic rename, after the
 ``results`` schema (estimation runs and check runs) has been carried over from the previous
 warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
@@ -118,7 +118,7 @@ class BuildOptions:
 
 # dbt unit tests (models/**/_*__unit_tests.yml) test the SQL logic on hand-made rows, not the
 # data: they give the same answer on every build, so data builds leave them out (issue 17: 16
-# nodes, about a quarter of dbt's node time on a tiny build) and `make test` runs them
+# nodes, about a fifth of dbt's summed node time on a tiny build) and `make test` runs them
 # (tests/python/test_dbt_unit_tests.py: `dbt test --select test_type:unit` on a built warehouse).
 DATA_BUILD_EXCLUDE = ("--exclude-resource-type", "unit_test")
 
@@ -271,8 +271,8 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     then beside the warehouse, not in the project root.
 
     Logging (issue 17): dbt's debug file log (every SQL statement, connection and BEGIN/COMMIT of
-    every node: ~10,000 lines for a tiny build) costs ~15% of a build's CPU, so the file log
-    (``logs/dbt.log``) is written at ``info`` (each node's start, result and time, the parse
+    every node: ~10,000 lines for a tiny build; ~15% of a tiny build's CPU with both logs off), so
+    the file log (``logs/dbt.log``) is written at ``info`` (each node's start, result and time, the parse
     decision, warnings, errors) and, when ``quiet`` (dbt's output is captured and shown only on a
     failure), the console at ``warn``; a verbose run keeps dbt's console default (``info``: the
     progress per node). They are dbt's own env vars, set only when absent:
