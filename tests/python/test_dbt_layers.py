@@ -167,7 +167,8 @@ def test_every_model_has_a_grain_test(manifest):
 def test_merged_column_tests_name_documented_columns(manifest):
     """Every column a column_checks or primary_key test names is a documented column of the
     model, seed or source it tests (a renamed column must not leave a rule behind)."""
-    documented = {uid: set(n.get("columns") or {}) for uid, n in (*manifest["nodes"].items(), *manifest["sources"].items())
+    documented = {uid: set(n.get("columns") or {})
+                  for uid, n in (*manifest["nodes"].items(), *manifest["sources"].items())
                   if n["resource_type"] in ("model", "seed", "source")}
     for n in manifest["nodes"].values():
         name = (n.get("test_metadata") or {}).get("name")
