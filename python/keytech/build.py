@@ -4,9 +4,9 @@ dbt builds into a fresh file beside the warehouse (``<warehouse>.building``); th
 which test SQL logic rather than data, are left out of it (``DATA_BUILD_EXCLUDE``; ``make test``
 runs them). Only when every model and dbt data test passes — and, when asked
 (``BuildOptions.checks``, on for ``keytech build`` unless ``--skip-checks``), the Great
-Expectations checks and the limits on silent shares (``keytech.limits``) pass on that new file — is it swapped in with an atomic rename, after the
-``results`` schema (estimation runs and check runs) has been carried over from the previous
-warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
+Expectations checks and the limits on silent shares (``keytech.limits``) pass on that new file —
+is it swapped in with an atomic rename, after the ``results`` schema (estimation runs and check
+runs) has been carried over from the previous warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
 usable; a build whose checks or limits fail is kept as ``<warehouse>.rejected`` for inspection.
 
 Isolation: each warehouse owns its landing area (``paths.landing_dir(warehouse)``), one build per
