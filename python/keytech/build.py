@@ -6,8 +6,9 @@ runs them). Only when every model and dbt data test passes — and, when asked
 (``BuildOptions.checks``, on for ``keytech build`` unless ``--skip-checks``), the Great
 Expectations checks and the limits on silent shares (``keytech.limits``) pass on that new file —
 is it swapped in with an atomic rename, after the ``results`` schema (estimation runs and check
-runs) has been carried over from the previous warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
-usable; a build whose checks or limits fail is kept as ``<warehouse>.rejected`` for inspection.
+runs) has been carried over from the previous warehouse. A build that fails or is killed halfway
+leaves the previous warehouse byte-identical and usable; a build whose checks or limits fail is
+kept as ``<warehouse>.rejected`` for inspection.
 
 Isolation: each warehouse owns its landing area (``paths.landing_dir(warehouse)``), one build per
 warehouse runs at a time (an OS lock on ``<warehouse>.lock``, and on ``<landing>.lock`` for the
