@@ -1,12 +1,14 @@
 """`keytech build`: raw folder → landing → dbt build → data checks, with a safe swap.
 
-dbt builds into a fresh file beside the warehouse (``<warehouse>.building``). Only when every model
-and dbt test passes — and, when asked (``BuildOptions.checks``, on for ``keytech build`` unless
-``--skip-checks``), the Great Expectations checks and the limits on silent shares
-(``keytech.limits``) pass on that new file — is it swapped in with an atomic rename, after the
-``results`` schema (estimation runs and check runs) has been carried over from the previous
-warehouse. A build that fails or is killed halfway leaves the previous warehouse byte-identical and
-usable; a build whose checks or limits fail is kept as ``<warehouse>.rejected`` for inspection.
+dbt builds into a fresh file beside the warehouse (``<warehouse>.building``); the dbt unit tests,
+which test SQL logic rather than data, are left out of it (``DATA_BUILD_EXCLUDE``; ``make test``
+runs them). Only when every model and dbt data test passes — and, when asked
+(``BuildOptions.checks``, on for ``keytech build`` unless ``--skip-checks``), the Great
+Expectations checks and the limits on silent shares (``keytech.limits``) pass on that new file —
+is it swapped in with an atomic rename, after the ``results`` schema (estimation runs and check
+runs) has been carried over from the previous warehouse. A build that fails or is killed halfway
+leaves the previous warehouse byte-identical and usable; a build whose checks or limits fail is
+kept as ``<warehouse>.rejected`` for inspection.
 
 Isolation: each warehouse owns its landing area (``paths.landing_dir(warehouse)``), one build per
 warehouse runs at a time (an OS lock on ``<warehouse>.lock``, and on ``<landing>.lock`` for the
@@ -114,6 +116,12 @@ class BuildOptions:
     # None uses the versioned seed. Recorded in the landing manifest ('concordance').
     concordance: Path | None = None
 
+
+# dbt unit tests (models/**/_*__unit_tests.yml) test the SQL logic on hand-made rows, not the
+# data: they give the same answer on every build, so data builds leave them out (issue 17: 16
+# nodes, about a fifth of dbt's summed node time on a tiny build) and `make test` runs them
+# (tests/python/test_dbt_unit_tests.py: `dbt test --select test_type:unit` on a built warehouse).
+DATA_BUILD_EXCLUDE = ("--exclude-resource-type", "unit_test")
 
 STATE_SCHEMA = "build_meta"
 STATE_TABLE = f"{STATE_SCHEMA}.build_state"
@@ -261,7 +269,16 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     the last parse saved by any build with the same options (``<root>/target/partial_parse/``);
     dbt itself checks that the saved parse fits (versions, vars, profile, file checksums) and
     parses in full when it does not. DuckDB's spill folder (``.tmp`` of the working folder) is
-    then beside the warehouse, not in the project root."""
+    then beside the warehouse, not in the project root.
+
+    Logging (issue 17): dbt's debug file log (every SQL statement, connection and BEGIN/COMMIT of
+    every node: ~10,000 lines for a tiny build; ~15% of a tiny build's CPU with both logs off), so
+    the file log (``logs/dbt.log``) is written at ``info`` (each node's start, result and time, the parse
+    decision, warnings, errors) and, when ``quiet`` (dbt's output is captured and shown only on a
+    failure), the console at ``warn``; a verbose run keeps dbt's console default (``info``: the
+    progress per node). They are dbt's own env vars, set only when absent:
+    ``DBT_LOG_LEVEL_FILE=debug keytech build`` gives the full debug log back, ``DBT_LOG_LEVEL``
+    the console. Failed nodes are read from ``run_results.json``, not from the log."""
     root = paths.project_root()
     artifacts = paths.dbt_artifacts_dir(options.warehouse)
     target_path = None if "--target-path" in args else artifacts / "target"
@@ -273,6 +290,9 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     env["KEYTECH_VENDOR_LABELS"] = json.dumps(vendor_labels(options.landing_dir), sort_keys=True,
                                               ensure_ascii=False)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    env.setdefault("DBT_LOG_LEVEL_FILE", "info")
+    if quiet:
+        env.setdefault("DBT_LOG_LEVEL", "warn")
     command = [
         dbt_executable(), *args,
         "--profiles-dir", str(root), "--project-dir", str(root),
@@ -301,14 +321,43 @@ def _run_results(root: Path) -> list[dict] | None:
         return None
 
 
-def _failed_nodes(root: Path) -> list[str]:
+def _failed_nodes(root: Path, database: Path | None = None) -> list[str]:
     """Every failed node with dbt's whole message (never cut: the cause is often at the end, e.g.
-    "No space left on device")."""
-    return [
-        f"{r['unique_id']}: {r['status']} — {(r.get('message') or '').strip()}"
-        for r in _run_results(root) or []
-        if r.get("status") in ("error", "fail")
-    ]
+    "No space left on device"). With ``database`` (the file dbt built), each failed data test is
+    followed by its first failing rows (``_failing_rows``): a merged test such as column_checks
+    (macros/tests) returns one row per broken (column, rule), so the message names the model, the
+    column and the rule."""
+    lines = []
+    for r in _run_results(root) or []:
+        if r.get("status") not in ("error", "fail"):
+            continue
+        lines.append(f"{r['unique_id']}: {r['status']} — {(r.get('message') or '').strip()}")
+        if database is not None and r.get("status") == "fail" and r.get("compiled_code"):
+            lines += [f"    {row}" for row in _failing_rows(r["compiled_code"], database)]
+    return lines
+
+
+def _failing_rows(sql: str, database: Path, limit: int = 5) -> list[str]:
+    """The first ``limit`` rows a failed dbt test returns, as ``column=value, …`` lines, run on
+    ``database`` the way dbt ran it (attached as ``warehouse``; relative landing paths from its
+    folder). A helper of the error message: any problem running it yields a note, never an error."""
+    database = Path(database).resolve()
+    try:
+        con = duckdb.connect()
+        try:
+            con.execute(f"set file_search_path = {sql_string(database.parent)}")
+            con.execute(f"attach {sql_string(database)} as warehouse (read_only)")
+            cursor = con.execute(f"select * from ({sql}) as failing limit {limit + 1}")
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        finally:
+            con.close()
+    except Exception as exc:  # noqa: BLE001 - the dbt message above already says what failed
+        return [f"(could not list the failing rows: {str(exc).splitlines()[0][:200]})"]
+    out = [", ".join(f"{n}={v!r}" for n, v in zip(names, row)) for row in rows[:limit]]
+    if len(rows) > limit:
+        out.append("… (more rows: run the test's compiled_code from run_results.json on the file)")
+    return out
 
 
 def sql_string(value: str | Path) -> str:
@@ -600,15 +649,15 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
         shutil.copyfile(target, building)
         timings["copy_warehouse"] = time.perf_counter() - start
         start = time.perf_counter()
-        args = ["build", "--select", plan["select"]]
+        args = ["build", "--select", plan["select"], *DATA_BUILD_EXCLUDE]
     else:
-        args = ["build"]
+        args = ["build", *DATA_BUILD_EXCLUDE]
     artifacts = paths.dbt_artifacts_dir(target)
     (artifacts / "target" / "run_results.json").unlink(missing_ok=True)
     completed = run_dbt(args, building, options, quiet=options.quiet)
     timings["dbt_build"] = time.perf_counter() - start
     if completed.returncode != 0:
-        failed = _failed_nodes(artifacts)
+        failed = _failed_nodes(artifacts, building)
         output = (completed.stdout or "") + (completed.stderr or "")
         detail = "\n  ".join(failed) if failed else (output[-4000:] or f"dbt exited with code {completed.returncode}")
         raise BuildFailed(

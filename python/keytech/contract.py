@@ -363,17 +363,20 @@ def render_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, st
         for table in (contract[t] for t in source.tables):
             optional = (" Optional table: it may be absent and then lands empty (no rows)."
                         if not table.required else "")
+            # one test node per table for the must-be-filled columns and the lineage columns
+            # (macros/tests/column_checks.sql; issue 17: dbt's cost is per node, not per column)
+            required = [c.name for c in table.columns if c.not_null] + [name for name, _, _ in LINEAGE_COLUMNS]
             lines += [f"      - name: {table.name}", "        description: >-",
                       f"          {table.description} Contract key: {', '.join(table.key)}.{optional}",
+                      "        data_tests:", "          - column_checks:",
+                      f"              name: column_checks_{source.name}_{table.name}", "              arguments:",
+                      f"                not_null: [{', '.join(required)}]",
                       "        columns:"]
             for column in table.columns:
                 lines += [f"          - name: {column.name}", "            data_type: varchar",
                           f"            description: {_q(_column_description(column))}"]
-                if column.not_null:
-                    lines += ["            data_tests:", "              - not_null"]
             for name, data_type, description in LINEAGE_COLUMNS:
                 lines += [f"          - name: {name}", f"            data_type: {data_type}",
-                          f"            description: {_q(description)}",
-                          "            data_tests:", "              - not_null"]
+                          f"            description: {_q(description)}"]
         files[f"models/staging/{source.name}/_{source.name}__sources.yml"] = "\n".join(lines) + "\n"
     return files

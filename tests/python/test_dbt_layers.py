@@ -46,13 +46,30 @@ def test_dbt_sources_block_must_name_every_table_once(monkeypatch):
         load_dbt_sources(fewer)
 
 
+def _column_rule(manifest: dict, rule: str) -> set[tuple[str, str]]:
+    """(tested node, column) of every column the manifest's generic tests hold to ``rule``
+    (not_null or unique): dbt's own column tests, and our merged tests (macros/tests) —
+    column_checks lists columns per rule, primary_key holds its key columns not null (and unique
+    when it is one column)."""
+    out = set()
+    for n in manifest["nodes"].values():
+        if n["resource_type"] != "test" or not n.get("test_metadata"):
+            continue
+        node = n["attached_node"] if n.get("attached_node") else tuple(n["depends_on"]["nodes"])[0]
+        name, kwargs = n["test_metadata"]["name"], n["test_metadata"].get("kwargs") or {}
+        if name == rule:
+            out.add((node, n["column_name"]))
+        elif name == "column_checks":
+            out |= {(node, column) for column in kwargs.get(rule) or ()}
+        elif name == "primary_key" and (rule == "not_null" or len(kwargs["columns"]) == 1):
+            out |= {(node, column) for column in kwargs["columns"]}
+    return out
+
+
 def test_must_be_filled_columns_have_a_not_null_source_test(manifest):
     """At least as strict as the contract: every `not_null: true` column and both lineage columns of
-    every contract table carry dbt's not_null test on the source."""
-    tested = {(n["attached_node"] if n.get("attached_node") else tuple(n["depends_on"]["nodes"])[0],
-               n["column_name"])
-              for n in manifest["nodes"].values()
-              if n["resource_type"] == "test" and n.get("test_metadata", {}).get("name") == "not_null"}
+    every contract table carry a not_null test on the source (one column_checks test per table)."""
+    tested = _column_rule(manifest, "not_null")
     by_table = {s["name"]: uid for uid, s in manifest["sources"].items()}
     expected = {(by_table[name], c.name) for name, t in load_contract().items() for c in t.columns if c.not_null}
     expected |= {(uid, lineage) for uid in by_table.values() for lineage in ("_source_file", "_source_row")}
@@ -125,13 +142,53 @@ def test_intermediates_read_only_staging_seeds_and_intermediates(manifest):
     assert not staging_reads, f"staging models reading models: {staging_reads}"
 
 
+# models whose grain and column tests are on the mart that selects them unchanged (issue 17: an
+# expensive invariant is tested once, on the mart that owns it) → that mart
+TESTED_ON_THEIR_MART = {"int_patent_ipc_codes_flagged": "fct_patent_ipc_codes",
+                        "int_patents_key_tech_flagged": "fct_patents"}
+
+
+def test_every_model_has_a_grain_test(manifest):
+    """Every model has a grain test, primary_key or unique_combination_of_columns (macros/tests),
+    except the two intermediates whose rows a mart selects unchanged: that mart has it, and reads
+    nothing else. (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without
+    the package.)"""
+    grain = {n["attached_node"] for n in manifest["nodes"].values()
+             if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("name")
+             in ("primary_key", "unique_combination_of_columns")}
+    nodes = {n["name"]: uid for uid, n in manifest["nodes"].items()
+             if n["resource_type"] == "model" and n["package_name"] == "keytech"}
+    missing = sorted(name for name, uid in nodes.items() if uid not in grain and name not in TESTED_ON_THEIR_MART)
+    assert not missing, f"no primary_key test: {missing}"
+    for model, mart in TESTED_ON_THEIR_MART.items():
+        assert nodes[mart] in grain and manifest["nodes"][nodes[mart]]["depends_on"]["nodes"] == [nodes[model]]
+
+
+def test_merged_column_tests_name_documented_columns(manifest):
+    """Every column a column_checks or primary_key test names is a documented column of the
+    model, seed or source it tests (a renamed column must not leave a rule behind)."""
+    documented = {uid: set(n.get("columns") or {})
+                  for uid, n in (*manifest["nodes"].items(), *manifest["sources"].items())
+                  if n["resource_type"] in ("model", "seed", "source")}
+    for n in manifest["nodes"].values():
+        name = (n.get("test_metadata") or {}).get("name")
+        if n["resource_type"] != "test" or name not in ("column_checks", "primary_key"):
+            continue
+        node = n["attached_node"] or tuple(n["depends_on"]["nodes"])[0]
+        kwargs = n["test_metadata"]["kwargs"]
+        named = set(kwargs.get("columns") or ()) | set(kwargs.get("not_null") or ()) | set(kwargs.get("unique") or ())
+        named |= {c["column"] for key in ("accepted_values", "accepted_range") for c in kwargs.get(key) or ()}
+        assert named and named <= documented[node], (n["name"], sorted(named - documented[node]))
+
+
 def test_evaluator_conventions_are_declared():
-    """dbt-project-evaluator's vars name our own grain test and our prefixes (make evaluate)."""
+    """dbt-project-evaluator's vars name our own grain tests and our prefixes (make evaluate)."""
     project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
     variables = project["vars"]
-    assert ["keytech.test_unique_combination_of_columns"] in variables["primary_key_test_macros"]
-    assert (ROOT / "macros" / "tests" / "unique_combination_of_columns.sql").read_text(
-        encoding="utf-8").count("{% test unique_combination_of_columns(") == 1
+    for macro in ("primary_key", "unique_combination_of_columns"):
+        assert [f"keytech.test_{macro}"] in variables["primary_key_test_macros"]
+        assert (ROOT / "macros" / "tests" / f"{macro}.sql").read_text(
+            encoding="utf-8").count(f"{{% test {macro}(") == 1
     prefixes = {"staging": variables["staging_prefixes"], "intermediate": variables["intermediate_prefixes"],
                 "marts": variables["marts_prefixes"]}
     for path in (ROOT / "models").rglob("*.sql"):

@@ -4,7 +4,7 @@ dense algorithm, on row masks with absent levels and singletons), the --permutat
 from the CLI to the stored diagnostics, the median-split rule, the ols_split estimator,
 Policy × ln(Sale), the extra-mart join, and the synthetic generator's planted mechanisms. The SQL
 constructions (similarity, widths, WW, HHI) are tested by hand in dbt unit tests
-(models/intermediate/mechanisms/_int_mechanisms__unit_tests.yml), which run in dbt build."""
+(models/intermediate/mechanisms/_int_mechanisms__unit_tests.yml), which test_dbt_unit_tests runs."""
 
 from __future__ import annotations
 

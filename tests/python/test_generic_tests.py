@@ -1,0 +1,186 @@
+"""Our merged dbt generic tests (macros/tests/column_checks.sql, primary_key.sql; issue 17) on a
+hand-made fixture project: a model, a seed and a source table, each with planted violations, and a
+clean model with the same rules. dbt runs the real macros; every rule fails on exactly the planted
+rows (counts and example values worked out by hand below) and passes on clean data, and
+`keytech build`'s message for a failed test (build._failed_nodes) names the column and the rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from keytech import paths
+from keytech.build import _failed_nodes, dbt_executable
+
+ROOT = paths.project_root()
+
+RULES = """
+      - primary_key:
+          arguments:
+            columns: [id]
+      - column_checks:
+          arguments:
+            not_null: [code]
+            unique: [code]
+            accepted_values:
+              - column: patent_type
+                values: [invention, utility_model, design]
+              - column: flag
+                values: [0, 1]
+                quote: false
+            accepted_range:
+              - column: year
+                min_value: "{{ var('first_year') }}"
+                max_value: 2022
+              - column: citations
+                min_value: 0
+"""
+
+# id 2 twice and one null id; code null once and 'a' twice; one unknown patent_type ('junk', the
+# null is not a violation, as in dbt's accepted_values); flag 2 once; year 1999 and 2030 (null is
+# fine); citations -1 once
+BAD = """select * from (values
+    (1, 'a', 'invention', 0, 2010, 5),
+    (2, 'b', 'design', 1, 2010, 0),
+    (2, null, 'junk', 2, 1999, -1),
+    (null, 'a', null, null, null, null),
+    (5, 'e', 'utility_model', 1, 2030, 3)
+) as t(id, code, patent_type, flag, year, citations)"""
+
+GOOD = """select * from (values
+    (1, 'a', 'invention', 0, 2010, 5),
+    (2, 'b', null, null, null, null),
+    (3, 'c', 'design', 1, 2022, 0)
+) as t(id, code, patent_type, flag, year, citations)"""
+
+SCHEMA = f"""version: 2
+models:
+  - name: bad
+    data_tests:{RULES}
+  - name: good
+    data_tests:{RULES}
+seeds:
+  - name: listed
+    data_tests:
+      - primary_key:
+          arguments:
+            columns: [k1, k2]
+      - column_checks:
+          arguments:
+            not_null: [label]
+sources:
+  - name: landed
+    config:
+      meta:
+        external_location: "read_parquet('landing/{{name}}.parquet')"
+    tables:
+      - name: rows
+        data_tests:
+          - column_checks:
+              arguments:
+                not_null: [a, _source_row]
+"""
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory) -> dict:
+    project = tmp_path_factory.mktemp("generic_tests")
+    (project / "macros").mkdir()
+    for name in ("column_checks.sql", "primary_key.sql"):
+        shutil.copyfile(ROOT / "macros" / "tests" / name, project / "macros" / name)
+    (project / "models").mkdir()
+    (project / "models" / "bad.sql").write_text(BAD)
+    (project / "models" / "good.sql").write_text(GOOD)
+    (project / "models" / "schema.yml").write_text(SCHEMA)
+    (project / "seeds").mkdir()
+    # (k1, k2): (1, x) twice and one null k2; label null once
+    (project / "seeds" / "listed.csv").write_text("k1,k2,label\n1,x,one\n1,x,two\n2,,three\n3,y,\n")
+    (project / "landing").mkdir()
+    with duckdb.connect() as con:
+        con.execute("copy (select * from (values ('p', 1), (null, 2), (null, 3)) as t(a, _source_row)) "
+                    f"to '{project / 'landing' / 'rows.parquet'}' (format parquet)")
+    (project / "dbt_project.yml").write_text(
+        "name: generic_tests_fixture\nversion: '1.0.0'\nconfig-version: 2\nprofile: fixture\n"
+        "vars: {first_year: 2008}\nmodels: {generic_tests_fixture: {+materialized: table}}\n")
+    # like profiles.yml: the file is attached as catalog `warehouse` (build._failing_rows relies on it)
+    (project / "profiles.yml").write_text(
+        "fixture:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: ':memory:'\n"
+        "      database: warehouse\n      attach: [{path: fixture.duckdb, alias: warehouse}]\n      threads: 1\n")
+    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    proc = subprocess.run([dbt_executable(), "build", "--profiles-dir", str(project), "--project-dir", str(project)],
+                          cwd=project, env=env, capture_output=True, text=True)
+    assert (project / "target" / "run_results.json").is_file(), proc.stdout[-3000:]
+    results = json.loads((project / "target" / "run_results.json").read_text(encoding="utf-8"))["results"]
+    return {"project": project, "proc": proc, "db": project / "fixture.duckdb",
+            "results": {r["unique_id"]: r for r in results}}
+
+
+def _test(fixture_run: dict, macro: str, on: str) -> dict:
+    found = [r for uid, r in fixture_run["results"].items()
+             if uid.startswith(f"test.generic_tests_fixture.{macro}_{on}")]
+    assert len(found) == 1, sorted(fixture_run["results"])
+    return found[0]
+
+
+def _rows(fixture_run: dict, result: dict) -> set[tuple]:
+    with duckdb.connect() as con:
+        con.execute(f"set file_search_path = '{fixture_run['project']}'")
+        con.execute(f"attach '{fixture_run['db']}' as warehouse (read_only)")
+        return set(con.execute(result["compiled_code"]).fetchall())
+
+
+def test_every_rule_passes_on_clean_data(fixture_run):
+    assert fixture_run["proc"].returncode == 1  # the planted violations fail the build
+    for macro in ("primary_key", "column_checks"):
+        assert _test(fixture_run, macro, "good")["status"] == "pass"
+
+
+def test_column_checks_fails_on_exactly_the_planted_rows(fixture_run):
+    result = _test(fixture_run, "column_checks", "bad")
+    # one row per broken (column, rule); the id column's null and repeat are primary_key's
+    assert result["status"] == "fail" and result["failures"] == 6
+    assert _rows(fixture_run, result) == {
+        ("code", "not_null", 1, None),
+        ("code", "unique", 2, "a"),
+        ("patent_type", "accepted_values: invention, utility_model, design", 1, "junk"),
+        ("flag", "accepted_values: 0, 1", 1, "2"),
+        ("year", "accepted_range: >= 2008, <= 2022", 2, "1999"),
+        ("citations", "accepted_range: >= 0", 1, "-1"),
+    }
+
+
+def test_primary_key_fails_on_null_and_repeated_keys(fixture_run):
+    result = _test(fixture_run, "primary_key", "bad")
+    assert result["status"] == "fail"
+    assert _rows(fixture_run, result) == {(2, 2, "unique"), (None, 1, "not_null: id")}
+    seed = _test(fixture_run, "primary_key", "listed")
+    assert _rows(fixture_run, seed) == {(1, "x", 2, "unique"), (2, None, 1, "not_null: k2")}
+    assert _rows(fixture_run, _test(fixture_run, "column_checks", "listed")) == {("label", "not_null", 1, None)}
+
+
+def test_source_tables_are_checked_where_they_are_read(fixture_run):
+    result = _test(fixture_run, "source_column_checks", "landed_rows")
+    assert result["status"] == "fail"
+    assert _rows(fixture_run, result) == {("a", "not_null", 2, None)}
+
+
+def test_the_build_message_names_column_rule_and_example(fixture_run, monkeypatch, tmp_path):
+    """keytech build's failure message: each failed test with its first failing rows, read from
+    the built file; a source test's relative landing path resolves from the file's folder (the
+    message is built from another working directory)."""
+    monkeypatch.chdir(tmp_path)
+    lines = _failed_nodes(fixture_run["project"], fixture_run["db"])
+    text = "\n".join(lines)
+    assert "column_name='patent_type', rule='accepted_values: invention, utility_model, design', " \
+           "failing_rows=1, example_value='junk'" in text, text
+    assert "column_name='a', rule='not_null', failing_rows=2, example_value=None" in text, text
+    assert "id=None, n_rows=1, rule='not_null: id'" in text, text
+    assert "could not list" not in text, text
+    failed = [line for line in lines if not line.startswith("    ")]
+    assert len(failed) == 5 and all(": fail — Got " in line for line in failed), failed
