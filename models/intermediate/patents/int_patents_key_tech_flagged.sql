@@ -20,12 +20,32 @@ patent_codes as (
     {%- endif %}
 ),
 
+landed as (
+    select * from {{ ref('stg_cnrds__patents') }}
+),
+
+{#- int_patents_dispositioned is narrow: the kept rows' dates, applicants and citations come
+    from staging, by row key -#}
 kept as (
-    select *
+    select
+        patents.patent_id,
+        patents.stkcd,
+        patents.application_number,
+        landed.application_date,
+        patents.application_year,
+        patents.patent_type,
+        landed.applicants_string,
+        landed.grant_date,
+        landed.citations,
+        patents._source_file,
+        patents._source_row
     from patents
-    where disposition = 'kept'
+    inner join landed
+        on patents._source_file = landed._source_file
+        and patents._source_row = landed._source_row
+    where patents.disposition = 'kept'
     {%- if is_incremental() %}
-        and _batch_id = '{{ invocation_id }}'
+        and patents._batch_id = '{{ invocation_id }}'
     {%- endif %}
 ),
 
