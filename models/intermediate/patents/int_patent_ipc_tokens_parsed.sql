@@ -105,6 +105,7 @@ normalised as (
         classified._source_row,
         classified.patent_id,
         classified._row_hash,
+        classified.is_printable_ascii as was_printable_ascii,
         case
             when classified.is_printable_ascii then classified.ipc_string
             else translate(
@@ -117,10 +118,11 @@ normalised as (
     cross join nfkc_mapping
 ),
 
+{#- a printable ASCII string is its own NFKC text: only the translated ones are tested again -#}
 normalised_classified as (
     select
-        *,
-        regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii
+        * exclude (was_printable_ascii),
+        was_printable_ascii or regexp_full_match(ipc_text, '[ -~]*') as is_printable_ascii
     from normalised
 ),
 

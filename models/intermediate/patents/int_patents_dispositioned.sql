@@ -209,10 +209,29 @@ dispositioned as (
     from joined
 ),
 
+{#- Narrow (issue 17): the row keys, the columns the disposition and its readers use
+    (stock code, application number and year, patent type) and the computed columns; the
+    other landed columns (dates, raw type, IPC and applicant strings, citations) stay in
+    stg_cnrds__patents, joined on (_source_file, _source_row) by the models that need them,
+    so a build does not write a second copy of every landed row. -#}
 final as (
     select
-        * exclude (is_same_content_as_first),
+        patent_id,
+        stkcd,
+        application_number,
+        application_year,
+        patent_type,
+        _source_file,
+        _source_row,
+        is_first_occurrence,
+        first_source_row,
         not is_first_occurrence and is_same_content_as_first as is_exact_duplicate,
+        is_listed_firm,
+        n_ipc_tokens,
+        n_ipc_codes,
+        disposition,
+        reason,
+        _content_hash,
         '{{ invocation_id }}' as _batch_id,
         case disposition
             when 'kept' then 1

@@ -20,12 +20,32 @@ patent_codes as (
     {%- endif %}
 ),
 
+landed as (
+    select * from {{ ref('stg_cnrds__patents') }}
+),
+
+{#- int_patents_dispositioned is narrow: the kept rows' dates, applicants and citations come
+    from staging, by row key -#}
 kept as (
-    select *
+    select
+        patents.patent_id,
+        patents.stkcd,
+        patents.application_number,
+        landed.application_date,
+        patents.application_year,
+        patents.patent_type,
+        landed.applicants_string,
+        landed.grant_date,
+        landed.citations,
+        patents._source_file,
+        patents._source_row
     from patents
-    where disposition = 'kept'
+    inner join landed
+        on patents._source_file = landed._source_file
+        and patents._source_row = landed._source_row
+    where patents.disposition = 'kept'
     {%- if is_incremental() %}
-        and _batch_id = '{{ invocation_id }}'
+        and patents._batch_id = '{{ invocation_id }}'
     {%- endif %}
 ),
 
@@ -49,6 +69,35 @@ applicant_counts as (
     where applicants_string is not null
 ),
 
+{#- A patent's SEI industries are the union of its key-tech codes' industries. Each code's
+    industries (a short sorted list of integers 0-62, 1-9 in the seed) become the bits of one
+    integer, so a patent's union is a bit_or and the list is spelt out once per patent
+    (decoded), not built by flattening a list of lists per group (issue 17). -#}
+code_masks as (
+    select
+        patent_id,
+        ipc_code,
+        is_main_code,
+        is_key_tech,
+        coalesce(
+            list_aggregate(
+                list_transform(
+                    sei_industry_codes,
+                    lambda industry: case
+                        when industry between 0 and 62 then 1::bigint << industry
+                        else error(
+                            'int_patents_key_tech_flagged: sei_industry_code '
+                            || industry || ' outside 0-62 (industries are encoded as bits)'
+                        )
+                    end
+                ),
+                'bit_or'
+            ),
+            0
+        ) as industry_mask
+    from patent_codes
+),
+
 code_summary as (
     select
         patent_id,
@@ -56,17 +105,10 @@ code_summary as (
         max(ipc_code) filter (where is_main_code) as main_ipc_code,
         bool_or(is_key_tech) as has_key_tech_code,
         bool_or(is_key_tech and is_main_code) as has_key_tech_main_code,
-        list_sort(
-            list_distinct(flatten(list(sei_industry_codes) filter (where is_key_tech)))
-        ) as any_code_sei_industry_codes,
-        list_sort(
-            list_distinct(
-                flatten(
-                    list(sei_industry_codes) filter (where is_key_tech and is_main_code)
-                )
-            )
-        ) as main_code_sei_industry_codes
-    from patent_codes
+        bit_or(industry_mask) filter (where is_key_tech) as any_code_industry_mask,
+        bit_or(industry_mask) filter (where is_key_tech and is_main_code)
+            as main_code_industry_mask
+    from code_masks
     group by patent_id
 ),
 
@@ -90,10 +132,10 @@ joined as (
         {%- if rule == 'main' %}
         coalesce(code_summary.has_key_tech_main_code, false)
             as has_key_tech_code_by_rule,
-        code_summary.main_code_sei_industry_codes as rule_sei_industry_codes,
+        code_summary.main_code_industry_mask as rule_industry_mask,
         {%- else %}
         coalesce(code_summary.has_key_tech_code, false) as has_key_tech_code_by_rule,
-        code_summary.any_code_sei_industry_codes as rule_sei_industry_codes,
+        code_summary.any_code_industry_mask as rule_industry_mask,
         {%- endif %}
         kept._source_file,
         kept._source_row
@@ -106,11 +148,16 @@ joined as (
 
 classified as (
     select
-        * exclude (rule_sei_industry_codes),
+        * exclude (rule_industry_mask),
         is_invention and has_key_tech_code_by_rule as is_key_tech,
         case
-            when is_invention and has_key_tech_code_by_rule
-                then coalesce(rule_sei_industry_codes, []::integer[])
+            when is_invention and has_key_tech_code_by_rule and rule_industry_mask > 0
+                then cast(
+                    list_filter(
+                        range(0, cast(floor(log2(rule_industry_mask)) as integer) + 1),
+                        lambda industry: (rule_industry_mask >> industry) & 1 = 1
+                    ) as integer[]
+                )
             else []::integer[]
         end as sei_industry_codes
     from joined

@@ -22,6 +22,10 @@ patents as (
     select * from {{ ref('int_patents_dispositioned') }}
 ),
 
+landed_patents as (
+    select * from {{ ref('stg_cnrds__patents') }}
+),
+
 ipc_tokens as (
     select * from {{ ref('int_patent_ipc_tokens_parsed') }}
 ),
@@ -127,34 +131,40 @@ statement_duplicate_rows as (
     from statement_duplicates
 ),
 
+{#- int_patents_dispositioned is narrow: the raw patent type and IPC string of a rejected row
+    come from staging, by row key -#}
 patent_rejections as (
     select
         'patents' as source_table,
-        _source_file,
-        _source_row,
-        case disposition
+        patents._source_file,
+        patents._source_row,
+        case patents.disposition
             when 'unmatched_firm' then 'Scode'
             when 'unknown_patent_type' then 'PatentType'
             when 'merged_duplicate' then 'ApplyNo'
             else 'IPC'
         end as column_name,
-        case disposition
-            when 'unmatched_firm' then stkcd
-            when 'unknown_patent_type' then patent_type_raw
-            when 'merged_duplicate' then application_number
-            else ipc_string
+        case patents.disposition
+            when 'unmatched_firm' then patents.stkcd
+            when 'unknown_patent_type' then landed_patents.patent_type_raw
+            when 'merged_duplicate' then patents.application_number
+            else landed_patents.ipc_string
         end as value,
         case
-            when disposition = 'merged_duplicate' then 'conflicting_duplicate'
-            when disposition = 'unparseable_ipc' and n_ipc_tokens = 0 then 'missing_ipc'
-            when disposition = 'unparseable_ipc' then 'no_parseable_ipc'
-            else disposition
+            when patents.disposition = 'merged_duplicate' then 'conflicting_duplicate'
+            when patents.disposition = 'unparseable_ipc' and patents.n_ipc_tokens = 0
+                then 'missing_ipc'
+            when patents.disposition = 'unparseable_ipc' then 'no_parseable_ipc'
+            else patents.disposition
         end as rejection_code,
-        reason
+        patents.reason
     from patents
+    inner join landed_patents
+        on patents._source_file = landed_patents._source_file
+        and patents._source_row = landed_patents._source_row
     where
-        disposition in ('unmatched_firm', 'unknown_patent_type', 'unparseable_ipc')
-        or (disposition = 'merged_duplicate' and not is_exact_duplicate)
+        patents.disposition in ('unmatched_firm', 'unknown_patent_type', 'unparseable_ipc')
+        or (patents.disposition = 'merged_duplicate' and not patents.is_exact_duplicate)
 ),
 
 unparseable_tokens as (
