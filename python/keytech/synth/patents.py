@@ -16,7 +16,7 @@ from keytech import paths
 from keytech.ipc import Concordance, normalise_ipc_code
 from keytech.synth.columns import frame
 from keytech.synth.common import date_str, normalised, random_dates, stage_rng
-from keytech.synth.config import EXTRACTION_DATE, FIRST_YEAR
+from keytech.synth.config import FIRST_YEAR
 from keytech.synth.vocab import JUNK_IPC, UNIVERSITIES, UNMATCHED_SCODES
 from keytech.synth.world import World
 
@@ -318,7 +318,11 @@ def plant_patents(w: World) -> None:
     a = (r.key_log_mean + r.firm_sigma * z + r.city_size_loading * size0
          + np.where(firms["manufacturing"].to_numpy(), 0.0, r.nonmanufacturing_shift)
          + np.where(rng.random(n) < r.share_non_innovators, r.non_innovator_shift, 0.0))
-    g = np.array(r.year_effects)[year - FIRST_YEAR]
+    effects = tuple(r.year_effects) + tuple(w.cfg.later_year_effects)
+    if len(effects) < w.cfg.last_year - FIRST_YEAR + 1:
+        raise ValueError(f"synthetic patents: year effects for {FIRST_YEAR}-{FIRST_YEAR + len(effects) - 1} only, "
+                         f"the {w.cfg.name} calendar runs to {w.cfg.last_year}")
+    g = np.array(effects)[year - FIRST_YEAR]
     if w.cfg.patent_volume != 1.0:  # the xl scale only: the other scales' draws stay bit-identical
         g = g + np.log(w.cfg.patent_volume)
     eps = rng.normal(0, r.firm_year_noise_sd, (4, len(f)))
@@ -355,7 +359,7 @@ def plant_patents(w: World) -> None:
     oow_kind = rng.choice(4, n_oow, p=[0.15, 0.2, 0.45, 0.2])
     n_unm = max(3, int(round(0.0002 * n_total)))
     unm_code = rng.choice(UNMATCHED_SCODES, n_unm)
-    unm_year = rng.integers(2009, 2023, n_unm)
+    unm_year = rng.integers(2009, w.cfg.last_year + 1, n_unm)
     unm_kind = rng.choice(4, n_unm, p=[0.15, 0.2, 0.45, 0.2])
     unm_firm = rng.integers(0, n, n_unm)  # borrow a firm's technology profile only
 
@@ -456,7 +460,7 @@ def plant_patents(w: World) -> None:
     partner_uni = rng.integers(0, len(UNIVERSITIES), N).astype(np.int16)
     partner2_uni = rng.integers(0, len(UNIVERSITIES), N).astype(np.int16)
 
-    extraction = np.datetime64(EXTRACTION_DATE)
+    extraction = np.datetime64(w.cfg.extraction_date)
     lag_inv = np.clip(r.invention_grant_lag_years[0] + rng.gamma(2.0, 0.6, N),
                       r.invention_grant_lag_years[0], r.invention_grant_lag_years[1])
     lag_days = np.where(inv, lag_inv * 365.25,
