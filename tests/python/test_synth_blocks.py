@@ -127,3 +127,35 @@ def test_the_calendar_reaches_every_table(tmp_path, monkeypatch):
     granted = patents["GrantDate"] != ""
     assert (patents.loc[granted, "GrantDate"] <= "2024-12-31").all()
     assert json.loads((tmp_path / "_truth.json").read_text(encoding="utf-8"))["years"] == [2008, 2024]
+
+
+def test_panel_end_year_reaches_dbt_and_the_checks(tmp_path):
+    """The xl window (2024) goes to dbt as panel_end_year and back to the GX checks through the
+    warehouse's build state; a build without it keeps dbt_project.yml's 2022 everywhere."""
+    import duckdb
+
+    from keytech.build import BuildOptions, dbt_vars
+    from keytech.quality import SUITES, panel_end_year, suites_for
+
+    base = dict(raw_dir=tmp_path / "raw", landing_dir=tmp_path / "landing", warehouse=tmp_path / "w.duckdb")
+    assert "panel_end_year" not in dbt_vars(BuildOptions(**base))
+    assert dbt_vars(BuildOptions(**base, panel_end_year=2024))["panel_end_year"] == 2024
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert panel_end_year(con) == 2022  # no build state: dbt_project.yml's default
+    con.execute("create schema build_meta")
+    con.execute("create table build_meta.build_state (built_at timestamp, state varchar)")
+    con.execute("insert into build_meta.build_state values (current_timestamp, ?)",
+                [json.dumps({"vars": {"landing_dir": "x"}})])
+    assert panel_end_year(con) == 2022
+    con.execute("update build_meta.build_state set state = ?",
+                [json.dumps({"vars": dbt_vars(BuildOptions(**base, panel_end_year=2024))})])
+    assert panel_end_year(con) == 2024
+    con.close()
+
+    bounds = {(m, k["column"]): k["max_value"] for m, exps in suites_for(2024).items()
+              for name, k in exps if name == "ExpectColumnValuesToBeBetween" and k["column"] in ("year", "application_year")}
+    # the panel window moves, the 2010-2019 sample window of rpt_analysis_panel does not
+    assert bounds == {("fct_firm_years", "year"): 2024, ("fct_patents", "application_year"): 2024,
+                      ("rpt_analysis_panel", "year"): 2019}
+    assert suites_for(2022) == SUITES  # the default window leaves the suites as written
