@@ -237,8 +237,12 @@ def _stage_build(work: Path, scale: str, seed: int) -> dict:
 
     started = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
+    from keytech.synth.config import LAST_YEAR, SCALES
+
+    last = SCALES[scale].last_year  # the scale's calendar (xl: 2024) sets the panel window
     outcome = build_warehouse(BuildOptions(raw_dir=work / "raw", landing_dir=work / "landing",
-                                           warehouse=work / "warehouse.duckdb", quiet=True))
+                                           warehouse=work / "warehouse.duckdb", quiet=True,
+                                           panel_end_year=None if last == LAST_YEAR else last))
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "timings": outcome["timings"]}
     # dbt's per-node timings of this build (its own target/, paths.dbt_artifacts_dir; still only

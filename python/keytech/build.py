@@ -115,6 +115,10 @@ class BuildOptions:
     # Another edition of the SEI–IPC concordance (same shape as seeds/sei_ipc_concordance.csv);
     # None uses the versioned seed. Recorded in the landing manifest ('concordance').
     concordance: Path | None = None
+    # Last panel year (dbt var panel_end_year); None: dbt_project.yml's (2022). The xl synthetic scale
+    # runs to 2024 (issue 17; keytech.bench builds it with 2024). The GX checks read it back from
+    # the build state.
+    panel_end_year: int | None = None
 
 
 # dbt unit tests (models/**/_*__unit_tests.yml) test the SQL logic on hand-made rows, not the
@@ -145,6 +149,8 @@ def dbt_vars(options: BuildOptions) -> dict:
         "fc_index_method": options.fc_index_method,
         "delisting_flag_rule": options.delisting_flag_rule,
     }
+    if options.panel_end_year is not None:
+        out["panel_end_year"] = int(options.panel_end_year)
     if options.concordance is not None:
         out["concordance_path"] = str(options.landing_dir / CONCORDANCE_LANDED)
     return out

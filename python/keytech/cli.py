@@ -169,6 +169,9 @@ def _parse_limits(items: list[str] | None) -> dict:
     option("--fc-index", choices=["rank_composite", "sa"], default="rank_composite",
            help="financing-constraint index behind the het_fc_* splits: rank_composite (default; mean of "
                 "five within-year percentile ranks) or sa (Hadlock & Pierce 2010 SA index); docs/variables.md"),
+    option("--panel-end-year", type=int, default=None,
+           help="last panel year (dbt var panel_end_year; default dbt_project.yml's 2022); 2024 for a "
+                "`keytech synth --scale xl` raw folder (docs/performance.md)"),
     option("--delisting-flag", choices=["delisted_or_star_st", "delisted_only", "st_years", "st_firms"],
            default="delisted_or_star_st",
            help="reading of the paper's 'firms with a delisting flag' (退市标识) filter: delisted_or_star_st "
@@ -207,6 +210,7 @@ def cmd_build(args) -> int:
         use_ipc_supplement=not args.no_ipc_supplement,
         fc_index_method=args.fc_index,
         delisting_flag_rule=getattr(args, "delisting_flag", "delisted_or_star_st"),
+        panel_end_year=getattr(args, "panel_end_year", None),
         select=args.select,
         quiet=not args.verbose,
         incremental=getattr(args, "incremental", False),

@@ -784,6 +784,9 @@ def _resolve_overlap(con: duckdb.DuckDBPyConnection, table: Table) -> list[Probl
     return problems
 
 
+INGEST_MEMORY_LIMIT = "2GB"  # DuckDB memory_limit of the validation/landing connection
+
+
 def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], list[FileReport]]:
     contract = load_contract()
     mapping = load_mapping(raw_dir, contract)
@@ -794,6 +797,11 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
     scratch = Path(tempfile.mkdtemp(prefix="keytech-ingest-"))
     con = duckdb.connect()
     con.execute("set preserve_insertion_order = true")
+    # Bounded memory (issue 17): the landed tables are temp tables of this in-memory connection;
+    # beyond INGEST_MEMORY_LIMIT DuckDB spills them to the scratch folder instead of growing with
+    # the largest raw table (4.56 GiB for xl's 7.6M patent rows under DuckDB's default, 80% of RAM).
+    con.execute(f"set memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    con.execute(f"set temp_directory = {_sql_string(scratch / 'duckdb-spill')}")
     try:
         for table in contract.values():
             try:

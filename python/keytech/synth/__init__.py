@@ -14,7 +14,8 @@ The files imitate the vendors' exports, with their mess (each planted mess is co
   without leading zeros in the statements, consolidated (A) and parent (B) statements;
 * ``patents`` (CNRDS style) with messy IPC strings (spaces, full-width characters, lower case,
   edition suffixes, repeated codes), exact duplicate rows, junk IPC strings, unmatched firms and
-  applications outside 2008-2022; Parquet at paper scale;
+  applications outside the calendar (2008-2022; 2008-2024 at ``xl``); Parquet at paper and xl
+  scale, written 500,000 rows at a time from arrays (``patents.PatentTable``);
 * ``pilot_list`` with one row per pilot unit.
 
 Determinism: all randomness comes from ``numpy.random.default_rng([seed, stage])``; CSV numbers are
@@ -28,7 +29,7 @@ Layout (each module imports only the ones above it; no module imports a plug-in 
 ``generator``):
 
 =================  ===========================================================================
-``config``         scales (``SCALES``), planted rates (``Rates``), the calendar
+``config``         scales (``SCALES``, each with its calendar), planted rates (``Rates``)
 ``vocab``          fixed vocabularies (names, pilot categories, cities)
 ``columns``        the raw files' column names, vendor label rows and encodings
 ``common``         random streams (``stage_rng``), number and date formatting

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from keytech.synth.columns import frame
-from keytech.synth.config import FIRST_YEAR, LAST_YEAR
+from keytech.synth.config import FIRST_YEAR
 from keytech.synth.plugin import Plugin
 
 BASE_YEAR = 2009
@@ -79,8 +79,8 @@ IFR_INDUSTRIES = (
 CNNIC_INTERNET_USERS = {
     2008: 29800, 2009: 38400, 2010: 45730, 2011: 51310, 2012: 56400, 2013: 61758, 2014: 64875,
     2015: 68826, 2016: 73125, 2017: 77198, 2018: 82851, 2019: 90359, 2020: 98899, 2021: 103195,
-    2022: 106744,
-}
+    2022: 106744, 2023: 109200, 2024: 110800,
+}  # written up to the scale's last year (2023 and 2024 at xl only: 53rd and 55th reports)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def plant_selection(w) -> None:
     alpha = rng.gamma(0.8, 1.0, (nc, k)) + 0.05
     shares = np.vstack([rng.dirichlet(a) for a in alpha])
     emp = manu_emp[:, None] * shares
-    years = np.arange(FIRST_YEAR, LAST_YEAR + 1)
+    years = w.cfg.years
     base = np.array([r[2] for r in IFR_INDUSTRIES])
     growth = np.array([r[3] for r in IFR_INDUSTRIES])
     us = base[:, None] * np.exp(growth[:, None] * (years - BASE_YEAR)[None, :]
@@ -277,10 +277,10 @@ def key_log_shift(w, firm: np.ndarray, year: np.ndarray, city: np.ndarray, treat
     e["confounder_outcome"] = u
     trend = er.confounder_trend * u[city] * confounder_path(er, year)
     # distance of each city to the nearest *other* city treated in year t
-    nearest = np.full((len(first), LAST_YEAR - FIRST_YEAR + 1), np.inf)
+    nearest = np.full((len(first), w.cfg.last_year - FIRST_YEAR + 1), np.inf)
     off = e["dist"].copy()
     np.fill_diagonal(off, np.inf)  # a treated city is not its own neighbour
-    for t in range(FIRST_YEAR, LAST_YEAR + 1):
+    for t in range(FIRST_YEAR, w.cfg.last_year + 1):
         treated = (first > 0) & (first <= t)
         if treated.any():
             nearest[:, t - FIRST_YEAR] = off[:, treated].min(axis=1)
@@ -315,8 +315,8 @@ def write_tables(w, out: Path) -> dict:
             "Year": np.tile(e["years"], len(codes)).astype(str),
             "RobotsPerThousandWorkers": _fmt(e["us_robots"].ravel(), 4)}),
         "national_internet_users": frame("national_internet_users", {
-            "Year": [str(y) for y in CNNIC_INTERNET_USERS],
-            "InternetUsers": [str(v) for v in CNNIC_INTERNET_USERS.values()]}),
+            "Year": [str(y) for y in CNNIC_INTERNET_USERS if y <= w.cfg.last_year],
+            "InternetUsers": [str(v) for y, v in CNNIC_INTERNET_USERS.items() if y <= w.cfg.last_year]}),
     }
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n")

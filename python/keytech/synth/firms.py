@@ -9,7 +9,7 @@ import pandas as pd
 from keytech import paths
 from keytech.synth.columns import frame
 from keytech.synth.common import date_str, normalised, random_dates, stage_rng
-from keytech.synth.config import FIRST_YEAR, LAST_YEAR, SHARE_REGISTERED_ELSEWHERE
+from keytech.synth.config import FIRST_YEAR, SHARE_REGISTERED_ELSEWHERE
 from keytech.synth.vocab import (CATEGORIES_2015, IND_WORDS, MODES_2016, OLD_NAMES, OWNERSHIP, PRODUCTS,
                                  PROJECT_SUFFIX, SYLLABLES)
 from keytech.synth.world import World
@@ -130,10 +130,10 @@ def plant_firms(w: World) -> None:
     delisted[rng.choice(eligible[eligible != 0], n_del, replace=False)] = True
     delist_year = np.zeros(n, dtype=int)
     for i in np.flatnonzero(delisted):
-        delist_year[i] = rng.integers(max(int(list_year[i]) + 2, 2010), 2023)
+        delist_year[i] = rng.integers(max(int(list_year[i]) + 2, 2010), cfg.last_year + 1)
     delist_date = np.where(delisted, random_dates(np.maximum(delist_year, 1970), rng), np.datetime64("NaT"))
     start = np.maximum(list_year, FIRST_YEAR)
-    end = np.where(delisted, delist_year, LAST_YEAR)
+    end = np.where(delisted, delist_year, cfg.last_year)
 
     stkcd = _stock_codes(list_year, financial, rng)
     # names: unique (two syllables × industry word)

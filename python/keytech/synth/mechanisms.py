@@ -337,26 +337,31 @@ def recode(w) -> None:
     if m is None:
         return
     rng = np.random.default_rng([w.seed, 53])
-    pat = w.patents
+    pat = w.patent_table  # per planted application (duplicate rows repeat one)
     conc = load_concordance()
     targets = _target_codes()
     fields = np.array(sorted(r.field_weights))
     weights = np.array([r.field_weights[k] for k in fields], dtype=float)
     weights /= weights.sum()
-    stk_to_firm = {s: i for i, s in enumerate(w.firms["stkcd"].to_numpy())}
     fy = w.fy
-    treated = set(zip(fy["firm"].to_numpy()[m["treat"]].tolist(), fy["year"].to_numpy()[m["treat"]].tolist()))
-    cand = (w.patents_kind == 0) & (w.patents_origin == 0)
-    firm = pat["Scode"].map(stk_to_firm)
-    yr = pd.to_numeric(pat["ApplyDate"].str[:4], errors="coerce")
-    is_treated = np.array([(fi, y) in treated if fi == fi else False
-                           for fi, y in zip(firm.to_numpy(), yr.to_numpy())])
-    apply_nos = np.sort(pat.loc[cand & is_treated, "ApplyNo"].unique())
-    chosen = apply_nos[rng.random(len(apply_nos)) < r.recode_share]
-    new_ipc: dict[str, str] = {}
+    treated = np.unique(fy["firm"].to_numpy()[m["treat"]].astype(np.int64) * 10_000
+                        + fy["year"].to_numpy()[m["treat"]])
+    # key inventions of listed firms (planted in window) in a treated firm-year, in ApplyNo order
+    # (the 12-digit number orders the text); an application's year is its ApplyDate's
+    year = pat.apply_d.astype("datetime64[Y]").astype(np.int64) + 1970
+    cand = np.flatnonzero((pat.kind == 0) & (w.patent_rows["origin"] == 0)
+                          & np.isin(pat.firm.astype(np.int64) * 10_000 + year, treated))
+    if len(np.unique(pat.number)) != len(pat.number):
+        raise AssertionError("synthetic patents: application numbers are not unique")
+    cand = cand[np.argsort(pat.number[cand], kind="stable")]
+    chosen = cand[rng.random(len(cand)) < r.recode_share]
+    # in the written order of their first rows
+    first_pos = np.full(len(pat.number), len(pat.src), dtype=np.int64)
+    np.minimum.at(first_pos, pat.src, np.arange(len(pat.src)))
+    chosen = chosen[np.argsort(first_pos[chosen], kind="stable")]
+    new_ipc: list[str] = []
     by_field = {int(k): 0 for k in fields}
-    first_rows = pat.loc[pat["ApplyNo"].isin(chosen)].drop_duplicates("ApplyNo")
-    for apply_no, ipc in zip(first_rows["ApplyNo"], first_rows["IPC"]):
+    for ipc in pat.ipc(chosen):
         codes = [normalise_ipc_code(t) for t in re.split(r"\s*[;；]\s*", ipc) if t.strip()]
         codes = list(dict.fromkeys(c for c in codes if c))
         k = int(rng.choice(fields, p=weights))
@@ -366,12 +371,12 @@ def recode(w) -> None:
                 code = str(rng.choice(targets[k]))
             out.append(code)
         out = list(dict.fromkeys(out))
-        new_ipc[apply_no] = ";".join(out)
+        new_ipc.append(";".join(out))
         by_field[k] += 1
-    mask = pat["ApplyNo"].isin(new_ipc.keys())
-    pat.loc[mask, "IPC"] = pat.loc[mask, "ApplyNo"].map(new_ipc)
-    m["recoded"] = {"treated_key_inventions": int(len(apply_nos)), "recoded": int(len(new_ipc)),
-                    "recoded_rows_incl_duplicates": int(mask.sum()), "by_target_industry": by_field}
+    pat.set_ipc(chosen, new_ipc)
+    m["recoded"] = {"treated_key_inventions": int(len(cand)), "recoded": int(len(new_ipc)),
+                    "recoded_rows_incl_duplicates": int(np.isin(pat.src, chosen).sum()),
+                    "by_target_industry": by_field}
 
 
 def write_tables(w, out: Path) -> dict:

@@ -7,7 +7,7 @@ technology buckets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from keytech import paths
 from keytech.ipc import Concordance, normalise_ipc_code
 from keytech.synth.columns import frame
 from keytech.synth.common import date_str, normalised, random_dates, stage_rng
-from keytech.synth.config import EXTRACTION_DATE, FIRST_YEAR
+from keytech.synth.config import FIRST_YEAR
 from keytech.synth.vocab import JUNK_IPC, UNIVERSITIES, UNMATCHED_SCODES
 from keytech.synth.world import World
 
@@ -66,6 +66,107 @@ class CodePool:
     b_level: np.ndarray  # level index of each bucket
     key_levels: list
     nonkey_levels: list
+
+
+@dataclass
+class PatentTable:
+    """The planted patents table, held as arrays per planted application (numbers, dates and
+    indices into small vocabularies) and turned into the written strings per block of rows
+    (``frame``, ``blocks``): at ``xl`` (≈ 7.6M rows) the whole table as Python strings would take
+    several GiB (issue 17). ``src`` maps each written row to its application (an exact duplicate
+    row repeats its application); every per-application array is indexed by application."""
+
+    src: np.ndarray  # written row -> application
+    scode_vocab: np.ndarray  # the firms' Scode, then the unmatched rows' codes
+    name_vocab: np.ndarray  # the firms' full names, then the unmatched rows' applicant names
+    subsidiary: np.ndarray  # per firm
+    who: np.ndarray  # application -> index into scode_vocab / name_vocab
+    firm: np.ndarray  # application -> firm (the borrowed technology profile for unmatched rows)
+    kind: np.ndarray  # 0 key invention, 1 non-key invention, 2 utility model, 3 design
+    number: np.ndarray  # the 12-digit application number
+    check: np.ndarray  # its check digit (10 = X)
+    apply_d: np.ndarray
+    grant_d: np.ndarray  # NaT when not granted
+    cites: np.ndarray
+    joint: np.ndarray
+    third: np.ndarray
+    partner_is_uni: np.ndarray  # the second applicant: a university (else the firm's subsidiary)
+    partner_uni: np.ndarray
+    partner2_uni: np.ndarray
+    code_idx: np.ndarray  # (applications, 6) pool code per IPC position, -1 none
+    style: np.ndarray  # (applications, 6) formatting style of each code
+    sep: np.ndarray  # separator index per application
+    rep: np.ndarray  # main code repeated at the end
+    rep_style: np.ndarray
+    variants: np.ndarray  # (styles, used codes) the formatted codes
+    pos: np.ndarray  # pool code -> column of ``variants``
+    ipc_override: dict = field(default_factory=dict)  # application -> IPC string (junk, recoded)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def set_ipc(self, apps, values) -> None:
+        """Replace the IPC string of these applications (every written row of each)."""
+        self.ipc_override.update(zip(np.asarray(apps).tolist(), list(values)))
+
+    def ipc(self, apps: np.ndarray) -> np.ndarray:
+        """The IPC strings of these applications (object array)."""
+        maxk = self.code_idx.shape[1]
+        codes = self.code_idx[apps]
+        style = self.style[apps]
+        tokens = np.full((len(apps), maxk + 1), "", dtype=object)
+        for j in range(maxk):
+            has = codes[:, j] >= 0
+            tokens[has, j] = self.variants[style[has, j], self.pos[codes[has, j]]]
+        rep = self.rep[apps]
+        tokens[rep, maxk] = self.variants[self.rep_style[apps][rep], self.pos[codes[rep, 0]]]
+        sep = np.array(_SEPARATORS, dtype=object)[self.sep[apps]]
+        out = tokens[:, 0].copy()
+        for j in range(1, maxk + 1):
+            m = tokens[:, j] != ""
+            out[m] = out[m] + sep[m] + tokens[m, j]
+        if self.ipc_override:
+            keys = np.fromiter(self.ipc_override, dtype=np.int64, count=len(self.ipc_override))
+            at = np.argsort(keys)
+            keys = keys[at]
+            k = np.minimum(np.searchsorted(keys, apps), len(keys) - 1)
+            hit = keys[k] == apps
+            if hit.any():
+                values = np.array(list(self.ipc_override.values()), dtype=object)[at]
+                out[hit] = values[k[hit]]
+        return out
+
+    def apply_no(self, apps: np.ndarray) -> np.ndarray:
+        check = self.check[apps]
+        check_s = np.where(check == 10, "X", check.astype(str))
+        return np.char.add(np.char.add(np.char.add("CN", self.number[apps].astype(str)), "."),
+                           check_s).astype(object)
+
+    def frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Written rows ``start:stop`` as the vendor's frame (contract columns)."""
+        apps = self.src[start:stop]
+        who = self.who[apps]
+        uni = np.array(UNIVERSITIES, dtype=object)
+        partner = np.where(self.partner_is_uni[apps], uni[self.partner_uni[apps]],
+                           self.subsidiary[self.firm[apps]])
+        partner2 = uni[self.partner2_uni[apps]]
+        partner2 = np.where(partner2 == partner, "中国科学院", partner2)
+        applicants = self.name_vocab[who]
+        joint, third = self.joint[apps], self.third[apps]
+        applicants[joint] = applicants[joint] + ";" + partner[joint]
+        applicants[third] = applicants[third] + ";" + partner2[third]
+        return frame("patents", {
+            "Scode": self.scode_vocab[who], "ApplyNo": self.apply_no(apps),
+            "ApplyDate": date_str(self.apply_d[apps]),
+            "PatentType": np.array(["发明", "发明", "实用新型", "外观设计"], dtype=object)[self.kind[apps]],
+            "IPC": self.ipc(apps), "Applicants": applicants, "GrantDate": date_str(self.grant_d[apps]),
+            "CitedTimes": self.cites[apps],
+        }).reset_index(drop=True).set_axis(pd.RangeIndex(start, start + len(apps)))
+
+    def blocks(self, rows: int):
+        """The written rows as frames of ``rows`` rows each (the last shorter)."""
+        for start in range(0, len(self.src), rows):
+            yield self.frame(start, start + rows)
 
 
 def load_concordance() -> Concordance:
@@ -217,7 +318,11 @@ def plant_patents(w: World) -> None:
     a = (r.key_log_mean + r.firm_sigma * z + r.city_size_loading * size0
          + np.where(firms["manufacturing"].to_numpy(), 0.0, r.nonmanufacturing_shift)
          + np.where(rng.random(n) < r.share_non_innovators, r.non_innovator_shift, 0.0))
-    g = np.array(r.year_effects)[year - FIRST_YEAR]
+    effects = tuple(r.year_effects) + tuple(w.cfg.later_year_effects)
+    if len(effects) < w.cfg.last_year - FIRST_YEAR + 1:
+        raise ValueError(f"synthetic patents: year effects for {FIRST_YEAR}-{FIRST_YEAR + len(effects) - 1} only, "
+                         f"the {w.cfg.name} calendar runs to {w.cfg.last_year}")
+    g = np.array(effects)[year - FIRST_YEAR]
     if w.cfg.patent_volume != 1.0:  # the xl scale only: the other scales' draws stay bit-identical
         g = g + np.log(w.cfg.patent_volume)
     eps = rng.normal(0, r.firm_year_noise_sd, (4, len(f)))
@@ -254,7 +359,7 @@ def plant_patents(w: World) -> None:
     oow_kind = rng.choice(4, n_oow, p=[0.15, 0.2, 0.45, 0.2])
     n_unm = max(3, int(round(0.0002 * n_total)))
     unm_code = rng.choice(UNMATCHED_SCODES, n_unm)
-    unm_year = rng.integers(2009, 2023, n_unm)
+    unm_year = rng.integers(2009, w.cfg.last_year + 1, n_unm)
     unm_kind = rng.choice(4, n_unm, p=[0.15, 0.2, 0.45, 0.2])
     unm_firm = rng.integers(0, n, n_unm)  # borrow a firm's technology profile only
 
@@ -304,31 +409,26 @@ def plant_patents(w: World) -> None:
     nk_codes = code_idx[all_kind == 1]
     assert not is_keycode[nk_codes[nk_codes >= 0]].any()
 
-    # --- messy formatting (after verification; every variant normalises to the same code)
+    # --- messy formatting (after verification; every variant normalises to the same code). The
+    # strings are built per block of written rows (PatentTable.frame); here only the draws, which
+    # stay those of the whole table in the same order.
     var = _variants(pool.codes[used], rng)
     pos = np.full(len(pool.codes), -1, dtype=int)
     pos[used] = np.arange(len(used))
     row_style = rng.choice(len(_STYLES), N, p=normalised(_STYLE_PROBS))
-    sep = rng.choice(np.array(_SEPARATORS, dtype=object), N, p=normalised(_SEP_PROBS))
-    sep[row_style == 4] = "；"
-    tokens = np.full((N, maxk + 1), "", dtype=object)
+    sep = rng.choice(len(_SEPARATORS), N, p=normalised(_SEP_PROBS)).astype(np.int8)
+    sep[row_style == 4] = _SEPARATORS.index("；")
+    style = np.zeros((N, maxk), dtype=np.int8)  # style of each code (where code_idx >= 0)
     for j in range(maxk):
-        has = code_idx[:, j] >= 0
-        st = np.where(rng.random(N) < 0.1, rng.integers(0, len(_STYLES), N), row_style)
-        tokens[has, j] = var[st[has], pos[code_idx[has, j]]]
+        style[:, j] = np.where(rng.random(N) < 0.1, rng.integers(0, len(_STYLES), N), row_style)
     # repeated codes: the main code again, in another style, at the end
     rep = (ncodes >= 1) & (ncodes < maxk) & (rng.random(N) < 0.03)
-    rep_style = (row_style + 1 + rng.integers(0, len(_STYLES) - 1, N)) % len(_STYLES)
-    tokens[rep, maxk] = var[rep_style[rep], pos[code_idx[rep, 0]]]
-    ipc = tokens[:, 0].copy()
-    for j in range(1, maxk + 1):
-        m = tokens[:, j] != ""
-        ipc[m] = ipc[m] + sep[m] + tokens[m, j]
+    rep_style = ((row_style + 1 + rng.integers(0, len(_STYLES) - 1, N)) % len(_STYLES)).astype(np.int8)
     # junk IPC strings on a few non-key inventions
     nk_rows = np.flatnonzero((all_kind == 1) & (origin == 0))
     n_junk = max(5, int(round(0.0003 * len(nk_rows))))
     junk_rows = np.sort(rng.choice(nk_rows, n_junk, replace=False))
-    ipc[junk_rows] = rng.choice(np.array(JUNK_IPC, dtype=object), n_junk)
+    junk_values = rng.choice(np.array(JUNK_IPC, dtype=object), n_junk)
 
     # --- dates, numbers, applicants, grants, citations
     apply_d = random_dates(all_year, rng)
@@ -336,39 +436,36 @@ def plant_patents(w: World) -> None:
     group_key = all_year * 10 + type_digit
     perm = rng.permutation(N)
     order = np.lexsort((perm, group_key))
+    del perm
     gk_sorted = group_key[order]
     first_of_group = np.r_[True, gk_sorted[1:] != gk_sorted[:-1]]
     grp_start = np.maximum.accumulate(np.where(first_of_group, np.arange(N), 0))
     rank = np.empty(N, dtype=np.int64)
     rank[order] = np.arange(N) - grp_start
+    del gk_sorted, first_of_group, grp_start, order, group_key
     serial = 10000 + rank * 7 + rng.integers(0, 7, N)
+    del rank
     number = all_year.astype(np.int64) * 10**8 + type_digit * 10**7 + serial
-    digits = np.stack([(number // 10**k) % 10 for k in range(11, -1, -1)], axis=1)
-    weights = np.array([2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5])
-    check = (digits * weights).sum(axis=1) % 11
-    check_s = np.where(check == 10, "X", check.astype(str))
-    apply_no = np.char.add(np.char.add(np.char.add("CN", number.astype(str)), "."), check_s).astype(object)
+    del serial
+    check = np.zeros(N, dtype=np.int64)  # weighted digit sum mod 11 (digit k from the left: weight)
+    for k, weight in zip(range(11, -1, -1), (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)):
+        check += ((number // 10**k) % 10) * weight
+    check = (check % 11).astype(np.int8)
 
     p_joint = np.array([r.p_joint_invention, r.p_joint_invention, r.p_joint_utility, r.p_joint_design])[all_kind]
     joint = rng.random(N) < p_joint
     third = joint & (rng.random(N) < r.p_third_applicant)
-    first_app = firms["full"].to_numpy()[all_firm].astype(object)
     unm_names = np.array([f"{code}号非上市公司有限公司" for code in unm_code], dtype=object)
-    first_app[origin == 2] = unm_names
-    uni = np.array(UNIVERSITIES, dtype=object)
-    partner = np.where(rng.random(N) < 0.5, uni[rng.integers(0, len(uni), N)],
-                       firms["subsidiary"].to_numpy()[all_firm])
-    partner2 = uni[rng.integers(0, len(uni), N)]
-    partner2 = np.where(partner2 == partner, "中国科学院", partner2)
-    applicants = first_app.copy()
-    applicants[joint] = applicants[joint] + ";" + partner[joint]
-    applicants[third] = applicants[third] + ";" + partner2[third]
+    partner_is_uni = rng.random(N) < 0.5  # else the firm's subsidiary
+    partner_uni = rng.integers(0, len(UNIVERSITIES), N).astype(np.int16)
+    partner2_uni = rng.integers(0, len(UNIVERSITIES), N).astype(np.int16)
 
-    extraction = np.datetime64(EXTRACTION_DATE)
+    extraction = np.datetime64(w.cfg.extraction_date)
     lag_inv = np.clip(r.invention_grant_lag_years[0] + rng.gamma(2.0, 0.6, N),
                       r.invention_grant_lag_years[0], r.invention_grant_lag_years[1])
     lag_days = np.where(inv, lag_inv * 365.25,
                         np.where(um, rng.uniform(120, 400, N), rng.uniform(90, 300, N))).astype(int)
+    del lag_inv
     p_grant = np.array([r.p_grant_invention, r.p_grant_invention, r.p_grant_utility, r.p_grant_design])[all_kind]
     grant_d = apply_d + lag_days
     granted = (rng.random(N) < p_grant) & (grant_d <= extraction)
@@ -379,22 +476,32 @@ def plant_patents(w: World) -> None:
                           r.citations_per_year_utility, 0.0])[all_kind]
     mean_cites = cite_rate * quality * np.maximum(age - 0.5, 0) * np.where(granted | um, 1.0, 0.4)
     cites = rng.poisson(rng.gamma(1.5, mean_cites / 1.5 + 1e-12))
+    del age, quality, cite_rate, mean_cites, lag_days, p_grant, p_joint
 
-    df = frame("patents", {
-        "Scode": scode, "ApplyNo": apply_no, "ApplyDate": date_str(apply_d),
-        "PatentType": np.array(["发明", "发明", "实用新型", "外观设计"], dtype=object)[all_kind],
-        "IPC": ipc, "Applicants": applicants, "GrantDate": date_str(grant_d),
-        "CitedTimes": cites.astype(np.int64),
-    })
-    # exact duplicate rows
+    # Scode and first applicant: indices into the firms' values followed by the unmatched rows'
+    scode_vocab = np.concatenate([firms["stkcd"].to_numpy().astype(object), unm_code.astype(object)])
+    name_vocab = np.concatenate([firms["full"].to_numpy().astype(object), unm_names])
+    who = all_firm.astype(np.int32)
+    who[origin == 2] = n + np.arange(n_unm, dtype=np.int32)
+    # exact duplicate rows; written order: by Scode (as text), application date, then planted row
     n_dup = max(5, int(round(0.003 * N)))
     dup_rows = np.sort(rng.choice(N, n_dup, replace=False))
-    df = pd.concat([df, df.iloc[dup_rows]], ignore_index=False)
     sort_date = np.r_[apply_d, apply_d[dup_rows]].astype(np.int64)
     idx = np.r_[np.arange(N), dup_rows]
-    order = np.lexsort((idx, sort_date, df["Scode"].to_numpy().astype(str)))
-    df = df.iloc[order].reset_index(drop=True)
-    w.patents = df
+    _, scode_rank = np.unique(scode_vocab.astype(str), return_inverse=True)
+    order = np.lexsort((idx, sort_date, scode_rank[np.r_[who, who[dup_rows]]]))
+    del sort_date
+    table = PatentTable(
+        src=idx[order], scode_vocab=scode_vocab, name_vocab=name_vocab,
+        subsidiary=firms["subsidiary"].to_numpy().astype(object), who=who,
+        firm=all_firm.astype(np.int32), kind=all_kind.astype(np.int8), number=number, check=check,
+        apply_d=apply_d, grant_d=grant_d, cites=cites.astype(np.int64), joint=joint, third=third,
+        partner_is_uni=partner_is_uni, partner_uni=partner_uni, partner2_uni=partner2_uni,
+        code_idx=code_idx.astype(np.int32), style=style, sep=sep, rep=rep, rep_style=rep_style,
+        variants=var, pos=pos)
+    del code_idx, style
+    table.set_ipc(junk_rows, junk_values)
+    w.patent_table = table
     # planted status aligned with the written rows (for tests): kind 0 key invention, 1 non-key
     # invention, 2 utility model, 3 design; origin 0 planted, 1 out of window, 2 unmatched firm
     w.patents_kind = np.r_[all_kind, all_kind[dup_rows]][order]
@@ -402,19 +509,18 @@ def plant_patents(w: World) -> None:
     w.patents_duplicate = np.r_[np.zeros(N, bool), np.ones(n_dup, bool)][order]
 
     # --- truth
-    fullwidth = ipc[(row_style == 4) & (ncodes > 0)]
     w.patent_truth = {
         "rows_planted_in_window": int(n_total),
         "exact_duplicate_rows": int(n_dup),
         "junk_ipc_rows": int(n_junk),
-        "junk_ipc_values": sorted(set(ipc[junk_rows].tolist())),
+        "junk_ipc_values": sorted(set(junk_values.tolist())),
         "unmatched_firm_rows": int(n_unm),
         "unmatched_scodes": sorted(set(unm_code.tolist())),
         "out_of_window_rows": int(n_oow),
         "out_of_window_years": sorted(set(oow_year.tolist())),
         "repeated_code_rows": int(rep.sum()),
         "row_styles": {s: int(((row_style == k) & (ncodes > 0)).sum()) for k, s in enumerate(_STYLES)},
-        "fullwidth_rows": int(len(fullwidth)),
+        "fullwidth_rows": int(((row_style == 4) & (ncodes > 0)).sum()),
         "joint_rows": int(joint.sum()),
         "by_type_after_dedup": {
             "invention_key": int((all_kind == 0).sum()), "invention_nonkey": int((all_kind == 1).sum()),

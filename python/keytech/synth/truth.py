@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 
 from keytech.synth.columns import CORE_TABLES
-from keytech.synth.config import EXTRACTION_DATE, FIRST_YEAR, GENERATOR_VERSION, LAST_YEAR
+from keytech.synth.config import CALENDAR_FIELDS, FIRST_YEAR, GENERATOR_VERSION
 from keytech.synth.world import World
 
 
@@ -103,8 +103,9 @@ def build_truth(w: World, files: dict) -> dict:
     pilot_cities = cities[cities["first_wave"] > 0].sort_values(["first_wave", "city_code"])
     return {
         "generator": "keytech.synth", "generator_version": GENERATOR_VERSION,
-        "seed": w.seed, "scale": w.cfg.name, "scale_config": asdict(w.cfg),
-        "years": [FIRST_YEAR, LAST_YEAR], "extraction_date": EXTRACTION_DATE,
+        "seed": w.seed, "scale": w.cfg.name, "scale_config": {k: v for k, v in asdict(w.cfg).items() if k not in CALENDAR_FIELDS},
+        "years": [FIRST_YEAR, w.cfg.last_year], "extraction_date": w.cfg.extraction_date,
+        **({"year_effects_after_2022": list(w.cfg.later_year_effects)} if w.cfg.later_year_effects else {}),
         "rates": jsonable(asdict(w.rates)),
         "policy_rule": ("Policy_ct = 1 when year t > the announcement year of city c's first pilot "
                         "(treated from announcement year + 1); c is the firm's registered city in year t"),

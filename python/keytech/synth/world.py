@@ -24,8 +24,9 @@ class World:
     * ``plant_pilot_list``: ``pilot_list``; ``plant_firm_info``: ``firm_info``;
       ``plant_financials``: ``statements`` (per table); ``plant_yearbook``: ``yearbook`` (as printed)
       and ``yearbook_true``;
-    * ``plant_patents``: ``patents`` and the planted status of each written row (``patents_kind``,
-      ``patents_origin``, ``patents_duplicate``);
+    * ``plant_patents``: ``patent_table`` (``keytech.synth.patents.PatentTable``: the rows as arrays,
+      turned into strings per block; ``patents`` builds the whole frame) and the planted status of
+      each written row (``patents_kind``, ``patents_origin``, ``patents_duplicate``);
     * the plug-ins: ``endog`` / ``endogeneity_rates`` and ``mech``;
     * the ``*_mess`` / ``*_truth`` attributes: what ``_truth.json`` records.
     """
@@ -35,6 +36,12 @@ class World:
     seed: int
     truth: dict = field(default_factory=dict)
     plugins: tuple = ()  # the plug-in worlds taking part (keytech.synth.plugin.Plugin), in order
+
+    @property
+    def patents(self) -> pd.DataFrame:
+        """The whole patents table as written, built from ``patent_table`` on every access (for
+        tests and small scales: at ``xl`` it takes several GiB; the writer goes block by block)."""
+        return self.patent_table.frame()
 
 
 def plant_cities(w: World) -> None:

@@ -9,8 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keytech.synth.columns import CSMAR_TABLES, FILE_ENCODING, csmar_units, labels, types, yearbook_units
+from keytech.synth.columns import CSMAR_TABLES, FILE_ENCODING, csmar_units, labels, names, types, yearbook_units
 from keytech.synth.world import World
+
+PARQUET_ROW_GROUP = 500_000  # rows per row group of patents.parquet, and per block written
 
 
 def write_csv(df: pd.DataFrame, path: Path, encoding: str, desc: list[list[str]] | None = None,
@@ -24,7 +26,7 @@ def write_csv(df: pd.DataFrame, path: Path, encoding: str, desc: list[list[str]]
         handle.write("".join(parts))
 
 
-def _write_parquet(df: pd.DataFrame, path: Path, column_types: dict[str, str]) -> None:
+def _arrow_table(df: pd.DataFrame, column_types: dict[str, str]) -> pa.Table:
     """Contract ``integer`` columns as int64, ``date`` columns as text with empty dates null, the rest
     as text."""
     arrays = []
@@ -36,8 +38,32 @@ def _write_parquet(df: pd.DataFrame, path: Path, column_types: dict[str, str]) -
             v = v.astype(object)
             arrays.append(pa.array([x if x != "" else None for x in v], type=pa.string())
                           if column_types[col] == "date" else pa.array(v, type=pa.string()))
-    table = pa.Table.from_arrays(arrays, names=list(df.columns))
-    pq.write_table(table, path, compression="zstd", row_group_size=500_000)
+    return pa.Table.from_arrays(arrays, names=list(df.columns))
+
+
+def write_parquet_blocks(blocks, path: Path, column_types: dict[str, str]) -> None:
+    """Write frames of ``PARQUET_ROW_GROUP`` rows each (the last may be shorter) as one Parquet file,
+    one row group per frame: the same bytes as the whole table written at once
+    (``pq.write_table(..., row_group_size=PARQUET_ROW_GROUP)``), without holding it (issue 17)."""
+    writer = None
+    try:
+        for df in blocks:
+            table = _arrow_table(df, column_types)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=PARQUET_ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write_csv_blocks(columns: list[str], blocks, path: Path, encoding: str, line_end: str = "\n") -> None:
+    """``write_csv`` (no description rows) of the concatenated frames, one frame at a time."""
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        handle.write(pd.DataFrame([columns], columns=columns).to_csv(index=False, header=False,
+                                                                     lineterminator=line_end))
+        for df in blocks:
+            handle.write(df.astype(object).to_csv(index=False, header=False, lineterminator=line_end))
 
 
 def write_raw(w: World, out: Path) -> dict:
@@ -58,14 +84,15 @@ def write_raw(w: World, out: Path) -> dict:
                            "rows": len(w.pilot_list)}
     for stale in ("patents.csv", "patents.parquet"):
         (out / stale).unlink(missing_ok=True)
+    patents = w.patent_table  # written block by block (issue 17: at xl the whole frame is GiBs)
     if w.cfg.patents_format == "parquet":
-        _write_parquet(w.patents, out / "patents.parquet", types("patents"))
+        write_parquet_blocks(patents.blocks(PARQUET_ROW_GROUP), out / "patents.parquet", types("patents"))
         files["patents"] = {"file": "patents.parquet", "encoding": None, "description_rows": 0,
-                            "rows": len(w.patents)}
+                            "rows": len(patents)}
     else:
-        write_csv(w.patents, out / "patents.csv", "utf-8")
+        write_csv_blocks(names("patents"), patents.blocks(PARQUET_ROW_GROUP), out / "patents.csv", "utf-8")
         files["patents"] = {"file": "patents.csv", "encoding": "utf-8", "description_rows": 0,
-                            "rows": len(w.patents)}
+                            "rows": len(patents)}
     for plugin in w.plugins:
         if plugin.write_tables is not None:
             files.update(plugin.write_tables(w, out))

@@ -7,7 +7,6 @@ import pandas as pd
 
 from keytech.synth.columns import frame, labels
 from keytech.synth.common import fmt, stage_rng
-from keytech.synth.config import YEARS
 from keytech.synth.vocab import OLD_NAMES
 from keytech.synth.world import World
 
@@ -17,7 +16,7 @@ def plant_yearbook(w: World) -> None:
     cities = w.cities
     nc = len(cities)
     size = cities["size"].to_numpy()
-    ny = len(YEARS)
+    ny = len(w.cfg.years)
     t = np.arange(ny)
     # common growth path (no city-specific trend tied to treatment)
     growth = np.cumsum(np.r_[0, np.linspace(0.10, 0.05, ny - 1)])
@@ -34,7 +33,7 @@ def plant_yearbook(w: World) -> None:
     ind_emp = pop * np.clip(rng.normal(0.05, 0.02, nc), 0.01, 0.2)[:, None] * np.exp(rng.normal(0, 0.03, (nc, ny)))
     tot_emp = ind_emp * np.clip(rng.normal(2.4, 0.4, nc), 1.5, 4)[:, None]
     names = np.repeat(cities["print_yearbook"].to_numpy().astype(object), ny)
-    years = np.tile(YEARS, nc)
+    years = np.tile(w.cfg.years, nc)
     city_idx = np.repeat(np.arange(nc), ny)
     cname = cities["city_name"].to_numpy()
     old_rows = 0
