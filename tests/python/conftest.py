@@ -43,7 +43,7 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse", "manifest
 HEAVY_MODULES = (  # seconds per unit at load ≈ 7–20 unless said (2026-12-03, h17e; docs/performance.md)
     "test_reliability[tiny_built]",          # ~850 s: 4 full builds + killed, select, disk-full builds
     "test_incremental",                      # ~560 s: one test, 5 dbt builds
-    "test_endogeneity_synthetic[iv_world]",  # 175 s at load ≈ 4 (paper scale: ~400 s at 7–15)
+    "test_endogeneity_synthetic[iv_world]",  # ~400 s at 7–15; 106 s at load ≈ 2.5 (paper scale)
     "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select)
     "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
     "test_optional_inputs",                  # ~230 s: 2 builds

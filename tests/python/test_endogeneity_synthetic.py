@@ -3,8 +3,7 @@ specs (keytech.estimation.run_estimation) → the planted endogeneity is recover
 
 Two worlds, each planting one thing so that each claim has one unambiguous truth:
 
-* the **IV world** (``IV_WORLD_RATES``, paper scale's firms and cities with few patents other than
-  key-tech inventions (``IV_WORLD_PATENT_RATES``), seed 12): confounding only. Pilot cities are
+* the **IV world** (``IV_WORLD_RATES``, paper scale, seed 12): confounding only. Pilot cities are
   selected on the instruments' robot exposure *and* on an unobserved ``U_c``; ``U*_c`` (``U_c``
   made orthogonal to the instrument inputs within province) raises the key-tech log-rate by
   ``U*_c·path(year)`` with path a 2014–2018 ramp — a local boom in the pilot era. No spillover and
@@ -25,7 +24,7 @@ Two worlds, each planting one thing so that each claim has one unambiguous truth
   of the score; near controls below far controls and the two nearest distance bands positive and
   above the farther ones; a larger effect in high- than in low-agglomeration cities.
 
-One generate + build + estimation per world (~1.5 min small, ~2.5 min of CPU for the IV world)."""
+One generate + build + estimation per world (~1.5 min small, ~3 min paper on 2 cores)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,6 @@ from keytech.estimation.linear import fit_ols
 from keytech.estimation.iv import fit_iv
 from keytech.estimation.orchestration.registry import load_registry
 from keytech.synth import generate
-from keytech.synth.config import Rates
 
 pytestmark = pytest.mark.slow
 # `make test` (pytest-xdist): the two worlds are separate units of work, built on two workers at
@@ -63,18 +61,8 @@ IV_CONFOUNDER_SHIFT_MAX = 0.25  # |2SLS − 2SLS with the confounder controlled|
 # band came out slightly negative (−0.04) on this seed, so these tests keep their world.
 CALIBRATED_SHAPE = {"firm_city_concentration": 1.0, "pilot_size_selection": 0.9}
 
-# Issue 17 (no paper-scale work in the tests): the IV world keeps the paper scale's firms and
-# cities (the confounder is city-level; smaller worlds failed an assertion, docs/performance.md
-# "make test (issue 17)") but draws almost no patents that Table 4 does not count: the log-ratios
-# of non-key inventions, utility models and designs to key-tech inventions go from 0.45 / 1.55 /
-# 0.3 to −4 (≈ 2–3% of the key count each), so ≈ 1.7M landed patent rows become ≈ 0.25M. The
-# key-tech invention counts per firm-year are drawn before the other kinds' (keytech.synth.patents:
-# same draws); the draws after them (codes, dates) shift.
-IV_WORLD_PATENT_RATES = Rates(nonkey_log_ratio=-4.0, utility_log_ratio=-4.0, design_log_ratio=-4.0)
 
-
-def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str],
-                patent_rates: Rates | None = None) -> dict:
+def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str]) -> dict:
     from keytech.synth import config as synth_config
     from keytech.synth import endogeneity as synth_endogeneity
 
@@ -85,7 +73,7 @@ def _make_world(root: Path, scale: str, seed: int, rates: dict, only: list[str],
     synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(rates)
     synth_config.SCALES[scale] = dataclasses.replace(saved_scale, **CALIBRATED_SHAPE)
     try:
-        truth = generate(scale, seed, raw, progress=False, rates=patent_rates)
+        truth = generate(scale, seed, raw, progress=False)
     finally:
         synth_endogeneity.DEFAULT_RATES_OVERRIDE.clear()
         synth_endogeneity.DEFAULT_RATES_OVERRIDE.update(saved)
@@ -113,8 +101,7 @@ def iv_world(tmp_path_factory) -> dict:
     from keytech.synth.endogeneity import IV_WORLD_RATES
 
     return _make_world(tmp_path_factory.mktemp("iv_world"), "paper", 12, IV_WORLD_RATES,
-                       ["table4_col1", "table4_col2", "table4_col3", "table4_col4", "table4_col5"],
-                       patent_rates=IV_WORLD_PATENT_RATES)
+                       ["table4_col1", "table4_col2", "table4_col3", "table4_col4", "table4_col5"])
 
 
 @pytest.fixture(scope="module")
