@@ -40,15 +40,15 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse", "manifest
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
-HEAVY_MODULES = (  # full run 2026-12-03 (commit 3e77873), seconds per unit at load ≈ 7–15
-    "test_reliability[tiny_built]",          # ~600 s: ~8 builds (killed, rejected, concurrent, …)
-    "test_incremental",                      # ~500 s: 6 builds
-    "test_endogeneity_synthetic[iv_world]",  # ~400 s: paper-scale synth + build + Table 4
-    "minimal_warehouse",                     # ~400 s: e2e (tiny, seed 7) + diff + --fc-index sa
+HEAVY_MODULES = (  # seconds per unit at load ≈ 7–20 unless said (2026-12-03, h17e; docs/performance.md)
+    "test_reliability[tiny_built]",          # ~850 s: 4 full builds + killed, select, disk-full builds
+    "test_incremental",                      # ~560 s: one test, 5 dbt builds
+    "test_endogeneity_synthetic[iv_world]",  # ~400 s at 7–15; 106 s at load ≈ 2.5 (paper scale)
+    "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select)
     "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
     "test_optional_inputs",                  # ~230 s: 2 builds
-    "test_demo_command",                     # ~200 s: keytech demo
-    "test_endogeneity_synthetic[world]",     # ~200 s
+    "test_demo_command",                     # ~200 s: keytech demo (every spec)
+    "test_endogeneity_synthetic[world]",     # ~200 s: small world
     "test_mechanisms_recovery",              # ~150 s
     "test_concordance_edition",
     "test_endogeneity",

@@ -147,12 +147,22 @@ def test_policy_timing_on_a_hand_made_city(minimal_warehouse: dict):
 
 def test_fc_index_method_sa_equals_the_hadlock_pierce_formula(built, tmp_path: Path):
     """`keytech build --fc-index sa`: fc_index is the SA index recomputed here from fct_firm_years
-    (−0.737·Size + 0.043·Size² − 0.040·Age, Size = ln assets in million yuan, Age from lnage)."""
+    (−0.737·Size + 0.043·Size² − 0.040·Age, Size = ln assets in million yuan, Age from lnage).
+    Built on a copy of ``built`` with ``--select int_firm_year_financial_indices+`` (issue 17: one
+    dbt build less of the whole project): the var fc_index_method is read by that model only
+    (models/intermediate/mechanisms/int_firm_year_financial_indices.sql), so the selection — the
+    model and everything downstream of it, dbt tests included — is every node the option changes."""
+    import shutil
+
     import numpy as np
 
+    from keytech.build import read_build_state
+
     db = tmp_path / "sa.duckdb"
+    shutil.copyfile(built["db"], db)
     build_warehouse(BuildOptions(raw_dir=built["raw"], landing_dir=tmp_path / "landing", warehouse=db, quiet=True,
-                                 fc_index_method="sa"))
+                                 fc_index_method="sa", select="int_firm_year_financial_indices+"))
+    assert read_build_state(db) is None  # the selection was built (a partial build clears the state)
     rows = _query(db, "select f.size, f.lnage, i.fc_index from marts.fct_firm_years f "
                       "join intermediate.int_firm_year_financial_indices i using (stkcd, year)")
     size = np.array([r[0] for r in rows], dtype=float)

@@ -349,21 +349,26 @@ def tiny_built(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interrupted(tiny_built: dict) -> dict:
+def killed_then_concurrent(tiny_built: dict, tmp_path_factory) -> dict:
     """Warehouse B starts as a copy of A (a previous build). A `keytech build` into B is killed
-    (SIGKILL to its whole process group) while dbt runs; then an in-process build into B completes.
-    Records what each test below needs; the second build doubles as the second build of the same
-    inputs into a different file for the determinism tests."""
+    (SIGKILL to its whole process group) while dbt runs. Then two `keytech build`s run at the same
+    time (only KEYTECH_DB differs: each warehouse gets its own landing area): the next build of B
+    from A's raw folder, and a build of another warehouse C from a raw folder with half the patent
+    rows; meanwhile a third build of C is started (and must be refused). One dbt build thus serves
+    as the build after a killed build, as one of two concurrent builds, and as the second build of
+    the same inputs into a different file for the determinism tests. Records what the tests of
+    ``interrupted`` and ``concurrent`` need."""
+    from keytech import paths
+
     root = tiny_built["root"]
     db = root / "b" / "warehouse.duckdb"
     db.parent.mkdir()
     shutil.copyfile(tiny_built["db"], db)
     building = db.with_name(db.name + ".building")
-    landing = root / "b" / "landing"
+    landing = db.parent / f"{db.name}.landing"  # paths.landing_dir(db) without KEYTECH_LANDING_DIR
     record: dict = {"db": db, "building": building, "landing": landing, "before": _file_identity(db)}
-    env = dict(os.environ, KEYTECH_RAW_DIR=str(tiny_built["raw"]), KEYTECH_DB=str(db),
-               KEYTECH_LANDING_DIR=str(landing), KEYTECH_OUTPUT_DIR=str(root / "b" / "output"),
-               DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    env = dict(os.environ, **_env(db, tiny_built["raw"], root / "b" / "output"))
+    env.pop("KEYTECH_LANDING_DIR", None)
     log_path = root / "b" / "killed-build.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([_keytech_executable(), "build"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -400,12 +405,42 @@ def interrupted(tiny_built: dict) -> dict:
     from keytech.doctor import check_leftovers
 
     record["doctor_after_kill"] = [(f.status, f.render()) for f in check_leftovers(db)]
-    # the next build: discards the partial file, builds B and swaps it in
-    build_warehouse(BuildOptions(raw_dir=tiny_built["raw"], landing_dir=landing, warehouse=db, quiet=True))
+
+    # the next build of B (discards the partial file, builds B and swaps it in), concurrently with C
+    raw_b = root / "concurrent" / "raw_b"
+    shutil.copytree(tiny_built["raw"], raw_b)
+    lines = (raw_b / HOSTILE_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
+    (raw_b / HOSTILE_FILE).write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    runs = {"a": (db, tiny_built["raw"]), "b": (root / "concurrent" / "b" / "w.duckdb", raw_b)}
+    procs = {}
+    for name, (target, raw) in runs.items():
+        run_env = dict(os.environ, **_env(target, raw, target.parent / "out"))
+        run_env.pop("KEYTECH_LANDING_DIR", None)
+        procs[name] = subprocess.Popen([_keytech_executable(), "build"], env=run_env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+    lock_b = paths.lock_path(runs["b"][0])
+    deadline = time.monotonic() + 60
+    while not lock_b.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    third_env = dict(os.environ, **_env(runs["b"][0], tiny_built["raw"], root / "concurrent" / "b2" / "out"))
+    third_env.pop("KEYTECH_LANDING_DIR", None)
+    third = subprocess.run([_keytech_executable(), "build"], env=third_env, capture_output=True, text=True, timeout=300)
+    results = {name: (p.wait(timeout=900), *p.communicate()) for name, p in procs.items()}
+    assert landing.is_dir(), "the build after the kill did not land where paths.landing_dir says"
     record["partial_left_after_rebuild"] = building.exists()
     record["fingerprints"] = _fingerprints(db)
     record["rounded"] = _rounded_fingerprints(db)
+    record["concurrent"] = {"runs": runs, "results": results, "third": third,
+                            "raw_b_rows": len(lines[: len(lines) // 2]) - 1}
     return record
+
+
+@pytest.fixture(scope="module")
+def interrupted(killed_then_concurrent: dict) -> dict:
+    """The killed build into B and the build after it (``killed_then_concurrent``)."""
+    code, _, err = killed_then_concurrent["concurrent"]["results"]["a"]
+    assert code == 0, f"the build after the killed build failed:\n{err[-3000:]}"
+    return killed_then_concurrent
 
 
 @pytest.mark.slow
@@ -695,30 +730,11 @@ def test_doctor_reports_a_landing_that_does_not_match_the_warehouse(tiny_built: 
 
 
 @pytest.fixture(scope="module")
-def concurrent(tiny_built: dict, tmp_path_factory) -> dict:
+def concurrent(killed_then_concurrent: dict) -> dict:
     """Two warehouses built at the same time from different raw folders (only KEYTECH_DB differs:
-    each gets its own landing area), and a third build of the second warehouse started meanwhile."""
-    root = tmp_path_factory.mktemp("concurrent")
-    raw_b = root / "raw_b"
-    shutil.copytree(tiny_built["raw"], raw_b)
-    lines = (raw_b / HOSTILE_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
-    (raw_b / HOSTILE_FILE).write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
-    runs = {"a": (root / "a" / "w.duckdb", tiny_built["raw"]), "b": (root / "b" / "w.duckdb", raw_b)}
-    procs = {}
-    for name, (db, raw) in runs.items():
-        env = dict(os.environ, **_env(db, raw, root / name / "out"))
-        env.pop("KEYTECH_LANDING_DIR", None)
-        procs[name] = subprocess.Popen([_keytech_executable(), "build"], env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
-    lock_b = root / "b" / "w.duckdb.lock"
-    deadline = time.monotonic() + 60
-    while not lock_b.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    env = dict(os.environ, **_env(runs["b"][0], tiny_built["raw"], root / "b2" / "out"))
-    env.pop("KEYTECH_LANDING_DIR", None)
-    third = subprocess.run([_keytech_executable(), "build"], env=env, capture_output=True, text=True, timeout=300)
-    results = {name: (p.wait(timeout=900), *p.communicate()) for name, p in procs.items()}
-    return {"runs": runs, "results": results, "third": third, "raw_b_rows": len(lines[: len(lines) // 2]) - 1}
+    each gets its own landing area), and a third build of the second warehouse started meanwhile
+    (``killed_then_concurrent``: the first of the two is the build after the killed build)."""
+    return killed_then_concurrent["concurrent"]
 
 
 @pytest.mark.slow
