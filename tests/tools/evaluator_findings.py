@@ -47,7 +47,10 @@ ACCEPTED: dict[str, dict[str, str]] = {
     "fct_too_many_joins": {
         "fct_firm_year_mechanisms": "one left join per mechanism input (similarity, key-tech profiles, "
                                     "financial indices, subsidies, keywords, pool growth, patent counts, "
-                                    "first years) onto the firm-year grid"},
+                                    "first years) onto the firm-year grid",
+        "rpt_quarantine": "one CTE per input whose rejections it lists (7 parents, threshold 7); "
+                          "the landed patent columns come from stg_cnrds__patents since "
+                          "int_patents_dispositioned is narrow (issue 17)"},
 }
 
 
