@@ -11,13 +11,12 @@ placebo fast path) so their standard errors are on the same footing as the pyfix
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-#: eigenvalues of the Schur complement in :func:`exact_fe_rank` by fixed-effect structure (a spec
-#: and its siblings or multiple-testing members on the same rows have the same codes, hence the
-#: same S): a repeated structure costs no second decomposition and gives the same rank
+from keytech.estimation.core.schur import fe_structure_key, remember, schur_complement
+
+#: eigenvalues of the Schur complement in :func:`exact_fe_rank` by fixed-effect structure
+#: (keytech.estimation.core.schur): a repeated structure costs no second decomposition
 _SCHUR_EIGVALS: dict[tuple, np.ndarray] = {}
 
 
@@ -103,14 +102,7 @@ def exact_fe_rank(fe_codes: np.ndarray, cluster_codes: np.ndarray | None = None,
     D2 = sp.hstack([m for i, m in enumerate(mats) if i != big]).tocsr()
     if D2.shape[1] > max_dense:
         return None
-    key = (fe_codes.shape, tuple(free), hashlib.blake2b(np.ascontiguousarray(fe_codes).tobytes(), digest_size=20).digest())
-    if key not in _SCHUR_EIGVALS:  # the same FE structure (e.g. sibling specs on the same rows): same S
-        inv_n1 = 1.0 / np.asarray(D1.sum(axis=0)).ravel()
-        W = (D2.T @ D1).tocsr()
-        S = (D2.T @ D2).toarray() - (W @ sp.diags(inv_n1) @ W.T).toarray()
-        if len(_SCHUR_EIGVALS) >= 8:
-            _SCHUR_EIGVALS.pop(next(iter(_SCHUR_EIGVALS)))
-        _SCHUR_EIGVALS[key] = np.linalg.eigvalsh(S)
-    vals = _SCHUR_EIGVALS[key]
+    vals = remember(_SCHUR_EIGVALS, fe_structure_key(fe_codes, tuple(free)), 8,
+                    lambda: np.linalg.eigvalsh(schur_complement(D1, D2)[0]))
     scale = max(float(np.abs(vals).max()), 1.0)
     return D1.shape[1] + int((vals > 1e-9 * scale).sum())

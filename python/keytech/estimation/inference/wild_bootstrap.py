@@ -35,13 +35,14 @@ the same draws; with Rademacher weights and 2^G < B all 2^G sign vectors are enu
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from keytech.estimation.core.schur import fe_structure_key, remember, schur_complement
 
 WEBB_VALUES = np.concatenate([-np.sqrt(np.array([3, 2, 1]) / 2), np.sqrt(np.array([1, 2, 3]) / 2)])
 
@@ -201,9 +202,9 @@ def prepare(
 DIRECT_MAX_LEVELS = 4000
 
 
-#: eigen-decompositions of the Schur complement S by fixed-effect structure: members of one
-#: multiple-testing family often share their sample (same rows, same codes), and S depends on nothing
-#: else; the same computation gives the same numbers, so reusing it changes no result
+#: eigen-decompositions of the Schur complement S by fixed-effect structure
+#: (keytech.estimation.core.schur): members of one multiple-testing family often share their
+#: sample (same rows, same codes), and S depends on nothing else
 _SCHUR_EIGH: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -256,13 +257,8 @@ def cluster_scores_direct(fe_codes: np.ndarray, cl: np.ndarray, G: int, u0: np.n
                             (np.repeat(rows, len(others)), (codes[:, others] + offsets[:-1]).ravel())),
                            shape=(N, L2))
         W = (D2.T @ D1).tocsr()
-        key = (codes.shape, big, hashlib.blake2b(np.ascontiguousarray(codes).tobytes(), digest_size=20).digest())
-        if key not in _SCHUR_EIGH:
-            S = np.asarray((D2.T @ D2).todense()) - np.asarray((W @ sp.diags(1.0 / a) @ W.T).todense())
-            if len(_SCHUR_EIGH) >= 4:
-                _SCHUR_EIGH.pop(next(iter(_SCHUR_EIGH)))
-            _SCHUR_EIGH[key] = np.linalg.eigh(S)
-        lam, Q = _SCHUR_EIGH[key]
+        lam, Q = remember(_SCHUR_EIGH, fe_structure_key(codes, big), 4,
+                          lambda: np.linalg.eigh(schur_complement(D1, D2)[0]))
         top = max(float(lam[-1]), 1e-300)
         zero = lam <= 1e-10 * top
         if np.any((lam > 1e-10 * top) & (lam < 1e-6 * top)):
