@@ -17,13 +17,9 @@ PARQUET_ROW_GROUP = 500_000  # rows per row group of patents.parquet, and per bl
 
 def write_csv(df: pd.DataFrame, path: Path, encoding: str, desc: list[list[str]] | None = None,
                line_end: str = "\n") -> None:
-    parts = []
-    header = pd.DataFrame([list(df.columns)] + (desc or []), columns=df.columns)
-    full = pd.concat([header, df.astype(object)], ignore_index=True)
-    text = full.to_csv(index=False, header=False, lineterminator=line_end)
-    parts.append(text)
-    with open(path, "w", encoding=encoding, newline="") as handle:
-        handle.write("".join(parts))
+    """``df`` as a vendor-style CSV: the header row, the description rows ``desc`` (labels,
+    units), then the data."""
+    write_csv_blocks(list(df.columns), [df], path, encoding, line_end, desc)
 
 
 def _arrow_table(df: pd.DataFrame, column_types: dict[str, str]) -> pa.Table:
@@ -57,11 +53,12 @@ def write_parquet_blocks(blocks, path: Path, column_types: dict[str, str]) -> No
             writer.close()
 
 
-def write_csv_blocks(columns: list[str], blocks, path: Path, encoding: str, line_end: str = "\n") -> None:
-    """``write_csv`` (no description rows) of the concatenated frames, one frame at a time."""
+def write_csv_blocks(columns: list[str], blocks, path: Path, encoding: str, line_end: str = "\n",
+                     desc: list[list[str]] | None = None) -> None:
+    """:func:`write_csv` of the concatenated frames ``blocks``, one frame at a time (issue 17)."""
     with open(path, "w", encoding=encoding, newline="") as handle:
-        handle.write(pd.DataFrame([columns], columns=columns).to_csv(index=False, header=False,
-                                                                     lineterminator=line_end))
+        handle.write(pd.DataFrame([columns] + (desc or []), columns=columns)
+                     .to_csv(index=False, header=False, lineterminator=line_end))
         for df in blocks:
             handle.write(df.astype(object).to_csv(index=False, header=False, lineterminator=line_end))
 
