@@ -25,7 +25,20 @@ from keytech.warehouse import connect, mart_fingerprint, table_exists
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-# Suites as data: mart -> list of (expectation class name, keyword arguments).
+
+
+class _PanelEndYear:
+    """Marks the panel-window bound in ``SUITES``: ``suites_for(end_year)`` puts the warehouse's last
+    panel year there (dbt var ``panel_end_year``: 2022 by default, 2024 for the xl scale)."""
+
+    def __repr__(self) -> str:
+        return "PANEL_END_YEAR"
+
+
+PANEL_END_YEAR = _PanelEndYear()
+
+# Suites as data: mart -> list of (expectation class name, keyword arguments); run them through
+# ``suites_for`` (it fills in PANEL_END_YEAR).
 SUITES: dict[str, list[tuple[str, dict]]] = {
     "rpt_analysis_panel": [
         ("ExpectTableRowCountToBeBetween", {"min_value": 1}),
@@ -58,7 +71,7 @@ SUITES: dict[str, list[tuple[str, dict]]] = {
     ],
     "fct_firm_years": [
         ("ExpectCompoundColumnsToBeUnique", {"column_list": ["stkcd", "year"]}),
-        ("ExpectColumnValuesToBeBetween", {"column": "year", "min_value": 2008, "max_value": 2022}),
+        ("ExpectColumnValuesToBeBetween", {"column": "year", "min_value": 2008, "max_value": PANEL_END_YEAR}),
         ("ExpectColumnValuesToNotBeNull", {"column": "city_code", "mostly": 0.95}),
         ("ExpectColumnValuesToNotBeNull", {"column": "size", "mostly": 0.9}),
         ("ExpectColumnValuesToBeBetween", {"column": "kd", "min_value": 0.0, "max_value": 5.0, "mostly": 0.99}),
@@ -66,7 +79,7 @@ SUITES: dict[str, list[tuple[str, dict]]] = {
     "fct_patents": [
         ("ExpectColumnValuesToBeUnique", {"column": "patent_id"}),
         ("ExpectColumnValuesToBeInSet", {"column": "patent_type", "value_set": ["invention", "utility_model", "design"]}),
-        ("ExpectColumnValuesToBeBetween", {"column": "application_year", "min_value": 2008, "max_value": 2022}),
+        ("ExpectColumnValuesToBeBetween", {"column": "application_year", "min_value": 2008, "max_value": PANEL_END_YEAR}),
         ("ExpectColumnValuesToBeBetween", {"column": "citations", "min_value": 0}),
         ("ExpectColumnMeanToBeBetween", {"column": "is_invention", "min_value": 0.05, "max_value": 0.95}),
     ],
@@ -114,22 +127,15 @@ def panel_end_year(con) -> int:
     return int(project["vars"]["panel_end_year"])
 
 
-PANEL_END_YEAR_AS_WRITTEN = 2022  # the panel-window bound written in SUITES (fct_firm_years, fct_patents)
-
-
 def suites_for(end_year: int) -> dict:
-    """``SUITES`` with the panel-window bound (the year columns' ``max_value`` 2022 as written) at
-    ``end_year``; the sample-window bounds (2019) stay."""
-    out = {}
-    for mart, expectations in SUITES.items():
-        out[mart] = [(name, {**kwargs, "max_value": end_year}
-                      if name == "ExpectColumnValuesToBeBetween" and kwargs["column"] in ("year", "application_year")
-                      and kwargs.get("max_value") == PANEL_END_YEAR_AS_WRITTEN else kwargs)
-                     for name, kwargs in expectations]
-    return out
+    """``SUITES`` with ``PANEL_END_YEAR`` (the panel-window bound of ``fct_firm_years.year`` and
+    ``fct_patents.application_year``) set to ``end_year``; the sample-window bounds (2019) stay."""
+    return {mart: [(name, {key: end_year if value is PANEL_END_YEAR else value for key, value in kwargs.items()})
+                   for name, kwargs in expectations]
+            for mart, expectations in SUITES.items()}
 
 
-def _run_suites(frames: dict, suites: dict | None = None) -> dict:
+def _run_suites(frames: dict, suites: dict) -> dict:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -140,7 +146,7 @@ def _run_suites(frames: dict, suites: dict | None = None) -> dict:
         pass
     source = context.data_sources.add_pandas("marts")
     outcome: dict = {}
-    for mart, expectations in (suites or SUITES).items():
+    for mart, expectations in suites.items():
         frame = frames[mart]
         asset = source.add_dataframe_asset(name=mart)
         batch = asset.add_batch_definition_whole_dataframe(f"{mart}_all")

@@ -135,7 +135,7 @@ def test_panel_end_year_reaches_dbt_and_the_checks(tmp_path):
     import duckdb
 
     from keytech.build import BuildOptions, dbt_vars
-    from keytech.quality import SUITES, panel_end_year, suites_for
+    from keytech.quality import PANEL_END_YEAR, SUITES, panel_end_year, suites_for
 
     base = dict(raw_dir=tmp_path / "raw", landing_dir=tmp_path / "landing", warehouse=tmp_path / "w.duckdb")
     assert "panel_end_year" not in dbt_vars(BuildOptions(**base))
@@ -158,4 +158,10 @@ def test_panel_end_year_reaches_dbt_and_the_checks(tmp_path):
     # the panel window moves, the 2010-2019 sample window of rpt_analysis_panel does not
     assert bounds == {("fct_firm_years", "year"): 2024, ("fct_patents", "application_year"): 2024,
                       ("rpt_analysis_panel", "year"): 2019}
-    assert suites_for(2022) == SUITES  # the default window leaves the suites as written
+    # the marker is the only thing filled in: the default window gives the suites with 2022 there
+    marked = {(m, k["column"]) for m, exps in SUITES.items() for _, k in exps
+              if any(v is PANEL_END_YEAR for v in k.values())}
+    assert marked == {("fct_firm_years", "year"), ("fct_patents", "application_year")}
+    as_2022 = {m: [(n, {key: 2022 if v is PANEL_END_YEAR else v for key, v in k.items()}) for n, k in exps]
+               for m, exps in SUITES.items()}
+    assert suites_for(2022) == as_2022
