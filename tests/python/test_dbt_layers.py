@@ -146,13 +146,16 @@ def test_intermediates_read_only_staging_seeds_and_intermediates(manifest):
 # expensive invariant is tested once, on the mart that owns it) → that mart
 TESTED_ON_THEIR_MART = {"int_patent_ipc_codes_flagged": "fct_patent_ipc_codes",
                         "int_patents_key_tech_flagged": "fct_patents"}
+# lookups such a mart may join besides its model, each with a primary key on the join column, so
+# the join keeps the model's rows and grain (fct_patent_ipc_codes adds what each code implies)
+MART_LOOKUPS = {"fct_patent_ipc_codes": {"int_ipc_codes_matched": ["ipc_code"]}}
 
 
 def test_every_model_has_a_grain_test(manifest):
     """Every model has a grain test, primary_key or unique_combination_of_columns (macros/tests),
     except the two intermediates whose rows a mart selects unchanged: that mart has it, and reads
-    nothing else. (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without
-    the package.)"""
+    nothing else but lookups with a primary key on the join column (MART_LOOKUPS).
+    (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without the package.)"""
     grain = {n["attached_node"] for n in manifest["nodes"].values()
              if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("name")
              in ("primary_key", "unique_combination_of_columns")}
@@ -160,8 +163,14 @@ def test_every_model_has_a_grain_test(manifest):
              if n["resource_type"] == "model" and n["package_name"] == "keytech"}
     missing = sorted(name for name, uid in nodes.items() if uid not in grain and name not in TESTED_ON_THEIR_MART)
     assert not missing, f"no primary_key test: {missing}"
+    primary_keys = {(n["attached_node"], tuple(n["test_metadata"]["kwargs"]["columns"]))
+                    for n in manifest["nodes"].values() if n["resource_type"] == "test"
+                    and (n.get("test_metadata") or {}).get("name") == "primary_key"}
     for model, mart in TESTED_ON_THEIR_MART.items():
-        assert nodes[mart] in grain and manifest["nodes"][nodes[mart]]["depends_on"]["nodes"] == [nodes[model]]
+        lookups = MART_LOOKUPS.get(mart, {})
+        assert nodes[mart] in grain and sorted(manifest["nodes"][nodes[mart]]["depends_on"]["nodes"]) == sorted(
+            [nodes[model], *(nodes[name] for name in lookups)])
+        assert all((nodes[name], tuple(key)) in primary_keys for name, key in lookups.items())
 
 
 def test_merged_column_tests_name_documented_columns(manifest):

@@ -65,5 +65,6 @@ def test_design_locarno_classes_are_not_ipc_and_not_quarantined(built):
     assert _q(built, "select count(*) from marts.rpt_quarantine where source_table = 'patents'") == [(0,)]
     assert _q(built, "select locarno_class from staging.stg_cnrds__patents where patent_type = 'design' "
                      "order by _source_row") == [("14-03",), ("LOC (12) Cl. 12-08",)]
-    assert _q(built, "select count(*) from intermediate.int_patent_ipc_tokens_parsed "
-                     "where patent_id like '600001:%'") == [(0,)]
+    assert _q(built, "select count(*) from intermediate.int_patent_ipc_tokens_parsed as tokens "
+                     "inner join staging.stg_cnrds__patents as staged using (_source_file, _source_row) "
+                     "where staged.patent_id like '600001:%'") == [(0,)]

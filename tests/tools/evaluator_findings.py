@@ -35,9 +35,7 @@ ACCEPTED: dict[str, dict[str, str]] = {
         "fct_firm_years": "the in-between models (fct_city_year_similarity, rpt_analysis_panel) are "
                           "marts read by analysts and the estimation layer, not only by dbt",
         "int_pilot_projects_city_matched": "the in-between fct_city_year_exposures is the instruments "
-                                           "mart analysts read (Table 4)",
-        "int_patent_ipc_tokens_parsed": "int_ipc_codes_matched matches each distinct IPC code once "
-                                        "(not every token) before the join back: a performance design"},
+                                           "mart analysts read (Table 4)"},
     "fct_missing_primary_key_tests": {
         name: "grain tested once, on the mart that selects it unchanged (fct_patents / fct_patent_ipc_codes); "
               "test_dbt_layers enforces it"

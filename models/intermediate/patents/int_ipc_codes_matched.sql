@@ -39,14 +39,24 @@ subindustries as (
     select * from {{ ref('sei_subindustries') }}
 ),
 
-codes as (
-    select distinct
-        ipc_code,
-        ipc_subclass,
-        ipc_class,
-        {{ ipc_main_group_of('ipc_code') }} as parent_main_group
+distinct_codes as (
+    select distinct ipc_code
     from tokens
     where ipc_code is not null
+),
+
+{#- what a code implies, computed once per distinct code (the tokens table does not repeat
+    it per token: issue 17) -#}
+codes as (
+    select
+        ipc_code,
+        left(ipc_code, 4) as ipc_subclass,
+        left(ipc_code, 3) as ipc_class,
+        case
+            when contains(ipc_code, '/') then split_part(ipc_code, '/', 1) || '/00'
+        end as main_group,
+        {{ ipc_main_group_of('ipc_code') }} as parent_main_group
+    from distinct_codes
 ),
 
 rules_by_code as (
@@ -105,6 +115,7 @@ levels as (
         codes.ipc_code,
         codes.ipc_subclass,
         codes.ipc_class,
+        codes.main_group,
         exact_rules.sei_rule_ids as exact_rule_ids,
         main_group_rules.sei_rule_ids as main_group_rule_ids,
         case
@@ -139,6 +150,7 @@ matched as (
         ipc_code,
         ipc_subclass,
         ipc_class,
+        main_group,
         case
             when exact_rule_ids is not null then 'exact'
             {%- if hierarchical %}
@@ -186,6 +198,7 @@ final as (
         matched.ipc_code,
         matched.ipc_subclass,
         matched.ipc_class,
+        matched.main_group,
         matched.match_level,
         matched.match_level <> 'none' as is_key_tech,
         matched.sei_rule_ids,

@@ -1,13 +1,17 @@
 {{ incremental_patent_model_config() }}
 
-{#- Incremental: see macros/delete_redispositioned_patents.sql and docs/performance.md. -#}
+{#- Incremental: see macros/delete_redispositioned_patents.sql and docs/performance.md.
+
+    Narrow (issue 17): one row per parseable code of a kept patent with only what the token
+    adds (position, raw text, code, main-code flag). What the code implies (subclass, class,
+    main group, SEI match, key-tech flag) is one row per distinct code in int_ipc_codes_matched
+    (about 50,000 codes for 2.6 M rows at paper scale): fct_patent_ipc_codes and the readers
+    of this model join it on ipc_code, so a build does not write the SEI lists once per row.
+    Every parseable token's code is a row of int_ipc_codes_matched (it is built from all
+    tokens), so that join keeps every row. -#}
 
 with tokens as (
     select * from {{ ref('int_patent_ipc_tokens_parsed') }}
-),
-
-codes as (
-    select * from {{ ref('int_ipc_codes_matched') }}
 ),
 
 patents as (
@@ -16,6 +20,7 @@ patents as (
 
 kept_patents as (
     select
+        patent_id,
         _source_file,
         _source_row
     from patents
@@ -25,33 +30,18 @@ kept_patents as (
     {%- endif %}
 ),
 
-parsed_tokens as (
-    select tokens.*
+final as (
+    select
+        kept_patents.patent_id,
+        tokens.ipc_position,
+        tokens.ipc_raw,
+        tokens.ipc_code,
+        tokens.is_main_code
     from tokens
     inner join kept_patents
         on tokens._source_file = kept_patents._source_file
         and tokens._source_row = kept_patents._source_row
     where tokens.ipc_code is not null
-),
-
-final as (
-    select
-        parsed_tokens.patent_id,
-        parsed_tokens.ipc_position,
-        parsed_tokens.ipc_raw,
-        parsed_tokens.ipc_code,
-        parsed_tokens.ipc_subclass,
-        parsed_tokens.ipc_class,
-        parsed_tokens.main_group,
-        parsed_tokens.is_main_code,
-        codes.match_level,
-        codes.sei_rule_ids,
-        codes.sei_codes,
-        codes.sei_industry_codes,
-        codes.is_key_tech
-    from parsed_tokens
-    inner join codes
-        on parsed_tokens.ipc_code = codes.ipc_code
 )
 
 select * from final

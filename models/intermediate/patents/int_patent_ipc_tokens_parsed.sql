@@ -44,7 +44,6 @@ ipc_strings as (
     select
         _source_file,
         _source_row,
-        patent_id,
         hash(patent_id, ipc_string) as _row_hash,
         ipc_string
     from patents
@@ -63,7 +62,6 @@ classified as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         ipc_string,
         regexp_full_match(ipc_string, '[ -~]*') as is_printable_ascii
@@ -103,7 +101,6 @@ normalised as (
     select
         classified._source_file,
         classified._source_row,
-        classified.patent_id,
         classified._row_hash,
         classified.is_printable_ascii as was_printable_ascii,
         case
@@ -130,7 +127,6 @@ split as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         is_printable_ascii,
         string_split(
@@ -148,7 +144,6 @@ ascii_tokens as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         list_filter(
             list_transform(pieces, lambda piece: trim(piece)),
@@ -162,7 +157,6 @@ ascii_bases as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         list_transform(raws, lambda raw: replace(upper(raw), ' ', '')) as bases
@@ -173,7 +167,6 @@ unicode_tokens as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         list_filter(
             list_transform(pieces, lambda piece: {{ strip_whitespace('piece') }}),
@@ -187,7 +180,6 @@ unicode_bases as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         list_transform(raws, lambda raw: {{ remove_whitespace('upper(raw)') }}) as bases
@@ -204,7 +196,6 @@ compacted as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         bases,
@@ -218,7 +209,6 @@ coded as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         bases,
@@ -230,7 +220,6 @@ keyed as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         codes,
@@ -244,7 +233,6 @@ deduplicated as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         codes,
@@ -268,7 +256,6 @@ unnested as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         raws,
         codes,
@@ -278,23 +265,19 @@ unnested as (
     from main_codes
 ),
 
+{#- Narrow (issue 17): what a code implies (subclass, class, main group, match) is a column
+    of int_ipc_codes_matched, one row per distinct code, and the patent key is
+    int_patents_dispositioned's (same _source_file, _source_row); this table holds only what
+    the token itself adds, so a build writes 7 columns of 2.6 M rows at paper scale, not 12. -#}
 final as (
     select
         _source_file,
         _source_row,
-        patent_id,
         _row_hash,
         cast(ipc_position as integer) as ipc_position,
         raws[token_index] as ipc_raw,
         codes[token_index] as ipc_code,
-        codes[token_index] is not null as is_parsed,
-        coalesce(ipc_position = main_code_position, false) as is_main_code,
-        left(codes[token_index], 4) as ipc_subclass,
-        left(codes[token_index], 3) as ipc_class,
-        case
-            when contains(codes[token_index], '/')
-                then split_part(codes[token_index], '/', 1) || '/00'
-        end as main_group
+        coalesce(ipc_position = main_code_position, false) as is_main_code
     from unnested
 )
 

@@ -20,6 +20,10 @@ patent_codes as (
     {%- endif %}
 ),
 
+codes as (
+    select * from {{ ref('int_ipc_codes_matched') }}
+),
+
 landed as (
     select * from {{ ref('stg_cnrds__patents') }}
 ),
@@ -72,12 +76,11 @@ applicant_counts as (
 {#- A patent's SEI industries are the union of its key-tech codes' industries. Each code's
     industries (a short sorted list of integers 0-62, 1-9 in the seed) become the bits of one
     integer, so a patent's union is a bit_or and the list is spelt out once per patent
-    (decoded), not built by flattening a list of lists per group (issue 17). -#}
-code_masks as (
+    (decoded), not built by flattening a list of lists per group (issue 17). The bits are
+    computed once per distinct code (int_ipc_codes_matched) and joined to the patents' codes. -#}
+code_industry_masks as (
     select
-        patent_id,
         ipc_code,
-        is_main_code,
         is_key_tech,
         coalesce(
             list_aggregate(
@@ -95,7 +98,19 @@ code_masks as (
             ),
             0
         ) as industry_mask
+    from codes
+),
+
+code_masks as (
+    select
+        patent_codes.patent_id,
+        patent_codes.ipc_code,
+        patent_codes.is_main_code,
+        code_industry_masks.is_key_tech,
+        code_industry_masks.industry_mask
     from patent_codes
+    inner join code_industry_masks
+        on patent_codes.ipc_code = code_industry_masks.ipc_code
 ),
 
 code_summary as (
