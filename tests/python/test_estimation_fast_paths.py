@@ -10,7 +10,9 @@
   without covariates.
 * Honest DiD (``honest_did.rm_ci``): the conditional test from the polyhedron's dual vertices equals
   the HiGHS LP path (same confidence sets and per-polyhedron records; eta and lambda equal HiGHS's
-  optimum and duals); the folded-normal quantile via ``special.ndtr`` is bit-identical."""
+  optimum and duals); the screen of the critical value (truncated-normal tail at the statistic)
+  decides as scipy's ``truncnorm.ppf`` does; the folded-normal quantile via ``special.ndtr`` is
+  bit-identical."""
 
 from __future__ import annotations
 
@@ -158,9 +160,20 @@ for _seed in range(2):
     _HD_CASES.append((_b, _S, _n_pre, _n_post))
 
 
+def _exact_exceeds(stat, p, lo, hi):
+    """The decision before the screen: against the critical value from scipy's truncnorm.ppf."""
+    return stat > max(0.0, hdmod._truncnorm_quantile(p, lo, hi))
+
+
 def _old_conditional_test(y, X, sigma, alpha, kappa, lf_cv, vertices=None):
-    """The test before the fast path: HiGHS for eta and lambda, vertices enumerated inside."""
-    return _ORIGINAL_CONDITIONAL_TEST(y, X, sigma, alpha, kappa, lf_cv)
+    """The test before the fast paths: HiGHS for eta and lambda, vertices enumerated inside, the
+    critical value from truncnorm.ppf."""
+    saved = hdmod._exceeds_truncnorm_quantile
+    hdmod._exceeds_truncnorm_quantile = _exact_exceeds
+    try:
+        return _ORIGINAL_CONDITIONAL_TEST(y, X, sigma, alpha, kappa, lf_cv)
+    finally:
+        hdmod._exceeds_truncnorm_quantile = saved
 
 
 _ORIGINAL_CONDITIONAL_TEST = hdmod._conditional_test
@@ -214,7 +227,7 @@ def test_lp_eta_from_vertices_equals_highs(case):
                     np.testing.assert_allclose(lam_fast, lam_lp, rtol=1e-9, atol=1e-11)
                     n_fast += 1
                     assert (hdmod._conditional_test(y, X, Sy, 0.05, 0.005, cv, vertices)
-                            == _ORIGINAL_CONDITIONAL_TEST(y, X, Sy, 0.05, 0.005, cv))
+                            == _old_conditional_test(y, X, Sy, 0.05, 0.005, cv))
     assert n_fast > 100
 
 
@@ -253,3 +266,39 @@ def test_folded_normal_quantile_ndtr_is_bit_identical():
             assert q == old(p, t)
             # independent: the folded normal's CDF at the quantile is p
             assert _stats.norm.cdf(q - t) - _stats.norm.cdf(-q - t) == pytest.approx(p, abs=1e-12)
+
+
+def test_truncnorm_screen_gives_the_quantile_decision():
+    """The screen of the conditional test (upper tail at the statistic against 1 - p) decides as the
+    critical value from scipy's truncnorm.ppf, on random and on hard cases: statistics at the
+    quantile itself and 1e-9 either side, narrow intervals, far tails, infinite ends."""
+    rng = np.random.default_rng(7)
+    p = 1 - (0.05 - 0.005) / (1 - 0.005)
+    cases = []
+    for _ in range(800):
+        lo = rng.choice([-np.inf, rng.normal(0, 3)])
+        hi = rng.choice([np.inf, lo + rng.exponential(2.0) if np.isfinite(lo) else rng.normal(1, 3)])
+        if not lo < hi:
+            continue
+        s_lo = lo if np.isfinite(lo) else min(hi, 0.0) - 5
+        s_hi = hi if np.isfinite(hi) else max(lo, 0.0) + 5
+        cases.append((rng.uniform(s_lo, s_hi), lo, hi))
+        q = hdmod._truncnorm_quantile(p, lo, hi)
+        for d in (0.0, 1e-9, -1e-9, 1e-7, -1e-7):
+            if lo <= q + d <= hi:
+                cases.append((q + d, lo, hi))
+    for lo, hi in [(30.0, 30.5), (36.0, 37.0), (39.0, 40.0), (0.5, 0.5005), (-0.2, 0.2), (-40.0, 0.1), (5.0, np.inf)]:
+        for stat in np.linspace(lo if np.isfinite(lo) else -3, hi if np.isfinite(hi) else lo + 3, 41):
+            cases.append((stat, lo, hi))
+    screened = 0
+    for stat, lo, hi in cases:
+        assert hdmod._exceeds_truncnorm_quantile(stat, p, lo, hi) == _exact_exceeds(stat, p, lo, hi), (stat, lo, hi)
+        calls = []
+        saved = hdmod._truncnorm_quantile
+        hdmod._truncnorm_quantile = lambda *a: calls.append(1) or saved(*a)
+        try:
+            hdmod._exceeds_truncnorm_quantile(stat, p, lo, hi)
+        finally:
+            hdmod._truncnorm_quantile = saved
+        screened += stat > 0 and not calls
+    assert screened > 250  # the screen decides most of the random cases (else it saves nothing)

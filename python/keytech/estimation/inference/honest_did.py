@@ -396,8 +396,32 @@ def _conditional_test(y: np.ndarray, X: np.ndarray, sigma: np.ndarray, alpha: fl
         stat, zlo, zup = eta / sb, vlo / sb, min(vup, lf_cv) / sb
     if not zlo <= stat <= zup:
         return False
-    cval = max(0.0, _truncnorm_quantile(1 - size, zlo, zup))
-    return stat > cval
+    return _exceeds_truncnorm_quantile(stat, 1 - size, zlo, zup)
+
+
+SCREEN_MARGIN = 1e-6
+
+
+def _exceeds_truncnorm_quantile(stat: float, p: float, lo: float, hi: float) -> bool:
+    """``stat > max(0, _truncnorm_quantile(p, lo, hi))`` for ``lo <= stat <= hi``.
+
+    Decided from the truncated normal's upper tail at ``stat`` when that is clearly on one side of
+    ``1 - p``: with Q(x) = P(N(0,1) > x), R = (Q(stat) - Q(hi)) / (Q(lo) - Q(hi)) = P(Z > stat | lo <=
+    Z <= hi), and stat exceeds the p quantile exactly when R < 1 - p. Only when R is within
+    ``SCREEN_MARGIN`` plus a bound on its rounding error of 1 - p (or the interval is narrower
+    than 1e-3, or a tail probability underflows) is the quantile itself computed (scipy's
+    ``truncnorm.ppf``, as before): the decision is the one the quantile gives."""
+    if not stat > 0.0:  # the critical value is at least 0
+        return False
+    if hi - lo > 1e-3:  # (an infinite end is fine: Q(-inf) = 1, Q(inf) = 0)
+        q_lo, q_s, q_hi = special.ndtr(-lo), special.ndtr(-stat), special.ndtr(-hi)
+        mass = q_lo - q_hi
+        if q_lo > 0.0 and mass > 0.0:
+            r = (q_s - q_hi) / mass
+            err = 1e-9 * (q_lo + q_s + q_hi) / mass
+            if abs(r - (1.0 - p)) > SCREEN_MARGIN + err:
+                return bool(r < 1.0 - p)
+    return stat > max(0.0, _truncnorm_quantile(p, lo, hi))
 
 
 def _dual_vertices(W: np.ndarray) -> np.ndarray:
