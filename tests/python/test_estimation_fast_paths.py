@@ -302,3 +302,29 @@ def test_truncnorm_screen_gives_the_quantile_decision():
             hdmod._truncnorm_quantile = saved
         screened += stat > 0 and not calls
     assert screened > 250  # the screen decides most of the random cases (else it saves nothing)
+
+
+@pytest.mark.parametrize("case", range(len(_HD_CASES)))
+def test_dual_vertices_stacked_equal_the_basis_loop(case):
+    """The stacked enumeration of the dual vertices = the basis-by-basis loop it replaces (same
+    bits), and every vertex is a feasible dual point (independent check: W'lam = e1, lam >= 0)."""
+    b, S, n_pre, n_post = _HD_CASES[case]
+    rng = np.random.default_rng(case)
+    for mbar in (0.0, 1.0):
+        for s in range(-(n_pre - 1), 1):
+            A = hdmod.rm_constraints(n_pre, n_post, mbar, s, bool(rng.integers(2)))
+            rows = np.where(np.any(A[:, n_pre:] != 0, axis=1))[0]
+            G_inv = np.linalg.inv(hdmod._gamma_matrix(hdmod.target_vector("first", n_post)))
+            X = (A[:, n_pre:] @ G_inv)[rows, 1:]
+            W = np.column_stack([np.sqrt(np.diag((A @ S @ A.T)[np.ix_(rows, rows)])), X])
+            fast, slow = hdmod._dual_vertex_sets(W), hdmod._dual_vertex_sets_loop(W)
+            assert len(fast[0]) > 0
+            assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+            e1 = np.eye(W.shape[1])[0]
+            np.testing.assert_allclose(fast[1] @ W, np.tile(e1, (len(fast[1]), 1)), atol=1e-9)
+            assert (fast[1] >= 0).all()
+    # degenerate inputs: fewer rows than columns, repeated rows (singular bases)
+    W = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+    for M in (W, W[:1]):
+        f, s2 = hdmod._dual_vertex_sets(M), hdmod._dual_vertex_sets_loop(M)
+        assert np.array_equal(f[0], s2[0]) and np.array_equal(f[1], s2[1])

@@ -432,7 +432,39 @@ def _dual_vertices(W: np.ndarray) -> np.ndarray:
 
 def _dual_vertex_sets(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(_dual_vertices(W), the same vertices unrounded)``: the rounded rows (to 12 decimals,
-    de-duplicated) and, row for row, the first basic solution that rounded to each."""
+    de-duplicated) and, row for row, the first basic solution that rounded to each.
+
+    Every basis (``k1`` of the ``m`` rows, in ``itertools.combinations`` order) with
+    ``|det W_B| >= 1e-12`` whose solution of ``W_B' lam_B = e1`` is non-negative (to -1e-12) gives
+    a vertex. The determinants and solves run as one stacked LAPACK call each (numpy applies the
+    same getrf/gesv to every matrix of a stack as to a single one: ``_dual_vertex_sets_loop``, the
+    basis-by-basis form, gives the same bits; tests compare them)."""
+    from itertools import combinations
+
+    m, k1 = W.shape
+    if m < k1:
+        return np.zeros((0, m)), np.zeros((0, m))
+    bases = np.array(list(combinations(range(m), k1)), dtype=np.intp).reshape(-1, k1)
+    WB = W[bases]  # (n_bases, k1, k1)
+    ok = np.abs(np.linalg.det(WB)) >= 1e-12
+    bases, WB = bases[ok], WB[ok]
+    if not len(bases):
+        return np.zeros((0, m)), np.zeros((0, m))
+    e1 = np.zeros((len(bases), k1, 1))
+    e1[:, 0, 0] = 1.0
+    lam_B = np.linalg.solve(np.swapaxes(WB, 1, 2), e1)[:, :, 0]
+    feasible = np.all(lam_B >= -1e-12, axis=1)
+    bases, lam_B = bases[feasible], lam_B[feasible]
+    if not len(bases):
+        return np.zeros((0, m)), np.zeros((0, m))
+    raw = np.zeros((len(bases), m))
+    raw[np.arange(len(bases))[:, None], bases] = np.maximum(lam_B, 0.0)
+    V, first = np.unique(np.round(raw, 12), axis=0, return_index=True)
+    return V, raw[first]
+
+
+def _dual_vertex_sets_loop(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The basis-by-basis enumeration :func:`_dual_vertex_sets` replaces (kept for the tests)."""
     from itertools import combinations
 
     m, k1 = W.shape
