@@ -142,14 +142,17 @@ def test_t_boot_at_zero_equals_general_form():
 # replace (HiGHS LP per grid point, vertices re-enumerated per call, stats.norm.cdf) and with
 # independent checks (the LP's own optimum and duals; the folded normal's CDF at the quantile).
 
+import json
+from pathlib import Path
+
 from scipy import optimize as _opt, stats as _stats
 
 from keytech.estimation.inference import honest_did as hdmod
 
+_HD_REF = Path(__file__).parent / "reference" / "honest_did_reference.json"
 _HD_CASES = [  # (beta, sigma, num_pre, num_post): the reference examples plus random event studies
-    *[(np.asarray(c["betahat"]), np.asarray(c["sigma"]), c["num_pre"], c["num_post"])
-      for c in __import__("json").loads((__import__("pathlib").Path(__file__).parent / "reference"
-                                          / "honest_did_reference.json").read_text())["cases"]],
+    (np.asarray(c["betahat"]), np.asarray(c["sigma"]), c["num_pre"], c["num_post"])
+    for c in json.loads(_HD_REF.read_text())["cases"]
 ]
 for _seed in range(2):
     _rng = np.random.default_rng(100 + _seed)
