@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 DEFAULT_MBAR = (0.0, 0.5, 1.0, 1.5, 2.0)
 GRID_POINTS = 1000
@@ -99,7 +99,9 @@ def folded_normal_quantile(p: float, t: float) -> float:
         return t + float(stats.norm.ppf(p))
 
     def f(x: float) -> float:
-        return stats.norm.cdf(x - t) - stats.norm.cdf(-x - t) - p
+        # scipy.special.ndtr is what stats.norm.cdf evaluates (bit for bit at finite x, without the
+        # distribution machinery's argument checks: brentq calls this ~10 times per quantile)
+        return special.ndtr(x - t) - special.ndtr(-x - t) - p
 
     hi = t + 10.0
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-14))
@@ -249,6 +251,23 @@ def _lp_eta(y: np.ndarray, X: np.ndarray, sd: np.ndarray):
     return float(r.x[0]), -np.asarray(r.ineqlin.marginals), True
 
 
+def _lp_eta_vertices(y: np.ndarray, vertices: tuple[np.ndarray, np.ndarray] | None, X: np.ndarray, sd: np.ndarray):
+    """``_lp_eta`` from the dual vertices: eta = max over the vertices of lambda' y and lambda the
+    maximising vertex (strong duality), when that vertex is the unique maximiser by a clear margin
+    (then it is the LP's only dual solution, the one HiGHS returns). Ties, an empty vertex set or
+    too many moments to enumerate fall back to the LP."""
+    if vertices is None or not len(vertices[1]):
+        return _lp_eta(y, X, sd)
+    exact = vertices[1]
+    vals = exact @ y
+    j = int(np.argmax(vals))
+    if len(vals) > 1:
+        second = float(np.max(np.delete(vals, j)))
+        if vals[j] - second <= 1e-7 * (1.0 + abs(float(vals[j]))):
+            return _lp_eta(y, X, sd)
+    return float(vals[j]), exact[j].copy(), True
+
+
 def _truncnorm_quantile(p: float, lo: float, hi: float) -> float:
     if lo >= hi:
         return lo
@@ -261,9 +280,11 @@ def _round_eps(x: float) -> float:
     return 0.0 if abs(x) < np.finfo(float).eps ** 0.75 else float(x)
 
 
-def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndarray, W: np.ndarray):
+def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndarray, W: np.ndarray,
+                  V: np.ndarray | None = None):
     """Truncation bounds of the conditional test in the degenerate case (ARP 2023, Appendix; the
-    bisection of HonestDiD's ``.vlo_vup_dual_fn``)."""
+    bisection of HonestDiD's ``.vlo_vup_dual_fn``). ``V``: ``_dual_vertices(W)`` when the caller
+    has it (the same W at every grid point of a polyhedron)."""
     tol_c = tol_eq = 1e-6
     gsg = float(gamma @ sigma @ gamma)
     if abs(gsg) < 1e-30:
@@ -277,7 +298,8 @@ def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndar
 
     # the LP max f'lambda over {lambda >= 0 : W'lambda = e1} (bounded: sd'lambda = 1) is attained at a
     # vertex; with few moments the vertices are enumerated once and each check is a matrix product
-    V = _dual_vertices(W) if n <= 16 else np.zeros((0, n))
+    if V is None:
+        V = _dual_vertices(W) if n <= 16 else np.zeros((0, n))
 
     def check(cval: float):
         f = s_t + b_vec * cval
@@ -329,11 +351,15 @@ def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndar
 
 
 def _conditional_test(y: np.ndarray, X: np.ndarray, sigma: np.ndarray, alpha: float, kappa: float,
-                      lf_cv: float) -> bool:
+                      lf_cv: float, vertices: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """ARP conditional least-favourable hybrid test of ``E[y] <= X delta`` for some delta.
-    Returns True when rejected."""
+    Returns True when rejected. ``vertices``: ``_dual_vertex_sets(W)`` of ``W = [sd, X]`` when the
+    caller has them (rm_ci: one per polyhedron); then the LP is solved from the vertices."""
     sd = np.sqrt(np.diag(sigma))
-    eta, lam, ok = _lp_eta(y, X, sd)
+    if vertices is not None:
+        eta, lam, ok = _lp_eta_vertices(y, vertices, X, sd)
+    else:
+        eta, lam, ok = _lp_eta(y, X, sd)
     if not ok:
         return False
     if eta > lf_cv:
@@ -350,7 +376,7 @@ def _conditional_test(y: np.ndarray, X: np.ndarray, sigma: np.ndarray, alpha: fl
             return eta > 0
         W = np.column_stack([sd, X])
         s_t = y - sigma @ gamma * float(gamma @ y) / gsg
-        vlo, vup = _vlo_vup_dual(eta, s_t, gamma, sigma, W)
+        vlo, vup = _vlo_vup_dual(eta, s_t, gamma, sigma, W, None if vertices is None else vertices[0])
         sb = np.sqrt(gsg)
         stat, zlo, zup = eta / sb, vlo / sb, min(vup, lf_cv) / sb
     else:
@@ -370,13 +396,75 @@ def _conditional_test(y: np.ndarray, X: np.ndarray, sigma: np.ndarray, alpha: fl
         stat, zlo, zup = eta / sb, vlo / sb, min(vup, lf_cv) / sb
     if not zlo <= stat <= zup:
         return False
-    cval = max(0.0, _truncnorm_quantile(1 - size, zlo, zup))
-    return stat > cval
+    return _exceeds_truncnorm_quantile(stat, 1 - size, zlo, zup)
+
+
+SCREEN_MARGIN = 1e-6
+
+
+def _exceeds_truncnorm_quantile(stat: float, p: float, lo: float, hi: float) -> bool:
+    """``stat > max(0, _truncnorm_quantile(p, lo, hi))`` for ``lo <= stat <= hi``.
+
+    Decided from the truncated normal's upper tail at ``stat`` when that is clearly on one side of
+    ``1 - p``: with Q(x) = P(N(0,1) > x), R = (Q(stat) - Q(hi)) / (Q(lo) - Q(hi)) = P(Z > stat | lo <=
+    Z <= hi), and stat exceeds the p quantile exactly when R < 1 - p. Only when R is within
+    ``SCREEN_MARGIN`` plus a bound on its rounding error of 1 - p (or the interval is narrower
+    than 1e-3, or a tail probability underflows) is the quantile itself computed (scipy's
+    ``truncnorm.ppf``, as before): the decision is the one the quantile gives."""
+    if not stat > 0.0:  # the critical value is at least 0
+        return False
+    if hi - lo > 1e-3:  # (an infinite end is fine: Q(-inf) = 1, Q(inf) = 0)
+        q_lo, q_s, q_hi = special.ndtr(-lo), special.ndtr(-stat), special.ndtr(-hi)
+        mass = q_lo - q_hi
+        if q_lo > 0.0 and mass > 0.0:
+            r = (q_s - q_hi) / mass
+            err = 1e-9 * (q_lo + q_s + q_hi) / mass
+            if abs(r - (1.0 - p)) > SCREEN_MARGIN + err:
+                return bool(r < 1.0 - p)
+    return stat > max(0.0, _truncnorm_quantile(p, lo, hi))
 
 
 def _dual_vertices(W: np.ndarray) -> np.ndarray:
     """Vertices of ``{lambda >= 0 : W' lambda = e1}`` (rows), the feasible set of the dual of
     ``min eta s.t. y <= W (eta, delta)``: ``eta(y) = max over vertices of lambda' y``."""
+    return _dual_vertex_sets(W)[0]
+
+
+def _dual_vertex_sets(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(_dual_vertices(W), the same vertices unrounded)``: the rounded rows (to 12 decimals,
+    de-duplicated) and, row for row, the first basic solution that rounded to each.
+
+    Every basis (``k1`` of the ``m`` rows, in ``itertools.combinations`` order) with
+    ``|det W_B| >= 1e-12`` whose solution of ``W_B' lam_B = e1`` is non-negative (to -1e-12) gives
+    a vertex. The determinants and solves run as one stacked LAPACK call each (numpy applies the
+    same getrf/gesv to every matrix of a stack as to a single one: ``_dual_vertex_sets_loop``, the
+    basis-by-basis form, gives the same bits; tests compare them)."""
+    from itertools import combinations
+
+    m, k1 = W.shape
+    if m < k1:
+        return np.zeros((0, m)), np.zeros((0, m))
+    bases = np.array(list(combinations(range(m), k1)), dtype=np.intp).reshape(-1, k1)
+    WB = W[bases]  # (n_bases, k1, k1)
+    ok = np.abs(np.linalg.det(WB)) >= 1e-12
+    bases, WB = bases[ok], WB[ok]
+    if not len(bases):
+        return np.zeros((0, m)), np.zeros((0, m))
+    e1 = np.zeros((len(bases), k1, 1))
+    e1[:, 0, 0] = 1.0
+    lam_B = np.linalg.solve(np.swapaxes(WB, 1, 2), e1)[:, :, 0]
+    feasible = np.all(lam_B >= -1e-12, axis=1)
+    bases, lam_B = bases[feasible], lam_B[feasible]
+    if not len(bases):
+        return np.zeros((0, m)), np.zeros((0, m))
+    raw = np.zeros((len(bases), m))
+    raw[np.arange(len(bases))[:, None], bases] = np.maximum(lam_B, 0.0)
+    V, first = np.unique(np.round(raw, 12), axis=0, return_index=True)
+    return V, raw[first]
+
+
+def _dual_vertex_sets_loop(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The basis-by-basis enumeration :func:`_dual_vertex_sets` replaces (kept for the tests)."""
     from itertools import combinations
 
     m, k1 = W.shape
@@ -392,10 +480,15 @@ def _dual_vertices(W: np.ndarray) -> np.ndarray:
             lam = np.zeros(m)
             lam[list(B)] = np.maximum(lam_B, 0.0)
             out.append(lam)
-    return np.unique(np.round(np.array(out), 12), axis=0) if out else np.zeros((0, m))
+    if not out:
+        return np.zeros((0, m)), np.zeros((0, m))
+    raw = np.array(out)
+    V, first = np.unique(np.round(raw, 12), axis=0, return_index=True)
+    return V, raw[first]
 
 
-def _lf_cv(X: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, seed: int = 0) -> float:
+def _lf_cv(X: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, seed: int = 0,
+           V: np.ndarray | None = None) -> float:
     """Least-favourable critical value: the 1-kappa quantile of the LP statistic at y ~ N(0, sigma)
     (``sims`` draws of ``RandomState(seed)``, as HonestDiD). The LP value of each draw is the
     maximum of ``lambda' y`` over the dual vertices (strong duality), which equals the LP optimum
@@ -404,7 +497,8 @@ def _lf_cv(X: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, 
     xi = rng.multivariate_normal(np.zeros(sigma.shape[0]), sigma, size=sims)
     sd = np.sqrt(np.diag(sigma))
     W = np.column_stack([sd, X])
-    V = _dual_vertices(W) if W.shape[0] <= 16 else np.zeros((0, W.shape[0]))
+    if V is None:
+        V = _dual_vertices(W) if W.shape[0] <= 16 else np.zeros((0, W.shape[0]))
     if len(V):
         etas = (xi @ V.T).max(axis=1)
     else:
@@ -507,12 +601,15 @@ def rm_ci(beta, sigma, num_pre: int, num_post: int, l_vec, mbar: float, alpha: f
             Sy = A @ sigma @ A.T
             rows = post_rows
             Xr, Syr = X[rows], Sy[np.ix_(rows, rows)]
-            cv = _lf_cv(Xr, Syr, kappa)
+            # the dual vertices of this polyhedron's LP, enumerated once: the least-favourable critical
+            # value, the screen below and every grid point's conditional test use them
+            W = np.column_stack([np.sqrt(np.diag(Syr)), Xr])
+            vertices = _dual_vertex_sets(W) if W.shape[0] <= 16 else None
+            V = vertices[0] if vertices is not None else np.zeros((0, W.shape[0]))
+            cv = _lf_cv(Xr, Syr, kappa, V=V)
             # the LP statistic at every grid point at once (max over the dual vertices): a point whose
             # statistic exceeds the least-favourable critical value is rejected without the conditional
             # test (the tolerance keeps every point the LP itself could accept)
-            W = np.column_stack([np.sqrt(np.diag(Syr)), Xr])
-            V = _dual_vertices(W) if W.shape[0] <= 16 else np.zeros((0, W.shape[0]))
             if len(V):
                 Yg = y[rows][None, :] - np.outer(theta, a1[rows])
                 etas = (Yg @ V.T).max(axis=1)
@@ -521,11 +618,13 @@ def rm_ci(beta, sigma, num_pre: int, num_post: int, l_vec, mbar: float, alpha: f
                 candidate = np.ones(grid_points, dtype=bool)
             cache: dict[int, bool] = {}
 
-            def test(i: int, y=y, a1=a1, Xr=Xr, Syr=Syr, cv=cv, rows=rows, cache=cache, candidate=candidate) -> bool:
+            def test(i: int, y=y, a1=a1, Xr=Xr, Syr=Syr, cv=cv, rows=rows, cache=cache, candidate=candidate,
+                     vertices=vertices) -> bool:
                 if not candidate[i]:
                     return False
                 if i not in cache:
-                    cache[i] = not _conditional_test((y - a1 * theta[i])[rows], Xr, Syr, alpha, kappa, cv)
+                    cache[i] = not _conditional_test((y - a1 * theta[i])[rows], Xr, Syr, alpha, kappa, cv,
+                                                     vertices)
                 return cache[i]
 
             iv = _accepted_interval(test, grid_points, start)
