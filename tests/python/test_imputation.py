@@ -106,3 +106,45 @@ def test_unidentified_treated_observation_dropped_and_hand_value():
     assert res["n_treated_unidentified_dropped"] == 1 and res["n_treated"] == 1
     # a_f1 + l_2013 = Y(f1,2010) + Y(f3,2013) - Y(f3,2010)
     assert res["att"]["estimate"] == pytest.approx(7.0 - (1.0 + 4.0 - 2.5), abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unidentified_rows_are_the_dense_rank_test_and_the_old_probe(seed):
+    """The identification check (exact null space of the untreated design, ``did2s.identified_rows``)
+    drops exactly the treated rows whose design row is outside the row space of Z0 by a dense SVD
+    rank test, and the same rows as the random LSMR probes it replaced (issue 17; the probes put
+    identified rows at up to 0.74 of their threshold on the paper panel, the exact test at 4e-10)."""
+    from scipy.sparse.linalg import lsmr
+
+    from keytech.estimation.did.imputation import LSMR_TOL, design, identified
+
+    rng = np.random.default_rng(seed)
+    n = 50
+    d = pd.DataFrame({"stkcd": rng.integers(0, 14, n), "year": rng.integers(2010, 2016, n),
+                      "prov_year": rng.integers(0, 5, n), "x": rng.normal(size=n)})
+    d = d.drop_duplicates(["stkcd", "year"]).reset_index(drop=True)
+    d["policy"] = (rng.random(len(d)) < 0.35).astype(float)
+    d["y"] = rng.normal(size=len(d))
+    d["city_code"] = d["stkcd"] % 4
+    d["first_treated_year"], d["rel_time"] = 2012.0, d["year"] - 2012.0
+    fes, controls = ["stkcd", "year", "prov_year"], ["x"]
+    D = d["policy"].to_numpy() > 0
+    level_ok = identified(d, ~D, fes)
+    kept = d.loc[~D | level_ok].reset_index(drop=True)
+    Dk = kept["policy"].to_numpy() > 0
+    Z = design(kept, fes, controls).toarray()
+    Z0, Z1 = Z[~Dk], Z[Dk]
+    rank0 = np.linalg.matrix_rank(Z0)
+    dense_unid = np.array([np.linalg.matrix_rank(np.vstack([Z0, z])) > rank0 for z in Z1])
+    if seed in (1, 2):  # panels where the rank test, not the level test, drops some treated rows
+        assert 0 < dense_unid.sum() < Dk.sum()
+    old = np.zeros(int(Dk.sum()), bool)  # the replaced computation
+    probe_rng = np.random.default_rng(0)
+    for _ in range(3):
+        g = probe_rng.normal(size=Z.shape[1])
+        r = g - lsmr(Z0, Z0 @ g, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=100_000)[0]
+        old |= np.abs(Z1 @ r) > 1e-6 * max(1.0, float(np.linalg.norm(r)))
+    np.testing.assert_array_equal(old, dense_unid)
+    res = imputation(d, "y", "policy", fes, controls, "city_code", horizons=None)
+    assert res["n_treated_unidentified_dropped"] == int((D & ~level_ok).sum()) + int(dense_unid.sum())
+    assert res["n_treated"] == int(Dk.sum()) - int(dense_unid.sum())

@@ -9,8 +9,8 @@ treated ones (Policy = 1):
 1. b = argmin ||Y0 - Z0 b|| (fit on Omega0 only);
 2. tau_it = Y_it - z_it'b for it in Omega1 (treated observations whose imputed value is not
    identified — a fixed-effect level that never occurs untreated, or levels that sit in different
-   connected components of the untreated design, detected by probing the null space of Z0 — are
-   dropped and counted in the diagnostics);
+   connected components of the untreated design, detected exactly by the null space of Z0
+   (``did2s.identified_rows``) — are dropped and counted in the diagnostics);
 3. tau_w = sum w_it tau_it; main term ``policy``: w = 1/N1 (all treated); ``rel_time=h`` terms:
    w = 1{K_it = h}/N_h (event time h = year - first treated year, h = 0..options.horizons).
 
@@ -74,20 +74,17 @@ def imputation(
     d = d.loc[~D | ok].reset_index(drop=True)
     D = d[treated_col].to_numpy(float) > 0
     Z = design(d, fixed_effects, controls)
-    # a treated row is identified only if its design row is orthogonal to the null space of Z0
-    # (every FE level occurring untreated is necessary, not sufficient: levels can sit in
-    # different connected components); probe the null space with random vectors
-    rng = np.random.default_rng(0)
-    Z0 = Z[~D]
-    unid = np.zeros(int(D.sum()), bool)
-    for _ in range(3):
-        g = rng.normal(size=Z.shape[1])
-        r = g - lsmr(Z0, Z0 @ g, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=100_000)[0]
-        unid |= np.abs(Z[D] @ r) > 1e-6 * max(1.0, float(np.linalg.norm(r)))
-    if unid.any():
-        n_unidentified += int(unid.sum())
+    # a treated row is identified only if its design row lies in the row space of Z0 (every FE
+    # level occurring untreated is necessary, not sufficient: levels can sit in different connected
+    # components): the exact rank test of did2s (null space of the untreated design from the Schur
+    # complement of its largest fixed effect; no random probe, no iterative solver)
+    from keytech.estimation.did.did2s import identified_rows
+
+    ok_rank, _ = identified_rows(d.loc[~D], d.loc[D], list(controls), list(fixed_effects))
+    if not ok_rank.all():
+        n_unidentified += int((~ok_rank).sum())
         keep = np.ones(len(d), bool)
-        keep[np.flatnonzero(D)[unid]] = False
+        keep[np.flatnonzero(D)[~ok_rank]] = False
         d = d.loc[keep].reset_index(drop=True)
         D = d[treated_col].to_numpy(float) > 0
         Z = Z[keep]
