@@ -2,8 +2,11 @@
     dbt spends ~30 ms of fixed cost per test node, while the SQL of a rule takes a few ms on small
     tables). Same semantics as dbt's built-in tests and our own generic tests, rule by rule:
 
-      primary_key:        [col, ...]             the grain: key columns never null and their
-                                                 combination unique (as primary_key.sql)
+      primary_key:        [col, ...]             the grain: key columns never null (rule
+                                                 'primary_key: not_null') and their combination
+                                                 unique among rows without a null key column
+                                                 ('primary_key: unique'); together the same pass
+                                                 or fail as primary_key.sql
       unique_combination: [[col or expr, ...], ...]  each combination occurs once, nulls grouped
                                                  together (as unique_combination_of_columns.sql)
       not_null:           [col, ...]             the column is never null
@@ -98,10 +101,12 @@
 {#- grain rules: a key's columns (or expressions), each a grouped scan -#}
 {%- set keys = [] -%}
 {%- if primary_key -%}
-    {%- do keys.append({"columns": primary_key, "rule": "primary_key: unique"}) -%}
+    {#- rows with a null key column are primary_key: not_null's -#}
+    {%- do keys.append({"columns": primary_key, "rule": "primary_key: unique",
+                        "where": primary_key | join(" is not null and ") ~ " is not null"}) -%}
 {%- endif -%}
 {%- for combination in unique_combination or [] -%}
-    {%- do keys.append({"columns": combination, "rule": "unique_combination"}) -%}
+    {%- do keys.append({"columns": combination, "rule": "unique_combination", "where": none}) -%}
 {%- endfor -%}
 
 {%- if rules %}
@@ -143,6 +148,7 @@ select
 from (
     select {{ shown | join(" || ', ' || ") }} as key_value, count(*) as n_records
     from {{ model }}
+    {% if key.where %}where {{ key.where }}{% endif %}
     group by {{ key.columns | join(", ") }}
     having count(*) > 1
 ) as repeated_key_{{ loop.index }}
