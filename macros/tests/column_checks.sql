@@ -25,7 +25,9 @@
 
     The not_null, accepted_values, accepted_range, expression_is_true and the primary key's
     not-null rules are tallied in a single scan; each unique, primary_key / unique_combination,
-    relationships and equal_row_count rule is one more query. Returns one row per broken
+    relationships and equal_row_count rule is one more query. When the tested relation is a view
+    and it would be read more than once, its rows (the columns the rules name) are computed once,
+    as a materialized CTE (DuckDB, Postgres), instead of once per query. Returns one row per broken
     (column, rule): column_name (a key's columns joined by ', '), rule (with its arguments),
     failing_rows (rows that break it; for unique and the key rules, the rows whose value repeats;
     for equal_row_count, the difference in rows) and example_value (the smallest offending value
@@ -109,8 +111,46 @@
     {%- do keys.append({"columns": combination, "rule": "unique_combination", "where": none}) -%}
 {%- endfor -%}
 
+{#- a view read by several queries is computed once (adapter support: `as materialized`) -#}
+{%- set scans = (1 if rules else 0) + keys | length + (unique or []) | length + (relationships or []) | length -%}
+{%- set rows_from = model -%}
+{%- set columns = [] -%}
+{%- if execute and scans > 1 and target.type in ("duckdb", "postgres") -%}
+    {%- set relation = load_relation(model) -%}
+    {%- if relation is not none and relation.is_view -%}
+        {%- set rows_from = "model_rows" -%}
+        {%- set named = (primary_key or []) + (not_null or []) + (unique or []) -%}
+        {%- for check in (accepted_values or []) + (accepted_range or []) + (relationships or []) -%}
+            {%- do named.append(check["column"]) -%}
+        {%- endfor -%}
+        {%- for combination in unique_combination or [] -%}
+            {%- do named.extend(combination) -%}
+        {%- endfor -%}
+        {#- an expression (expression_is_true, a key expression) may read any column: then all -#}
+        {%- for column in named -%}
+            {%- if column not in columns -%}
+                {%- do columns.append(column) -%}
+            {%- endif -%}
+            {%- if not modules.re.fullmatch("[A-Za-z_][A-Za-z0-9_]*", column) -%}
+                {%- do columns.append("*") -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if expression_is_true or "*" in columns -%}
+            {%- do columns.clear() -%}
+        {%- endif -%}
+    {%- endif -%}
+{%- endif -%}
+
+{%- if rows_from == "model_rows" %}
+with model_rows as materialized (
+    select {{ columns | join(", ") if columns else "*" }}
+    from {{ model }}
+){{ "," if rules }}
+{%- elif rules %}
+with
+{%- endif %}
 {%- if rules %}
-with tallies as (
+tallies as (
     select
         {% for r in rules -%}
         sum(case when {{ r.fails }} then 1 else 0 end) as failing_{{ loop.index }},
@@ -121,7 +161,7 @@ with tallies as (
         {%- endif -%}
         {{- "," if not loop.last }}
         {% endfor %}
-    from {{ model }}
+    from {{ rows_from }}
 )
 {%- endif %}
 
@@ -147,7 +187,7 @@ select
     min(key_value) as example_value
 from (
     select {{ shown | join(" || ', ' || ") }} as key_value, count(*) as n_records
-    from {{ model }}
+    from {{ rows_from }}
     {% if key.where %}where {{ key.where }}{% endif %}
     group by {{ key.columns | join(", ") }}
     having count(*) > 1
@@ -163,7 +203,7 @@ select
     min(cast(value_field as {{ string_type }})) as example_value
 from (
     select {{ column }} as value_field, count(*) as n_records
-    from {{ model }}
+    from {{ rows_from }}
     where {{ column }} is not null
     group by {{ column }}
     having count(*) > 1
@@ -179,7 +219,7 @@ select
     min(cast(child.from_field as {{ string_type }})) as example_value
 from (
     select {{ check["column"] }} as from_field
-    from {{ model }}
+    from {{ rows_from }}
     where {{ check["column"] }} is not null
 ) as child
 left join (
@@ -195,15 +235,15 @@ union all
 select
     '' as column_name,
     'equal_row_count: {{ check["compare_model"] | string | replace("'", "''") }}{{ (" where " ~ check["compare_where"]) | replace("'", "''") if check.get("compare_where") }}' as rule,
-    abs(model_rows.n_rows - compare_rows.n_rows) as failing_rows,
-    cast(model_rows.n_rows as {{ string_type }}) || ' rows, compared with ' || cast(compare_rows.n_rows as {{ string_type }}) as example_value
-from (select count(*) as n_rows from {{ model }}) as model_rows
+    abs(model_count.n_rows - compare_rows.n_rows) as failing_rows,
+    cast(model_count.n_rows as {{ string_type }}) || ' rows, compared with ' || cast(compare_rows.n_rows as {{ string_type }}) as example_value
+from (select count(*) as n_rows from {{ rows_from }}) as model_count
 cross join (
     select count(*) as n_rows
     from {{ check["compare_model"] }}
     {% if check.get("compare_where") %}where {{ check["compare_where"] }}{% endif %}
 ) as compare_rows
-where model_rows.n_rows <> compare_rows.n_rows
+where model_count.n_rows <> compare_rows.n_rows
 union all
 {%- endfor %}
 select

@@ -133,9 +133,11 @@ def fixture_run(tmp_path_factory) -> dict:
     for name in ("column_checks.sql", "primary_key.sql"):
         shutil.copyfile(ROOT / "macros" / "tests" / name, project / "macros" / name)
     (project / "models").mkdir()
-    (project / "models" / "bad.sql").write_text(BAD)
+    # bad and keyed are views: column_checks reads a view once (a materialized CTE of the columns
+    # its rules name, or of all columns when a rule is an expression)
+    (project / "models" / "bad.sql").write_text("{{ config(materialized='view') }}\n" + BAD)
     (project / "models" / "good.sql").write_text(GOOD)
-    (project / "models" / "keyed.sql").write_text(KEYED)
+    (project / "models" / "keyed.sql").write_text("{{ config(materialized='view') }}\n" + KEYED)
     (project / "models" / "codes.sql").write_text(CODES)
     (project / "models" / "schema.yml").write_text(SCHEMA)
     (project / "seeds").mkdir()
@@ -185,6 +187,9 @@ def test_column_checks_fails_on_exactly_the_planted_rows(fixture_run):
     result = _test(fixture_run, "column_checks", "bad")
     # one row per broken (column, rule); the id column's null and repeat are primary_key's
     assert result["status"] == "fail" and result["failures"] == 6
+    # a view read by two queries (the tallies, unique): its rule columns computed once
+    assert re.search(r"with model_rows as materialized \(\s*select code, patent_type, flag, year, citations\s",
+                     result["compiled_code"]), result["compiled_code"]
     assert _rows(fixture_run, result) == {
         ("code", "not_null", 1, None),
         ("code", "unique", 2, "a"),
@@ -211,6 +216,9 @@ def test_merged_row_set_rules_fail_on_exactly_the_planted_rows(fixture_run):
     above."""
     result = _test(fixture_run, "merged_checks", "keyed")
     assert result["status"] == "fail" and result["failures"] == 10
+    assert re.search(r"with model_rows as materialized \(\s*select \*\s", result["compiled_code"])  # expressions: all columns
+    good = _test(fixture_run, "merged_checks", "good")["compiled_code"]
+    assert "model_rows" not in good and "from \"warehouse\"" in good  # a table is read where it is
     rows = _rows(fixture_run, result)
     relationship = [row for row in rows if row[1].startswith("relationships: ")]
     assert [(row[0], row[2], row[3]) for row in relationship] == [("code", 1, "x")]
