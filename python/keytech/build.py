@@ -343,8 +343,9 @@ def _failed_nodes(root: Path, database: Path | None = None) -> list[str]:
     return lines
 
 
-def _failing_rows(sql: str, database: Path, limit: int = 5) -> list[str]:
-    """The first ``limit`` rows a failed dbt test returns, as ``column=value, …`` lines, run on
+def _failing_rows(sql: str, database: Path, limit: int = 20) -> list[str]:
+    """The first ``limit`` rows a failed dbt test returns, as ``column=value, …`` lines (a merged
+    column_checks test returns one row per broken rule: 20 covers a model's rules), run on
     ``database`` the way dbt ran it (attached as ``warehouse``; relative landing paths from its
     folder). A helper of the error message: any problem running it yields a note, never an error."""
     database = Path(database).resolve()

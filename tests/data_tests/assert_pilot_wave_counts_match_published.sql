@@ -1,7 +1,7 @@
 -- Table 1 of Pi & Luo: the landed pilot list has, per wave, the published number of units
 -- (rows of the list) and of cities first treated in that wave (dim_cities.first_pilot_wave), as
 -- in seeds/pilot_waves.csv (306 units / 116 cities overall; the seed itself is checked by
--- assert_pilot_wave_seed_matches_published). A partial list (the synthetic data scale the
+-- assert_pilot_waves_match_published). A partial list (the synthetic data scale the
 -- counts down) only warns; set the var expect_complete_pilot_list: true to make a mismatch an
 -- error, as it must be on the full MIIT lists.
 {{ config(severity=('error' if var('expect_complete_pilot_list', false) else 'warn')) }}

@@ -49,8 +49,8 @@ def test_dbt_sources_block_must_name_every_table_once(monkeypatch):
 def _column_rule(manifest: dict, rule: str) -> set[tuple[str, str]]:
     """(tested node, column) of every column the manifest's generic tests hold to ``rule``
     (not_null or unique): dbt's own column tests, and our merged tests (macros/tests) —
-    column_checks lists columns per rule, primary_key holds its key columns not null (and unique
-    when it is one column)."""
+    column_checks lists columns per rule, primary_key (a test, or column_checks' primary_key
+    rule) holds its key columns not null (and unique when it is one column)."""
     out = set()
     for n in manifest["nodes"].values():
         if n["resource_type"] != "test" or not n.get("test_metadata"):
@@ -61,6 +61,9 @@ def _column_rule(manifest: dict, rule: str) -> set[tuple[str, str]]:
             out.add((node, n["column_name"]))
         elif name == "column_checks":
             out |= {(node, column) for column in kwargs.get(rule) or ()}
+            key = kwargs.get("primary_key") or ()
+            if rule == "not_null" or len(key) == 1:
+                out |= {(node, column) for column in key}
         elif name == "primary_key" and (rule == "not_null" or len(kwargs["columns"]) == 1):
             out |= {(node, column) for column in kwargs["columns"]}
     return out
@@ -151,21 +154,40 @@ TESTED_ON_THEIR_MART = {"int_patent_ipc_codes_flagged": "fct_patent_ipc_codes",
 MART_LOOKUPS = {"fct_patent_ipc_codes": {"int_ipc_codes_matched": ["ipc_code"]}}
 
 
+def _is_grain_test(node: dict) -> bool:
+    """A primary_key or unique_combination_of_columns test (macros/tests), or a column_checks test
+    with a primary_key or unique_combination rule (issue 17: one test node per model)."""
+    metadata = node.get("test_metadata") or {}
+    if metadata.get("name") == "column_checks":
+        kwargs = metadata.get("kwargs") or {}
+        return bool(kwargs.get("primary_key") or kwargs.get("unique_combination"))
+    return metadata.get("name") in ("primary_key", "unique_combination_of_columns")
+
+
 def test_every_model_has_a_grain_test(manifest):
-    """Every model has a grain test, primary_key or unique_combination_of_columns (macros/tests),
-    except the two intermediates whose rows a mart selects unchanged: that mart has it, and reads
-    nothing else but lookups with a primary key on the join column (MART_LOOKUPS).
-    (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without the package.)"""
+    """Every model has a grain test, primary_key or unique_combination_of_columns (macros/tests)
+    or column_checks with a primary_key or unique_combination rule, except the two intermediates
+    whose rows a mart selects unchanged: that mart has it, and reads nothing else but lookups with
+    a primary key on the join column (MART_LOOKUPS).
+    (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without the package:
+    the evaluator counts every column_checks test as a grain test, this test does not.)"""
     grain = {n["attached_node"] for n in manifest["nodes"].values()
-             if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("name")
-             in ("primary_key", "unique_combination_of_columns")}
+             if n["resource_type"] == "test" and _is_grain_test(n)}
     nodes = {n["name"]: uid for uid, n in manifest["nodes"].items()
              if n["resource_type"] == "model" and n["package_name"] == "keytech"}
     missing = sorted(name for name, uid in nodes.items() if uid not in grain and name not in TESTED_ON_THEIR_MART)
     assert not missing, f"no primary_key test: {missing}"
-    primary_keys = {(n["attached_node"], tuple(n["test_metadata"]["kwargs"]["columns"]))
-                    for n in manifest["nodes"].values() if n["resource_type"] == "test"
-                    and (n.get("test_metadata") or {}).get("name") == "primary_key"}
+    def primary_key_of(node: dict) -> tuple | None:
+        metadata = node.get("test_metadata") or {}
+        kwargs = metadata.get("kwargs") or {}
+        if metadata.get("name") == "primary_key":
+            return tuple(kwargs["columns"])
+        if metadata.get("name") == "column_checks" and kwargs.get("primary_key"):
+            return tuple(kwargs["primary_key"])
+        return None
+
+    primary_keys = {(n["attached_node"], primary_key_of(n)) for n in manifest["nodes"].values()
+                    if n["resource_type"] == "test" and primary_key_of(n)}
     for model, mart in TESTED_ON_THEIR_MART.items():
         lookups = MART_LOOKUPS.get(mart, {})
         assert nodes[mart] in grain and sorted(manifest["nodes"][nodes[mart]]["depends_on"]["nodes"]) == sorted(
@@ -186,7 +208,11 @@ def test_merged_column_tests_name_documented_columns(manifest):
         node = n["attached_node"] or tuple(n["depends_on"]["nodes"])[0]
         kwargs = n["test_metadata"]["kwargs"]
         named = set(kwargs.get("columns") or ()) | set(kwargs.get("not_null") or ()) | set(kwargs.get("unique") or ())
-        named |= {c["column"] for key in ("accepted_values", "accepted_range") for c in kwargs.get(key) or ()}
+        named |= set(kwargs.get("primary_key") or ())
+        named |= {c["column"] for key in ("accepted_values", "accepted_range", "relationships")
+                  for c in kwargs.get(key) or ()}
+        # unique_combination may hold SQL expressions (e.g. coalesce(value, '')): bare names only
+        named |= {c for key in kwargs.get("unique_combination") or () for c in key if c.isidentifier()}
         assert named and named <= documented[node], (n["name"], sorted(named - documented[node]))
 
 
@@ -194,7 +220,7 @@ def test_evaluator_conventions_are_declared():
     """dbt-project-evaluator's vars name our own grain tests and our prefixes (make evaluate)."""
     project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
     variables = project["vars"]
-    for macro in ("primary_key", "unique_combination_of_columns"):
+    for macro in ("primary_key", "unique_combination_of_columns", "column_checks"):
         assert [f"keytech.test_{macro}"] in variables["primary_key_test_macros"]
         assert (ROOT / "macros" / "tests" / f"{macro}.sql").read_text(
             encoding="utf-8").count(f"{{% test {macro}(") == 1
