@@ -42,7 +42,7 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Session fixtures whose users are kept on one xdist worker (one build per run).
-SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse", "manifest")
+SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")  # `manifest` uses the latter
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
@@ -144,22 +144,15 @@ def minimal_warehouse(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def manifest(tmp_path_factory) -> dict:
-    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened); read by
-    test_declared_marts and test_dbt_layers."""
-    import subprocess
-
+def manifest(minimal_warehouse) -> dict:
+    """The dbt manifest of the project as it is: the one dbt wrote for the ``minimal_warehouse``
+    build (a manifest holds every node, source, test and unit test of the project, whatever the
+    command selects); read by test_declared_marts, test_dbt_layers and test_dbt_unit_tests. (It
+    came from a `dbt parse` of its own, a full parse of the project, until issue 17.)"""
     from keytech import paths
-    from keytech.build import dbt_executable
 
-    root = paths.project_root()
-    target = tmp_path_factory.mktemp("dbt_parse")
-    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(root), "--project-dir", str(root),
-                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
-                          cwd=root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
+    target = paths.dbt_artifacts_dir(minimal_warehouse["db"]) / "target" / "manifest.json"
+    return json.loads(target.read_text(encoding="utf-8"))
 
 
 def copy_warehouse(built: dict, folder: Path) -> Path:
