@@ -49,12 +49,12 @@ SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")  # `manif
 HEAVY_MODULES = (  # seconds per unit at load ≈ 7–20 unless said (2026-12-03, h17e; docs/performance.md)
     "test_reliability[tiny_built]",          # ~850 s: 4 full builds + killed, select, disk-full builds
     "test_incremental",                      # ~560 s: one test, 5 dbt builds
-    "test_endogeneity_synthetic[iv_world]",  # ~400 s at 7–15; 106 s at load ≈ 2.5 (paper scale)
-    "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select)
+    "test_endogeneity_synthetic[iv_world]",  # paper-scale firms, key-tech patents only (h17k): ≈ 60 s CPU
+    "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select) + dbt unit tests, manifest
     "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
     "test_optional_inputs",                  # ~230 s: 2 builds
     "test_demo_command",                     # ~200 s: keytech demo (every spec)
-    "test_endogeneity_synthetic[world]",     # ~200 s: small world
+    "test_endogeneity_synthetic[world]",     # small world, key-tech patents only (h17k): ≈ 30 s CPU
     "test_mechanisms_recovery",              # ~150 s
     "test_concordance_edition",
     "test_endogeneity",
