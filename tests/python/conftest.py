@@ -14,6 +14,8 @@ Fixture API (use these instead of building your own warehouse when the data fits
 * ``minimal_warehouse`` (session scope): ``MINIMAL_RAW`` (city yearbook in GBK, as ``minimal_raw``)
   built once with the default build options. A dict with ``root``, ``raw``, ``landing``, ``db`` and
   ``manifest``; shared and read-only like ``tiny_demo_warehouse``.
+* ``manifest`` (session scope): the dbt manifest (``manifest.json``) of the ``minimal_warehouse``
+  build: every node, source, test and unit test of the project.
 * ``copy_warehouse(built, folder)``: a private copy of a built warehouse file (a file copy, no
   rebuild) in ``folder``; returns its path.
 
