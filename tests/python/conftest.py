@@ -14,6 +14,8 @@ Fixture API (use these instead of building your own warehouse when the data fits
 * ``minimal_warehouse`` (session scope): ``MINIMAL_RAW`` (city yearbook in GBK, as ``minimal_raw``)
   built once with the default build options. A dict with ``root``, ``raw``, ``landing``, ``db`` and
   ``manifest``; shared and read-only like ``tiny_demo_warehouse``.
+* ``manifest`` (session scope): the dbt manifest (``manifest.json``) of the ``minimal_warehouse``
+  build: every node, source, test and unit test of the project.
 * ``copy_warehouse(built, folder)``: a private copy of a built warehouse file (a file copy, no
   rebuild) in ``folder``; returns its path.
 
@@ -35,20 +37,26 @@ from pathlib import Path
 
 import pytest
 
+# One OpenBLAS thread, as `make test` runs (the Makefile exports it) and as keytech/__init__.py sets
+# when keytech is imported before numpy — test modules often import numpy first. With OpenBLAS's
+# default threads, a plain `pytest` under load spent ≈ 5× the CPU on the IV world's Table 4
+# (docs/performance.md, "make test (issue 17, branch h17k)"). Set before any test module imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # Session fixtures whose users are kept on one xdist worker (one build per run).
-SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse", "manifest")
+SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")  # `manifest` uses the latter
 
 # Units of work (module names, or a shared fixture's name for its modules) slowest first, as
 # measured with `pytest --durations` (make test schedules them first; see the docstring).
 HEAVY_MODULES = (  # seconds per unit at load ≈ 7–20 unless said (2026-12-03, h17e; docs/performance.md)
     "test_reliability[tiny_built]",          # ~850 s: 4 full builds + killed, select, disk-full builds
     "test_incremental",                      # ~560 s: one test, 5 dbt builds
-    "test_endogeneity_synthetic[iv_world]",  # ~400 s at 7–15; 106 s at load ≈ 2.5 (paper scale)
-    "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select)
+    "test_endogeneity_synthetic[iv_world]",  # paper-scale firms, key-tech patents only (h17k): ≈ 60 s CPU
+    "minimal_warehouse",                     # ~330 s: e2e (tiny, seed 7) + diff + --fc-index sa (select) + dbt unit tests, manifest
     "tiny_demo_warehouse",                   # ~320 s: report, export, doctor, vendor deliveries
     "test_optional_inputs",                  # ~230 s: 2 builds
     "test_demo_command",                     # ~200 s: keytech demo (every spec)
-    "test_endogeneity_synthetic[world]",     # ~200 s: small world
+    "test_endogeneity_synthetic[world]",     # small world, key-tech patents only (h17k): ≈ 30 s CPU
     "test_mechanisms_recovery",              # ~150 s
     "test_concordance_edition",
     "test_endogeneity",
@@ -138,22 +146,15 @@ def minimal_warehouse(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def manifest(tmp_path_factory) -> dict:
-    """The dbt manifest of the project as it is, from `dbt parse` (no database is opened); read by
-    test_declared_marts and test_dbt_layers."""
-    import subprocess
-
+def manifest(minimal_warehouse) -> dict:
+    """The dbt manifest of the project as it is: the one dbt wrote for the ``minimal_warehouse``
+    build (a manifest holds every node, source, test and unit test of the project, whatever the
+    command selects); read by test_declared_marts, test_dbt_layers and test_dbt_unit_tests. (It
+    came from a `dbt parse` of its own, a full parse of the project, until issue 17.)"""
     from keytech import paths
-    from keytech.build import dbt_executable
 
-    root = paths.project_root()
-    target = tmp_path_factory.mktemp("dbt_parse")
-    env = dict(os.environ, KEYTECH_DB=str(target / "unused.duckdb"), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
-    proc = subprocess.run([dbt_executable(), "parse", "--profiles-dir", str(root), "--project-dir", str(root),
-                           "--target-path", str(target / "target"), "--log-path", str(target / "logs")],
-                          cwd=root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads((target / "target" / "manifest.json").read_text(encoding="utf-8"))
+    target = paths.dbt_artifacts_dir(minimal_warehouse["db"]) / "target" / "manifest.json"
+    return json.loads(target.read_text(encoding="utf-8"))
 
 
 def copy_warehouse(built: dict, folder: Path) -> Path:
