@@ -341,17 +341,17 @@ class FEOLSCoefficient:
         W = (D2.T @ D1).tocsr()
         R = np.asarray(D2.T @ Vs) - W @ Vbar
         G = (W @ sp.diags(a ** -0.5)).tocsr()
-        DD = (D2.T @ D2).tocsr()
         le = sizes[0]
+        DD_ee, DD_rr, DD_er = _dummy_cross_products(D2, le, [sub[j] for j in (e, *rest)], sizes)
         G_e, G_r = G[:le], G[le:]
-        S_ee = (DD[:le, :le] - G_e @ G_e.T).tocoo()
+        S_ee = (DD_ee - G_e @ G_e.T).tocoo()
         if not rest:
             lam = self.ridge * max(float(np.mean(S_ee.diagonal())), 1.0)
             Z = _block_cholesky_inverse(S_ee, lam, comp) @ R
             return Z.T @ Z
-        S_rr = DD[le:, le:].toarray() - (G_r @ G_r.T).toarray()
+        S_rr = DD_rr - (G_r @ G_r.T).toarray()
         lam = self.ridge * max(float(np.mean(np.r_[S_ee.diagonal(), np.diag(S_rr)])), 1.0)
-        S_er = DD[:le, le:].toarray() - (G_e @ G_r.T).toarray()
+        S_er = DD_er - (G_e @ G_r.T).toarray()
         YZ = _block_cholesky_inverse(S_ee, lam, comp) @ np.hstack([S_er, R[:le]])
         cross = YZ.T @ YZ
         lr = S_rr.shape[0]
@@ -360,6 +360,23 @@ class FEOLSCoefficient:
         R_r = R[le:] - cross[:lr, lr:]
         CR = sla.cho_solve(sla.cho_factor(schur, check_finite=False), R_r, check_finite=False)
         return cross[lr:, lr:] + R_r.T @ CR
+
+
+def _dummy_cross_products(D2, le: int, codes: list[np.ndarray], sizes: list[int], bincount: bool = True):
+    """The blocks of D2'D2 (D2 = [D_e, D_r], ``le`` columns of e): (D_e'D_e sparse, D_r'D_r dense,
+    D_e'D_r dense; the last two None without D_r). With one fixed effect in D_r they come from one
+    ``bincount`` of the level pairs (diagonal blocks = level counts, off-diagonal = their
+    cross-tabulation): the same integers as the sparse product, hence the same floats
+    (``bincount=False`` forms the sparse product; the tests compare the two)."""
+    import scipy.sparse as sp
+
+    if bincount and len(codes) == 2:
+        counts = np.bincount(codes[0] * sizes[1] + codes[1], minlength=le * sizes[1]).reshape(le, sizes[1]).astype(float)
+        return sp.diags(counts.sum(axis=1)).tocsr(), np.diag(counts.sum(axis=0)), counts
+    DD = (D2.T @ D2).tocsr()
+    if len(codes) == 1:
+        return DD[:le, :le], None, None
+    return DD[:le, :le], DD[le:, le:].toarray(), DD[:le, le:].toarray()
 
 
 def _first_coefficient(M: np.ndarray) -> float:
