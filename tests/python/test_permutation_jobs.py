@@ -5,7 +5,6 @@ quantiles — and the workers really are other processes."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -164,15 +163,3 @@ def test_fe_coefficient_bit_identical_with_the_sparse_cross_products(monkeypatch
     monkeypatch.setattr(perm, "_dummy_cross_products", lambda *a, **k: real(*a, **k, bincount=False))
     slow = [fe_ols_coefficient("y", RHS, FE3).prepare(data)(m) for m in masks]
     assert np.isfinite(fast).all() and fast == slow
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_heap_padding_is_set_once_on_glibc():
-    """permutation_tests asks glibc to keep 64 MiB of heap slack (fewer page faults per draw)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).mallopt
-    except AttributeError:
-        pytest.skip("no mallopt (not glibc)")
-    assert perm._pad_heap() is True and perm._pad_heap() is True

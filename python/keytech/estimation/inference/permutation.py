@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import sys
 from itertools import combinations
 from typing import Callable
 
@@ -105,7 +104,6 @@ def permutation_tests(
     n_units, k = len(unit_label), int(unit_label.sum())
     if k == 0 or k == n_units:
         raise ValueError("both groups need at least one unit")
-    _pad_heap()
     if hasattr(coef_fn, "prepare"):
         on_rows = coef_fn.prepare(data)
     else:
@@ -122,31 +120,6 @@ def permutation_tests(
     d_star_all = _draw_differences(on_rows, unit_draws, unit, len(d_obs_all), int(jobs))
     return [_test_result(d_obs, d_star_all[:, j], exact, seed, permute_by, n_units, k)
             for j, d_obs in enumerate(d_obs_all)]
-
-
-HEAP_TOP_PAD = 64 * 2**20
-_heap_padded = False
-
-
-def _pad_heap() -> bool:
-    """Ask glibc's malloc to keep ``HEAP_TOP_PAD`` bytes of slack at the top of the heap
-    (``mallopt(M_TOP_PAD)``), once per process. Each re-estimation allocates and frees ≈ 10 MB
-    of temporaries; with the default padding the heap shrank after every draw and grew again,
-    so the kernel zero-filled those pages anew (≈ 6,800 page faults per draw at paper scale,
-    a third of the test's CPU time as system time). The arithmetic is untouched; the process
-    keeps up to 64 MiB it would have returned to the system. No-op off glibc. Returns whether
-    the setting is in effect."""
-    global _heap_padded
-    if _heap_padded:
-        return True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        _heap_padded = sys.platform.startswith("linux") and bool(libc.mallopt(-2, HEAP_TOP_PAD))  # M_TOP_PAD
-    except (OSError, AttributeError):
-        _heap_padded = False
-    return _heap_padded
 
 
 def _draw_difference(on_rows: Callable[[np.ndarray], float], unit_draw: np.ndarray, unit: np.ndarray):
