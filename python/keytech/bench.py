@@ -19,9 +19,14 @@ fit_anchor    one plain pyfixest ``feols`` of Table 3 column 5 on the panel (the
               LSMR demeaner; median of 5 after a warm-up): the anchor the estimation
               stage's time per spec and per fit is read against
 estimation    ``keytech.estimation.run_estimation`` on every spec except the placebo,     ≤ 120 s
-              one registry group per process (a native crash costs one group, and each
-              group's cost shows); time = the groups' run_estimation times + one import
-              of the estimation libraries (what a single process would pay); ``fits`` =
+              as ``keytech estimate`` runs them: one process, one run (``mt_*`` families
+              take the members estimated earlier in the run), the permutation draws
+              shared by ``--jobs`` forked workers (default: the machine's CPUs; results
+              identical for any N); time = run_estimation's time, per group = the sum of
+              its specs' timings (``results.runs``); ``--estimation-processes group``
+              (or a crash of the one process) runs one registry group per process
+              instead (time = the groups' times + one library import; ``mt`` then
+              re-estimates its members); ``fits`` =
               the ``pyfixest.feols``/``fepois`` calls (counted in the stage process) + the
               permutation tests' FE-OLS re-estimations (2 per draw + the observed pair, from
               the stored diagnostics), and ``seconds_per_fit`` = time / fits
@@ -280,7 +285,7 @@ def _stage_checks(work: Path, scale: str, seed: int) -> dict:
     return {"seconds": time.perf_counter() - start, "passed": bool(record["passed"])}
 
 
-def _estimation_call(only: list[str], seed: int) -> dict:
+def _estimation_call(only: list[str], seed: int, jobs: int = 1) -> dict:
     start = time.perf_counter()
     from keytech import estimation
 
@@ -290,17 +295,39 @@ def _estimation_call(only: list[str], seed: int) -> dict:
         pass
     import_seconds = time.perf_counter() - start
     kwargs = {"only": only, "force": False, "placebo_draws": PLACEBO_DRAWS, "seed": seed, "progress": False}
-    if "render" in inspect.signature(estimation.run_estimation).parameters:
+    parameters = inspect.signature(estimation.run_estimation).parameters
+    if "render" in parameters:
         kwargs["render"] = False  # tables and figures belong to the report stage
+    if "jobs" in parameters:
+        kwargs["jobs"] = jobs
     pyfixest_fits = _count_pyfixest_fits()
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     run_id = estimation.run_estimation(**kwargs)
     seconds = time.perf_counter() - start
+    cpu_seconds = _cpu_seconds() - cpu_start
     permutation_fits = _permutation_fits(run_id)
     fits = pyfixest_fits["n"] + permutation_fits
-    return {"seconds": seconds, "import_seconds": import_seconds, "run_id": run_id, "specs": len(only),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "jobs": kwargs.get("jobs", 1),
+            "import_seconds": import_seconds, "run_id": run_id, "specs": len(only),
             "fits": fits, "pyfixest_fits": pyfixest_fits["n"], "permutation_fits": permutation_fits,
-            "seconds_per_fit": seconds / fits if fits else None}
+            "seconds_per_fit": seconds / fits if fits else None, "spec_seconds": _spec_seconds(run_id)}
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its waited-for children (the forked
+    workers of ``--jobs``)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _spec_seconds(run_id: str) -> dict[str, float]:
+    """Spec id -> seconds of the spec in the run (``timings_seconds`` of ``results.runs``)."""
+    from keytech import warehouse
+
+    with warehouse.connect(read_only=True) as con:
+        row = con.execute("select parameters_json from results.runs where run_id = ?", [run_id]).fetchone()
+    return dict((json.loads(row[0]) if row and row[0] else {}).get("timings_seconds") or {})
 
 
 def _count_pyfixest_fits() -> dict:
@@ -353,9 +380,9 @@ def _spec_ids() -> tuple[list[str], list[str]]:
     return [s.id for s in specs if s.group != "placebo"], placebo
 
 
-def _stage_estimation(work: Path, scale: str, seed: int, only: list[str] | None = None) -> dict:
+def _stage_estimation(work: Path, scale: str, seed: int, only: list[str] | None = None, jobs: int = 1) -> dict:
     others, _ = _spec_ids()
-    return _estimation_call(only or others, seed)
+    return _estimation_call(only or others, seed, jobs)
 
 
 ANCHOR_SPEC = "table3_col5"
@@ -538,12 +565,16 @@ STAGE_FUNCS = {
 }
 
 
-def run_worker(stage: str, work: Path, scale: str, seed: int, result_file: Path, only: list[str] | None = None) -> int:
+def run_worker(stage: str, work: Path, scale: str, seed: int, result_file: Path, only: list[str] | None = None,
+               jobs: int = 1) -> int:
     """Run one stage in this (fresh) process; write its result with wall time and peak memory."""
     start = time.perf_counter()
     load_start = os.getloadavg()[0]
     try:
-        result = STAGE_FUNCS[stage](work, scale, seed, only) if only else STAGE_FUNCS[stage](work, scale, seed)
+        if stage == "estimation":
+            result = _stage_estimation(work, scale, seed, only, jobs)
+        else:
+            result = STAGE_FUNCS[stage](work, scale, seed, only) if only else STAGE_FUNCS[stage](work, scale, seed)
         result.setdefault("status", "ok")
     except ImportError as exc:
         result = {"status": "not available", "note": f"{type(exc).__name__}: {exc}"}
@@ -591,12 +622,15 @@ def _machine() -> dict:
     return info
 
 
-def _run_stage(stage: str, work: Path, scale: str, seed: int, log, only: list[str] | None = None) -> dict:
+def _run_stage(stage: str, work: Path, scale: str, seed: int, log, only: list[str] | None = None,
+               jobs: int = 1) -> dict:
     result_file = work / f".stage-{stage}.json"
     result_file.unlink(missing_ok=True)
     env = dict(os.environ, **stage_env(work))
     command = [sys.executable, "-m", "keytech.bench", "--worker", stage, "--scale", scale, "--seed", str(seed),
                "--work", str(work), "--result", str(result_file)] + (["--only", ",".join(only)] if only else [])
+    if jobs != 1:
+        command += ["--jobs", str(jobs)]
     start = time.perf_counter()
     completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     elapsed = time.perf_counter() - start
@@ -609,7 +643,39 @@ def _run_stage(stage: str, work: Path, scale: str, seed: int, log, only: list[st
     return result
 
 
-def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
+def _run_estimation_one_process(work: Path, scale: str, seed: int, log, jobs: int = 1) -> dict:
+    """The estimation suite without the placebo as ``keytech estimate`` runs it: one process, one
+    ``run_estimation`` over every spec (so ``mt_*`` take their members from earlier in the run),
+    permutation draws shared by ``jobs`` forked workers. Per group: the sum of its specs' timings
+    stored with the run. When the process fails, the suite is run again one group per process
+    (:func:`_run_estimation_by_group`) to show which group fails."""
+    try:
+        groups = estimation_groups()
+    except ImportError as exc:
+        return {"status": "not available", "note": f"{type(exc).__name__}: {exc}"}
+    log.write(f"\n----- estimation: every spec except the placebo in one process (jobs {jobs}) -----\n")
+    log.flush()
+    result = _run_stage("estimation", work, scale, seed, log, jobs=jobs)
+    if result.get("status") != "ok":
+        print(f"[bench]   one-process estimation failed ({(result.get('note') or '?')[:120]}); "
+              "again one group per process", flush=True)
+        outcome = _run_estimation_by_group(work, scale, seed, log, jobs)
+        outcome["one_process_failure"] = result.get("note")
+        return outcome
+    timings = result.get("spec_seconds") or {}
+    result["processes"] = "one"
+    # what `keytech estimate` pays: the run plus one import of the estimation libraries
+    result["run_seconds"] = result["seconds"]
+    result["seconds"] = result["seconds"] + (result.get("import_seconds") or 0.0)
+    result["groups"] = {group: {"status": "ok", "specs": len(ids), "seconds": sum(timings.get(i, 0.0) for i in ids)}
+                        for group, ids in groups.items()}
+    for group, r in result["groups"].items():
+        print(f"[bench]   {group}: {r['seconds']:.1f} s (sum of its specs' timings)", flush=True)
+    result["seconds_all_groups_ok"] = result["seconds"]
+    return result
+
+
+def _run_estimation_by_group(work: Path, scale: str, seed: int, log, jobs: int = 1) -> dict:
     """The estimation suite without the placebo, one registry group per process (a crash in one
     group — e.g. a native-code abort — costs only that group; each group's time and memory shows)."""
     try:
@@ -620,7 +686,8 @@ def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
     for group, ids in groups.items():
         log.write(f"\n----- estimation group {group} ({len(ids)} specs) -----\n")
         log.flush()
-        results[group] = _run_stage("estimation", work, scale, seed, log, only=ids)
+        results[group] = _run_stage("estimation", work, scale, seed, log, only=ids, jobs=jobs)
+        results[group].pop("spec_seconds", None)
         results[group]["specs"] = len(ids)
         shown = results[group].get("seconds")
         print(f"[bench]   {group}: {results[group].get('status')}"
@@ -628,6 +695,8 @@ def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
               + (f" — {results[group]['note'][:120]}" if results[group].get("note") else ""), flush=True)
     failed = [g for g, r in results.items() if r.get("status") != "ok"]
     outcome = {
+        "processes": "group",
+        "jobs": jobs,
         "groups": results,
         "specs": sum(len(ids) for ids in groups.values()),
         "peak_rss_bytes": max((r.get("peak_rss_bytes") or 0 for r in results.values()), default=0) or None,
@@ -635,7 +704,7 @@ def _run_estimation_by_group(work: Path, scale: str, seed: int, log) -> dict:
         "import_seconds": max((r.get("import_seconds") or 0 for r in results.values()), default=0),
         "seconds_groups_ok": sum(r.get("seconds") or 0 for r in results.values()),
     }
-    for key in ("fits", "pyfixest_fits", "permutation_fits"):
+    for key in ("fits", "pyfixest_fits", "permutation_fits", "cpu_seconds"):
         outcome[key] = sum(r.get(key) or 0 for r in results.values())
     outcome["seconds_per_fit"] = outcome["seconds_groups_ok"] / outcome["fits"] if outcome["fits"] else None
     outcome["seconds_all_groups_ok"] = None if failed else outcome["seconds_groups_ok"] + outcome["import_seconds"]
@@ -713,6 +782,10 @@ def render_markdown(report: dict) -> str:
                          f"landed (read + checks) {s['seconds']:.1f} s")
         if name == "checks" and "passed" in s:
             notes.append("checks passed" if s["passed"] else "checks FAILED")
+        if name == "estimation" and s.get("processes"):
+            notes.append(("one process (keytech estimate)" if s["processes"] == "one" else "one process per group")
+                         + f", permutation draws in {s.get('jobs', 1)} worker(s)"
+                         + (f", CPU {s['cpu_seconds']:.1f} s" if s.get("cpu_seconds") else ""))
         if name == "estimation" and s.get("groups"):
             notes.append("by group: " + ", ".join(
                 f"{g} {r['seconds']:.1f} s" if r.get("status") == "ok" else f"{g} {r.get('status')}"
@@ -751,7 +824,8 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, ...] = STAGES) -> dict:
+def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, ...] = STAGES,
+        jobs: int = 1, estimation_processes: str = "one") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = work_dir(out, scale)
     work.mkdir(parents=True, exist_ok=True)
@@ -766,8 +840,10 @@ def run(scale: str, out: Path, skip_synth: bool, seed: int, stages: tuple[str, .
             print(f"[bench] {stage} …", flush=True)
             log.write(f"\n===== {stage} =====\n")
             log.flush()
-            if stage == "estimation":
-                result = _run_estimation_by_group(work, scale, seed, log)
+            if stage == "estimation" and estimation_processes == "group":
+                result = _run_estimation_by_group(work, scale, seed, log, jobs)
+            elif stage == "estimation":
+                result = _run_estimation_one_process(work, scale, seed, log, jobs)
             else:
                 result = _run_stage(stage, work, scale, seed, log)
             report["stages"][stage] = result
@@ -795,19 +871,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default output/bench)")
     parser.add_argument("--seed", type=int, default=SEED, help="synthetic-data and placebo seed")
     parser.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages (in pipeline order)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="worker processes for the permutation draws in the estimation stage "
+                             "(keytech estimate --jobs; default: the machine's CPUs, "
+                             f"{os.cpu_count()} here; results do not depend on it)")
+    parser.add_argument("--estimation-processes", choices=["one", "group"], default="one",
+                        help="one: the estimation stage is one run_estimation over every spec but the placebo, "
+                             "as keytech estimate runs it (default); group: one registry group per process")
     parser.add_argument("--worker", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.worker:
         only = args.only.split(",") if args.only else None
-        return run_worker(args.worker, Path(args.work), args.scale, args.seed, Path(args.result), only)
+        return run_worker(args.worker, Path(args.work), args.scale, args.seed, Path(args.result), only, args.jobs or 1)
     from keytech import paths
 
     out = Path(args.out).resolve() if args.out else paths.output_dir() / "bench"
     stages = tuple(s for s in STAGES if not args.stages or s in args.stages)
-    report = run(args.scale, out, args.skip_synth, args.seed, stages)
+    report = run(args.scale, out, args.skip_synth, args.seed, stages, jobs=args.jobs or os.cpu_count() or 1,
+                 estimation_processes=args.estimation_processes)
     print((out / "bench.md").read_text(encoding="utf-8"))
     print(f"Written {out / 'bench.json'} and {out / 'bench.md'}")
     # a missed target is a finding, recorded above; a stage that crashed is a failure of the bench

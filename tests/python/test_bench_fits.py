@@ -52,3 +52,59 @@ def test_estimation_row_shows_time_per_fit_against_the_anchor():
                        "permutation_fits": 960, "seconds_per_fit": 0.01, "groups": {}}}}
     md = bench.render_markdown(report)
     assert "1,000 model fits (40 pyfixest, 960 permutation re-estimations): 10.0 ms per fit = 0.20× the anchor fit" in md
+
+
+def test_one_process_estimation_groups_are_sums_of_spec_timings(monkeypatch):
+    """--estimation-processes one (default): one stage process over every spec; a group's seconds
+    are its specs' stored timings, the total is the run plus one import; jobs reach the worker."""
+    calls = []
+
+    def fake_stage(stage, work, scale, seed, log, only=None, jobs=1):
+        calls.append((stage, only, jobs))
+        return {"status": "ok", "seconds": 10.0, "import_seconds": 2.0, "specs": 3, "jobs": jobs,
+                "spec_seconds": {"s1": 1.5, "s2": 2.5, "s3": 5.0}}
+
+    monkeypatch.setattr(bench, "_run_stage", fake_stage)
+    monkeypatch.setattr(bench, "estimation_groups", lambda: {"a": ["s1", "s2"], "b": ["s3"]})
+    out = bench._run_estimation_one_process(None, "tiny", 1, _NullLog(), jobs=2)
+    assert calls == [("estimation", None, 2)]
+    assert out["processes"] == "one" and out["seconds"] == 12.0 and out["run_seconds"] == 10.0
+    assert {g: r["seconds"] for g, r in out["groups"].items()} == {"a": 4.0, "b": 5.0}
+    md = bench.render_markdown({"scale": "tiny", "started_at": "now", "seed": 1, "machine": {}, "targets": {},
+                                "stages": {"estimation": out}})
+    assert "one process (keytech estimate), permutation draws in 2 worker(s)" in md and "a 4.0 s, b 5.0 s" in md
+
+
+def test_one_process_failure_falls_back_to_one_process_per_group(monkeypatch):
+    def fake_stage(stage, work, scale, seed, log, only=None, jobs=1):
+        if only is None:
+            return {"status": "error", "note": "stage process exited with -6"}
+        return {"status": "ok" if only != ["s3"] else "error", "seconds": float(len(only)), "note": "boom" if only == ["s3"] else None}
+
+    monkeypatch.setattr(bench, "_run_stage", fake_stage)
+    monkeypatch.setattr(bench, "estimation_groups", lambda: {"a": ["s1", "s2"], "b": ["s3"]})
+    out = bench._run_estimation_one_process(None, "tiny", 1, _NullLog(), jobs=1)
+    assert out["processes"] == "group" and out["status"] == "error" and "b" in out["note"]
+    assert out["one_process_failure"] == "stage process exited with -6"
+
+
+def test_jobs_reach_the_stage_command(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(command, env, stdout, stderr):
+        seen["command"] = command
+        return type("Done", (), {"returncode": 1})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    bench._run_stage("estimation", tmp_path, "tiny", 1, _NullLog(), jobs=3)
+    assert seen["command"][-2:] == ["--jobs", "3"]
+    bench._run_stage("estimation", tmp_path, "tiny", 1, _NullLog())
+    assert "--jobs" not in seen["command"]
+
+
+class _NullLog:
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass

@@ -19,7 +19,8 @@ the column-5 specification (fixed effects, controls, city clustering) by
 spec): :func:`keytech.estimation.inference.permutation.permutation_test` of ``b_high − b_low``, reshuffling
 group membership; stored in the diagnostics (``permutation``, with the draws used as ``n_draws``)
 of the ``high`` spec. ``RunContext.permutation_draws`` (``keytech estimate --permutation-draws``)
-replaces ``draws`` in every spec. Sibling specs — the registry's ``ols_split`` specs that differ
+replaces ``draws`` in every spec; ``RunContext.jobs`` (``--jobs``) shares the draws among forked worker
+processes (same results). Sibling specs — the registry's ``ols_split`` specs that differ
 only in the outcome, e.g. ``het_fc_high_key`` and ``het_fc_high_nonkey`` — whose complete-case rows
 are the same have the same labels and reshuffles, so their tests are computed in one pass over
 the draws (one more column in each re-estimation) by the first of them in a run and kept in
@@ -155,7 +156,8 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
             outcomes.append(other)
     coef_fn = fe_ols_coefficient(outcomes if len(outcomes) > 1 else spec.outcome, list(spec.regressors),
                                  spec.fixed_effects, drop_singletons=spec.fixef_rm == "singleton")
-    tests = dict(zip(outcomes, permutation_tests(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by)))
+    tests = dict(zip(outcomes, permutation_tests(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by,
+                                                     jobs=getattr(ctx, "jobs", 1))))
     if len(outcomes) > 1:
         for t in tests.values():
             t["computed_jointly_with"] = list(outcomes)

@@ -25,6 +25,9 @@ class RunContext:
     seed: int = DEFAULT_SEED  # the run seed: placebo, CS bootstrap, permutation tests
     # when set, replaces options.permutation.draws of every spec (keytech estimate --permutation-draws)
     permutation_draws: int | None = None
+    # worker processes for the draws of each permutation test (keytech estimate --jobs); the
+    # results do not depend on it (keytech.estimation.inference.permutation)
+    jobs: int = 1
     progress: bool = False
     fe_labels: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] | None = None

@@ -109,6 +109,7 @@ def run_estimation(
     registry: Registry | None = None,
     strict: bool = False,
     permutation_draws: int | None = None,
+    jobs: int = 1,
 ) -> str:
     """Estimate the selected specs on the warehouse marts and append them to the results store.
 
@@ -120,7 +121,9 @@ def run_estimation(
     ``(not estimable)`` and listed under ``not_estimable``: a property of the data, not a failure.
     ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
     test (replacing ``options.permutation.draws`` of the registry: 999 for Table 5, 199 for the
-    heterogeneity splits in ``specs.yml``).
+    heterogeneity splits in ``specs.yml``). ``jobs``: worker processes (forked) that share the
+    draws of each permutation test; the results are bit-identical to ``jobs=1`` (the default: one
+    process, nothing forked), only the wall time changes.
     Specs that need an optional raw table the build was not given (``contract.yml`` ``enables``)
     are skipped, not run: they are named on stderr with what to add and listed under
     ``skipped`` in the run's parameters (``results.runs``). Returns the run id; ``run_outcome``
@@ -131,6 +134,8 @@ def run_estimation(
     """
     if permutation_draws is not None and permutation_draws < 1:
         raise ValueError(f"permutation_draws must be at least 1, got {permutation_draws}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     from tqdm.auto import tqdm
 
     reg = registry or load_registry()
@@ -154,7 +159,7 @@ def run_estimation(
     syn = synthetic if synthetic is not None else truth is not None
     planted = planted_effects(truth)
     ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=planted,
-                     permutation_draws=permutation_draws)
+                     permutation_draws=permutation_draws, jobs=jobs)
 
     # 2. read the panels the selection needs (each read opens and closes a read-only connection)
     panels: dict[str, pd.DataFrame | BaseException] = {}
