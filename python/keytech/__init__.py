@@ -6,11 +6,48 @@ BLAS threads: unless the user set it, ``OPENBLAS_NUM_THREADS`` is set to 1 befor
 imported. The estimation layer solves many small systems (permutation reshuffles, placebo draws,
 IFE iterations); on the 2-core reference machine under load, OpenBLAS's worker threads made the
 full paper-scale estimation 3.7× slower (275 s vs 75 s, docs/performance.md). Set the variable
-yourself (e.g. ``OPENBLAS_NUM_THREADS=8 keytech estimate``) to override.
+yourself (e.g. ``OPENBLAS_NUM_THREADS=8 keytech estimate``) to override. When numpy or scipy was
+imported before keytech (a notebook, a test file), their OpenBLAS has already read the variable;
+then keytech sets the thread count of the OpenBLAS libraries already loaded to 1 as well
+(``openblas_threads_of_loaded_libraries`` tells what is in force).
 """
 
+import ctypes as _ctypes
+import glob as _glob
 import os as _os
+import sys as _sys
 
-_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# numpy's and scipy's wheels each bundle one OpenBLAS: (folder beside the package, setter, getter)
+_OPENBLAS_LIBRARIES = (
+    ("numpy.libs", "libscipy_openblas64_*.so", "scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy.libs", "libscipy_openblas-*.so", "scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+)
+
+
+def _loaded_openblas():
+    """(library path, ctypes handle, setter name, getter name) of each bundled OpenBLAS that is
+    already loaded in this process (RTLD_NOLOAD: nothing is loaded by looking)."""
+    for site in dict.fromkeys(_sys.path):
+        for folder, pattern, setter, getter in _OPENBLAS_LIBRARIES:
+            for path in _glob.glob(_os.path.join(site or ".", folder, pattern)):
+                try:
+                    handle = _ctypes.CDLL(path, mode=_os.RTLD_NOLOAD | _os.RTLD_LAZY)
+                except (OSError, AttributeError):
+                    continue
+                if hasattr(handle, setter) and hasattr(handle, getter):
+                    yield path, handle, setter, getter
+
+
+def openblas_threads_of_loaded_libraries() -> dict[str, int]:
+    """Threads of every bundled OpenBLAS loaded in this process, by library file name."""
+    return {_os.path.basename(path): int(getattr(handle, getter)())
+            for path, handle, _, getter in _loaded_openblas()}
+
+
+if "OPENBLAS_NUM_THREADS" not in _os.environ:
+    _os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    if "numpy" in _sys.modules or "scipy" in _sys.modules:
+        for _path, _handle, _setter, _getter in _loaded_openblas():
+            getattr(_handle, _setter)(1)
 
 __version__ = "0.1.0"
