@@ -89,19 +89,39 @@ def test_het_siblings_share_one_permutation_pass(sim, monkeypatch):
     reg = load_registry()
     key, nonkey = (dataclasses.replace(reg.get(i), options={**reg.get(i).options, "permutation": {
         "draws": 19, "permute_by": "observation"}}) for i in ("het_fc_high_key", "het_fc_high_nonkey"))
-    monkeypatch.setattr(mechanisms, "_sibling_outcomes", lambda spec: [nonkey.outcome] if spec.outcome == key.outcome else [])
+    monkeypatch.setattr(mechanisms, "_sibling_outcomes", lambda spec, registry=None: [nonkey.outcome] if spec.outcome == key.outcome else [])
     ctx = RunContext(seed=5)
     shared = [run_spec(s, sim, ctx)[0].diagnostics["permutation"] for s in (key, nonkey)]
     assert len(ctx.shared) == 1  # one joint pass, reused by the second spec
     assert shared[0]["computed_jointly_with"] == shared[1]["computed_jointly_with"] == [key.outcome, nonkey.outcome]
     assert "computed_in_pass_of" not in shared[0] and shared[1]["computed_in_pass_of"] == key.id
-    monkeypatch.setattr(mechanisms, "_sibling_outcomes", lambda spec: [])
+    monkeypatch.setattr(mechanisms, "_sibling_outcomes", lambda spec, registry=None: [])
     for spec, res in zip((key, nonkey), shared):
         alone = run_spec(spec, sim, RunContext(seed=5))[0].diagnostics["permutation"]
         assert "computed_jointly_with" not in alone
         for k in ("p_one_sided", "p_two_sided", "n_draws", "n_draws_failed", "seed", "permute_by"):
             assert res[k] == alone[k], (spec.id, k)
         assert res["difference"] == pytest.approx(alone["difference"], rel=FAST_TOL, abs=FAST_TOL)
+
+
+def test_siblings_come_from_the_runs_registry(sim):
+    """A run whose registry differs from the packaged one (here: 19 draws instead of 199) finds the
+    siblings in its own registry (RunContext.registry), not in the packaged one, where the changed
+    options match no spec."""
+    reg = load_registry()
+    ids = ("het_fc_high_key", "het_fc_high_nonkey")
+    changed = {i: dataclasses.replace(reg.get(i), options={**reg.get(i).options, "permutation": {
+        "draws": 19, "permute_by": "observation"}}) for i in ids}
+    run_registry = dataclasses.replace(reg, specs=tuple(changed.get(s.id, s) for s in reg.specs))
+    key, nonkey = changed[ids[0]], changed[ids[1]]
+    assert mechanisms._sibling_outcomes(key) == []  # the packaged registry has no such sibling
+    assert mechanisms._sibling_outcomes(key, run_registry) == [nonkey.outcome]
+    ctx = RunContext(seed=5, registry=run_registry)
+    tests = [run_spec(s, sim, ctx)[0].diagnostics["permutation"] for s in (key, nonkey)]
+    assert tests[0]["computed_jointly_with"] == [key.outcome, nonkey.outcome]
+    assert tests[1]["computed_in_pass_of"] == key.id
+    alone = run_spec(key, sim, RunContext(seed=5))[0].diagnostics["permutation"]
+    assert "computed_jointly_with" not in alone and alone["p_two_sided"] == tests[0]["p_two_sided"]
 
 
 def test_registry_siblings_of_the_heterogeneity_splits():

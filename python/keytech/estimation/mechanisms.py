@@ -115,10 +115,11 @@ def fit_split(spec: Spec, df: pd.DataFrame, ctx) -> SpecResult:
     return res
 
 
-def _sibling_outcomes(spec: Spec) -> list[str]:
+def _sibling_outcomes(spec: Spec, registry=None) -> list[str]:
     """Outcomes of the registry's other ``ols_split`` specs that differ from ``spec`` only in the
     outcome (and id, label, description, paper values): the same split, sample, regressors, fixed
-    effects and permutation options — e.g. the key and non-key halves of a heterogeneity split."""
+    effects and permutation options — e.g. the key and non-key halves of a heterogeneity split.
+    ``registry``: the run's (``RunContext.registry``); None reads the packaged one."""
     from keytech.estimation import load_registry
 
     def same(other: Spec) -> bool:
@@ -126,7 +127,8 @@ def _sibling_outcomes(spec: Spec) -> list[str]:
             "estimator", "panel", "extra_marts", "regressors", "fixed_effects", "fixef_rm", "sample_query",
             "extra_regressors", "vcov", "split", "options"))
 
-    return list(dict.fromkeys(s.outcome for s in load_registry().specs if s.outcome != spec.outcome and same(s)))
+    specs = (registry or load_registry()).specs
+    return list(dict.fromkeys(s.outcome for s in specs if s.outcome != spec.outcome and same(s)))
 
 
 def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, elig: pd.DataFrame,
@@ -148,7 +150,7 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
         # computed in the pass of another spec of this run (no re-estimation here)
         return {**cache["tests"][spec.outcome], "computed_in_pass_of": cache["spec_id"]}
     outcomes = [spec.outcome]
-    for other in _sibling_outcomes(spec):
+    for other in _sibling_outcomes(spec, ctx.registry):
         if other not in data.columns:
             continue
         needed_other = [other if c == spec.outcome else c for c in needed]

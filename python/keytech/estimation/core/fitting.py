@@ -31,6 +31,9 @@ class RunContext:
     progress: bool = False
     fe_labels: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] | None = None
+    # the registry the run's specs come from (keytech.estimation.run_estimation sets it; None: the
+    # packaged registry); where the joint permutation passes look for sibling specs
+    registry: Any = field(default=None, repr=False, compare=False)
     # work shared between the specs of one run (e.g. the joint permutation tests of
     # keytech.estimation.mechanisms); never part of a result
     shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -159,6 +159,7 @@ def run_estimation(
     syn = synthetic if synthetic is not None else truth is not None
     planted = planted_effects(truth)
     ctx = RunContext(placebo_draws=placebo_draws, seed=seed, progress=progress, fe_labels=reg.fe_labels, truth=planted,
+                     registry=reg,
                      permutation_draws=permutation_draws, jobs=jobs)
 
     # 2. read the panels the selection needs (each read opens and closes a read-only connection)
