@@ -307,6 +307,31 @@ def test_truncnorm_screen_gives_the_quantile_decision():
     assert screened > 250  # the screen decides most of the random cases (else it saves nothing)
 
 
+def _dual_vertex_sets_loop(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The basis-by-basis enumeration that ``honest_did._dual_vertex_sets`` replaced (the computation
+    the stacked one is checked against)."""
+    from itertools import combinations
+
+    m, k1 = W.shape
+    e1 = np.zeros(k1)
+    e1[0] = 1.0
+    out = []
+    for B in combinations(range(m), k1):
+        WB = W[list(B)]
+        if abs(np.linalg.det(WB)) < 1e-12:
+            continue
+        lam_B = np.linalg.solve(WB.T, e1)
+        if np.all(lam_B >= -1e-12):
+            lam = np.zeros(m)
+            lam[list(B)] = np.maximum(lam_B, 0.0)
+            out.append(lam)
+    if not out:
+        return np.zeros((0, m)), np.zeros((0, m))
+    raw = np.array(out)
+    V, first = np.unique(np.round(raw, 12), axis=0, return_index=True)
+    return V, raw[first]
+
+
 @pytest.mark.parametrize("case", range(len(_HD_CASES)))
 def test_dual_vertices_stacked_equal_the_basis_loop(case):
     """The stacked enumeration of the dual vertices = the basis-by-basis loop it replaces (same
@@ -320,7 +345,7 @@ def test_dual_vertices_stacked_equal_the_basis_loop(case):
             G_inv = np.linalg.inv(hdmod._gamma_matrix(hdmod.target_vector("first", n_post)))
             X = (A[:, n_pre:] @ G_inv)[rows, 1:]
             W = np.column_stack([np.sqrt(np.diag((A @ S @ A.T)[np.ix_(rows, rows)])), X])
-            fast, slow = hdmod._dual_vertex_sets(W), hdmod._dual_vertex_sets_loop(W)
+            fast, slow = hdmod._dual_vertex_sets(W), _dual_vertex_sets_loop(W)
             assert len(fast[0]) > 0
             assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
             e1 = np.eye(W.shape[1])[0]
@@ -329,5 +354,5 @@ def test_dual_vertices_stacked_equal_the_basis_loop(case):
     # degenerate inputs: fewer rows than columns, repeated rows (singular bases)
     W = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
     for M in (W, W[:1]):
-        f, s2 = hdmod._dual_vertex_sets(M), hdmod._dual_vertex_sets_loop(M)
+        f, s2 = hdmod._dual_vertex_sets(M), _dual_vertex_sets_loop(M)
         assert np.array_equal(f[0], s2[0]) and np.array_equal(f[1], s2[1])

@@ -44,6 +44,9 @@ from scipy import optimize, special, stats
 
 DEFAULT_MBAR = (0.0, 0.5, 1.0, 1.5, 2.0)
 GRID_POINTS = 1000
+# the dual vertices are enumerated (C(m, k+1) bases) only for at most this many moments m;
+# with more, each LP value is solved by HiGHS
+MAX_ENUMERATED_MOMENTS = 16
 LF_SIMS = 1000
 
 
@@ -299,7 +302,7 @@ def _vlo_vup_dual(eta: float, s_t: np.ndarray, gamma: np.ndarray, sigma: np.ndar
     # the LP max f'lambda over {lambda >= 0 : W'lambda = e1} (bounded: sd'lambda = 1) is attained at a
     # vertex; with few moments the vertices are enumerated once and each check is a matrix product
     if V is None:
-        V = _dual_vertices(W) if n <= 16 else np.zeros((0, n))
+        V = _dual_vertices(W) if n <= MAX_ENUMERATED_MOMENTS else np.zeros((0, n))
 
     def check(cval: float):
         f = s_t + b_vec * cval
@@ -437,8 +440,8 @@ def _dual_vertex_sets(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Every basis (``k1`` of the ``m`` rows, in ``itertools.combinations`` order) with
     ``|det W_B| >= 1e-12`` whose solution of ``W_B' lam_B = e1`` is non-negative (to -1e-12) gives
     a vertex. The determinants and solves run as one stacked LAPACK call each (numpy applies the
-    same getrf/gesv to every matrix of a stack as to a single one: ``_dual_vertex_sets_loop``, the
-    basis-by-basis form, gives the same bits; tests compare them)."""
+    same getrf/gesv to every matrix of a stack as to a single one: the basis-by-basis loop this
+    replaced gives the same bits; tests/python/test_estimation_fast_paths.py compares them)."""
     from itertools import combinations
 
     m, k1 = W.shape
@@ -463,30 +466,6 @@ def _dual_vertex_sets(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V, raw[first]
 
 
-def _dual_vertex_sets_loop(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The basis-by-basis enumeration :func:`_dual_vertex_sets` replaces (kept for the tests)."""
-    from itertools import combinations
-
-    m, k1 = W.shape
-    e1 = np.zeros(k1)
-    e1[0] = 1.0
-    out = []
-    for B in combinations(range(m), k1):
-        WB = W[list(B)]
-        if abs(np.linalg.det(WB)) < 1e-12:
-            continue
-        lam_B = np.linalg.solve(WB.T, e1)
-        if np.all(lam_B >= -1e-12):
-            lam = np.zeros(m)
-            lam[list(B)] = np.maximum(lam_B, 0.0)
-            out.append(lam)
-    if not out:
-        return np.zeros((0, m)), np.zeros((0, m))
-    raw = np.array(out)
-    V, first = np.unique(np.round(raw, 12), axis=0, return_index=True)
-    return V, raw[first]
-
-
 def _lf_cv(X: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, seed: int = 0,
            V: np.ndarray | None = None) -> float:
     """Least-favourable critical value: the 1-kappa quantile of the LP statistic at y ~ N(0, sigma)
@@ -498,7 +477,7 @@ def _lf_cv(X: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, 
     sd = np.sqrt(np.diag(sigma))
     W = np.column_stack([sd, X])
     if V is None:
-        V = _dual_vertices(W) if W.shape[0] <= 16 else np.zeros((0, W.shape[0]))
+        V = _dual_vertices(W) if W.shape[0] <= MAX_ENUMERATED_MOMENTS else np.zeros((0, W.shape[0]))
     if len(V):
         etas = (xi @ V.T).max(axis=1)
     else:
@@ -604,7 +583,7 @@ def rm_ci(beta, sigma, num_pre: int, num_post: int, l_vec, mbar: float, alpha: f
             # the dual vertices of this polyhedron's LP, enumerated once: the least-favourable critical
             # value, the screen below and every grid point's conditional test use them
             W = np.column_stack([np.sqrt(np.diag(Syr)), Xr])
-            vertices = _dual_vertex_sets(W) if W.shape[0] <= 16 else None
+            vertices = _dual_vertex_sets(W) if W.shape[0] <= MAX_ENUMERATED_MOMENTS else None
             V = vertices[0] if vertices is not None else np.zeros((0, W.shape[0]))
             cv = _lf_cv(Xr, Syr, kappa, V=V)
             # the LP statistic at every grid point at once (max over the dual vertices): a point whose
