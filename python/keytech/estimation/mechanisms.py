@@ -159,7 +159,7 @@ def _joint_permutation_test(spec: Spec, df: pd.DataFrame, data: pd.DataFrame, el
     coef_fn = fe_ols_coefficient(outcomes if len(outcomes) > 1 else spec.outcome, list(spec.regressors),
                                  spec.fixed_effects, drop_singletons=spec.fixef_rm == "singleton")
     tests = dict(zip(outcomes, permutation_tests(elig, is_high, coef_fn, draws=draws, seed=seed, permute_by=permute_by,
-                                                     jobs=getattr(ctx, "jobs", 1))))
+                                                     jobs=ctx.jobs)))
     if len(outcomes) > 1:
         for t in tests.values():
             t["computed_jointly_with"] = list(outcomes)
