@@ -16,6 +16,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, demeaner, fe_desc, relevant_warnings
 from keytech.estimation.core.panel import prepare_spec_data, sample_description
 from keytech.estimation.core.results import SpecResult, TermEstimate
+from keytech.estimation.did.common import identified_rows
 from keytech.estimation.orchestration.registry import Spec
 
 
@@ -40,117 +41,6 @@ def _did2s_demeaner(spec: Spec):
         yield
     finally:
         did2s_module.feols = original
-
-
-def identified_rows(
-    untreated: pd.DataFrame,
-    treated: pd.DataFrame,
-    covariates: list[str] | tuple[str, ...],
-    fixed_effects: list[str] | tuple[str, ...],
-    tol: float = 1e-8,
-    method: str = "auto",
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Which treated rows have an estimable counterfactual ``x'b + sum of FE`` given the untreated rows.
-
-    A linear function ``z'theta`` of the first-stage parameters (covariates and every FE level,
-    one dummy per level) is estimable from the untreated design Z exactly when z lies in the row
-    space of Z, i.e. is orthogonal to the null space of Z'Z. That null space is computed once
-    (symmetric eigendecomposition of the dense Z'Z, covariates standardised; eigenvalues below
-    ``tol`` × the largest count as zero), and each treated row is kept when
-    max |N'z| <= sqrt(tol) × (1 + ||z||). Checking only that each FE level occurs among untreated
-    rows is necessary but not sufficient (e.g. a firm observed untreated only in years that are
-    disconnected from the treated year through the other FE dimensions). Deterministic: no
-    solver, no random start. Cost: O(p³) for p = covariates + FE levels (a few seconds for
-    p ≈ 5,000).
-    Returns (mask over ``treated`` rows, info with ``levels_present`` and ``null_dim``).
-
-    ``method="auto"`` (issue 17) obtains the same null space without the dense eigendecomposition
-    of the whole Z'Z (:func:`_null_space_schur`: the fixed effect with most levels eliminated in
-    closed form, ≈ 60× less work at paper scale); ``"dense"`` is the computation above, which
-    "auto" also falls back to when the reduced spectrum has no clear gap at ``tol``.
-    """
-    import scipy.sparse as sp
-
-    covariates, fixed_effects = list(covariates), list(fixed_effects)
-    both = pd.concat([untreated, treated])
-    n_u = len(untreated)
-    blocks = []
-    if covariates:
-        X = both[covariates].to_numpy(float)
-        mu, sd = X[:n_u].mean(axis=0), X[:n_u].std(axis=0)
-        blocks.append(sp.csr_matrix((X - mu) / np.where(sd > 0, sd, 1.0)))
-    present = np.ones(len(treated), dtype=bool)
-    for f in fixed_effects:
-        codes, uniq = pd.factorize(both[f])
-        blocks.append(sp.csr_matrix((np.ones(len(both)), (np.arange(len(both)), codes)), shape=(len(both), len(uniq))))
-        present &= np.isin(codes[n_u:], codes[:n_u])
-    Z = sp.hstack(blocks).tocsr()
-    Zu, Zt = Z[:n_u], Z[n_u:]
-    fe_sizes = [b.shape[1] for b in blocks[1 if covariates else 0:]]
-    null = _null_space_schur(Zu, Z.shape[1] - sum(fe_sizes), fe_sizes, tol) if method != "dense" else None
-    if null is None:
-        A = (Zu.T @ Zu).toarray()
-        vals, vecs = np.linalg.eigh(A)
-        null = vecs[:, vals <= tol * max(float(vals.max()), 1.0)]
-    if null.shape[1] == 0:
-        ok = np.ones(len(treated), dtype=bool)
-    else:
-        proj = np.asarray(Zt @ null)
-        znorm = np.sqrt(np.asarray(Zt.multiply(Zt).sum(axis=1)).ravel())
-        ok = np.abs(proj).max(axis=1) <= np.sqrt(tol) * (1.0 + znorm)
-    return ok, {"levels_present": present, "null_dim": int(null.shape[1]), "tol": tol}
-
-
-def _null_space_schur(Zu, n_cov: int, fe_sizes: list[int], tol: float) -> np.ndarray | None:
-    """An orthonormal basis of the null space of the untreated design ``Zu`` = [covariates | FE
-    dummies] (columns as :func:`identified_rows` builds them), without decomposing Zu'Zu.
-
-    With D1 the dummies of the fixed effect with most levels (one per row, so D1'D1 = diag(a)) and
-    P the other columns, Zu (p, f1) = 0 exactly when f1 = -a^-1 D1'P p on the levels with rows (a > 0)
-    and p is in the null space of the Schur complement S = P'P - P'D1 a^-1 D1'P; levels of D1 without
-    untreated rows (a = 0) add their unit vectors. S has as many rows as P has columns (the FE
-    levels but the largest, plus the covariates). Eigenvalues of S up to ``tol`` × the largest
-    count as zero, as in the dense computation; None (use the dense computation) when one lies
-    between 1e-4 × that threshold and the threshold (no clear gap), or when there is no fixed
-    effect. The result is the exact null space (numerically zero eigenvalues of S are ~1e-18 of
-    the largest on the paper-scale panel, the smallest non-zero one ~1e-6); it equals the dense
-    computation's whenever Z'Z has no non-zero eigenvalue below ``tol`` × its largest (the
-    Schur complement's smallest non-zero eigenvalue is never below Z'Z's, so S cannot show that):
-    the tests compare both, and on the paper-scale synthetic panel the masks and null dimensions
-    are the same (docs/performance.md)."""
-    import scipy.sparse as sp
-
-    if not fe_sizes:
-        return None
-    n_cols = Zu.shape[1]
-    starts = np.cumsum([n_cov] + fe_sizes)[:-1]
-    j = int(np.argmax(fe_sizes))
-    big = np.arange(starts[j], starts[j] + fe_sizes[j])
-    rest = np.setdiff1d(np.arange(n_cols), big)
-    Zc = Zu.tocsc()
-    D1, P = Zc[:, big], Zc[:, rest]
-    a = np.asarray(D1.sum(axis=0)).ravel()
-    has = a > 0
-    D1P = np.asarray((D1.T @ P).todense())
-    Pd = np.asarray((P.T @ P).todense())
-    S = Pd - D1P[has].T @ (D1P[has] / a[has, None])
-    lam, vec = np.linalg.eigh(S)
-    top = max(float(lam.max()) if len(lam) else 0.0, 1.0)
-    zero = lam <= tol * top
-    if np.any(zero & (lam > 1e-4 * tol * top)):  # an eigenvalue just below the threshold: no clear gap
-        return None
-    B = vec[:, zero]
-    k = B.shape[1] + int((~has).sum())
-    N = np.zeros((n_cols, k))
-    N[rest, :B.shape[1]] = B
-    f1 = np.zeros((len(big), B.shape[1]))
-    f1[has] = -(D1P[has] @ B) / a[has, None]
-    N[big, :B.shape[1]] = f1
-    N[big[~has], B.shape[1] + np.arange(int((~has).sum()))] = 1.0
-    if k == 0:
-        return N
-    q, _ = np.linalg.qr(N)
-    return q
 
 
 def fit_did2s(spec: Spec, df: pd.DataFrame, ctx: RunContext) -> SpecResult:

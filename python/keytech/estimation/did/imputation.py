@@ -10,7 +10,7 @@ treated ones (Policy = 1):
 2. tau_it = Y_it - z_it'b for it in Omega1 (treated observations whose imputed value is not
    identified — a fixed-effect level that never occurs untreated, or levels that sit in different
    connected components of the untreated design, detected exactly by the null space of Z0
-   (``did2s.identified_rows``) — are dropped and counted in the diagnostics);
+   (``did.common.identified_rows``) — are dropped and counted in the diagnostics);
 3. tau_w = sum w_it tau_it; main term ``policy``: w = 1/N1 (all treated); ``rel_time=h`` terms:
    w = 1{K_it = h}/N_h (event time h = year - first treated year, h = 0..options.horizons).
 
@@ -78,7 +78,7 @@ def imputation(
     # level occurring untreated is necessary, not sufficient: levels can sit in different connected
     # components): the exact rank test of did2s (null space of the untreated design from the Schur
     # complement of its largest fixed effect; no random probe, no iterative solver)
-    from keytech.estimation.did.did2s import identified_rows
+    from keytech.estimation.did.common import identified_rows
 
     ok_rank, _ = identified_rows(d.loc[~D], d.loc[D], list(controls), list(fixed_effects))
     if not ok_rank.all():
