@@ -37,10 +37,10 @@ from pathlib import Path
 
 import pytest
 
-# One OpenBLAS thread, as `make test` runs (the Makefile exports it) and as keytech/__init__.py sets
-# when keytech is imported before numpy — test modules often import numpy first. With OpenBLAS's
-# default threads, a plain `pytest` under load spent ≈ 5× the CPU on the IV world's Table 4
-# (docs/performance.md, "make test (issue 17, branch h17k)"). Set before any test module imports numpy.
+# One OpenBLAS thread, as `make test` runs (the Makefile exports it) and as keytech/__init__.py
+# sets (also for numpy/scipy imported before keytech). Set here too so that the subprocesses tests
+# start inherit it. With OpenBLAS's default threads, a plain `pytest` under load spent ≈ 5× the
+# CPU on the IV world's Table 4 (docs/performance.md, "make test (issue 17, branch h17k)").
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Session fixtures whose users are kept on one xdist worker (one build per run).
