@@ -133,33 +133,3 @@ def test_cli_jobs_option_reaches_run_estimation(monkeypatch):
     assert calls["jobs"] == 2
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["estimate", "--jobs", "0"])
-
-
-# --------------------------------------------------------------------------- D2'D2 from one bincount
-
-
-def test_dummy_cross_products_bincount_equals_sparse_product_and_crosstab():
-    import pandas as pd
-
-    rng = np.random.default_rng(6)
-    for le, lr, n in ((7, 5, 60), (30, 12, 400)):
-        ce, cr = rng.integers(0, le, n), rng.integers(0, lr, n)
-        ce[:le], cr[:lr] = np.arange(le), np.arange(lr)  # every level present
-        D2 = perm._onehot(np.column_stack([ce, cr + le]), le + lr)
-        fast = perm._dummy_cross_products(D2, le, [ce, cr], [le, lr])
-        slow = perm._dummy_cross_products(D2, le, [ce, cr], [le, lr], bincount=False)
-        assert np.array_equal(fast[0].toarray(), slow[0].toarray())
-        assert np.array_equal(fast[1], slow[1]) and np.array_equal(fast[2], slow[2])
-        tab = pd.crosstab(ce, cr).to_numpy(float)  # independent: the cross-tabulation of the levels
-        assert np.array_equal(fast[2], tab) and np.array_equal(np.diag(fast[1]), tab.sum(axis=0))
-
-
-def test_fe_coefficient_bit_identical_with_the_sparse_cross_products(monkeypatch):
-    """The bincount path changes no bit of the coefficient (three FEs: one fixed effect in D_r)."""
-    data = _fe_panel(seed=5, n_firms=90)
-    masks = [np.random.default_rng(s).random(len(data)) < 0.5 for s in range(6)]
-    fast = [fe_ols_coefficient("y", RHS, FE3).prepare(data)(m) for m in masks]
-    real = perm._dummy_cross_products
-    monkeypatch.setattr(perm, "_dummy_cross_products", lambda *a, **k: real(*a, **k, bincount=False))
-    slow = [fe_ols_coefficient("y", RHS, FE3).prepare(data)(m) for m in masks]
-    assert np.isfinite(fast).all() and fast == slow

@@ -296,6 +296,11 @@ class FEOLSCoefficient:
         e, components = _elimination_plan(codes, n_levels, big, others)
         rest = [j for j in others if j != e]
         codes_f = np.asfortranarray(codes)
+        code_cols = [np.ascontiguousarray(codes[:, j]) for j in range(codes.shape[1])]
+        # the rows in the order of their D1 level (ties by row): a subsample's observation pairs
+        # of one D1 level are formed from them per draw
+        by_big = np.argsort(code_cols[big], kind="stable") if e is not None else None
+        n_all = len(data)
 
         def coef(mask: np.ndarray) -> float:
             rows = np.flatnonzero(mask)
@@ -308,75 +313,83 @@ class FEOLSCoefficient:
                 return nan
             Vs = V[rows]
             # codes of the levels present in the subsample, renumbered 0..L-1 (absent levels dropped)
-            sub, present = {}, {}
+            renum, present = {}, {}
             for j in range(codes.shape[1]):
-                cj = codes_f[rows, j]
-                present[j] = np.bincount(cj, minlength=n_levels[j]) > 0
-                sub[j] = (np.cumsum(present[j]) - 1)[cj]
-            D1 = _onehot(sub[big][:, None], int(present[big].sum()))
-            a = np.asarray(D1.sum(axis=0)).ravel()
-            D1V = np.asarray(D1.T @ Vs)
+                present[j] = np.bincount(code_cols[j][rows], minlength=n_levels[j]) > 0
+                renum[j] = np.cumsum(present[j]) - 1
+            sub_big = renum[big][code_cols[big][rows]]
+            a = np.bincount(sub_big, minlength=int(present[big].sum())).astype(float)
+            D1V = _group_sums(sub_big, Vs, len(a))
             Vbar = D1V / a[:, None]
             M = Vs.T @ Vs - D1V.T @ Vbar
             if e is not None:
                 try:
-                    M -= self._dummy_projection(Vs, Vbar, D1, a, sub, present, e, components[present[e]], rest)
+                    M -= self._dummy_projection(Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present,
+                                                big, e, components[present[e]], rest, by_big)
                 except np.linalg.LinAlgError:
                     return nan
             return first(M)
 
         return coef
 
-    def _dummy_projection(self, Vs, Vbar, D1, a, sub, present, e, comp, rest) -> np.ndarray:
+    def _dummy_projection(self, Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present, big, e, comp, rest,
+                          by_big) -> np.ndarray:
         """r(V)'S⁻¹r(V) (see the class docstring), S solved by block elimination of e's levels:
         with L the block-diagonal Cholesky factor of S_ee + λI, Z = L⁻¹r_e and Y = L⁻¹S_er, it is
         Z'Z + r̃'C⁻¹r̃ with the Schur complement C = S_rr + λI − Y'Y and r̃ = r_r − Y'Z. Y'Y, Y'Z
-        and Z'Z come from one matrix product (few, large BLAS calls per draw)."""
-        import scipy.linalg as sla
-        import scipy.sparse as sp
+        and Z'Z come from one matrix product (few, large BLAS calls per draw).
 
-        sizes = [int(present[j].sum()) for j in (e, *rest)]
+        No dummy matrix is formed. D2 = [D_e, D_r] has e's levels first, numbered block by block
+        (:class:`_BlockPlan`), then the levels of the other fixed effects. D2'D2 counts the pairs of
+        D2 columns of each observation; W A⁻¹ W' = G G' (G = W A^-½) sums a_f^-½ · a_f^-½ over the
+        pairs of observations (o, o') of the same level f of D1 (``pairs``, listed once in
+        ``prepare``) at (column of o, column of o'); D2'V − W V̄ sums each observation's V − V̄ at
+        its columns: ``np.bincount`` on integer codes throughout."""
+        import scipy.linalg as sla
+
+        fes = (e, *rest)
+        sizes = [int(present[j].sum()) for j in fes]
         offsets = np.cumsum([0] + sizes)
-        D2 = _onehot(np.column_stack([sub[j] + offsets[i] for i, j in enumerate((e, *rest))]), int(offsets[-1]))
-        W = (D2.T @ D1).tocsr()
-        R = np.asarray(D2.T @ Vs) - W @ Vbar
-        G = (W @ sp.diags(a ** -0.5)).tocsr()
-        le = sizes[0]
-        DD_ee, DD_rr, DD_er = _dummy_cross_products(D2, le, [sub[j] for j in (e, *rest)], sizes)
-        G_e, G_r = G[:le], G[le:]
-        S_ee = (DD_ee - G_e @ G_e.T).tocoo()
+        le, n_cols = sizes[0], int(offsets[-1])
+        lr = n_cols - le
+        blocks = _BlockPlan(comp)
+        # D2 column of each level of each of D2's fixed effects (e's levels in block order; absent: unused)
+        col_of = [renum[j] + offsets[i] for i, j in enumerate(fes)]
+        col_of[0] = blocks.rank[renum[e]]
+        cols = [col_of[i][code_cols[j][rows]] for i, j in enumerate(fes)]
+        Vd = Vs - Vbar[sub_big]
+        R = np.concatenate([_group_sums(c - offsets[i], Vd, sizes[i]) for i, c in enumerate(cols)])
+        ah = a ** -0.5
+        counts = a.astype(np.int64)
+        if int((counts * counts).sum()) <= _PAIR_CAP:
+            inside = np.zeros(n_all, dtype=bool)
+            inside[rows] = True
+            srows = by_big[inside[by_big]]  # the subsample's rows grouped by D1 level, as ``a``
+            rep, second = _group_pairs(counts)
+            w = np.repeat(ah * ah, counts * counts)
+            cs = [col_of[i][code_cols[j][srows]] for i, j in enumerate(fes)]
+            gg = _split_pairs([np.repeat(c, rep) for c in cs], [c[second] for c in cs], w)
+        else:  # D1 levels with too many observation pairs to list: the same sums through W
+            gg = _pairs_through_w(sub_big, cols, ah, le)
+        dd = _split_pairs(cols, cols, None)
+        S_ee = blocks.accumulate(*dd["ee"][:2]) - blocks.accumulate(*gg["ee"])
         if not rest:
-            lam = self.ridge * max(float(np.mean(S_ee.diagonal())), 1.0)
-            Z = _block_cholesky_inverse(S_ee, lam, comp) @ R
+            lam = self.ridge * max(float(np.mean(blocks.diagonal(S_ee))), 1.0)
+            Z = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), R)
             return Z.T @ Z
-        S_rr = DD_rr - (G_r @ G_r.T).toarray()
-        lam = self.ridge * max(float(np.mean(np.r_[S_ee.diagonal(), np.diag(S_rr)])), 1.0)
-        S_er = DD_er - (G_e @ G_r.T).toarray()
-        YZ = _block_cholesky_inverse(S_ee, lam, comp) @ np.hstack([S_er, R[:le]])
+        # S_rr (lr × lr) and S_er (le × lr): the counts of D2'D2 minus the G G' sums
+        S_rr = _count_minus_sums(dd["rr"], gg["rr"], le, lr, le, lr)
+        X = np.empty((le, lr + R.shape[1]))
+        X[:, :lr] = _count_minus_sums(dd["er"], gg["er"], 0, le, le, lr)
+        X[:, lr:] = R[:le]
+        lam = self.ridge * max(float(np.mean(np.r_[blocks.diagonal(S_ee), np.diag(S_rr)])), 1.0)
+        YZ = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), X)
         cross = YZ.T @ YZ
-        lr = S_rr.shape[0]
         schur = S_rr - cross[:lr, :lr]
         schur[np.diag_indices_from(schur)] += lam
         R_r = R[le:] - cross[:lr, lr:]
         CR = sla.cho_solve(sla.cho_factor(schur, check_finite=False), R_r, check_finite=False)
         return cross[lr:, lr:] + R_r.T @ CR
-
-
-def _dummy_cross_products(D2, le: int, codes: list[np.ndarray], sizes: list[int], bincount: bool = True):
-    """The blocks of D2'D2 (D2 = [D_e, D_r], ``le`` columns of e): (D_e'D_e sparse, D_r'D_r dense,
-    D_e'D_r dense; the last two None without D_r). With one fixed effect in D_r they come from one
-    ``bincount`` of the level pairs (diagonal blocks = level counts, off-diagonal = their
-    cross-tabulation): the same integers as the sparse product, hence the same floats
-    (``bincount=False`` forms the sparse product; the tests compare the two)."""
-    import scipy.sparse as sp
-
-    if bincount and len(codes) == 2:
-        counts = np.bincount(codes[0] * sizes[1] + codes[1], minlength=le * sizes[1]).reshape(le, sizes[1]).astype(float)
-        return sp.diags(counts.sum(axis=1)).tocsr(), np.diag(counts.sum(axis=0)), counts
-    DD = (D2.T @ D2).tocsr()
-    if len(codes) == 1:
-        return DD[:le, :le], None, None
-    return DD[:le, :le], DD[le:, le:].toarray(), DD[:le, le:].toarray()
 
 
 def _first_coefficient(M: np.ndarray) -> float:
@@ -424,36 +437,143 @@ def _elimination_plan(codes: np.ndarray, n_levels: np.ndarray, big: int, others:
     return best[1], best[2]
 
 
-def _block_cholesky_inverse(S, lam: float, comp: np.ndarray):
-    """L⁻¹ (sparse CSR) for S + λI = LL', S a sparse (COO) matrix that is block diagonal with
-    blocks ``comp`` (a block label per row). Blocks are padded with the identity to the next power
-    of two and factorised in batches of equal padded size."""
-    import scipy.sparse as sp
+# observation pairs of the same D1 level formed per draw at most; above, the pairs of D2 columns
+# are formed through W (_pairs_through_w)
+_PAIR_CAP = 4_000_000
 
-    _, comp = np.unique(comp, return_inverse=True)
-    sizes = np.bincount(comp)
-    order = np.argsort(comp, kind="stable")
-    pos = np.empty(len(comp), dtype=np.int64)
-    pos[order] = np.arange(len(comp)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    padded = 1 << np.ceil(np.log2(sizes)).astype(np.int64)
-    out_r, out_c, out_v = [], [], []
-    for size in np.unique(padded):
-        blocks = np.flatnonzero(padded == size)
-        slot = np.full(len(sizes), -1)
-        slot[blocks] = np.arange(len(blocks))
-        rows = np.flatnonzero(slot[comp] >= 0)
-        member = np.full((len(blocks), size), -1)
-        member[slot[comp[rows]], pos[rows]] = rows
-        A = np.zeros((len(blocks), size, size))
-        A[:, np.arange(size), np.arange(size)] = np.where(member >= 0, lam, 1.0)
-        inside = slot[comp[S.row]] >= 0
-        r, c = S.row[inside], S.col[inside]
-        A[slot[comp[r]], pos[r], pos[c]] += S.data[inside]
-        Li = np.tril(np.linalg.inv(np.linalg.cholesky(A)))
-        i, j = member[:, :, None], member[:, None, :]
-        keep = (i >= 0) & (j >= 0) & (Li != 0)
-        out_r.append(np.broadcast_to(i, Li.shape)[keep])
-        out_c.append(np.broadcast_to(j, Li.shape)[keep])
-        out_v.append(Li[keep])
-    n = len(comp)
-    return sp.csr_matrix((np.concatenate(out_v), (np.concatenate(out_r), np.concatenate(out_c))), shape=(n, n))
+
+def _group_pairs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (i, i') of positions 0..n − 1 in the same group, the groups being
+    consecutive runs of ``counts`` positions, grouped by group, then by i, then i': (how many
+    pairs each position is the first of, so that ``np.repeat(x, rep)`` is x at the first
+    positions; the second positions)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    rep = np.repeat(counts, counts)
+    total = int(rep.sum())
+    start = np.repeat(np.cumsum(counts) - counts, counts)
+    second = np.repeat(start, rep) + (np.arange(total) - np.repeat(np.cumsum(rep) - rep, rep))
+    return rep, second
+
+
+def _group_sums(codes: np.ndarray, X: np.ndarray, n: int) -> np.ndarray:
+    """(n × columns of X): the sums of X's rows by ``codes`` (one ``np.bincount`` per column, rows
+    added in their order, as the sparse product D'X)."""
+    Xt = np.ascontiguousarray(X.T)
+    return np.stack([np.bincount(codes, weights=x, minlength=n) for x in Xt], axis=1) if len(Xt) else np.zeros((n, 0))
+
+
+def _count_minus_sums(counted, summed, off_x: int, n_x: int, off_y: int, n_y: int) -> np.ndarray:
+    """Dense (n_x × n_y): at each (x − off_x, y − off_y) the number of ``counted`` pairs (x, y)
+    minus the sum of the weights of the ``summed`` pairs (x, y, w), in one ``np.bincount``
+    (the counts first, then the weights subtracted in their order)."""
+    (x1, y1, _), (x2, y2, w) = counted, summed
+    idx = np.concatenate([(x1 - off_x) * n_y + (y1 - off_y), (x2 - off_x) * n_y + (y2 - off_y)])
+    return np.bincount(idx, weights=np.concatenate([np.ones(len(x1)), -w]), minlength=n_x * n_y).reshape(n_x, n_y)
+
+
+def _split_pairs(c1: list[np.ndarray], c2: list[np.ndarray], w):
+    """The D2 column pairs of observation pairs (``c1[i]``/``c2[i]``: the columns of fixed effect i
+    of D2, e first, for the pairs' first and second observations; w the pairs' weights or None) as
+    {"ee", "er", "rr"}: (first columns, second columns, weights) of the e × e, e × rest and
+    rest × rest blocks."""
+    nr = len(c1) - 1
+    ww = (lambda m: None if w is None else np.tile(w, m))
+    return {
+        "ee": (c1[0], c2[0], w),
+        "er": (np.concatenate([c1[0]] * nr) if nr else c1[0][:0], np.concatenate(c2[1:]) if nr else c2[0][:0], ww(nr)),
+        "rr": (np.concatenate([x for x in c1[1:] for _ in c2[1:]]) if nr else c1[0][:0],
+               np.concatenate([y for _ in c1[1:] for y in c2[1:]]) if nr else c2[0][:0], ww(nr * nr)),
+    }
+
+
+def _pairs_through_w(sub_big: np.ndarray, cols: list[np.ndarray], ah: np.ndarray, le: int) -> dict:
+    """The G G' sums as :func:`_split_pairs` blocks, from the nonzeros of W = D2'D1 (a count c per
+    (D2 column, D1 level f)): every pair of D2 columns of the same f, weight (c·a_f^-½)(c'·a_f^-½).
+    Used when the pairs of observations would be too many to list."""
+    n1 = len(ah)
+    key = np.concatenate(cols).astype(np.int64) * n1 + np.tile(sub_big, len(cols))
+    uniq, cnt = np.unique(key, return_counts=True)
+    col, f = uniq // n1, uniq % n1
+    order = np.argsort(f, kind="stable")
+    col, cnt, f = col[order], cnt[order], f[order]
+    rep, i2 = _group_pairs(np.bincount(f, minlength=n1))
+    i1 = np.repeat(np.arange(len(f)), rep)
+    c1, c2 = col[i1], col[i2]
+    w = (cnt[i1] * ah[f[i1]]) * (cnt[i2] * ah[f[i2]])
+    out = {}
+    for name, sel in (("ee", (c1 < le) & (c2 < le)), ("er", (c1 < le) & (c2 >= le)), ("rr", (c1 >= le) & (c2 >= le))):
+        out[name] = (c1[sel], c2[sel], w[sel])
+    return out
+
+
+class _BlockPlan:
+    """The diagonal blocks of S_ee (``comp``: the block of each of e's levels present, in level
+    order). ``rank[level]``: the level's row in block order (by block size, block, level). For the
+    Cholesky factorisation the blocks are padded with the identity to the next power of two and
+    stored by padded size in one flat buffer (block b of padded size P: its levels at positions
+    0..size_b − 1, in level order); L⁻¹ is applied to rows in block order, by exact block size."""
+
+    def __init__(self, comp: np.ndarray):
+        _, comp = np.unique(comp, return_inverse=True)
+        sizes = np.bincount(comp)
+        order = np.argsort(comp, kind="stable")
+        pos = np.empty(len(comp), dtype=np.int64)
+        pos[order] = np.arange(len(comp)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        padded = 1 << np.ceil(np.log2(sizes)).astype(np.int64)
+        self.padded_groups = []  # (P, number of blocks, offset in the buffer, slot and position of the real diagonal)
+        slot = np.empty(len(sizes), dtype=np.int64)
+        group = np.empty(len(sizes), dtype=np.int64)
+        base = np.empty(len(sizes), dtype=np.int64)
+        offset = 0
+        for g, size in enumerate(np.unique(padded)):
+            blocks = np.flatnonzero(padded == size)
+            slot[blocks], group[blocks] = np.arange(len(blocks)), g
+            base[blocks] = offset + np.arange(len(blocks)) * size * size
+            levels = np.flatnonzero(padded[comp] == size)
+            self.padded_groups.append((int(size), len(blocks), offset, slot[comp[levels]], pos[levels]))
+            offset += len(blocks) * size * size
+        self.total = offset
+        block_order = np.lexsort((np.arange(len(sizes)), sizes))
+        level_order = np.lexsort((pos, np.argsort(block_order)[comp]))  # levels by (block size, block, position)
+        self.rank = np.empty(len(comp), dtype=np.int64)
+        self.rank[level_order] = np.arange(len(comp))
+        self.exact_groups = []  # (size, first row, blocks' padded group, their slots)
+        start = 0
+        for size in np.unique(sizes):
+            blocks = block_order[sizes[block_order] == size]
+            self.exact_groups.append((int(size), start, len(blocks), group[blocks], slot[blocks]))
+            start += len(blocks) * int(size)
+        level_index = base[comp] + pos * padded[comp]  # flat index of (level, position 0) of its block row
+        self.index, self.pos = level_index[level_order], pos[level_order]  # by rank
+        self.diag = level_index + pos  # by level
+
+    def accumulate(self, c1: np.ndarray, c2: np.ndarray, w=None) -> np.ndarray:
+        """Flat buffer with the sums of ``w`` (or counts) at the entries (c1, c2) (ranks, both in one block) of S_ee."""
+        return np.bincount(self.index[c1] + self.pos[c2], weights=w, minlength=self.total).astype(float)
+
+    def diagonal(self, flat: np.ndarray) -> np.ndarray:
+        """The diagonal of S_ee from its flat buffer, in level order."""
+        return flat[self.diag]
+
+    def cholesky_inverse(self, flat: np.ndarray, lam: float) -> list[np.ndarray]:
+        """L⁻¹ of each padded block of S_ee + λI = LL' (identity on the padding), by padded size."""
+        out = []
+        for size, nb, offset, slot, pos in self.padded_groups:
+            A = flat[offset:offset + nb * size * size].reshape(nb, size, size).copy()
+            pad = np.ones((nb, size))
+            pad[slot, pos] = lam
+            A[:, np.arange(size), np.arange(size)] += pad
+            out.append(np.tril(np.linalg.inv(np.linalg.cholesky(A))))
+        return out
+
+    def solve_lower(self, inverses: list[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """L⁻¹X for X with one row per level of e, in block order (the top-left size × size corner
+        of a padded block's L⁻¹ is the block's own)."""
+        out = np.empty_like(X)
+        m = X.shape[1]
+        for size, start, nb, group, slot in self.exact_groups:
+            Li = np.stack([inverses[g][s, :size, :size] for g, s in zip(group, slot)]) if len(set(group)) > 1 \
+                else inverses[group[0]][slot, :size, :size]
+            stop = start + nb * size
+            np.matmul(Li, X[start:stop].reshape(nb, size, m), out=out[start:stop].reshape(nb, size, m))
+        return out
