@@ -257,8 +257,9 @@ class FEOLSCoefficient:
     on the prepared data (a subsample's blocks split its components further). A subsample too
     small for the regressors, or whose system cannot be factorised, gives NaN (a failed draw in
     :func:`permutation_test`). The tests compare the result with pyfixest, an explicit dummy
-    regression and the dense factorisation of the whole S used before (which took ≈ 4× longer
-    at paper scale, see docs/performance.md)."""
+    regression, the dense factorisation of the whole S used before (which took ≈ 4× longer
+    at paper scale, see docs/performance.md) and the sparse-product assembly of S used before
+    h17n (tests/python/test_permutation_fast_draws.py)."""
 
     def __init__(self, y: str | list[str], regressors: list[str], fixed_effects: tuple[str, ...],
                  drop_singletons: bool = True, ridge: float = 1e-10):
@@ -342,9 +343,13 @@ class FEOLSCoefficient:
         No dummy matrix is formed. D2 = [D_e, D_r] has e's levels first, numbered block by block
         (:class:`_BlockPlan`), then the levels of the other fixed effects. D2'D2 counts the pairs of
         D2 columns of each observation; W A⁻¹ W' = G G' (G = W A^-½) sums a_f^-½ · a_f^-½ over the
-        pairs of observations (o, o') of the same level f of D1 (``pairs``, listed once in
-        ``prepare``) at (column of o, column of o'); D2'V − W V̄ sums each observation's V − V̄ at
-        its columns: ``np.bincount`` on integer codes throughout."""
+        ordered pairs of observations (o, o') of the same level f of D1 at (column of o, column of
+        o'), the pairs formed per draw from the subsample's rows in D1-level order (``by_big``,
+        sorted once in ``prepare``; through W's nonzeros, :func:`_pairs_through_w`, when there
+        would be more than ``_PAIR_CAP``); D2'V − W V̄ sums each observation's V − V̄ at its
+        columns: ``np.bincount`` on integer codes throughout, no sparse matrix (issue 17, h17n:
+        the same S, λ and elimination as the sparse products used before, up to the order of the
+        floating-point additions)."""
         import scipy.linalg as sla
 
         fes = (e, *rest)
