@@ -3,11 +3,12 @@
     SEI match, key-tech flag) and the code's SEI industries as the bits of one integer. The one
     place the two are joined (issue 17): fct_patent_ipc_codes selects these rows,
     int_patents_key_tech_flagged and the mechanisms' technology pools, key-tech profiles and
-    key-subclass entries read them. A view: DuckDB inlines it into each reader, so the join runs
-    where it ran when each reader wrote it out, and the SEI lists are not written once per
-    patent code. The join keeps every row and the grain (patent_id, ipc_position): every
-    parseable token's code is a row of int_ipc_codes_matched, whose primary key is ipc_code;
-    the grain and column tests run once, on fct_patent_ipc_codes. -#}
+    key-subclass entries read them. A view: DuckDB inlines it into each reader, so each reader
+    computes the join once, as when it wrote the join itself (same plans, docs/performance.md),
+    and the SEI lists are not written once per patent code. The join keeps every row and the
+    grain (patent_id, ipc_position): every parseable token's code is a row of
+    int_ipc_codes_matched, whose primary key is ipc_code; the grain and column tests run once,
+    on fct_patent_ipc_codes. -#}
 
 {{ config(materialized='view') }}
 
