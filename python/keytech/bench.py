@@ -518,8 +518,9 @@ def _stage_ipc_compare(work: Path, scale: str, seed: int) -> dict:
 
 
 # the patent/IPC models whose total the ipc_floor stage sets against the bare join
-PATENT_SQL_MODELS = (*IPC_MODELS, "int_patents_dispositioned", "int_patents_key_tech_flagged",
-                     "int_firm_year_patent_counts", "fct_patents", "fct_patent_ipc_codes")
+PATENT_SQL_MODELS = (*IPC_MODELS, "int_patent_ipc_codes_attributed", "int_patents_dispositioned",
+                     "int_patents_key_tech_flagged", "int_firm_year_patent_counts", "fct_patents",
+                     "fct_patent_ipc_codes")
 
 
 def _stage_ipc_floor(work: Path, scale: str, seed: int) -> dict:

@@ -146,12 +146,16 @@ def test_intermediates_read_only_staging_seeds_and_intermediates(manifest):
 
 
 # models whose grain and column tests are on the mart that selects them unchanged (issue 17: an
-# expensive invariant is tested once, on the mart that owns it) → that mart
+# expensive invariant is tested once, on the mart that owns it) → that mart; the mart reads the
+# model directly or through other models of this list (fct_patent_ipc_codes selects
+# int_patent_ipc_codes_attributed, which selects int_patent_ipc_codes_flagged)
 TESTED_ON_THEIR_MART = {"int_patent_ipc_codes_flagged": "fct_patent_ipc_codes",
+                        "int_patent_ipc_codes_attributed": "fct_patent_ipc_codes",
                         "int_patents_key_tech_flagged": "fct_patents"}
-# lookups such a mart may join besides its model, each with a primary key on the join column, so
-# the join keeps the model's rows and grain (fct_patent_ipc_codes adds what each code implies)
-MART_LOOKUPS = {"fct_patent_ipc_codes": {"int_ipc_codes_matched": ["ipc_code"]}}
+# lookups such a mart, or a model between it and the model it selects, may join besides the rows
+# it selects, each with a primary key on the join column, so the join keeps the rows and grain
+# (int_patent_ipc_codes_attributed adds what each code implies)
+MART_LOOKUPS = {"int_patent_ipc_codes_attributed": {"int_ipc_codes_matched": ["ipc_code"]}}
 
 
 def _is_grain_test(node: dict) -> bool:
@@ -166,9 +170,10 @@ def _is_grain_test(node: dict) -> bool:
 
 def test_every_model_has_a_grain_test(manifest):
     """Every model has a grain test, primary_key or unique_combination_of_columns (macros/tests)
-    or column_checks with a primary_key or unique_combination rule, except the two intermediates
-    whose rows a mart selects unchanged: that mart has it, and reads nothing else but lookups with
-    a primary key on the join column (MART_LOOKUPS).
+    or column_checks with a primary_key or unique_combination rule, except the intermediates
+    whose rows a mart selects unchanged (TESTED_ON_THEIR_MART): that mart has it, and it and every
+    model between it and the one tested there read nothing else but the rows they select and
+    lookups with a primary key on the join column (MART_LOOKUPS).
     (dbt-project-evaluator's fct_missing_primary_key_tests, enforced here without the package:
     the evaluator counts every column_checks test as a grain test, this test does not.)"""
     grain = {n["attached_node"] for n in manifest["nodes"].values()
@@ -189,10 +194,17 @@ def test_every_model_has_a_grain_test(manifest):
     primary_keys = {(n["attached_node"], primary_key_of(n)) for n in manifest["nodes"].values()
                     if n["resource_type"] == "test" and primary_key_of(n)}
     for model, mart in TESTED_ON_THEIR_MART.items():
-        lookups = MART_LOOKUPS.get(mart, {})
-        assert nodes[mart] in grain and sorted(manifest["nodes"][nodes[mart]]["depends_on"]["nodes"]) == sorted(
-            [nodes[model], *(nodes[name] for name in lookups)])
-        assert all((nodes[name], tuple(key)) in primary_keys for name, key in lookups.items())
+        assert nodes[mart] in grain, mart
+        node = mart  # from the mart down to the model, one selected model at a time
+        while node != model:
+            lookups = MART_LOOKUPS.get(node, {})
+            assert all((nodes[name], tuple(key)) in primary_keys for name, key in lookups.items())
+            parents = manifest["nodes"][nodes[node]]["depends_on"]["nodes"]
+            selected = [manifest["nodes"][uid]["name"] for uid in parents if uid not in {nodes[n] for n in lookups}]
+            assert len(selected) == 1 and sorted(parents) == sorted(
+                [nodes[selected[0]], *(nodes[name] for name in lookups)]), (node, parents)
+            assert selected[0] == model or TESTED_ON_THEIR_MART.get(selected[0]) == mart, (node, selected)
+            node = selected[0]
 
 
 def test_merged_column_tests_name_documented_columns(manifest):

@@ -39,7 +39,8 @@ ACCEPTED: dict[str, dict[str, str]] = {
     "fct_missing_primary_key_tests": {
         name: "grain tested once, on the mart that selects it unchanged (fct_patents / fct_patent_ipc_codes); "
               "test_dbt_layers enforces it"
-        for name in ("int_patents_key_tech_flagged", "int_patent_ipc_codes_flagged")},
+        for name in ("int_patents_key_tech_flagged", "int_patent_ipc_codes_flagged",
+                     "int_patent_ipc_codes_attributed")},
     "fct_exposure_parents_materializations": {
         "model | fct_patents": "a view of the incremental table int_patents_key_tech_flagged (no second write)"},
     "fct_too_many_joins": {

@@ -11,24 +11,8 @@ with patents as (
     select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
-flagged_codes as (
-    select * from {{ ref('int_patent_ipc_codes_flagged') }}
-),
-
-codes as (
-    select * from {{ ref('int_ipc_codes_matched') }}
-),
-
-{#- what each code implies (class, subclass) is one row per distinct code in
-    int_ipc_codes_matched, not a column of int_patent_ipc_codes_flagged (issue 17) -#}
 patent_codes as (
-    select
-        flagged_codes.patent_id,
-        codes.ipc_class,
-        codes.ipc_subclass
-    from flagged_codes
-    inner join codes
-        on flagged_codes.ipc_code = codes.ipc_code
+    select * from {{ ref('int_patent_ipc_codes_attributed') }}
 ),
 
 pool_patents as (

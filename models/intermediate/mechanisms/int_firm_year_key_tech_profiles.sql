@@ -15,26 +15,8 @@ with patents as (
     select * from {{ ref('int_patents_key_tech_flagged') }}
 ),
 
-flagged_codes as (
-    select * from {{ ref('int_patent_ipc_codes_flagged') }}
-),
-
-codes as (
-    select * from {{ ref('int_ipc_codes_matched') }}
-),
-
-{#- what each code implies (subclass, key-tech flag, SEI sub-industries) is one row per distinct code in
-    int_ipc_codes_matched, not a column of int_patent_ipc_codes_flagged (issue 17) -#}
 patent_codes as (
-    select
-        flagged_codes.patent_id,
-        flagged_codes.is_main_code,
-        codes.ipc_subclass,
-        codes.is_key_tech,
-        codes.sei_codes
-    from flagged_codes
-    inner join codes
-        on flagged_codes.ipc_code = codes.ipc_code
+    select * from {{ ref('int_patent_ipc_codes_attributed') }}
 ),
 
 key_patents as (

@@ -5,10 +5,11 @@
     Narrow (issue 17): one row per parseable code of a kept patent with only what the token
     adds (position, raw text, code, main-code flag). What the code implies (subclass, class,
     main group, SEI match, key-tech flag) is one row per distinct code in int_ipc_codes_matched
-    (about 50,000 codes for 2.6 M rows at paper scale): fct_patent_ipc_codes and the readers
-    of this model join it on ipc_code, so a build does not write the SEI lists once per row.
-    Every parseable token's code is a row of int_ipc_codes_matched (it is built from all
-    tokens), so that join keeps every row. -#}
+    (about 50,000 codes for 2.6 M rows at paper scale), joined on ipc_code in one place, the
+    view int_patent_ipc_codes_attributed, which fct_patent_ipc_codes and the firm-level models
+    read, so a build does not write the SEI lists once per row. Every parseable token's code
+    is a row of int_ipc_codes_matched (it is built from all tokens), so that join keeps every
+    row. -#}
 
 with tokens as (
     select * from {{ ref('int_patent_ipc_tokens_parsed') }}

@@ -9,7 +9,7 @@ with patents as (
 ),
 
 patent_codes as (
-    select * from {{ ref('int_patent_ipc_codes_flagged') }} as codes
+    select * from {{ ref('int_patent_ipc_codes_attributed') }} as codes
     {%- if is_incremental() %}
     where exists (
         select 1
@@ -18,10 +18,6 @@ patent_codes as (
             and dispositioned._batch_id = '{{ invocation_id }}'
     )
     {%- endif %}
-),
-
-codes as (
-    select * from {{ ref('int_ipc_codes_matched') }}
 ),
 
 landed as (
@@ -74,45 +70,9 @@ applicant_counts as (
 ),
 
 {#- A patent's SEI industries are the union of its key-tech codes' industries. Each code's
-    industries (a short sorted list of integers 0-62, 1-9 in the seed) become the bits of one
-    integer, so a patent's union is a bit_or and the list is spelt out once per patent
-    (decoded), not built by flattening a list of lists per group (issue 17). The bits are
-    computed once per distinct code (int_ipc_codes_matched) and joined to the patents' codes. -#}
-code_industry_masks as (
-    select
-        ipc_code,
-        is_key_tech,
-        coalesce(
-            list_aggregate(
-                list_transform(
-                    sei_industry_codes,
-                    lambda industry: case
-                        when industry between 0 and 62 then 1::bigint << industry
-                        else error(
-                            'int_patents_key_tech_flagged: sei_industry_code '
-                            || industry || ' outside 0-62 (industries are encoded as bits)'
-                        )
-                    end
-                ),
-                'bit_or'
-            ),
-            0
-        ) as industry_mask
-    from codes
-),
-
-code_masks as (
-    select
-        patent_codes.patent_id,
-        patent_codes.ipc_code,
-        patent_codes.is_main_code,
-        code_industry_masks.is_key_tech,
-        code_industry_masks.industry_mask
-    from patent_codes
-    inner join code_industry_masks
-        on patent_codes.ipc_code = code_industry_masks.ipc_code
-),
-
+    industries are the bits of one integer (sei_industry_mask, computed once per distinct code in
+    int_patent_ipc_codes_attributed), so a patent's union is a bit_or and the list is spelt out
+    once per patent (decoded), not built by flattening a list of lists per group (issue 17). -#}
 code_summary as (
     select
         patent_id,
@@ -120,10 +80,10 @@ code_summary as (
         max(ipc_code) filter (where is_main_code) as main_ipc_code,
         bool_or(is_key_tech) as has_key_tech_code,
         bool_or(is_key_tech and is_main_code) as has_key_tech_main_code,
-        bit_or(industry_mask) filter (where is_key_tech) as any_code_industry_mask,
-        bit_or(industry_mask) filter (where is_key_tech and is_main_code)
+        bit_or(sei_industry_mask) filter (where is_key_tech) as any_code_industry_mask,
+        bit_or(sei_industry_mask) filter (where is_key_tech and is_main_code)
             as main_code_industry_mask
-    from code_masks
+    from patent_codes
     group by patent_id
 ),
 
