@@ -106,7 +106,7 @@ def _warehouse(root: Path, name: str) -> Path:
     """``<root>/<name>/warehouse.duckdb``: every warehouse of this test has the usual file name (its
     landing folder ``landing`` beside it, see _build), so dbt reuses the project parse saved by any
     default build of the run (keytech.build.run_dbt keys it by the file name): other file names cost
-    a full parse each (≈ 4–5 s of CPU, issue 17)."""
+    a full parse each (≈ 4 s of CPU, issue 17)."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "warehouse.duckdb"
