@@ -411,7 +411,10 @@ def killed_then_concurrent(tiny_built: dict, tmp_path_factory) -> dict:
     shutil.copytree(tiny_built["raw"], raw_b)
     lines = (raw_b / HOSTILE_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
     (raw_b / HOSTILE_FILE).write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
-    runs = {"a": (db, tiny_built["raw"]), "b": (root / "concurrent" / "b" / "w.duckdb", raw_b)}
+    # Both files have the usual name (in different folders): dbt reuses the project parse saved by any
+    # default build (keytech.build.run_dbt keys it by the file name; another name costs a full parse),
+    # and two builds of the same name at once must not mix up anything keyed by the name alone.
+    runs = {"a": (db, tiny_built["raw"]), "b": (root / "concurrent" / "b" / "warehouse.duckdb", raw_b)}
     procs = {}
     for name, (target, raw) in runs.items():
         run_env = dict(os.environ, **_env(target, raw, target.parent / "out"))
