@@ -219,11 +219,12 @@ def fe_ols_coefficient(
     fixed_effects: list[str] | tuple[str, ...],
     drop_singletons: bool = True,
     ridge: float = 1e-10,
+    collin_tol: float = 1e-10,
 ) -> "FEOLSCoefficient":
     """A fast ``coef_fn``: OLS coefficient of ``regressors[0]`` with the fixed effects absorbed,
     singletons dropped first (as ``fixef_rm='singleton'``). See :class:`FEOLSCoefficient`; with a
     list of outcomes ``y`` it returns the array of the K coefficients (one per outcome, same rows)."""
-    return FEOLSCoefficient(y, list(regressors), tuple(fixed_effects), drop_singletons, ridge)
+    return FEOLSCoefficient(y, list(regressors), tuple(fixed_effects), drop_singletons, ridge, collin_tol)
 
 
 class FEOLSCoefficient:
@@ -262,9 +263,9 @@ class FEOLSCoefficient:
     h17n (tests/python/test_permutation_fast_draws.py)."""
 
     def __init__(self, y: str | list[str], regressors: list[str], fixed_effects: tuple[str, ...],
-                 drop_singletons: bool = True, ridge: float = 1e-10):
+                 drop_singletons: bool = True, ridge: float = 1e-10, collin_tol: float = 1e-10):
         self.y, self.regressors, self.fixed_effects = y, list(regressors), tuple(fixed_effects)
-        self.drop_singletons, self.ridge = drop_singletons, ridge
+        self.drop_singletons, self.ridge, self.collin_tol = drop_singletons, ridge, collin_tol
         self.outcomes = [y] if isinstance(y, str) else list(y)
 
     def __call__(self, df: pd.DataFrame) -> float:
@@ -281,13 +282,26 @@ class FEOLSCoefficient:
         k = len(self.regressors)
         first = _first_coefficient if isinstance(self.y, str) else (lambda M: _first_coefficients(M, n_y))
         nan = float("nan") if isinstance(self.y, str) else np.full(n_y, np.nan)
+        collin_tol = self.collin_tol
+
+        def identified_first(M: np.ndarray, ridge_term: np.ndarray | None, raw_ss: np.ndarray):
+            # pyfixest's rule on the residualised regressors (see _identified_columns)
+            M_exact = M if ridge_term is None else M - ridge_term
+            keep = _identified_columns(M_exact[n_y:, n_y:], collin_tol, raw_ss[n_y:])
+            if keep is None:
+                return nan
+            if len(keep) == k:
+                return first(M)  # nothing dropped: the coefficient as before the rule (bit for bit)
+            idx = [*range(n_y), *(n_y + keep)]
+            return first(M_exact[np.ix_(idx, idx)])
         if not self.fixed_effects:
             def coef_no_fe(mask: np.ndarray) -> float:
                 Vs = V[np.asarray(mask, dtype=bool)]
                 if len(Vs) < k + 2:
                     return nan
                 Vc = Vs - Vs.mean(axis=0)
-                return first(Vc.T @ Vc)
+                M = Vc.T @ Vc
+                return identified_first(M, None, np.diag(M))
 
             return coef_no_fe
         codes = factorize_columns(data, self.fixed_effects).astype(np.int64)
@@ -322,14 +336,18 @@ class FEOLSCoefficient:
             a = np.bincount(sub_big, minlength=int(present[big].sum())).astype(float)
             D1V = _group_sums(sub_big, Vs, len(a))
             Vbar = D1V / a[:, None]
-            M = Vs.T @ Vs - D1V.T @ Vbar
+            VV = Vs.T @ Vs
+            M = VV - D1V.T @ Vbar
+            ridge_term = None
             if e is not None:
                 try:
-                    M -= self._dummy_projection(Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present,
-                                                big, e, components[present[e]], rest, by_big)
+                    projection, ridge_term = self._dummy_projection(
+                        Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present, big, e,
+                        components[present[e]], rest, by_big)
                 except np.linalg.LinAlgError:
                     return nan
-            return first(M)
+                M -= projection
+            return identified_first(M, ridge_term, np.diag(VV))
 
         return coef
 
@@ -380,21 +398,49 @@ class FEOLSCoefficient:
         S_ee = blocks.accumulate(*dd["ee"][:2]) - blocks.accumulate(*gg["ee"])
         if not rest:
             lam = self.ridge * max(float(np.mean(blocks.diagonal(S_ee))), 1.0)
-            Z = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), R)
-            return Z.T @ Z
+            inverses = blocks.cholesky_inverse(S_ee, lam)
+            Z = blocks.solve_lower(inverses, R)
+            z = blocks.solve_upper(inverses, Z)  # (S + λI)⁻¹ r(V)
+            return Z.T @ Z, lam * (z.T @ z)
         # S_rr (lr × lr) and S_er (le × lr): the counts of D2'D2 minus the G G' sums
         S_rr = _count_minus_sums(dd["rr"], gg["rr"], le, lr, le, lr)
         X = np.empty((le, lr + R.shape[1]))
         X[:, :lr] = _count_minus_sums(dd["er"], gg["er"], 0, le, le, lr)
         X[:, lr:] = R[:le]
         lam = self.ridge * max(float(np.mean(np.r_[blocks.diagonal(S_ee), np.diag(S_rr)])), 1.0)
-        YZ = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), X)
+        inverses = blocks.cholesky_inverse(S_ee, lam)
+        YZ = blocks.solve_lower(inverses, X)
         cross = YZ.T @ YZ
         schur = S_rr - cross[:lr, :lr]
         schur[np.diag_indices_from(schur)] += lam
         R_r = R[le:] - cross[:lr, lr:]
         CR = sla.cho_solve(sla.cho_factor(schur, check_finite=False), R_r, check_finite=False)
-        return cross[lr:, lr:] + R_r.T @ CR
+        # (S + λI)⁻¹ r(V) = [z_e; z_r]: z_r = C⁻¹r̃ (CR), z_e = L⁻ᵀ(Z − Y z_r)
+        z_e = blocks.solve_upper(inverses, YZ[:, lr:] - YZ[:, :lr] @ CR)
+        return cross[lr:, lr:] + R_r.T @ CR, lam * (CR.T @ CR + z_e.T @ z_e)
+
+
+def _identified_columns(Mx: np.ndarray, collin_tol: float, raw_ss: np.ndarray) -> np.ndarray | None:
+    """pyfixest's identification rule (``feols``' ``collin_tol``, fixest's): the regressors kept,
+    by index, when the cross-product of the residualised regressors is ``Mx`` — a Cholesky
+    factorisation in column order drops each column whose squared residual norm on the kept columns
+    before it is below ``collin_tol`` (``pyfixest.core.find_collinear_variables``, the function
+    feols calls on X̃'X̃). pyfixest's threshold is absolute; here it is ``collin_tol`` × max(1, the
+    column's raw sum of squares ``raw_ss``): ``Mx`` is formed by differences of raw cross-products,
+    whose rounding (≈ 1e-16 × ``raw_ss``, e.g. 1e-8 for a control in the thousands) would
+    otherwise keep a regressor that is exactly collinear (the columns are scaled by
+    max(1, raw_ss)^-½ before the same factorisation; for columns with ``raw_ss`` ≤ 1 the rule is
+    pyfixest's). None when the first regressor (the treatment) is dropped: its coefficient is not
+    estimated."""
+    from pyfixest.core import find_collinear_variables
+
+    scale = 1.0 / np.sqrt(np.maximum(np.asarray(raw_ss, dtype=float), 1.0))
+    excluded, _, all_removed = find_collinear_variables(
+        np.ascontiguousarray(Mx * scale[:, None] * scale[None, :], dtype=np.float64), collin_tol)
+    excluded = np.asarray(excluded, dtype=bool)
+    if all_removed or excluded[0]:
+        return None
+    return np.flatnonzero(~excluded)
 
 
 def _first_coefficient(M: np.ndarray) -> float:
@@ -571,14 +617,20 @@ class _BlockPlan:
             out.append(np.tril(np.linalg.inv(np.linalg.cholesky(A))))
         return out
 
-    def solve_lower(self, inverses: list[np.ndarray], X: np.ndarray) -> np.ndarray:
-        """L⁻¹X for X with one row per level of e, in block order (the top-left size × size corner
-        of a padded block's L⁻¹ is the block's own)."""
+    def solve_lower(self, inverses: list[np.ndarray], X: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """L⁻¹X (``transpose``: L⁻ᵀX) for X with one row per level of e, in block order (the top-left
+        size × size corner of a padded block's L⁻¹ is the block's own)."""
         out = np.empty_like(X)
         m = X.shape[1]
         for size, start, nb, group, slot in self.exact_groups:
             Li = np.stack([inverses[g][s, :size, :size] for g, s in zip(group, slot)]) if len(set(group)) > 1 \
                 else inverses[group[0]][slot, :size, :size]
+            if transpose:
+                Li = Li.transpose(0, 2, 1)
             stop = start + nb * size
             np.matmul(Li, X[start:stop].reshape(nb, size, m), out=out[start:stop].reshape(nb, size, m))
         return out
+
+    def solve_upper(self, inverses: list[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """L⁻ᵀX (with L⁻¹X of :meth:`solve_lower`: (S_ee + λI)⁻¹X = L⁻ᵀL⁻¹X)."""
+        return self.solve_lower(inverses, X, transpose=True)
