@@ -297,7 +297,7 @@ class FEOLSCoefficient:
         if not self.fixed_effects:
             def coef_no_fe(mask: np.ndarray) -> float:
                 Vs = V[np.asarray(mask, dtype=bool)]
-                if len(Vs) < k + 2:
+                if len(Vs) < 2:  # (fewer regressors than rows is left to the rule below, as pyfixest)
                     return nan
                 Vc = Vs - Vs.mean(axis=0)
                 M = Vc.T @ Vc
@@ -319,12 +319,12 @@ class FEOLSCoefficient:
 
         def coef(mask: np.ndarray) -> float:
             rows = np.flatnonzero(mask)
-            if len(rows) < k + 2:
+            if len(rows) < 2:
                 return nan
             if self.drop_singletons:
                 rows = rows[~np.asarray(detect_singletons(codes_f[rows]), dtype=bool)]
             n = len(rows)
-            if n <= k:
+            if n == 0:  # (n ≤ k is left to the identification rule, as pyfixest)
                 return nan
             Vs = V[rows]
             # codes of the levels present in the subsample, renumbered 0..L-1 (absent levels dropped)
