@@ -6,15 +6,21 @@ Table 5 and heterogeneity splits), rebuilds the test's inputs exactly as
 ``permutation_tests`` is intercepted), redraws the same reshuffles, and for every draw and each
 half compares :class:`~keytech.estimation.inference.permutation.FEOLSCoefficient`'s coefficient with
 pyfixest ``feols`` on the same rows (same formula and outcomes, ``fixef_rm='singleton'``, default
-``collin_tol``, the spec's demeaner, iid vcov: only the point estimate is used). A pyfixest fit
-that drops the treatment (or raises) counts as NaN.
+``collin_tol``, the spec's demeaner, iid vcov: only the point estimate is used). pyfixest's
+outcome per half: ``ok``, ``dropped`` (its collinearity rule drops the treatment), ``no obs`` (no
+row left after singletons), or ``error:<type>`` (it raises later, e.g. ZeroDivisionError in the
+small-sample factor when N = k); all but ``ok`` count as NaN.
 
-Prints per test: draws, halves NaN in ours / in pyfixest / in both, halves that differ by more than
-``--rtol`` relative (both finite), and the p-values and quantiles of d* recomputed with
-pyfixest's half-sample coefficients in place of ours (NaN draws dropped, as the test does).
+Prints per test: draws, halves NaN in ours / in pyfixest / in both (and pyfixest's outcomes),
+halves that differ by more than ``--rtol`` relative and by more than 1e-6 × max(1, |b|) (both
+finite), and the p-values and quantiles of d* recomputed with pyfixest's half-sample coefficients
+in place of ours (NaN draws dropped, as the test does).
 
     .venv/bin/python tests/tools/permutation_identification.py [--db PATH] [--only table5 het]
-        [--draws N] [--rtol 1e-8] [--json OUT]
+        [--draws N] [--rtol 1e-8] [--json OUT] [--module PATH]
+
+``--module``: take ``fe_ols_coefficient`` from another copy of permutation.py (e.g. the code
+before h17q: ``git show 4a4d4b9:python/keytech/estimation/inference/permutation.py > old.py``).
 
 Read-only: it reads the marts and writes nothing to the warehouse.
 """
@@ -30,7 +36,7 @@ import warnings
 import numpy as np
 
 
-def _captured_inputs(only, db_path, draws):
+def _captured_inputs(only, db_path, draws, module=None):
     """(spec id, inputs of permutation_tests) for each permutation test of the selection."""
     import keytech.estimation.inference.permutation as perm
     from keytech.estimation import load_registry
@@ -50,6 +56,14 @@ def _captured_inputs(only, db_path, draws):
         return original(data, labels, coef_fn, draws=draws, seed=seed, permute_by=permute_by, jobs=jobs)
 
     perm.permutation_tests = spy
+    original_fe = perm.fe_ols_coefficient
+    if module:
+        import importlib.util
+
+        spec_ = importlib.util.spec_from_file_location("permutation_alt", module)
+        alt = importlib.util.module_from_spec(spec_)
+        spec_.loader.exec_module(alt)
+        perm.fe_ols_coefficient = alt.fe_ols_coefficient
     out = []
     try:
         ctx = RunContext(registry=reg, permutation_draws=draws)
@@ -66,6 +80,7 @@ def _captured_inputs(only, db_path, draws):
                 out.append((spec, captured[-1], res.diagnostics.get("permutation")))
     finally:
         perm.permutation_tests = original
+        perm.fe_ols_coefficient = original_fe
     return out
 
 
@@ -92,9 +107,9 @@ def _unit_draws(data, labels, draws, seed, permute_by):
     return np.stack([rng.permutation(unit_label) for _ in range(draws)]), unit, False
 
 
-def pyfixest_coefficients(df, outcomes, regressors, fixed_effects, spec) -> np.ndarray:
-    """pyfixest's coefficient of regressors[0] for each outcome on ``df`` (NaN when it drops the
-    treatment or cannot fit)."""
+def pyfixest_coefficients(df, outcomes, regressors, fixed_effects, spec) -> tuple[np.ndarray, str]:
+    """(pyfixest's coefficient of regressors[0] for each outcome on ``df``, outcome): NaN unless
+    the outcome is ``ok`` (see the module docstring)."""
     from keytech.estimation.core.fitting import demeaner, formula
     from keytech.estimation.core.pyfixest_order import load_pyfixest
 
@@ -106,14 +121,16 @@ def pyfixest_coefficients(df, outcomes, regressors, fixed_effects, spec) -> np.n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fits = pf.feols(fml, data=df, vcov="iid", fixef_rm=spec.fixef_rm, demeaner=demeaner(spec))
-    except Exception:
-        return out
+    except ValueError as exc:
+        return out, "no obs" if "no observations" in str(exc) else f"error:{type(exc).__name__}"
+    except Exception as exc:
+        return out, f"error:{type(exc).__name__}"
     models = fits.all_fitted_models.values() if hasattr(fits, "all_fitted_models") else [fits]
     for fit in models:
         y = fit._depvar
         if y in outcomes and regressors[0] in fit._coefnames:
             out[outcomes.index(y)] = float(fit.coef()[regressors[0]])
-    return out
+    return out, "ok" if np.isfinite(out).all() else "dropped"
 
 
 def _p_values(d_obs, d_star, exact):
@@ -129,25 +146,28 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=None, help="override the registry's draws")
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--module", default=None, help="permutation.py to take fe_ols_coefficient from")
     args = ap.parse_args(argv)
 
     report = []
-    for spec, inp, stored in _captured_inputs(args.only, args.db, args.draws):
+    for spec, inp, stored in _captured_inputs(args.only, args.db, args.draws, args.module):
         data, labels, coef_fn = inp["data"], np.asarray(inp["labels"], dtype=bool), inp["coef_fn"]
         outcomes = list(coef_fn.outcomes)
         on_rows = coef_fn.prepare(data)
         unit_draws, unit, exact = _unit_draws(data, labels, inp["draws"], inp["seed"], inp["permute_by"])
-        ref_obs = pyfixest_coefficients(data[labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec) - \
-            pyfixest_coefficients(data[~labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)
+        ref_obs = pyfixest_coefficients(data[labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)[0] - \
+            pyfixest_coefficients(data[~labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)[0]
         ours_obs = np.atleast_1d(on_rows(labels) - on_rows(~labels))
         B = len(unit_draws)
         ours = np.empty((B, 2, len(outcomes)))
         ref = np.empty((B, 2, len(outcomes)))
+        status = np.empty((B, 2), dtype=object)
         for i, ud in enumerate(unit_draws):
             lab = ud[unit]
             for h, m in enumerate((lab, ~lab)):
                 ours[i, h] = np.atleast_1d(on_rows(m))
-                ref[i, h] = pyfixest_coefficients(data[m], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)
+                ref[i, h], status[i, h] = pyfixest_coefficients(data[m], outcomes, coef_fn.regressors,
+                                                                coef_fn.fixed_effects, spec)
         for j, y in enumerate(outcomes):
             o, r = ours[:, :, j], ref[:, :, j]
             both = np.isfinite(o) & np.isfinite(r)
@@ -159,7 +179,14 @@ def main(argv=None) -> int:
                 "observed_d_ours": float(ours_obs[j]), "observed_d_pyfixest": float(ref_obs[j]),
                 "halves_nan_ours": int((~np.isfinite(o)).sum()), "halves_nan_pyfixest": int((~np.isfinite(r)).sum()),
                 "halves_nan_both": int((~np.isfinite(o) & ~np.isfinite(r)).sum()),
+                "halves_nan_ours_only": int((~np.isfinite(o) & np.isfinite(r)).sum()),
+                "pyfixest_outcomes": {str(k): int(v) for k, v in zip(*np.unique(status.astype(str), return_counts=True))},
+                "halves_nan_pyfixest_only_by_outcome": {
+                    str(k): int(v) for k, v in zip(*np.unique(status[~np.isfinite(r) & np.isfinite(o)].astype(str),
+                                                              return_counts=True))},
                 "halves_differ": int((both & (rel > args.rtol)).sum()),
+                "halves_differ_gross": int((both & (np.abs(o - r) > 1e-6 * np.maximum(1.0, np.abs(r)))).sum()),
+                "max_abs_diff_finite": float(np.abs(o - r)[both].max()) if both.any() else None,
                 "max_rel_diff_finite": float(rel[both].max()) if both.any() else None,
                 "draws_failed_ours": int((~np.isfinite(d_ours)).sum()),
                 "draws_failed_pyfixest": int((~np.isfinite(d_ref)).sum()),
