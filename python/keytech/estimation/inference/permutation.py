@@ -11,6 +11,10 @@ constant within them), both regressions are re-estimated and ``d*`` recorded.
   reshuffles at least as favourable to the observed direction (bdiff reports this share);
 * ``p_two_sided`` = (1 + #{|d*| ≥ |d|}) / (1 + B).
 
+A draw whose coefficient is not estimable on one of its halves (no row left after singletons,
+or the treatment dropped by pyfixest's collinearity rule: :class:`FEOLSCoefficient`) gives d* = NaN:
+it is left out of B and counted in ``n_draws_failed``.
+
 The +1 counts the observed labelling (Phipson & Smyth 2010), so p is never 0. When the number of
 distinct labellings is at most ``draws``, every labelling is enumerated instead and the p-values
 are exact (the observed labelling is among them, no +1). Draws come from
@@ -247,6 +251,22 @@ class FEOLSCoefficient:
     resolves the collinearity among the dummies (X's coefficient stays identified; on small
     subsamples it moves the coefficient by up to ~1e-7 relative to an exact solution).
 
+    **Identification (h17q)**: the draw applies pyfixest's rule (``feols``' ``collin_tol``,
+    default 1e-10, as the observed estimates): on the cross-products M of the residualised
+    regressors, a Cholesky factorisation in column order drops each regressor whose residual sum
+    of squares on the kept ones before it is below the tolerance (:func:`_identified_columns`).
+    The treatment (``regressors[0]``) dropped → NaN: a failed draw (``n_draws_failed``); another
+    regressor dropped (e.g. a firm-constant control, always collinear with the firm FE) → the
+    coefficient of the regression without it, as pyfixest reports; none dropped → the coefficient
+    as before the rule, bit for bit. For the rule, M is corrected to first order for the ridge
+    (the ridge leaves λ‖γ‖² of a regressor x = Dγ in the span of the dummies, which can exceed
+    1e-10: M − λ z'z with z = (S + λI)⁻¹r(V), exact to O(λ²)), and the tolerance is scaled by
+    max(1, the regressor's raw sum of squares on the rows): M is formed by differences of raw
+    cross-products, whose rounding (≈ 1e-16 × that sum, e.g. 1e-8 for a control in the
+    thousands) would otherwise keep an exactly collinear regressor. A subsample with no row left
+    after singletons is NaN; one with at most k rows is left to the rule, as pyfixest (which,
+    on such rows, may then fail in its standard-error step — not a point-estimate matter).
+
     S is sparse: two levels of one fixed effect e of D2 are linked only through a firm (D1 level)
     observed in both, so S restricted to e is block diagonal, one block per connected component
     of e's levels (e.g. the 11 industry×year cells of one industry when firms keep their
@@ -255,9 +275,10 @@ class FEOLSCoefficient:
     province×year cells) is factorised densely. This is the Cholesky factorisation of S with e's
     levels ordered first, so the result is the dense solution's up to rounding. e is the fixed
     effect of D2 that minimises the cubic cost (sum of block sizes³ + remaining levels³), chosen
-    on the prepared data (a subsample's blocks split its components further). A subsample too
-    small for the regressors, or whose system cannot be factorised, gives NaN (a failed draw in
-    :func:`permutation_test`). The tests compare the result with pyfixest, an explicit dummy
+    on the prepared data (a subsample's blocks split its components further). A subsample with
+    no row left after singletons, or whose system cannot be factorised, or on which the treatment
+    is not identified (above), gives NaN (a failed draw in :func:`permutation_test`). The tests
+    compare the result with pyfixest (test_permutation_identification.py: the rule), an explicit dummy
     regression, the dense factorisation of the whole S used before (which took ≈ 4× longer
     at paper scale, see docs/performance.md) and the sparse-product assembly of S used before
     h17n (tests/python/test_permutation_fast_draws.py)."""
