@@ -190,9 +190,9 @@ def main(argv=None) -> int:
                 "halves_nan_ours": int((~np.isfinite(o)).sum()), "halves_nan_pyfixest": int((~np.isfinite(r)).sum()),
                 "halves_nan_both": int((~np.isfinite(o) & ~np.isfinite(r)).sum()),
                 "halves_nan_ours_only": int((~np.isfinite(o) & np.isfinite(r)).sum()),
-                "pyfixest_outcomes": {str(k): int(v) for k, v in zip(*np.unique(status.astype(str), return_counts=True))},
+                "pyfixest_outcomes": {str(k): int(v) for k, v in zip(*np.unique(status[:n_cmp].astype(str), return_counts=True))},
                 "halves_nan_pyfixest_only_by_outcome": {
-                    str(k): int(v) for k, v in zip(*np.unique(status[~np.isfinite(r) & np.isfinite(o)].astype(str),
+                    str(k): int(v) for k, v in zip(*np.unique(status[:n_cmp][~np.isfinite(r) & np.isfinite(o)].astype(str),
                                                               return_counts=True))},
                 "halves_differ": int((both & (rel > args.rtol)).sum()),
                 "halves_differ_gross": int((both & (np.abs(o - r) > 1e-6 * np.maximum(1.0, np.abs(r)))).sum()),
