@@ -374,7 +374,8 @@ class FEOLSCoefficient:
 
     def _dummy_projection(self, Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present, big, e, comp, rest,
                           by_big) -> np.ndarray:
-        """r(V)'S⁻¹r(V) (see the class docstring), S solved by block elimination of e's levels:
+        """(r(V)'S⁻¹r(V), λ z'z) with z = S⁻¹r(V) (see the class docstring; the second term is the
+        first-order ridge correction used by the identification rule), S solved by block elimination of e's levels:
         with L the block-diagonal Cholesky factor of S_ee + λI, Z = L⁻¹r_e and Y = L⁻¹S_er, it is
         Z'Z + r̃'C⁻¹r̃ with the Schur complement C = S_rr + λI − Y'Y and r̃ = r_r − Y'Z. Y'Y, Y'Z
         and Z'Z come from one matrix product (few, large BLAS calls per draw).
