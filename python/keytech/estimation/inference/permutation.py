@@ -11,6 +11,10 @@ constant within them), both regressions are re-estimated and ``d*`` recorded.
   reshuffles at least as favourable to the observed direction (bdiff reports this share);
 * ``p_two_sided`` = (1 + #{|d*| ≥ |d|}) / (1 + B).
 
+A draw whose coefficient is not estimable on one of its halves (no row left after singletons,
+or the treatment dropped by pyfixest's collinearity rule: :class:`FEOLSCoefficient`) gives d* = NaN:
+it is left out of B and counted in ``n_draws_failed``.
+
 The +1 counts the observed labelling (Phipson & Smyth 2010), so p is never 0. When the number of
 distinct labellings is at most ``draws``, every labelling is enumerated instead and the p-values
 are exact (the observed labelling is among them, no +1). Draws come from
@@ -219,11 +223,12 @@ def fe_ols_coefficient(
     fixed_effects: list[str] | tuple[str, ...],
     drop_singletons: bool = True,
     ridge: float = 1e-10,
+    collin_tol: float = 1e-10,
 ) -> "FEOLSCoefficient":
     """A fast ``coef_fn``: OLS coefficient of ``regressors[0]`` with the fixed effects absorbed,
     singletons dropped first (as ``fixef_rm='singleton'``). See :class:`FEOLSCoefficient`; with a
     list of outcomes ``y`` it returns the array of the K coefficients (one per outcome, same rows)."""
-    return FEOLSCoefficient(y, list(regressors), tuple(fixed_effects), drop_singletons, ridge)
+    return FEOLSCoefficient(y, list(regressors), tuple(fixed_effects), drop_singletons, ridge, collin_tol)
 
 
 class FEOLSCoefficient:
@@ -246,6 +251,22 @@ class FEOLSCoefficient:
     resolves the collinearity among the dummies (X's coefficient stays identified; on small
     subsamples it moves the coefficient by up to ~1e-7 relative to an exact solution).
 
+    **Identification (h17q)**: the draw applies pyfixest's rule (``feols``' ``collin_tol``,
+    default 1e-10, as the observed estimates): on the cross-products M of the residualised
+    regressors, a Cholesky factorisation in column order drops each regressor whose residual sum
+    of squares on the kept ones before it is below the tolerance (:func:`_identified_columns`).
+    The treatment (``regressors[0]``) dropped → NaN: a failed draw (``n_draws_failed``); another
+    regressor dropped (e.g. a firm-constant control, always collinear with the firm FE) → the
+    coefficient of the regression without it, as pyfixest reports; none dropped → the coefficient
+    as before the rule, bit for bit. For the rule, M is corrected to first order for the ridge
+    (the ridge leaves λ‖γ‖² of a regressor x = Dγ in the span of the dummies, which can exceed
+    1e-10: M − λ z'z with z = (S + λI)⁻¹r(V), exact to O(λ²)), and the tolerance is scaled by
+    max(1, the regressor's raw sum of squares on the rows): M is formed by differences of raw
+    cross-products, whose rounding (≈ 1e-16 × that sum, e.g. 1e-8 for a control in the
+    thousands) would otherwise keep an exactly collinear regressor. A subsample with no row left
+    after singletons is NaN; one with at most k rows is left to the rule, as pyfixest (which,
+    on such rows, may then fail in its standard-error step — not a point-estimate matter).
+
     S is sparse: two levels of one fixed effect e of D2 are linked only through a firm (D1 level)
     observed in both, so S restricted to e is block diagonal, one block per connected component
     of e's levels (e.g. the 11 industry×year cells of one industry when firms keep their
@@ -254,17 +275,18 @@ class FEOLSCoefficient:
     province×year cells) is factorised densely. This is the Cholesky factorisation of S with e's
     levels ordered first, so the result is the dense solution's up to rounding. e is the fixed
     effect of D2 that minimises the cubic cost (sum of block sizes³ + remaining levels³), chosen
-    on the prepared data (a subsample's blocks split its components further). A subsample too
-    small for the regressors, or whose system cannot be factorised, gives NaN (a failed draw in
-    :func:`permutation_test`). The tests compare the result with pyfixest, an explicit dummy
+    on the prepared data (a subsample's blocks split its components further). A subsample with
+    no row left after singletons, or whose system cannot be factorised, or on which the treatment
+    is not identified (above), gives NaN (a failed draw in :func:`permutation_test`). The tests
+    compare the result with pyfixest (test_permutation_identification.py: the rule), an explicit dummy
     regression, the dense factorisation of the whole S used before (which took ≈ 4× longer
     at paper scale, see docs/performance.md) and the sparse-product assembly of S used before
     h17n (tests/python/test_permutation_fast_draws.py)."""
 
     def __init__(self, y: str | list[str], regressors: list[str], fixed_effects: tuple[str, ...],
-                 drop_singletons: bool = True, ridge: float = 1e-10):
+                 drop_singletons: bool = True, ridge: float = 1e-10, collin_tol: float = 1e-10):
         self.y, self.regressors, self.fixed_effects = y, list(regressors), tuple(fixed_effects)
-        self.drop_singletons, self.ridge = drop_singletons, ridge
+        self.drop_singletons, self.ridge, self.collin_tol = drop_singletons, ridge, collin_tol
         self.outcomes = [y] if isinstance(y, str) else list(y)
 
     def __call__(self, df: pd.DataFrame) -> float:
@@ -281,13 +303,26 @@ class FEOLSCoefficient:
         k = len(self.regressors)
         first = _first_coefficient if isinstance(self.y, str) else (lambda M: _first_coefficients(M, n_y))
         nan = float("nan") if isinstance(self.y, str) else np.full(n_y, np.nan)
+        collin_tol = self.collin_tol
+
+        def identified_first(M: np.ndarray, ridge_term: np.ndarray | None, raw_ss: np.ndarray):
+            # pyfixest's rule on the residualised regressors (see _identified_columns)
+            M_exact = M if ridge_term is None else M - ridge_term
+            keep = _identified_columns(M_exact[n_y:, n_y:], collin_tol, raw_ss[n_y:])
+            if keep is None:
+                return nan
+            if len(keep) == k:
+                return first(M)  # nothing dropped: the coefficient as before the rule (bit for bit)
+            idx = [*range(n_y), *(n_y + keep)]
+            return first(M_exact[np.ix_(idx, idx)])
         if not self.fixed_effects:
             def coef_no_fe(mask: np.ndarray) -> float:
                 Vs = V[np.asarray(mask, dtype=bool)]
-                if len(Vs) < k + 2:
+                if len(Vs) < 2:  # (fewer regressors than rows is left to the rule below, as pyfixest)
                     return nan
                 Vc = Vs - Vs.mean(axis=0)
-                return first(Vc.T @ Vc)
+                M = Vc.T @ Vc
+                return identified_first(M, None, np.diag(M))
 
             return coef_no_fe
         codes = factorize_columns(data, self.fixed_effects).astype(np.int64)
@@ -305,12 +340,12 @@ class FEOLSCoefficient:
 
         def coef(mask: np.ndarray) -> float:
             rows = np.flatnonzero(mask)
-            if len(rows) < k + 2:
+            if len(rows) < 2:
                 return nan
             if self.drop_singletons:
                 rows = rows[~np.asarray(detect_singletons(codes_f[rows]), dtype=bool)]
             n = len(rows)
-            if n <= k:
+            if n == 0:  # (n ≤ k is left to the identification rule, as pyfixest)
                 return nan
             Vs = V[rows]
             # codes of the levels present in the subsample, renumbered 0..L-1 (absent levels dropped)
@@ -322,20 +357,25 @@ class FEOLSCoefficient:
             a = np.bincount(sub_big, minlength=int(present[big].sum())).astype(float)
             D1V = _group_sums(sub_big, Vs, len(a))
             Vbar = D1V / a[:, None]
-            M = Vs.T @ Vs - D1V.T @ Vbar
+            VV = Vs.T @ Vs
+            M = VV - D1V.T @ Vbar
+            ridge_term = None
             if e is not None:
                 try:
-                    M -= self._dummy_projection(Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present,
-                                                big, e, components[present[e]], rest, by_big)
+                    projection, ridge_term = self._dummy_projection(
+                        Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present, big, e,
+                        components[present[e]], rest, by_big)
                 except np.linalg.LinAlgError:
                     return nan
-            return first(M)
+                M -= projection
+            return identified_first(M, ridge_term, np.diag(VV))
 
         return coef
 
     def _dummy_projection(self, Vs, Vbar, sub_big, a, rows, n_all, code_cols, renum, present, big, e, comp, rest,
                           by_big) -> np.ndarray:
-        """r(V)'S⁻¹r(V) (see the class docstring), S solved by block elimination of e's levels:
+        """(r(V)'S⁻¹r(V), λ z'z) with z = S⁻¹r(V) (see the class docstring; the second term is the
+        first-order ridge correction used by the identification rule), S solved by block elimination of e's levels:
         with L the block-diagonal Cholesky factor of S_ee + λI, Z = L⁻¹r_e and Y = L⁻¹S_er, it is
         Z'Z + r̃'C⁻¹r̃ with the Schur complement C = S_rr + λI − Y'Y and r̃ = r_r − Y'Z. Y'Y, Y'Z
         and Z'Z come from one matrix product (few, large BLAS calls per draw).
@@ -380,21 +420,49 @@ class FEOLSCoefficient:
         S_ee = blocks.accumulate(*dd["ee"][:2]) - blocks.accumulate(*gg["ee"])
         if not rest:
             lam = self.ridge * max(float(np.mean(blocks.diagonal(S_ee))), 1.0)
-            Z = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), R)
-            return Z.T @ Z
+            inverses = blocks.cholesky_inverse(S_ee, lam)
+            Z = blocks.solve_lower(inverses, R)
+            z = blocks.solve_upper(inverses, Z)  # (S + λI)⁻¹ r(V)
+            return Z.T @ Z, lam * (z.T @ z)
         # S_rr (lr × lr) and S_er (le × lr): the counts of D2'D2 minus the G G' sums
         S_rr = _count_minus_sums(dd["rr"], gg["rr"], le, lr, le, lr)
         X = np.empty((le, lr + R.shape[1]))
         X[:, :lr] = _count_minus_sums(dd["er"], gg["er"], 0, le, le, lr)
         X[:, lr:] = R[:le]
         lam = self.ridge * max(float(np.mean(np.r_[blocks.diagonal(S_ee), np.diag(S_rr)])), 1.0)
-        YZ = blocks.solve_lower(blocks.cholesky_inverse(S_ee, lam), X)
+        inverses = blocks.cholesky_inverse(S_ee, lam)
+        YZ = blocks.solve_lower(inverses, X)
         cross = YZ.T @ YZ
         schur = S_rr - cross[:lr, :lr]
         schur[np.diag_indices_from(schur)] += lam
         R_r = R[le:] - cross[:lr, lr:]
         CR = sla.cho_solve(sla.cho_factor(schur, check_finite=False), R_r, check_finite=False)
-        return cross[lr:, lr:] + R_r.T @ CR
+        # (S + λI)⁻¹ r(V) = [z_e; z_r]: z_r = C⁻¹r̃ (CR), z_e = L⁻ᵀ(Z − Y z_r)
+        z_e = blocks.solve_upper(inverses, YZ[:, lr:] - YZ[:, :lr] @ CR)
+        return cross[lr:, lr:] + R_r.T @ CR, lam * (CR.T @ CR + z_e.T @ z_e)
+
+
+def _identified_columns(Mx: np.ndarray, collin_tol: float, raw_ss: np.ndarray) -> np.ndarray | None:
+    """pyfixest's identification rule (``feols``' ``collin_tol``, fixest's): the regressors kept,
+    by index, when the cross-product of the residualised regressors is ``Mx`` — a Cholesky
+    factorisation in column order drops each column whose squared residual norm on the kept columns
+    before it is below ``collin_tol`` (``pyfixest.core.find_collinear_variables``, the function
+    feols calls on X̃'X̃). pyfixest's threshold is absolute; here it is ``collin_tol`` × max(1, the
+    column's raw sum of squares ``raw_ss``): ``Mx`` is formed by differences of raw cross-products,
+    whose rounding (≈ 1e-16 × ``raw_ss``, e.g. 1e-8 for a control in the thousands) would
+    otherwise keep a regressor that is exactly collinear (the columns are scaled by
+    max(1, raw_ss)^-½ before the same factorisation; for columns with ``raw_ss`` ≤ 1 the rule is
+    pyfixest's). None when the first regressor (the treatment) is dropped: its coefficient is not
+    estimated."""
+    from pyfixest.core import find_collinear_variables
+
+    scale = 1.0 / np.sqrt(np.maximum(np.asarray(raw_ss, dtype=float), 1.0))
+    excluded, _, all_removed = find_collinear_variables(
+        np.ascontiguousarray(Mx * scale[:, None] * scale[None, :], dtype=np.float64), collin_tol)
+    excluded = np.asarray(excluded, dtype=bool)
+    if all_removed or excluded[0]:
+        return None
+    return np.flatnonzero(~excluded)
 
 
 def _first_coefficient(M: np.ndarray) -> float:
@@ -571,14 +639,20 @@ class _BlockPlan:
             out.append(np.tril(np.linalg.inv(np.linalg.cholesky(A))))
         return out
 
-    def solve_lower(self, inverses: list[np.ndarray], X: np.ndarray) -> np.ndarray:
-        """L⁻¹X for X with one row per level of e, in block order (the top-left size × size corner
-        of a padded block's L⁻¹ is the block's own)."""
+    def solve_lower(self, inverses: list[np.ndarray], X: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """L⁻¹X (``transpose``: L⁻ᵀX) for X with one row per level of e, in block order (the top-left
+        size × size corner of a padded block's L⁻¹ is the block's own)."""
         out = np.empty_like(X)
         m = X.shape[1]
         for size, start, nb, group, slot in self.exact_groups:
             Li = np.stack([inverses[g][s, :size, :size] for g, s in zip(group, slot)]) if len(set(group)) > 1 \
                 else inverses[group[0]][slot, :size, :size]
+            if transpose:
+                Li = Li.transpose(0, 2, 1)
             stop = start + nb * size
             np.matmul(Li, X[start:stop].reshape(nb, size, m), out=out[start:stop].reshape(nb, size, m))
         return out
+
+    def solve_upper(self, inverses: list[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """L⁻ᵀX (with L⁻¹X of :meth:`solve_lower`: (S_ee + λI)⁻¹X = L⁻ᵀL⁻¹X)."""
+        return self.solve_lower(inverses, X, transpose=True)
