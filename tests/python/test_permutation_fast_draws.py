@@ -64,7 +64,8 @@ class _ReferenceFEOLS:
         n_levels = codes.max(axis=0) + 1 if len(codes) else np.zeros(codes.shape[1], dtype=np.int64)
         big = int(np.argmax(n_levels))
         others = [j for j in range(codes.shape[1]) if j != big]
-        e, components = _ref_elimination_plan(codes, n_levels, big, others)
+        # the elimination plan is unchanged since e798ef3: the product's (h17n changed the assembly)
+        e, components = perm._elimination_plan(codes, n_levels, big, others)
         rest = [j for j in others if j != e]
         codes_f = np.asfortranarray(codes)
 
@@ -157,24 +158,6 @@ def _ref_onehot(codes, n_cols):
 
     n, m = codes.shape
     return sp.csr_matrix((np.ones(n * m), codes.ravel(), np.arange(0, n * m + 1, m)), shape=(n, n_cols))
-
-
-def _ref_elimination_plan(codes, n_levels, big, others):
-    from scipy.sparse.csgraph import connected_components
-
-    if not others:
-        return None, None
-    D1 = _ref_onehot(codes[:, [big]], int(n_levels[big]))
-    total = int(sum(n_levels[j] for j in others))
-    best = None
-    for j in others:
-        Dj = _ref_onehot(codes[:, [j]], int(n_levels[j]))
-        W = Dj.T @ D1
-        _, comp = connected_components(W @ W.T, directed=False)
-        cost = float((np.bincount(comp).astype(float) ** 3).sum() + float(total - n_levels[j]) ** 3)
-        if best is None or cost < best[0]:
-            best = (cost, j, comp)
-    return best[1], best[2]
 
 
 def _ref_block_cholesky_inverse(S, lam, comp):
