@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 
@@ -84,29 +83,6 @@ def _captured_inputs(only, db_path, draws, module=None):
     return out
 
 
-def _unit_draws(data, labels, draws, seed, permute_by):
-    """The reshuffles permutation_tests draws (same code path, same rng)."""
-    import keytech.estimation.inference.permutation as perm
-
-    labels = np.asarray(labels, dtype=bool)
-    if permute_by == "auto":
-        permute_by = perm.constant_level(data, labels)
-    if permute_by in (None, "observation"):
-        unit = np.arange(len(data))
-        unit_label = labels
-    else:
-        cols = [permute_by] if isinstance(permute_by, str) else list(permute_by)
-        import pandas as pd
-        codes = perm._block_codes(data, cols)
-        unit = codes
-        unit_label = pd.Series(labels).groupby(codes).max().to_numpy().astype(bool)
-    n_units, k = len(unit_label), int(unit_label.sum())
-    if math.comb(n_units, k) <= draws:
-        return perm._exact_labellings(n_units, k), unit, True
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(unit_label) for _ in range(draws)]), unit, False
-
-
 def pyfixest_coefficients(df, outcomes, regressors, fixed_effects, spec) -> tuple[np.ndarray, str]:
     """(pyfixest's coefficient of regressors[0] for each outcome on ``df``, outcome): NaN unless
     the outcome is ``ok`` (see the module docstring)."""
@@ -140,6 +116,8 @@ def _p_values(d_obs, d_star, exact):
 
 
 def main(argv=None) -> int:
+    import keytech.estimation.inference.permutation as perm
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", default=None, help="warehouse (default: the project's data/warehouse.duckdb)")
     ap.add_argument("--only", nargs="+", default=["table5", "het"])
@@ -157,7 +135,8 @@ def main(argv=None) -> int:
         data, labels, coef_fn = inp["data"], np.asarray(inp["labels"], dtype=bool), inp["coef_fn"]
         outcomes = list(coef_fn.outcomes)
         on_rows = coef_fn.prepare(data)
-        unit_draws, unit, exact = _unit_draws(data, labels, inp["draws"], inp["seed"], inp["permute_by"])
+        # the reshuffles permutation_tests drew (same function, same rng)
+        unit_draws, unit, exact = perm.reshuffles(data, labels, inp["draws"], inp["seed"], inp["permute_by"])[:3]
         ref_obs = np.full(len(outcomes), np.nan) if args.pyfixest_draws == 0 else pyfixest_coefficients(data[labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)[0] - \
             pyfixest_coefficients(data[~labels], outcomes, coef_fn.regressors, coef_fn.fixed_effects, spec)[0]
         ours_obs = np.atleast_1d(on_rows(labels) - on_rows(~labels))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from itertools import combinations
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,36 @@ def permutation_tests(
     labels = np.asarray(labels, dtype=bool)
     if len(labels) != len(data):
         raise ValueError("labels must align with data")
+    drawn = reshuffles(data, labels, draws, seed, permute_by)
+    if hasattr(coef_fn, "prepare"):
+        on_rows = coef_fn.prepare(data)
+    else:
+        def on_rows(mask: np.ndarray) -> float:
+            return coef_fn(data[mask])
+    d_obs_all = np.atleast_1d(np.asarray(on_rows(labels) - on_rows(~labels), dtype=float))
+    d_star_all = _draw_differences(on_rows, drawn.unit_draws, drawn.unit, len(d_obs_all), int(jobs))
+    return [_test_result(d_obs, d_star_all[:, j], drawn.exact, seed, drawn.permute_by, drawn.n_units, drawn.k)
+            for j, d_obs in enumerate(d_obs_all)]
+
+
+class Reshuffles(NamedTuple):
+    """The reshuffles of a permutation test (:func:`reshuffles`)."""
+
+    unit_draws: np.ndarray  # (draws × units) booleans: the units drawn into group 1, one row per draw
+    unit: np.ndarray  # the unit (block) of each row of the data: ``unit_draws[i][unit]`` labels the rows
+    exact: bool  # every labelling enumerated (no random draws)
+    permute_by: str | None  # the blocks' columns joined by "+", None for observations
+    n_units: int
+    k: int  # units in group 1
+
+
+def reshuffles(data: pd.DataFrame, labels: np.ndarray, draws: int, seed: int, permute_by) -> Reshuffles:
+    """The reshuffles :func:`permutation_tests` re-estimates (its ``labels``, ``draws``, ``seed``
+    and ``permute_by``, see there): the blocks whose labels are exchanged, and every labelling
+    when there are at most ``draws`` of them, else ``draws`` permutations of the blocks' labels
+    from ``numpy.random.default_rng(seed)``. Raises when the label varies within a block or a
+    group is empty."""
+    labels = np.asarray(labels, dtype=bool)
     if permute_by == "auto":
         permute_by = constant_level(data, labels)
     if permute_by in (None, "observation"):
@@ -108,22 +138,13 @@ def permutation_tests(
     n_units, k = len(unit_label), int(unit_label.sum())
     if k == 0 or k == n_units:
         raise ValueError("both groups need at least one unit")
-    if hasattr(coef_fn, "prepare"):
-        on_rows = coef_fn.prepare(data)
-    else:
-        def on_rows(mask: np.ndarray) -> float:
-            return coef_fn(data[mask])
-    d_obs_all = np.atleast_1d(np.asarray(on_rows(labels) - on_rows(~labels), dtype=float))
-    n_labellings = math.comb(n_units, k)
-    exact = n_labellings <= draws
+    exact = math.comb(n_units, k) <= draws
     if exact:
         unit_draws = _exact_labellings(n_units, k)
     else:
         rng = np.random.default_rng(seed)
         unit_draws = np.stack([rng.permutation(unit_label) for _ in range(draws)])
-    d_star_all = _draw_differences(on_rows, unit_draws, unit, len(d_obs_all), int(jobs))
-    return [_test_result(d_obs, d_star_all[:, j], exact, seed, permute_by, n_units, k)
-            for j, d_obs in enumerate(d_obs_all)]
+    return Reshuffles(unit_draws, unit, exact, permute_by, n_units, k)
 
 
 def _draw_difference(on_rows: Callable[[np.ndarray], float], unit_draw: np.ndarray, unit: np.ndarray):
