@@ -307,10 +307,10 @@ def _estimation_call(only: list[str], seed: int, jobs: int = 1) -> dict:
     seconds = time.perf_counter() - start
     cpu_seconds = _cpu_seconds() - cpu_start
     permutation_fits = _permutation_fits(run_id)
-    fits = pyfixest_fits["n"] + permutation_fits
+    fits = pyfixest_fits.value + permutation_fits
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "jobs": kwargs.get("jobs", 1),
             "import_seconds": import_seconds, "run_id": run_id, "specs": len(only),
-            "fits": fits, "pyfixest_fits": pyfixest_fits["n"], "permutation_fits": permutation_fits,
+            "fits": fits, "pyfixest_fits": pyfixest_fits.value, "permutation_fits": permutation_fits,
             "seconds_per_fit": seconds / fits if fits else None, "spec_seconds": _spec_seconds(run_id)}
 
 
@@ -330,25 +330,40 @@ def _spec_seconds(run_id: str) -> dict[str, float]:
     return dict((json.loads(row[0]) if row and row[0] else {}).get("timings_seconds") or {})
 
 
-def _count_pyfixest_fits() -> dict:
-    """Count the calls of ``pyfixest.feols`` / ``fepois`` in this process (the estimation code calls
-    them as ``pf.feols``, so wrapping the module attributes sees every call)."""
-    counter = {"n": 0}
+def _count_pyfixest_fits():
+    """Count the calls of ``pyfixest.feols`` / ``fepois`` in this process and in the worker
+    processes of ``--jobs`` (the counter is shared memory; the workers of the spec pool install
+    the same wrappers when they start, ``schedule.WORKER_INITIALIZERS``, and forked permutation
+    workers inherit them). The estimation code calls them as ``pf.feols``, so wrapping the module
+    attributes sees every call. Returns the counter; ``.value`` is the count."""
+    from keytech.estimation.orchestration import schedule
+
+    counter = schedule.worker_context().Value("q", 0)
+    _wrap_pyfixest_fits(counter)
+    schedule.WORKER_INITIALIZERS[:] = [(f, a) for f, a in schedule.WORKER_INITIALIZERS if f is not _wrap_pyfixest_fits]
+    schedule.WORKER_INITIALIZERS.append((_wrap_pyfixest_fits, (counter,)))
+    return counter
+
+
+def _wrap_pyfixest_fits(counter) -> None:
+    """Make ``pyfixest.feols`` / ``fepois`` of this process add one to ``counter`` per call."""
     try:
-        import pyfixest as pf
+        from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+        pf = load_pyfixest()
     except ImportError:
-        return counter
+        return
 
     def counting(fn):
         def wrapper(*args, **kwargs):
-            counter["n"] += 1
+            with counter.get_lock():
+                counter.value += 1
             return fn(*args, **kwargs)
         return wrapper
 
     for name in ("feols", "fepois"):
         if hasattr(pf, name):
             setattr(pf, name, counting(getattr(pf, name)))
-    return counter
 
 
 def _permutation_fits(run_id: str) -> int:

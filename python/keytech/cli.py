@@ -289,8 +289,10 @@ def _run_seed(seed: int | None) -> int:
                 "draw re-estimates both groups (~28 ms on the demo warehouse), so "
                 "the time of those specs grows linearly with N"),
     option("--jobs", type=_positive_int, default=1, metavar="N",
-           help="worker processes (forked) sharing the draws of each permutation test (default 1: one process); "
-                "the results are bit-identical for every N, only the wall time changes; use at most the idle cores"),
+           help="worker processes (default 1: one process): the specs run in N processes, one registry group "
+                "at a time each (the multiple-testing families after their members); a selection of one group "
+                "shares the draws of each permutation test among N forked processes instead; the stored results "
+                "are bit-identical for every N, only the wall time changes; use at most the idle cores"),
 )
 def cmd_estimate(args) -> int:
     from keytech import estimation, tables

@@ -42,7 +42,38 @@ def test_pyfixest_fits_are_counted(monkeypatch):
     df = pd.DataFrame({"y": rng.normal(size=50), "x": rng.normal(size=50), "g": np.arange(50) % 5})
     pf.feols("y ~ x | g", data=df)
     pf.feols("y ~ x", data=df)
-    assert counter["n"] == 2
+    assert counter.value == 2
+
+
+def _fit_twice(_):
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pf = load_pyfixest()
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"y": rng.normal(size=50), "x": rng.normal(size=50), "g": np.arange(50) % 5})
+    pf.feols("y ~ x | g", data=df)
+    pf.feols("y ~ x", data=df)
+    return 2
+
+
+def test_pyfixest_fits_in_worker_processes_are_counted(monkeypatch):
+    """`--jobs N` fits specs in the worker processes of keytech.estimation.orchestration.schedule
+    (fresh processes, not forks): their calls reach the count."""
+    import pyfixest as pf
+
+    from keytech.estimation.orchestration import schedule
+
+    monkeypatch.setattr(pf, "feols", pf.feols)
+    monkeypatch.setattr(pf, "fepois", pf.fepois)
+    monkeypatch.setattr(schedule, "WORKER_INITIALIZERS", [])
+    counter = bench._count_pyfixest_fits()
+    with schedule.worker_context().Pool(2, initializer=schedule._start_worker,
+                                        initargs=(None, list(schedule.WORKER_INITIALIZERS))) as pool:
+        assert sum(pool.map(_fit_twice, range(3))) == 6
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=50), "x": rng.normal(size=50), "g": np.arange(50) % 5})
+    pf.feols("y ~ x", data=df)
+    assert counter.value == 7
 
 
 def test_estimation_row_shows_time_per_fit_against_the_anchor():

@@ -7,10 +7,7 @@ import json
 import platform
 import subprocess
 import sys
-import time
-import traceback
 import uuid
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -19,10 +16,9 @@ import pandas as pd
 
 from keytech import warehouse
 from keytech.estimation.core import panel as pnl
-from keytech.estimation.core.fitting import RunContext, relevant_warnings
-from keytech.estimation.core.results import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
-from keytech.estimation.dispatch import run_spec
-from keytech.estimation.orchestration import store
+from keytech.estimation.core.fitting import RunContext
+from keytech.estimation.core.results import NOT_ESTIMABLE_TERM, SpecResult
+from keytech.estimation.orchestration import schedule, store
 from keytech.estimation.orchestration.gate import check_gate
 from keytech.estimation.orchestration.registry import Registry, load_registry
 from keytech.inputs import skipped_specs
@@ -31,8 +27,7 @@ from keytech.synthetic import load_truth
 from keytech.estimation.core.results import DEFAULT_SEED  # noqa: E402  (re-exported)
 
 DEFAULT_PLACEBO_DRAWS = 500
-# estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
-STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs")
+STOCHASTIC_ESTIMATORS = schedule.STOCHASTIC_ESTIMATORS  # re-exported
 
 
 def code_version() -> str:
@@ -79,22 +74,6 @@ def run_outcome(run_id: str, db_path: str | Path | None = None) -> dict[str, dic
             "not_estimable": params.get("not_estimable") or {}}
 
 
-def _error_result(spec_id: str, exc: BaseException) -> SpecResult:
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    term = NOT_ESTIMABLE_TERM if isinstance(exc, NotEstimable) else ERROR_TERM
-    return SpecResult(
-        spec_id=spec_id,
-        terms=[TermEstimate(term, float("nan"))],
-        nobs=None,
-        adj_r2=None,
-        fixed_effects="",
-        vcov="",
-        sample="",
-        main_term=term,
-        diagnostics={"error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb[-6:])},
-    )
-
-
 def run_estimation(
     only: list[str] | None = None,
     force: bool = False,
@@ -121,9 +100,11 @@ def run_estimation(
     ``(not estimable)`` and listed under ``not_estimable``: a property of the data, not a failure.
     ``permutation_draws``: when set, the number of reshuffles of every between-group permutation
     test (replacing ``options.permutation.draws`` of the registry: 999 for Table 5, 199 for the
-    heterogeneity splits in ``specs.yml``). ``jobs``: worker processes (forked) that share the
-    draws of each permutation test; the results are bit-identical to ``jobs=1`` (the default: one
-    process, nothing forked), only the wall time changes.
+    heterogeneity splits in ``specs.yml``). ``jobs``: worker processes (forked): the specs run in
+    ``jobs`` workers, one registry group at a time each
+    (:mod:`keytech.estimation.orchestration.schedule`), or, when the selection is one group, the
+    draws of each permutation test are shared among them; the stored results are bit-identical to
+    ``jobs=1`` (the default: one process, nothing forked), only the wall time and the timings change.
     Specs that need an optional raw table the build was not given (``contract.yml`` ``enables``)
     are skipped, not run: they are named on stderr with what to add and listed under
     ``skipped`` in the run's parameters (``results.runs``). Returns the run id; ``run_outcome``
@@ -148,6 +129,7 @@ def run_estimation(
         gate = check_gate(con, force=force)
         # specs that need an optional raw table the build did not get (keytech/inputs.py)
         skips = skipped_specs([s.id for s in specs], con)
+        timings_before = schedule.previous_timings(con) if jobs > 1 else {}
     if gate["status"] == "forced":
         print(f"WARNING: {gate['message']}", file=sys.stderr)
     for skip in skips.values():
@@ -170,45 +152,33 @@ def run_estimation(
         except warehouse.WarehouseMissing as exc:
             panels[key] = exc
 
-    # 3. estimate
+    # 3. estimate (in this process, or in `jobs` forked workers: the same results, see schedule.py)
+    bar = tqdm(total=len(specs), desc="estimating", disable=not progress, unit="spec")
+
+    def arrived(outcome: schedule.Outcome) -> None:
+        bar.update(1)
+        bar.set_postfix_str(outcome.spec_id)
+        if outcome.not_estimable is not None:
+            tqdm.write(f"  {outcome.spec_id} NOT ESTIMABLE: {outcome.message}", file=sys.stderr)
+        elif outcome.error is not None:
+            if strict:
+                raise outcome.error
+            tqdm.write(f"  {outcome.spec_id} FAILED: {outcome.message}", file=sys.stderr)
+
+    outcomes = schedule.estimate_specs(specs, panels, ctx, jobs, timings_before, arrived)
+    bar.close()
     results: list[SpecResult] = []
     timings: dict[str, float] = {}
     failures: dict[str, str] = {}
     not_estimable: dict[str, str] = {}
-    bar = tqdm(specs, desc="estimating", disable=not progress, unit="spec")
-    for spec in bar:
-        bar.set_postfix_str(spec.id)
-        t0 = time.perf_counter()
-        df = panels[(spec.panel, spec.extra_marts)]
-        try:
-            if isinstance(df, BaseException):
-                raise df
-            # library warnings (e.g. pyfixest's "variables dropped due to multicollinearity") go to
-            # the spec's diagnostics, not the console
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                out = run_spec(spec, df, ctx)
-            msgs = relevant_warnings(caught)
-            for r in out if msgs else ():
-                r.diagnostics["warnings"] = sorted(set(r.diagnostics.get("warnings") or ()) | set(msgs))
-            if spec.estimator in STOCHASTIC_ESTIMATORS or spec.options.get("permutation"):
-                for r in out:
-                    r.diagnostics.setdefault("seed", seed)
-            results.extend(out)
-            if len(out) == 1:  # for specs that use another spec's estimate (multiple_testing members)
-                ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": df, "result": out[0]}
-        except NotEstimable as exc:  # a property of the data: recorded and named, not a failure
-            results.append(_error_result(spec.id, exc))
-            not_estimable[spec.id] = str(exc)
-            tqdm.write(f"  {spec.id} NOT ESTIMABLE: {exc}", file=sys.stderr)
-        except Exception as exc:  # record and continue; strict re-raises
-            if strict:
-                raise
-            results.append(_error_result(spec.id, exc))
-            failures[spec.id] = f"{type(exc).__name__}: {exc}"
-            tqdm.write(f"  {spec.id} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        timings[spec.id] = round(time.perf_counter() - t0, 3)
-    bar.close()
+    for spec in specs:  # registry order, whatever order the specs finished in
+        outcome = outcomes[spec.id]
+        results.extend(outcome.results)  # an error row for a failed or not estimable spec
+        if outcome.not_estimable is not None:
+            not_estimable[spec.id] = outcome.message
+        elif outcome.error is not None:
+            failures[spec.id] = outcome.message
+        timings[spec.id] = outcome.seconds
 
     # 4. store (the only read-write step)
     from keytech.estimation.core.pyfixest_order import load_pyfixest
@@ -227,6 +197,7 @@ def run_estimation(
         "synthetic": syn,
         "truth": planted,
         "timings_seconds": timings,
+        "jobs": jobs,
         "failures": failures,
         "skipped": skipped,
         "not_estimable": not_estimable,

@@ -1,0 +1,286 @@
+"""Run the specs of one estimation run, in this process or in worker processes (``--jobs``).
+
+**What runs where.** ``jobs`` = 1: every spec in this process, in registry order, as always.
+``jobs`` > 1: the specs are cut into *units* that run in a pool of ``jobs`` worker processes,
+then the results are put back in registry order, so the stored run (``results.estimates``,
+``results.runs``) is the one ``jobs`` = 1 stores: the same rows in the same order, bit for bit
+(tested, ``tests/python/test_estimation_parallel.py``); only the wall time and the per-spec
+timings (and ``jobs`` in the run's parameters) change. The workers are fresh processes
+(:func:`worker_context`: ``forkserver``, else ``spawn``, never a fork of this process) that get
+the panels and the run context once, pickled.
+
+**Why units, and which.** Specs of one run share work through ``RunContext.shared``: the two
+stages of an IV instrument set, the PSM matching of Table 4's columns 6 and 7, the joint
+permutation pass of a heterogeneity split's key and non-key outcomes. A spec that finds the
+shared work computes it again, which costs time and, for the joint permutation pass, may differ
+in the last bits (its columns come in another order). So a unit is one registry ``group``
+(table3, table4, het, robust, ...): every spec that shares work with another is in its group
+(checked on the paper-scale run: every ``computed_in_pass_of`` names a spec of the same group),
+and within a unit the specs run in registry order, as in one process.
+
+**Two phases.** Specs that use the results of other specs of the run (``DEPENDENT_ESTIMATORS``:
+the multiple-testing families, which take their members' estimates from the run) run after all
+the others, one unit each, with the members' results of this run in ``RunContext.shared`` —
+only those of members earlier in the registry, as in one process.
+
+**Order.** The units start longest first (a unit's expected time is the sum of its specs' times
+in the warehouse's latest run that has them, else a rough guess from the spec: permutation
+draws, interactive fixed effects), then each worker takes the next unit when it is free. The
+order only changes the wall time. Inside a worker the permutation draws of a spec run serially
+(a pool's worker cannot start processes); with a single unit the run stays in this process,
+where ``jobs`` shares the permutation draws instead (:mod:`keytech.estimation.inference.permutation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import pickle
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from keytech.estimation.core.fitting import RunContext, relevant_warnings
+from keytech.estimation.core.results import ERROR_TERM, NOT_ESTIMABLE_TERM, NotEstimable, SpecResult, TermEstimate
+from keytech.estimation.dispatch import run_spec
+from keytech.estimation.orchestration.registry import Spec
+
+# estimators that read the results of other specs of the run (ctx.shared[("spec_result", id)])
+DEPENDENT_ESTIMATORS = ("multiple_testing",)
+# estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
+STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs")
+
+
+@dataclass
+class Outcome:
+    """What estimating one spec gave: its results, or why there are none (then ``results`` is its
+    one error row, term ``(error)`` or ``(not estimable)``, made where the exception was raised)."""
+
+    spec_id: str
+    results: list[SpecResult] = field(default_factory=list)
+    seconds: float = 0.0
+    error: BaseException | None = None  # a failure (recorded; re-raised when the run is strict)
+    message: str = ""  # "<exception type>: <message>" of the failure or of the not-estimable reason
+    not_estimable: NotEstimable | None = None
+
+
+def error_result(spec_id: str, exc: BaseException) -> SpecResult:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    term = NOT_ESTIMABLE_TERM if isinstance(exc, NotEstimable) else ERROR_TERM
+    return SpecResult(
+        spec_id=spec_id,
+        terms=[TermEstimate(term, float("nan"))],
+        nobs=None,
+        adj_r2=None,
+        fixed_effects="",
+        vcov="",
+        sample="",
+        main_term=term,
+        diagnostics={"error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb[-6:])},
+    )
+
+
+def estimate_spec(spec: Spec, df: pd.DataFrame | BaseException, ctx: RunContext) -> Outcome:
+    """Estimate one spec on its panel (or the error loading the panel gave)."""
+    t0 = time.perf_counter()
+    outcome = Outcome(spec.id)
+    try:
+        if isinstance(df, BaseException):
+            raise df
+        # library warnings (e.g. pyfixest's "variables dropped due to multicollinearity") go to
+        # the spec's diagnostics, not the console
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = run_spec(spec, df, ctx)
+        msgs = relevant_warnings(caught)
+        for r in out if msgs else ():
+            r.diagnostics["warnings"] = sorted(set(r.diagnostics.get("warnings") or ()) | set(msgs))
+        if spec.estimator in STOCHASTIC_ESTIMATORS or spec.options.get("permutation"):
+            for r in out:
+                r.diagnostics.setdefault("seed", ctx.seed)
+        outcome.results = out
+        if len(out) == 1:  # for specs that use another spec's estimate (multiple_testing members)
+            ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": df, "result": out[0]}
+    except NotEstimable as exc:  # a property of the data: recorded and named, not a failure
+        outcome.not_estimable, outcome.results = exc, [error_result(spec.id, exc)]
+        outcome.message = str(exc)
+    except Exception as exc:  # recorded; the caller decides (strict re-raises)
+        outcome.error, outcome.results = exc, [error_result(spec.id, exc)]
+        outcome.message = f"{type(exc).__name__}: {exc}"
+    outcome.seconds = round(time.perf_counter() - t0, 3)
+    return outcome
+
+
+def units_of_work(specs: list[Spec]) -> tuple[list[list[Spec]], list[list[Spec]]]:
+    """(first-phase units, dependent units): one unit per registry group (registry order inside),
+    and one per spec of a ``DEPENDENT_ESTIMATORS`` estimator."""
+    groups: dict[str, list[Spec]] = {}
+    dependent: list[list[Spec]] = []
+    for spec in specs:
+        if spec.estimator in DEPENDENT_ESTIMATORS:
+            dependent.append([spec])
+        else:
+            groups.setdefault(spec.group, []).append(spec)
+    return list(groups.values()), dependent
+
+
+def guessed_seconds(spec: Spec, ctx: RunContext) -> float:
+    """A rough relative cost of a spec that has no timing yet (only the order of units uses it)."""
+    cost = 1.0
+    permutation = spec.options.get("permutation")
+    if permutation:
+        draws = ctx.permutation_draws or (permutation.get("draws", 199) if isinstance(permutation, dict) else 199)
+        cost += float(draws) / 50.0
+    if spec.estimator == "ife":
+        cost += 10.0
+    return cost
+
+
+def previous_timings(con) -> dict[str, float]:
+    """Spec id → seconds in the latest stored run that timed it (empty without results)."""
+    try:
+        rows = con.execute("select parameters_json from results.runs order by started_at desc limit 50").fetchall()
+    except Exception:  # no results schema yet (a fresh warehouse)
+        return {}
+    out: dict[str, float] = {}
+    for (text,) in rows:
+        try:
+            timings = (json.loads(text) if text else {}).get("timings_seconds") or {}
+        except ValueError:
+            continue
+        for spec_id, seconds in timings.items():
+            if isinstance(seconds, (int, float)):
+                out.setdefault(spec_id, float(seconds))
+    return out
+
+
+def longest_first(units: list[list[Spec]], ctx: RunContext, timings: dict[str, float]) -> list[int]:
+    """Indices of ``units`` by expected time, longest first (ties: registry order)."""
+    def expected(unit: list[Spec]) -> float:
+        return sum(timings.get(s.id, guessed_seconds(s, ctx)) for s in unit)
+
+    return sorted(range(len(units)), key=lambda i: (-expected(units[i]), i))
+
+
+# modules the worker processes start with (imported once, in the forkserver that forks them)
+WORKER_PRELOAD = ["keytech.estimation.orchestration.schedule", "keytech.estimation.core.pyfixest_order", "pyfixest"]
+# (function, args) pairs each worker runs when it starts, e.g. the bench's fit counter; the
+# functions must be importable (module level), the args picklable
+WORKER_INITIALIZERS: list[tuple[Callable[..., Any], tuple]] = []
+
+
+def can_start_workers() -> bool:
+    """False inside a worker of another pool (a daemonic process cannot have children)."""
+    return not multiprocessing.current_process().daemon
+
+
+def worker_context():
+    """Fresh worker processes: ``forkserver`` where there is one (Linux, macOS), else ``spawn``.
+    Not ``fork``: a process forked after pyfixest's Rust demeaner has run (its thread pool
+    started) deadlocks in the next demeaning, and a Python session (a notebook, a test) may
+    well have estimated something before."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+# in a worker: (units, panels, ctx, visible, shared) of the pool, set by _start_worker
+_WORKER_STATE: tuple | None = None
+
+
+def _start_worker(state: tuple, initializers: list[tuple[Callable[..., Any], tuple]]) -> None:
+    global _WORKER_STATE
+    for function, args in initializers:
+        function(*args)
+    _WORKER_STATE = state
+
+
+def _panel_of(panels: dict, spec: Spec):
+    return panels[(spec.panel, spec.extra_marts)]
+
+
+def _picklable(exc: BaseException | None) -> BaseException | None:
+    if exc is None:
+        return None
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+        return RuntimeError(f"{type(exc).__name__}: {exc}\n{text}")
+
+
+def _run_unit(index: int) -> tuple[int, list[Outcome]]:
+    """In a worker: the specs of unit ``index`` in order, each with only the results of the specs
+    before it in the run (``visible``) in ``ctx.shared``."""
+    units, panels, ctx, visible, base_shared = _WORKER_STATE
+    outcomes = []
+    for spec in units[index]:
+        if visible is not None:
+            allowed = visible[spec.id]
+            ctx.shared = {k: v for k, v in base_shared.items()
+                          if not (isinstance(k, tuple) and k[0] == "spec_result" and k[1] not in allowed)}
+        outcome = estimate_spec(spec, _panel_of(panels, spec), ctx)
+        outcome.error = _picklable(outcome.error)
+        outcome.not_estimable = _picklable(outcome.not_estimable)
+        outcomes.append(outcome)
+    return index, outcomes
+
+
+def _run_in_workers(units: list[list[Spec]], order: list[int], panels: dict, ctx: RunContext, jobs: int,
+                    visible: dict[str, set[str]] | None, on_unit: Callable[[list[Outcome]], None]) -> None:
+    """Units ``order`` in a pool of ``jobs`` worker processes. Each worker gets the panels, the
+    context and the shared work in one pickle (so a panel in ``ctx.shared`` is the same object as
+    in ``panels`` there too, as :mod:`multiple_testing` checks)."""
+    worker_ctx = dataclasses.replace(ctx, progress=False, shared=dict(ctx.shared))
+    state = (units, panels, worker_ctx, visible, dict(ctx.shared))
+    with worker_context().Pool(min(jobs, len(units)), initializer=_start_worker,
+                               initargs=(state, list(WORKER_INITIALIZERS))) as pool:
+        for _, outcomes in pool.imap_unordered(_run_unit, order, chunksize=1):
+            on_unit(outcomes)
+
+
+def estimate_specs(specs: list[Spec], panels: dict, ctx: RunContext, jobs: int, timings: dict[str, float],
+                   on_spec: Callable[[Outcome], None]) -> dict[str, Outcome]:
+    """Estimate ``specs`` (registry order), ``jobs`` processes; ``on_spec`` is called in this
+    process as each spec's outcome arrives (progress, messages). Returns spec id → outcome."""
+    outcomes: dict[str, Outcome] = {}
+
+    def done(unit_outcomes: Iterable[Outcome]) -> None:
+        for outcome in unit_outcomes:
+            outcomes[outcome.spec_id] = outcome
+            on_spec(outcome)
+
+    first, dependent = units_of_work(specs)
+    if jobs <= 1 or len(first) + len(dependent) <= 1 or not can_start_workers():
+        for spec in specs:
+            done([estimate_spec(spec, _panel_of(panels, spec), ctx)])
+        return outcomes
+    if len(first) > 1:
+        _run_in_workers(first, longest_first(first, ctx, timings), panels, ctx, jobs, None, done)
+    else:
+        for spec in (first[0] if first else ()):
+            done([estimate_spec(spec, _panel_of(panels, spec), ctx)])
+    # the first phase's results, as the specs of one process leave them for the dependent ones
+    position = {s.id: i for i, s in enumerate(specs)}
+    for spec in specs:
+        outcome = outcomes.get(spec.id)
+        if outcome is not None and len(outcome.results) == 1 and outcome.error is None and outcome.not_estimable is None:
+            ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": _panel_of(panels, spec),
+                                                     "result": outcome.results[0]}
+    if len(dependent) > 1:
+        visible = {unit[0].id: {s.id for s in specs if position[s.id] < position[unit[0].id]} for unit in dependent}
+        _run_in_workers(dependent, longest_first(dependent, ctx, timings), panels, ctx, jobs, visible, done)
+    else:
+        for unit in dependent:
+            done([estimate_spec(unit[0], _panel_of(panels, unit[0]), ctx)])
+    return outcomes
+
