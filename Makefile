@@ -16,8 +16,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# the demo's estimation in DEMO_JOBS worker processes (the machine's cores, at most 4; the stored
+# results are the same for any number: keytech estimate --help)
+DEMO_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 demo: venv
-	$(BIN)/keytech demo
+	$(BIN)/keytech demo --jobs $(DEMO_JOBS)
 
 # two pytest-xdist workers; each test module (or the modules sharing a session warehouse) is one
 # unit of work, heaviest first (tests/python/conftest.py); TEST_WORKERS=0 runs serially

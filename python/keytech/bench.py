@@ -315,10 +315,13 @@ def _estimation_call(only: list[str], seed: int, jobs: int = 1) -> dict:
 
 
 def _cpu_seconds() -> float:
-    """CPU time (user + system) of this process and of its waited-for children (the forked
-    workers of ``--jobs``)."""
+    """CPU time (user + system) of this process, of its waited-for children (the forked
+    permutation workers of ``--jobs``) and of the spec workers of ``--jobs`` (children of the
+    forkserver, reported by them: ``schedule.WORKER_CPU_SECONDS``)."""
+    from keytech.estimation.orchestration import schedule
+
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + schedule.WORKER_CPU_SECONDS[0]
 
 
 def _spec_seconds(run_id: str) -> dict[str, float]:

@@ -530,6 +530,9 @@ def _step_args(args, command: str, **overrides) -> argparse.Namespace:
     "demo", "Synthetic data → build → checks → summary → Table 3 next to the paper → report.", "keytech demo",
     option("--scale", choices=["tiny", "small", "paper"], default="small", help="synthetic scale"),
     option("--seed", type=int, default=20250101, help="random seed"),
+    option("--jobs", type=_positive_int, default=1, metavar="N",
+           help="worker processes of the estimation step (keytech estimate --jobs; make demo passes the "
+                "machine's cores, at most 4); the stored results are the same for any N"),
 )
 def cmd_demo(args) -> int:
     _say(args, SYNTHETIC_BANNER + "\n")
@@ -542,7 +545,7 @@ def cmd_demo(args) -> int:
         from keytech import estimation  # noqa: F401
     except ImportError:
         return EXIT_OK
-    code = cmd_estimate(_step_args(args, "estimate", seed=args.seed))  # every specification
+    code = cmd_estimate(_step_args(args, "estimate", seed=args.seed, jobs=args.jobs))  # every specification
     report_code = cmd_report(_step_args(args, "report"))  # the report also shows failed specs
     return code or report_code
 

@@ -61,9 +61,12 @@ def _run_both(tiny_demo_warehouse, tmp_path, only, registry=None, monkeypatch=No
         db = copy_warehouse(tiny_demo_warehouse, tmp_path / f"jobs{jobs}")
         if monkeypatch is not None:
             monkeypatch.setattr(schedule, "_run_in_workers", counting)
+        cpu_before = schedule.WORKER_CPU_SECONDS[0]
         run_id = run_estimation(only=only, placebo_draws=20, seed=SEED, db_path=db, progress=False, render=False,
                                 synthetic=True, permutation_draws=19, jobs=jobs, registry=registry)
         stored[jobs] = _stored(db, run_id)
+        # the workers' CPU time reaches this process (the bench adds it to its own)
+        assert (schedule.WORKER_CPU_SECONDS[0] > cpu_before + 0.5) == (jobs > 1)
     return stored, calls
 
 

@@ -194,9 +194,9 @@ def test_estimators_import_only_the_spec_model_from_orchestration():
             if (full == ORCH or full.startswith(ORCH + ".")) and full != f"{ORCH}.registry":
                 bad.append(f"{name}:{line} imports {full}")
     assert not bad, "estimators may import only the registry from orchestration:\n" + "\n".join(bad)
-    # the rule sees what it guards: families do import the registry, and the runner the dispatcher
+    # the rule sees what it guards: families do import the registry, and the scheduler the dispatcher
     assert f"{ORCH}.registry" in GRAPH["keytech.estimation.linear"]
-    assert "keytech.estimation.dispatch" in GRAPH[f"{ORCH}.runner"]
+    assert "keytech.estimation.dispatch" in GRAPH[f"{ORCH}.schedule"]
 
 
 def test_the_spec_model_imports_nothing_from_estimation():

@@ -192,6 +192,10 @@ def worker_context():
     return multiprocessing.get_context("spawn")
 
 
+# CPU seconds (user + system, all threads) the pool workers of this process spent on specs so far:
+# they are not children of this process (the forkserver's), so its rusage does not see them
+WORKER_CPU_SECONDS = [0.0]
+
 # in a worker: (units, panels, ctx, visible, shared) of the pool, set by _start_worker
 _WORKER_STATE: tuple | None = None
 
@@ -218,10 +222,11 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
         return RuntimeError(f"{type(exc).__name__}: {exc}\n{text}")
 
 
-def _run_unit(index: int) -> tuple[int, list[Outcome]]:
+def _run_unit(index: int) -> tuple[int, list[Outcome], float]:
     """In a worker: the specs of unit ``index`` in order, each with only the results of the specs
-    before it in the run (``visible``) in ``ctx.shared``."""
+    before it in the run (``visible``) in ``ctx.shared``; and the CPU seconds they took."""
     units, panels, ctx, visible, base_shared = _WORKER_STATE
+    cpu_start = time.process_time()
     outcomes = []
     for spec in units[index]:
         if visible is not None:
@@ -232,7 +237,7 @@ def _run_unit(index: int) -> tuple[int, list[Outcome]]:
         outcome.error = _picklable(outcome.error)
         outcome.not_estimable = _picklable(outcome.not_estimable)
         outcomes.append(outcome)
-    return index, outcomes
+    return index, outcomes, time.process_time() - cpu_start
 
 
 def _run_in_workers(units: list[list[Spec]], order: list[int], panels: dict, ctx: RunContext, jobs: int,
@@ -244,7 +249,8 @@ def _run_in_workers(units: list[list[Spec]], order: list[int], panels: dict, ctx
     state = (units, panels, worker_ctx, visible, dict(ctx.shared))
     with worker_context().Pool(min(jobs, len(units)), initializer=_start_worker,
                                initargs=(state, list(WORKER_INITIALIZERS))) as pool:
-        for _, outcomes in pool.imap_unordered(_run_unit, order, chunksize=1):
+        for _, outcomes, cpu_seconds in pool.imap_unordered(_run_unit, order, chunksize=1):
+            WORKER_CPU_SECONDS[0] += cpu_seconds
             on_unit(outcomes)
 
 
