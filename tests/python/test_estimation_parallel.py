@@ -52,9 +52,9 @@ def _run_both(tiny_demo_warehouse, tmp_path, only, registry=None, monkeypatch=No
     calls = []
     original = schedule._run_in_workers
 
-    def counting(units, *args, **kwargs):
-        calls.append([[s.id for s in unit] for unit in units])
-        return original(units, *args, **kwargs)
+    def counting(specs, first, dependent, *args, **kwargs):
+        calls.append(([[s.id for s in unit] for unit in first], [[s.id for s in unit] for unit in dependent]))
+        return original(specs, first, dependent, *args, **kwargs)
 
     stored = {}
     for jobs in (1, 2):
@@ -74,11 +74,13 @@ def test_run_in_workers_stores_what_one_process_stores(tiny_demo_warehouse, tmp_
     only = ["table3_col5", "table4_col2", "table4_col3", "het_fc", "mt_het_fc", "robust_window2022", "placebo"]
     stored, calls = _run_both(tiny_demo_warehouse, tmp_path, only, monkeypatch=monkeypatch)
     (params1, rows1), (params2, rows2) = stored[1], stored[2]
-    # jobs=2 ran the first phase in workers, one unit per group (the mt family runs after, in this process)
+    # jobs=2 ran in workers, one unit per group, and the mt family as a unit of its own
     assert len(calls) == 1
-    assert sorted(map(sorted, calls[0])) == sorted(map(sorted, [
+    first, dependent = calls[0]
+    assert sorted(map(sorted, first)) == sorted(map(sorted, [
         ["table3_col5"], ["placebo"], ["table4_col2", "table4_col3"], ["robust_window2022"],
         ["het_fc_low_key", "het_fc_high_key", "het_fc_low_nonkey", "het_fc_high_nonkey"]]))
+    assert dependent == [["mt_het_fc"]]
     assert params2["jobs"] == 2 and params1["jobs"] == 1
     assert len(rows1) == len(rows2) > 20
     for one, forked in zip(rows1, rows2):
@@ -105,8 +107,8 @@ def test_order_failures_and_dependent_families_match(tiny_demo_warehouse, tmp_pa
     only = ["mt_table6", "table6", "table7_col", "mt_table7", "broken_outcome"]
     stored, calls = _run_both(tiny_demo_warehouse, tmp_path, only, registry=registry, monkeypatch=monkeypatch)
     (params1, rows1), (params2, rows2) = stored[1], stored[2]
-    assert len(calls) == 2  # the first phase and the two families
-    assert sorted(map(sorted, calls[1])) == [["mt_table6"], ["mt_table7"]]
+    assert len(calls) == 1
+    assert calls[0][1] == [["mt_table6"], ["mt_table7"]]  # the two families: units of their own
     assert rows1 == rows2
     assert params1["failures"] == params2["failures"] and list(params1["failures"]) == ["broken_outcome"]
     assert "no_such_column" in params2["failures"]["broken_outcome"]

@@ -18,14 +18,14 @@ in the last bits (its columns come in another order). So a unit is one registry 
 (checked on the paper-scale run: every ``computed_in_pass_of`` names a spec of the same group),
 and within a unit the specs run in registry order, as in one process.
 
-**Two phases.** Specs that use the results of other specs of the run (``DEPENDENT_ESTIMATORS``:
-the multiple-testing families, which take their members' estimates from the run) run after all
-the others, one unit each, with the members' results of this run in ``RunContext.shared`` —
-only those of members earlier in the registry, as in one process.
+**Dependent specs.** Specs that use the results of other specs of the run
+(``DEPENDENT_ESTIMATORS``: the multiple-testing families, which take their members' estimates
+from the run) are units of their own that start when the members they read — those earlier in the
+registry, as in one process — are done, and get their results.
 
-**Order.** The units start longest first (a unit's expected time is the sum of its specs' times
-in the warehouse's latest run that has them, else a rough guess from the spec: permutation
-draws, interactive fixed effects), then each worker takes the next unit when it is free. The
+**Order.** At most ``jobs`` units run at a time; when a worker is free, the longest ready unit
+starts (a unit's expected time is the sum of its specs' times in the warehouse's latest run that
+has them, else a rough guess from the spec: permutation draws, interactive fixed effects). The
 order only changes the wall time. Inside a worker the permutation draws of a spec run serially
 (a pool's worker cannot start processes); with a single unit the run stays in this process,
 where ``jobs`` shares the permutation draws instead (:mod:`keytech.estimation.inference.permutation`).
@@ -37,6 +37,7 @@ import dataclasses
 import json
 import multiprocessing
 import pickle
+import queue
 import time
 import traceback
 import warnings
@@ -50,8 +51,11 @@ from keytech.estimation.core.results import ERROR_TERM, NOT_ESTIMABLE_TERM, NotE
 from keytech.estimation.dispatch import run_spec
 from keytech.estimation.orchestration.registry import Spec
 
-# estimators that read the results of other specs of the run (ctx.shared[("spec_result", id)])
-DEPENDENT_ESTIMATORS = ("multiple_testing",)
+# estimators that read the results of other specs of the run (ctx.shared[("spec_result", id)]):
+# estimator -> the ids of the specs a spec of it reads
+DEPENDENT_ESTIMATORS: dict[str, Callable[[Spec], list[str]]] = {
+    "multiple_testing": lambda spec: list(spec.options.get("members") or []),
+}
 # estimators that draw random numbers (all from the run seed); their results store it as diagnostics.seed
 STOCHASTIC_ESTIMATORS = ("placebo", "staggered_cs")
 
@@ -159,12 +163,14 @@ def previous_timings(con) -> dict[str, float]:
     return out
 
 
+def expected_seconds(unit: list[Spec], ctx: RunContext, timings: dict[str, float]) -> float:
+    """A unit's expected time: its specs' earlier timings, else :func:`guessed_seconds`."""
+    return sum(timings.get(s.id, guessed_seconds(s, ctx)) for s in unit)
+
+
 def longest_first(units: list[list[Spec]], ctx: RunContext, timings: dict[str, float]) -> list[int]:
     """Indices of ``units`` by expected time, longest first (ties: registry order)."""
-    def expected(unit: list[Spec]) -> float:
-        return sum(timings.get(s.id, guessed_seconds(s, ctx)) for s in unit)
-
-    return sorted(range(len(units)), key=lambda i: (-expected(units[i]), i))
+    return sorted(range(len(units)), key=lambda i: (-expected_seconds(units[i], ctx, timings), i))
 
 
 # modules the worker processes start with (imported once, in the forkserver that forks them)
@@ -196,7 +202,7 @@ def worker_context():
 # they are not children of this process (the forkserver's), so its rusage does not see them
 WORKER_CPU_SECONDS = [0.0]
 
-# in a worker: (units, panels, ctx, visible, shared) of the pool, set by _start_worker
+# in a worker: (units, panels, ctx, spec id -> spec) of the pool, set by _start_worker
 _WORKER_STATE: tuple | None = None
 
 
@@ -222,17 +228,19 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
         return RuntimeError(f"{type(exc).__name__}: {exc}\n{text}")
 
 
-def _run_unit(index: int) -> tuple[int, list[Outcome], float]:
-    """In a worker: the specs of unit ``index`` in order, each with only the results of the specs
-    before it in the run (``visible``) in ``ctx.shared``; and the CPU seconds they took."""
-    units, panels, ctx, visible, base_shared = _WORKER_STATE
+def _run_unit(index: int, members: dict[str, SpecResult] | None) -> tuple[int, list[Outcome], float]:
+    """In a worker: the specs of unit ``index`` in order; and the CPU seconds they took. A unit of a
+    dependent spec (``members`` given) sees in ``ctx.shared`` the results of this run it reads,
+    with this worker's panel objects (as one process would give them to it)."""
+    units, panels, ctx, specs_by_id = _WORKER_STATE
     cpu_start = time.process_time()
+    if members is not None:
+        ctx = dataclasses.replace(ctx, shared={
+            ("spec_result", spec_id): {"spec": specs_by_id[spec_id], "df": _panel_of(panels, specs_by_id[spec_id]),
+                                       "result": result}
+            for spec_id, result in members.items()})
     outcomes = []
     for spec in units[index]:
-        if visible is not None:
-            allowed = visible[spec.id]
-            ctx.shared = {k: v for k, v in base_shared.items()
-                          if not (isinstance(k, tuple) and k[0] == "spec_result" and k[1] not in allowed)}
         outcome = estimate_spec(spec, _panel_of(panels, spec), ctx)
         outcome.error = _picklable(outcome.error)
         outcome.not_estimable = _picklable(outcome.not_estimable)
@@ -240,17 +248,53 @@ def _run_unit(index: int) -> tuple[int, list[Outcome], float]:
     return index, outcomes, time.process_time() - cpu_start
 
 
-def _run_in_workers(units: list[list[Spec]], order: list[int], panels: dict, ctx: RunContext, jobs: int,
-                    visible: dict[str, set[str]] | None, on_unit: Callable[[list[Outcome]], None]) -> None:
-    """Units ``order`` in a pool of ``jobs`` worker processes. Each worker gets the panels, the
-    context and the shared work in one pickle (so a panel in ``ctx.shared`` is the same object as
-    in ``panels`` there too, as :mod:`multiple_testing` checks)."""
+def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[list[Spec]], panels: dict,
+                    ctx: RunContext, jobs: int, timings: dict[str, float],
+                    on_unit: Callable[[list[Outcome]], None]) -> None:
+    """Every unit in a pool of ``jobs`` worker processes, at most ``jobs`` at a time: the longest
+    ready unit next, a dependent unit ready when the specs it reads that come before it in the
+    registry are done (it gets their results). Each worker gets the panels and the context once,
+    pickled."""
+    units = first + dependent
+    position = {s.id: i for i, s in enumerate(specs)}
+    needs: dict[int, set[str]] = {}
+    for j, unit in enumerate(dependent, start=len(first)):
+        spec = unit[0]
+        reads = DEPENDENT_ESTIMATORS[spec.estimator](spec)
+        needs[j] = {m for m in reads if m in position and position[m] < position[spec.id]}
+    rank = {index: r for r, index in enumerate(longest_first(units, ctx, timings))}
+    ready = set(range(len(first))) | {j for j, waits in needs.items() if not waits}
+    submitted: set[int] = set()
+    finished: dict[str, Outcome] = {}
     worker_ctx = dataclasses.replace(ctx, progress=False, shared=dict(ctx.shared))
-    state = (units, panels, worker_ctx, visible, dict(ctx.shared))
+    state = (units, panels, worker_ctx, {s.id: s for s in specs})
+    arrived: queue.Queue = queue.Queue()
     with worker_context().Pool(min(jobs, len(units)), initializer=_start_worker,
                                initargs=(state, list(WORKER_INITIALIZERS))) as pool:
-        for _, outcomes, cpu_seconds in pool.imap_unordered(_run_unit, order, chunksize=1):
+        running = 0
+        left = len(units)
+        while left:
+            while ready and running < jobs:
+                index = min(ready, key=rank.get)
+                ready.discard(index)
+                submitted.add(index)
+                members = None
+                if index in needs:
+                    members = {m: finished[m].results[0] for m in sorted(needs[index], key=position.get)
+                               if finished[m].error is None and finished[m].not_estimable is None
+                               and len(finished[m].results) == 1}
+                pool.apply_async(_run_unit, (index, members), callback=arrived.put, error_callback=arrived.put)
+                running += 1
+            result = arrived.get()
+            if isinstance(result, BaseException):
+                raise result
+            _, outcomes, cpu_seconds = result
+            running -= 1
+            left -= 1
             WORKER_CPU_SECONDS[0] += cpu_seconds
+            for outcome in outcomes:
+                finished[outcome.spec_id] = outcome
+            ready |= {j for j, waits in needs.items() if j not in submitted and waits.issubset(finished)}
             on_unit(outcomes)
 
 
@@ -270,23 +314,5 @@ def estimate_specs(specs: list[Spec], panels: dict, ctx: RunContext, jobs: int, 
         for spec in specs:
             done([estimate_spec(spec, _panel_of(panels, spec), ctx)])
         return outcomes
-    if len(first) > 1:
-        _run_in_workers(first, longest_first(first, ctx, timings), panels, ctx, jobs, None, done)
-    else:
-        for spec in (first[0] if first else ()):
-            done([estimate_spec(spec, _panel_of(panels, spec), ctx)])
-    # the first phase's results, as the specs of one process leave them for the dependent ones
-    position = {s.id: i for i, s in enumerate(specs)}
-    for spec in specs:
-        outcome = outcomes.get(spec.id)
-        if outcome is not None and len(outcome.results) == 1 and outcome.error is None and outcome.not_estimable is None:
-            ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": _panel_of(panels, spec),
-                                                     "result": outcome.results[0]}
-    if len(dependent) > 1:
-        visible = {unit[0].id: {s.id for s in specs if position[s.id] < position[unit[0].id]} for unit in dependent}
-        _run_in_workers(dependent, longest_first(dependent, ctx, timings), panels, ctx, jobs, visible, done)
-    else:
-        for unit in dependent:
-            done([estimate_spec(unit[0], _panel_of(panels, unit[0]), ctx)])
+    _run_in_workers(specs, first, dependent, panels, ctx, jobs, timings, done)
     return outcomes
-
