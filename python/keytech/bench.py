@@ -19,15 +19,16 @@ fit_anchor    one plain pyfixest ``feols`` of Table 3 column 5 on the panel (the
               LSMR demeaner; median of 5 after a warm-up): the anchor the estimation
               stage's time per spec and per fit is read against
 estimation    ``keytech.estimation.run_estimation`` on every spec except the placebo,     ≤ 120 s
-              as ``keytech estimate`` runs them: one process, one run (``mt_*`` families
-              take the members estimated earlier in the run), the permutation draws
-              shared by ``--jobs`` forked workers (default: the machine's CPUs; results
-              identical for any N); time = run_estimation's time, per group = the sum of
+              as ``keytech estimate`` runs them: one run (``mt_*`` families take the
+              members estimated earlier in the run), the specs in ``--jobs`` worker
+              processes, one registry group each at a time (default: the machine's CPUs;
+              results identical for any N); time = run_estimation's time, per group = the sum of
               its specs' timings (``results.runs``); ``--estimation-processes group``
               (or a crash of the one process) runs one registry group per process
               instead (time = the groups' times + one library import; ``mt`` then
               re-estimates its members); ``fits`` =
-              the ``pyfixest.feols``/``fepois`` calls (counted in the stage process) + the
+              the ``pyfixest.feols``/``fepois`` calls (counted in the stage process and its
+              workers) + the
               permutation tests' FE-OLS re-estimations (2 per draw + the observed pair, from
               the stored diagnostics), and ``seconds_per_fit`` = time / fits
 placebo       the placebo spec with 500 draws (library import excluded)                   ≤ 60 s
@@ -604,6 +605,11 @@ def run_worker(stage: str, work: Path, scale: str, seed: int, result_file: Path,
     result["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]  # at start, at end
     self_rss, child_rss = _max_rss_bytes()
     result["max_rss_self_bytes"], result["max_rss_children_bytes"] = self_rss, child_rss
+    if stage == "estimation":  # the spec workers of --jobs are the forkserver's children: they report it
+        from keytech.estimation.orchestration import schedule
+
+        result["max_rss_spec_workers_bytes"] = schedule.WORKER_PEAK_RSS_BYTES[0]
+        child_rss = max(child_rss, schedule.WORKER_PEAK_RSS_BYTES[0])
     result["peak_rss_bytes"] = max(self_rss, child_rss)
     result_file.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
     return 0
@@ -802,8 +808,8 @@ def render_markdown(report: dict) -> str:
         if name == "checks" and "passed" in s:
             notes.append("checks passed" if s["passed"] else "checks FAILED")
         if name == "estimation" and s.get("processes"):
-            notes.append(("one process (keytech estimate)" if s["processes"] == "one" else "one process per group")
-                         + f", permutation draws in {s.get('jobs', 1)} worker(s)"
+            notes.append((f"one run (keytech estimate --jobs {s.get('jobs', 1)})" if s["processes"] == "one"
+                          else f"one process per group (--jobs {s.get('jobs', 1)})")
                          + (f", CPU {s['cpu_seconds']:.1f} s" if s.get("cpu_seconds") else ""))
         if name == "estimation" and s.get("groups"):
             notes.append("by group: " + ", ".join(
@@ -891,8 +897,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="synthetic-data and placebo seed")
     parser.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages (in pipeline order)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="worker processes for the permutation draws in the estimation stage "
-                             "(keytech estimate --jobs; default: the machine's CPUs, "
+                        help="worker processes of the estimation stage (keytech estimate --jobs: the specs "
+                             "in N processes, one registry group each at a time; default: the machine's CPUs, "
                              f"{os.cpu_count()} here; results do not depend on it)")
     parser.add_argument("--estimation-processes", choices=["one", "group"], default="one",
                         help="one: the estimation stage is one run_estimation over every spec but the placebo, "

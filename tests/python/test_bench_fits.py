@@ -103,7 +103,7 @@ def test_one_process_estimation_groups_are_sums_of_spec_timings(monkeypatch):
     assert {g: r["seconds"] for g, r in out["groups"].items()} == {"a": 4.0, "b": 5.0}
     md = bench.render_markdown({"scale": "tiny", "started_at": "now", "seed": 1, "machine": {}, "targets": {},
                                 "stages": {"estimation": out}})
-    assert "one process (keytech estimate), permutation draws in 2 worker(s)" in md and "a 4.0 s, b 5.0 s" in md
+    assert "one run (keytech estimate --jobs 2)" in md and "a 4.0 s, b 5.0 s" in md
 
 
 def test_one_process_failure_falls_back_to_one_process_per_group(monkeypatch):

@@ -3,7 +3,7 @@ stores (keytech.estimation.orchestration.schedule).
 
 The comparison is row for row on ``results.estimates`` (every column but the run id; diagnostics
 parsed, only their timing fields, ``seconds``, left out) and on ``results.runs``'s parameters (but
-the timings and ``jobs``), for selections that exercise what could differ between the two ways:
+the timings and ``jobs``), for one selection that exercises what could differ between the two ways:
 work shared between the specs of a group (the joint permutation pass of a heterogeneity split, the
 IV first stage), the multiple-testing families that take their members' estimates from the run
 (also one placed *before* its members, which must re-estimate them as one process does), a spec
@@ -48,74 +48,84 @@ def _stored(db, run_id):
     return params, out
 
 
-def _run_both(tiny_demo_warehouse, tmp_path, only, registry=None, monkeypatch=None):
+# what could differ between one process and workers: work shared inside a group (the joint
+# permutation pass of het_fc, Table 4's IV first stage), families that take their members from the
+# run (mt_het_fc, mt_table7 after their members; mt_table6 moved before its members, so it must
+# re-estimate them as one process does), a spec that fails, the placebo's random draws
+ONLY = ["table3_col5", "table4_col2", "table4_col3", "het_fc", "mt_het_fc", "robust_window2022", "placebo",
+        "mt_table6", "table6", "table7_col", "mt_table7", "broken_outcome"]
+
+
+def _registry():
+    reg = load_registry()
+    broken = dataclasses.replace(reg.get("table3_col1"), id="broken_outcome", outcome="no_such_column", group="broken")
+    order = [reg.get("mt_table6"), *[s for s in reg.specs if s.id != "mt_table6"], broken]
+    return dataclasses.replace(reg, specs=tuple(order))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_demo_warehouse, tmp_path_factory):
+    """The same selection stored by jobs=1 and by jobs=2; the units handed to the workers."""
     calls = []
     original = schedule._run_in_workers
 
-    def counting(specs, first, dependent, *args, **kwargs):
+    def recording(specs, first, dependent, *args, **kwargs):
         calls.append(([[s.id for s in unit] for unit in first], [[s.id for s in unit] for unit in dependent]))
         return original(specs, first, dependent, *args, **kwargs)
 
-    stored = {}
-    for jobs in (1, 2):
-        db = copy_warehouse(tiny_demo_warehouse, tmp_path / f"jobs{jobs}")
-        if monkeypatch is not None:
-            monkeypatch.setattr(schedule, "_run_in_workers", counting)
-        cpu_before = schedule.WORKER_CPU_SECONDS[0]
-        run_id = run_estimation(only=only, placebo_draws=20, seed=SEED, db_path=db, progress=False, render=False,
-                                synthetic=True, permutation_draws=19, jobs=jobs, registry=registry)
-        stored[jobs] = _stored(db, run_id)
-        # the workers' CPU time reaches this process (the bench adds it to its own)
-        assert (schedule.WORKER_CPU_SECONDS[0] > cpu_before + 0.5) == (jobs > 1)
-    return stored, calls
+    stored, worker_cpu = {}, {}
+    root = tmp_path_factory.mktemp("parallel")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schedule, "_run_in_workers", recording)
+        for jobs in (1, 2):
+            db = copy_warehouse(tiny_demo_warehouse, root / f"jobs{jobs}")
+            cpu_before = schedule.WORKER_CPU_SECONDS[0]
+            run_id = run_estimation(only=ONLY, placebo_draws=20, seed=SEED, db_path=db, progress=False, render=False,
+                                    synthetic=True, permutation_draws=19, jobs=jobs, registry=_registry())
+            worker_cpu[jobs] = schedule.WORKER_CPU_SECONDS[0] - cpu_before
+            stored[jobs] = _stored(db, run_id)
+    return {"stored": stored, "calls": calls, "worker_cpu": worker_cpu, "worker_rss": schedule.WORKER_PEAK_RSS_BYTES[0]}
 
 
-def test_run_in_workers_stores_what_one_process_stores(tiny_demo_warehouse, tmp_path, monkeypatch):
-    only = ["table3_col5", "table4_col2", "table4_col3", "het_fc", "mt_het_fc", "robust_window2022", "placebo"]
-    stored, calls = _run_both(tiny_demo_warehouse, tmp_path, only, monkeypatch=monkeypatch)
-    (params1, rows1), (params2, rows2) = stored[1], stored[2]
-    # jobs=2 ran in workers, one unit per group, and the mt family as a unit of its own
-    assert len(calls) == 1
-    first, dependent = calls[0]
-    assert sorted(map(sorted, first)) == sorted(map(sorted, [
-        ["table3_col5"], ["placebo"], ["table4_col2", "table4_col3"], ["robust_window2022"],
-        ["het_fc_low_key", "het_fc_high_key", "het_fc_low_nonkey", "het_fc_high_nonkey"]]))
-    assert dependent == [["mt_het_fc"]]
+def test_workers_store_what_one_process_stores(runs):
+    (params1, rows1), (params2, rows2) = runs["stored"][1], runs["stored"][2]
     assert params2["jobs"] == 2 and params1["jobs"] == 1
-    assert len(rows1) == len(rows2) > 20
-    for one, forked in zip(rows1, rows2):
-        assert one == forked
+    assert len(rows1) == len(rows2) > 40
+    for one, worker in zip(rows1, rows2):
+        assert one == worker
     for key in set(params1) | set(params2):
         if key not in ("timings_seconds", "jobs"):
             assert params1[key] == params2[key], key
     assert list(params1["timings_seconds"]) == list(params2["timings_seconds"])
-    # the shared work was shared in both runs: the joint permutation pass and the mt members
-    text = json.dumps([d for _, d in rows2], ensure_ascii=False)
-    assert "computed_in_pass_of" in text
-    mt = [d for values, d in rows2 if values[0] == "mt_het_fc" and "members_taken_from_this_run" in d]
-    assert mt[0]["members_taken_from_this_run"] == ["het_fc_low_key", "het_fc_high_key", "het_fc_low_nonkey",
-                                                    "het_fc_high_nonkey"]
+    # the workers' CPU time reaches this process (the bench adds it to its own)
+    assert runs["worker_cpu"][1] == 0 and runs["worker_cpu"][2] > 0.5
+    assert runs["worker_rss"] > 50 * 2**20  # and their peak memory (a worker holds the panels and pyfixest)
 
 
-def test_order_failures_and_dependent_families_match(tiny_demo_warehouse, tmp_path, monkeypatch):
-    """mt_table6 placed before its members re-estimates them (nothing of theirs is in the run
-    yet), mt_table7 after its members takes theirs; a broken spec fails the same way."""
-    reg = load_registry()
-    broken = dataclasses.replace(reg.get("table3_col1"), id="broken_outcome", outcome="no_such_column", group="broken")
-    order = [reg.get("mt_table6"), *[s for s in reg.specs if s.id != "mt_table6"], broken]
-    registry = dataclasses.replace(reg, specs=tuple(order))
-    only = ["mt_table6", "table6", "table7_col", "mt_table7", "broken_outcome"]
-    stored, calls = _run_both(tiny_demo_warehouse, tmp_path, only, registry=registry, monkeypatch=monkeypatch)
-    (params1, rows1), (params2, rows2) = stored[1], stored[2]
-    assert len(calls) == 1
-    assert calls[0][1] == [["mt_table6"], ["mt_table7"]]  # the two families: units of their own
-    assert rows1 == rows2
-    assert params1["failures"] == params2["failures"] and list(params1["failures"]) == ["broken_outcome"]
-    assert "no_such_column" in params2["failures"]["broken_outcome"]
-    taken = {values[0]: d["members_taken_from_this_run"] for values, d in rows2
+def test_the_units_are_the_groups_and_the_families(runs):
+    assert len(runs["calls"]) == 1  # jobs=1 runs in this process
+    first, dependent = runs["calls"][0]
+    assert sorted(map(sorted, first)) == sorted(map(sorted, [
+        ["table3_col5"], ["placebo"], ["table4_col2", "table4_col3"], ["robust_window2022"],
+        ["het_fc_low_key", "het_fc_high_key", "het_fc_low_nonkey", "het_fc_high_nonkey"],
+        [f"table6_col{i}" for i in range(1, 7)], [f"table7_col{i}" for i in range(1, 5)], ["broken_outcome"]]))
+    assert sorted(dependent) == [["mt_het_fc"], ["mt_table6"], ["mt_table7"]]
+
+
+def test_shared_work_stays_shared_and_families_see_what_one_process_gives_them(runs):
+    _, rows = runs["stored"][2]
+    assert "computed_in_pass_of" in json.dumps([d for _, d in rows], ensure_ascii=False)
+    taken = {values[0]: d["members_taken_from_this_run"] for values, d in rows
              if values[0].startswith("mt_") and "members_taken_from_this_run" in d}
-    assert taken["mt_table6"] == []
-    assert taken["mt_table7"] == ["table7_col1", "table7_col2", "table7_col3", "table7_col4"]
+    assert taken == {"mt_table6": [],  # before its members in the registry: re-estimated them
+                     "mt_het_fc": ["het_fc_low_key", "het_fc_high_key", "het_fc_low_nonkey", "het_fc_high_nonkey"],
+                     "mt_table7": ["table7_col1", "table7_col2", "table7_col3", "table7_col4"]}
+
+
+def test_a_failing_spec_fails_the_same_way(runs):
+    (params1, rows1), (params2, rows2) = runs["stored"][1], runs["stored"][2]
+    assert params1["failures"] == params2["failures"] and list(params2["failures"]) == ["broken_outcome"]
+    assert "no_such_column" in params2["failures"]["broken_outcome"]
     error_rows = [d for values, d in rows2 if values[0] == "broken_outcome"]
     assert error_rows and "no_such_column" in error_rows[0]["error"] and error_rows[0]["traceback"]
 

@@ -38,6 +38,7 @@ import json
 import multiprocessing
 import pickle
 import queue
+import sys
 import time
 import traceback
 import warnings
@@ -201,6 +202,8 @@ def worker_context():
 # CPU seconds (user + system, all threads) the pool workers of this process spent on specs so far:
 # they are not children of this process (the forkserver's), so its rusage does not see them
 WORKER_CPU_SECONDS = [0.0]
+# the largest maximum resident set size of a pool worker so far (bytes), for the same reason
+WORKER_PEAK_RSS_BYTES = [0]
 
 # in a worker: (units, panels, ctx, spec id -> spec) of the pool, set by _start_worker
 _WORKER_STATE: tuple | None = None
@@ -228,8 +231,9 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
         return RuntimeError(f"{type(exc).__name__}: {exc}\n{text}")
 
 
-def _run_unit(index: int, members: dict[str, SpecResult] | None) -> tuple[int, list[Outcome], float]:
-    """In a worker: the specs of unit ``index`` in order; and the CPU seconds they took. A unit of a
+def _run_unit(index: int, members: dict[str, SpecResult] | None) -> tuple[int, list[Outcome], float, int]:
+    """In a worker: the specs of unit ``index`` in order; the CPU seconds they took and the worker's
+    peak memory. A unit of a
     dependent spec (``members`` given) sees in ``ctx.shared`` the results of this run it reads,
     with this worker's panel objects (as one process would give them to it)."""
     units, panels, ctx, specs_by_id = _WORKER_STATE
@@ -245,7 +249,16 @@ def _run_unit(index: int, members: dict[str, SpecResult] | None) -> tuple[int, l
         outcome.error = _picklable(outcome.error)
         outcome.not_estimable = _picklable(outcome.not_estimable)
         outcomes.append(outcome)
-    return index, outcomes, time.process_time() - cpu_start
+    return index, outcomes, time.process_time() - cpu_start, _max_rss_bytes()
+
+
+def _max_rss_bytes() -> int:
+    """This process's maximum resident set size so far, in bytes (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[list[Spec]], panels: dict,
@@ -288,10 +301,11 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
             result = arrived.get()
             if isinstance(result, BaseException):
                 raise result
-            _, outcomes, cpu_seconds = result
+            _, outcomes, cpu_seconds, rss_bytes = result
             running -= 1
             left -= 1
             WORKER_CPU_SECONDS[0] += cpu_seconds
+            WORKER_PEAK_RSS_BYTES[0] = max(WORKER_PEAK_RSS_BYTES[0], rss_bytes)
             for outcome in outcomes:
                 finished[outcome.spec_id] = outcome
             ready |= {j for j, waits in needs.items() if j not in submitted and waits.issubset(finished)}
