@@ -96,14 +96,14 @@ def test_specs_needing_cash_flow_are_skipped_and_listed(no_cash_flow, monkeypatc
 
 def test_estimate_exits_1_when_a_requested_spec_fails(no_cash_flow, monkeypatch, capsys):
     from keytech.cli import main
-    from keytech.estimation.orchestration import runner
+    from keytech.estimation.orchestration import schedule
 
     _env(monkeypatch, no_cash_flow)
 
     def broken(spec, df, ctx):
         raise RuntimeError("planted failure")
 
-    monkeypatch.setattr(runner, "run_spec", broken)
+    monkeypatch.setattr(schedule, "run_spec", broken)  # every spec runs through schedule.estimate_spec
     assert main(["-q", "estimate", "--only", "table3_col1"]) == 1
     assert "1 requested spec(s) failed: table3_col1" in capsys.readouterr().err
 
