@@ -612,9 +612,10 @@ def _run(args) -> int:
 
     try:
         from keytech.estimation import ChecksNotPassed, RegistryError
+        from keytech.estimation.orchestration.schedule import WorkerDied
 
         user_errors: tuple = (ValidationFailed, BuildFailed, ContractError, UserError, ChecksNotPassed,
-                              RegistryError, WarehouseUnreadable)
+                              RegistryError, WarehouseUnreadable, WorkerDied)
     except ImportError:
         user_errors = (ValidationFailed, BuildFailed, ContractError, UserError, WarehouseUnreadable)
 

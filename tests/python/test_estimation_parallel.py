@@ -146,6 +146,43 @@ def test_units_and_their_order():
     assert [first[i][0].group for i in schedule.longest_first(first, ctx, timings)] == ["table3", "table5", "het"]
 
 
+def _kill_the_worker_on(spec_id: str) -> None:
+    """A worker initializer (schedule.WORKER_INITIALIZERS): the worker dies by SIGKILL, as the
+    out-of-memory killer would kill it, when it starts ``spec_id``."""
+    import os
+    import signal
+
+    from keytech.estimation import dispatch
+
+    original = dispatch.ESTIMATORS["ols"]
+
+    def dying(spec, df, ctx):
+        if spec.id == spec_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(spec, df, ctx)
+
+    dispatch.ESTIMATORS["ols"] = dying
+
+
+def test_a_dead_worker_stops_the_run_with_a_message_and_stores_nothing(tiny_demo_warehouse, tmp_path, monkeypatch):
+    from keytech.cli import main
+
+    db = copy_warehouse(tiny_demo_warehouse, tmp_path / "dead")
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs_before = con.execute("select count(*) from results.runs").fetchone()[0]
+    monkeypatch.setattr(schedule, "WORKER_INITIALIZERS", [(_kill_the_worker_on, ("table3_col4",))])
+    with pytest.raises(schedule.WorkerDied, match=r"died .* running: table3_col4.*--jobs 1"):
+        run_estimation(only=["table3_col4", "table6_col1", "table6_col2"], db_path=db, progress=False,
+                       render=False, synthetic=True, jobs=2)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from results.runs").fetchone()[0] == runs_before
+    # the command line says it in one message, exit code 1
+    for name, value in {"KEYTECH_DB": str(db), "KEYTECH_RAW_DIR": str(tiny_demo_warehouse["raw"]),
+                        "KEYTECH_OUTPUT_DIR": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["-q", "estimate", "--only", "table3_col4", "table6_col1", "--jobs", "2"]) == 1
+
+
 @pytest.mark.parametrize("jobs", [0, -1])
 def test_jobs_must_be_positive(jobs):
     with pytest.raises(ValueError, match="jobs must be at least 1"):

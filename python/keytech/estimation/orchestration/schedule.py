@@ -33,15 +33,16 @@ where ``jobs`` shares the permutation draws instead (:mod:`keytech.estimation.in
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import multiprocessing
 import pickle
-import queue
 import sys
 import time
 import traceback
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -267,7 +268,8 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
     """Every unit in a pool of ``jobs`` worker processes, at most ``jobs`` at a time: the longest
     ready unit next, a dependent unit ready when the specs it reads that come before it in the
     registry are done (it gets their results). Each worker gets the panels and the context once,
-    pickled."""
+    pickled. A worker that dies abruptly raises :class:`WorkerDied` naming the specs in flight
+    (an exception inside a spec is an outcome like any other, not this)."""
     units = first + dependent
     position = {s.id: i for i, s in enumerate(specs)}
     needs: dict[int, set[str]] = {}
@@ -281,13 +283,13 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
     finished: dict[str, Outcome] = {}
     worker_ctx = dataclasses.replace(ctx, progress=False, shared=dict(ctx.shared))
     state = (units, panels, worker_ctx, {s.id: s for s in specs})
-    arrived: queue.Queue = queue.Queue()
-    with worker_context().Pool(min(jobs, len(units)), initializer=_start_worker,
-                               initargs=(state, list(WORKER_INITIALIZERS))) as pool:
-        running = 0
+    running: dict[concurrent.futures.Future, int] = {}
+    pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(units)), mp_context=worker_context(),
+                                                  initializer=_start_worker, initargs=(state, list(WORKER_INITIALIZERS)))
+    try:
         left = len(units)
         while left:
-            while ready and running < jobs:
+            while ready and len(running) < jobs:
                 index = min(ready, key=rank.get)
                 ready.discard(index)
                 submitted.add(index)
@@ -296,20 +298,35 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
                     members = {m: finished[m].results[0] for m in sorted(needs[index], key=position.get)
                                if finished[m].error is None and finished[m].not_estimable is None
                                and len(finished[m].results) == 1}
-                pool.apply_async(_run_unit, (index, members), callback=arrived.put, error_callback=arrived.put)
-                running += 1
-            result = arrived.get()
-            if isinstance(result, BaseException):
-                raise result
-            _, outcomes, cpu_seconds, rss_bytes = result
-            running -= 1
-            left -= 1
-            WORKER_CPU_SECONDS[0] += cpu_seconds
-            WORKER_PEAK_RSS_BYTES[0] = max(WORKER_PEAK_RSS_BYTES[0], rss_bytes)
-            for outcome in outcomes:
-                finished[outcome.spec_id] = outcome
-            ready |= {j for j, waits in needs.items() if j not in submitted and waits.issubset(finished)}
-            on_unit(outcomes)
+                running[pool.submit(_run_unit, index, members)] = index
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                index = running.pop(future)
+                try:
+                    _, outcomes, cpu_seconds, rss_bytes = future.result()
+                except BrokenProcessPool as exc:
+                    in_flight = sorted({s.id for i in [index, *running.values()] for s in units[i]})
+                    raise WorkerDied(
+                        f"an estimation worker process died (killed, e.g. out of memory, or crashed) while these "
+                        f"specs were running: {', '.join(in_flight)}. Nothing was stored. Run them with --jobs 1 "
+                        f"(one process) to see the error, or with fewer jobs if memory is short.") from exc
+                left -= 1
+                WORKER_CPU_SECONDS[0] += cpu_seconds
+                WORKER_PEAK_RSS_BYTES[0] = max(WORKER_PEAK_RSS_BYTES[0], rss_bytes)
+                for outcome in outcomes:
+                    finished[outcome.spec_id] = outcome
+                ready |= {j for j, waits in needs.items() if j not in submitted and waits.issubset(finished)}
+                on_unit(outcomes)
+    except BaseException:  # a failure with --strict, an interrupt, a dead worker: stop the others now
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of ``--jobs`` ended abruptly (a signal, e.g. the out-of-memory killer)."""
 
 
 def estimate_specs(specs: list[Spec], panels: dict, ctx: RunContext, jobs: int, timings: dict[str, float],
