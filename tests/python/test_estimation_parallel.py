@@ -183,6 +183,32 @@ def test_a_dead_worker_stops_the_run_with_a_message_and_stores_nothing(tiny_demo
     assert main(["-q", "estimate", "--only", "table3_col4", "table6_col1", "--jobs", "2"]) == 1
 
 
+def _record_the_workers_jobs() -> None:
+    """A worker initializer: every OLS spec stores the ``RunContext.jobs`` it ran with."""
+    from keytech.estimation import dispatch
+
+    original = dispatch.ESTIMATORS["ols"]
+
+    def recording(spec, df, ctx):
+        result = original(spec, df, ctx)
+        result.diagnostics["ctx_jobs_in_worker"] = ctx.jobs
+        return result
+
+    dispatch.ESTIMATORS["ols"] = recording
+
+
+def test_a_workers_specs_run_their_draws_serially(tiny_demo_warehouse, tmp_path, monkeypatch):
+    """Inside a worker ``RunContext.jobs`` is 1: the workers are not daemonic, and a spec's
+    permutation test would otherwise fork a draw pool of its own (jobs x jobs processes)."""
+    db = copy_warehouse(tiny_demo_warehouse, tmp_path / "inside")
+    monkeypatch.setattr(schedule, "WORKER_INITIALIZERS", [(_record_the_workers_jobs, ())])
+    run_id = run_estimation(only=["table3_col5", "table6_col1"], db_path=db, progress=False, render=False,
+                            synthetic=True, jobs=2)
+    _, rows = _stored(db, run_id)
+    seen = {values[0]: d["ctx_jobs_in_worker"] for values, d in rows if d and "ctx_jobs_in_worker" in d}
+    assert seen == {"table3_col5": 1, "table6_col1": 1}
+
+
 @pytest.mark.parametrize("jobs", [0, -1])
 def test_jobs_must_be_positive(jobs):
     with pytest.raises(ValueError, match="jobs must be at least 1"):

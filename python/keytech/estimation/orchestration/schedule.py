@@ -183,7 +183,7 @@ WORKER_INITIALIZERS: list[tuple[Callable[..., Any], tuple]] = []
 
 
 def can_start_workers() -> bool:
-    """False inside a worker of another pool (a daemonic process cannot have children)."""
+    """False in a daemonic process (e.g. a ``multiprocessing.Pool`` worker: it cannot have children)."""
     return not multiprocessing.current_process().daemon
 
 
@@ -281,7 +281,9 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
     ready = set(range(len(first))) | {j for j, waits in needs.items() if not waits}
     submitted: set[int] = set()
     finished: dict[str, Outcome] = {}
-    worker_ctx = dataclasses.replace(ctx, progress=False, shared=dict(ctx.shared))
+    # jobs=1 inside: a spec's permutation draws run serially in its worker (the workers are not
+    # daemonic, so they could fork draw pools of their own: N x N processes on N cores)
+    worker_ctx = dataclasses.replace(ctx, progress=False, jobs=1, shared=dict(ctx.shared))
     state = (units, panels, worker_ctx, {s.id: s for s in specs})
     running: dict[concurrent.futures.Future, int] = {}
     pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(units)), mp_context=worker_context(),
