@@ -209,6 +209,25 @@ def test_a_workers_specs_run_their_draws_serially(tiny_demo_warehouse, tmp_path,
     assert seen == {"table3_col5": 1, "table6_col1": 1}
 
 
+def test_spawned_workers_store_the_same(tiny_demo_warehouse, tmp_path, monkeypatch):
+    """Where there is no forkserver (Windows) the workers are spawned: fresh interpreters that
+    import everything themselves. The same rows, a family taking its members included."""
+    import multiprocessing
+
+    only = ["table6", "mt_table6"]
+    stored = {}
+    for jobs in (1, 2):
+        db = copy_warehouse(tiny_demo_warehouse, tmp_path / f"spawn{jobs}")
+        if jobs == 2:
+            monkeypatch.setattr(schedule, "worker_context", lambda: multiprocessing.get_context("spawn"))
+        run_id = run_estimation(only=only, seed=SEED, db_path=db, progress=False, render=False, synthetic=True,
+                                jobs=jobs)
+        stored[jobs] = _stored(db, run_id)
+    assert stored[1][1] == stored[2][1] and len(stored[2][1]) > 6
+    taken = [d["members_taken_from_this_run"] for values, d in stored[2][1] if d and "members_taken_from_this_run" in d]
+    assert taken == [[f"table6_col{i}" for i in range(1, 7)]]
+
+
 @pytest.mark.parametrize("jobs", [0, -1])
 def test_jobs_must_be_positive(jobs):
     with pytest.raises(ValueError, match="jobs must be at least 1"):
