@@ -74,6 +74,13 @@ class Outcome:
     message: str = ""  # "<exception type>: <message>" of the failure or of the not-estimable reason
     not_estimable: NotEstimable | None = None
 
+    @property
+    def shared_result(self) -> SpecResult | None:
+        """The result other specs of the run may read (a multiple-testing family its members'):
+        the one result of a spec that estimated, else None."""
+        ok = self.error is None and self.not_estimable is None and len(self.results) == 1
+        return self.results[0] if ok else None
+
 
 def error_result(spec_id: str, exc: BaseException) -> SpecResult:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -110,8 +117,8 @@ def estimate_spec(spec: Spec, df: pd.DataFrame | BaseException, ctx: RunContext)
             for r in out:
                 r.diagnostics.setdefault("seed", ctx.seed)
         outcome.results = out
-        if len(out) == 1:  # for specs that use another spec's estimate (multiple_testing members)
-            ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": df, "result": out[0]}
+        if outcome.shared_result is not None:  # for specs that use another spec's estimate (mt members)
+            ctx.shared[("spec_result", spec.id)] = {"spec": spec, "df": df, "result": outcome.shared_result}
     except NotEstimable as exc:  # a property of the data: recorded and named, not a failure
         outcome.not_estimable, outcome.results = exc, [error_result(spec.id, exc)]
         outcome.message = str(exc)
@@ -123,7 +130,7 @@ def estimate_spec(spec: Spec, df: pd.DataFrame | BaseException, ctx: RunContext)
 
 
 def units_of_work(specs: list[Spec]) -> tuple[list[list[Spec]], list[list[Spec]]]:
-    """(first-phase units, dependent units): one unit per registry group (registry order inside),
+    """(independent units, dependent units): one unit per registry group (registry order inside),
     and one per spec of a ``DEPENDENT_ESTIMATORS`` estimator."""
     groups: dict[str, list[Spec]] = {}
     dependent: list[list[Spec]] = []
@@ -297,9 +304,8 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
                 submitted.add(index)
                 members = None
                 if index in needs:
-                    members = {m: finished[m].results[0] for m in sorted(needs[index], key=position.get)
-                               if finished[m].error is None and finished[m].not_estimable is None
-                               and len(finished[m].results) == 1}
+                    members = {m: finished[m].shared_result for m in sorted(needs[index], key=position.get)
+                               if finished[m].shared_result is not None}
                 running[pool.submit(_run_unit, index, members)] = index
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
