@@ -176,6 +176,22 @@ def test_prepare_panel_types_and_derived_regressors():
         pnl.add_derived(p, ["no_such_variable"])
 
 
+def test_prepare_panel_of_a_wide_panel_is_quiet_and_idempotent():
+    """A panel with a mart's columns joined on (the endogeneity panel with the mechanisms: 116
+    columns at paper scale) is prepared without pandas' "highly fragmented" warning, and preparing
+    it again changes nothing, the FE cells included."""
+    base = {"stkcd": [2, 1], "year": [2016, 2015], "city_code": ["110100"] * 2, "province_code": ["11", None],
+            "industry_code": ["C39"] * 2, "policy": [0, 1]}
+    df = pd.DataFrame({**base, **{f"x{i}": pd.array([i, None], dtype="Int64") for i in range(150)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = pnl.prepare_panel(df)
+        again = pnl.prepare_panel(p)
+    assert list(p.columns) == [*df.columns, "ind_year", "prov_year"]
+    assert list(p["ind_year"]) == ["C39_2015", "C39_2016"] and p["prov_year"].isna().tolist() == [True, False]
+    pd.testing.assert_frame_equal(again, p)
+
+
 def test_pretrend_slope_is_firm_ols_slope_on_pre_window():
     df = pd.DataFrame({"stkcd": ["a"] * 6 + ["b"] * 2, "year": [2010, 2011, 2012, 2013, 2014, 2015, 2013, 2014],
                        "y": [0.0, 1.0, 2.0, 3.0, 4.0, 100.0, 1.0, 2.0]})

@@ -56,8 +56,15 @@ def prepare_panel(df: pd.DataFrame) -> pd.DataFrame:
         out["rel_time"] = out["rel_time"].where(out["rel_time"].notna(), rel)
     # a missing industry or province leaves its FE cell missing (not a "None_2015" cell), so the
     # specs with that FE drop the row like any other missing variable
-    out["ind_year"] = (out["industry_code"].astype(str) + "_" + out["year"].astype(str)).where(out["industry_code"].notna())
-    out["prov_year"] = (out["province_code"].astype(str) + "_" + out["year"].astype(str)).where(out["province_code"].notna())
+    # (one concat, not two inserts: after the per-column conversions above the frame has a block per
+    # column, and inserting into it made pandas warn "highly fragmented" on the widest panels)
+    cells = pd.DataFrame({
+        "ind_year": (out["industry_code"].astype(str) + "_" + out["year"].astype(str)).where(out["industry_code"].notna()),
+        "prov_year": (out["province_code"].astype(str) + "_" + out["year"].astype(str)).where(out["province_code"].notna()),
+    }, index=out.index)
+    present = [c for c in cells if c in out]  # a panel prepared before: replaced in place
+    out[present] = cells[present]
+    out = pd.concat([out, cells.drop(columns=present)], axis=1)
     return out.sort_values(["stkcd", "year"]).reset_index(drop=True)
 
 
