@@ -661,6 +661,10 @@ def _build_locked(options: BuildOptions, target: Path) -> dict:
         args = ["build", *DATA_BUILD_EXCLUDE]
     artifacts = paths.dbt_artifacts_dir(target)
     (artifacts / "target" / "run_results.json").unlink(missing_ok=True)
+    if options.checks:  # the checks' library loads while this process only waits for dbt
+        from keytech.quality import start_importing_great_expectations
+
+        start_importing_great_expectations()
     completed = run_dbt(args, building, options, quiet=options.quiet)
     timings["dbt_build"] = time.perf_counter() - start
     if completed.returncode != 0:
