@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # one BLAS thread unless set (python/keytech/__init__.py explains; tests import numpy first)
 export OPENBLAS_NUM_THREADS ?= 1
+# one thread for pyfixest's Rust demeaner: the same numbers on every machine (same file explains)
+export RAYON_NUM_THREADS ?= 1
 
 .PHONY: demo test venv bench docs reference clean evaluate
 

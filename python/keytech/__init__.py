@@ -10,6 +10,17 @@ yourself (e.g. ``OPENBLAS_NUM_THREADS=8 keytech estimate``) to override. When nu
 imported before keytech (a notebook, a test file), their OpenBLAS has already read the variable;
 then keytech sets the thread count of the OpenBLAS libraries already loaded to 1 as well
 (``openblas_threads_of_loaded_libraries`` tells what is in force).
+
+Demeaner threads: unless the user set it, ``RAYON_NUM_THREADS`` is set to 1 too. pyfixest's Rust
+fixed-effect solver (the LSMR ``within`` demeaner with its additive Schwarz preconditioner) sums in
+parallel over as many threads as the machine has cores, so its results depended on the machine in
+the last digits, and through the interactive-FE iterations visibly: on the paper-scale synthetic
+warehouse Table 4 (1)'s policy coefficient was 0.14975469 with 2 threads and 0.14975884 with 4
+(docs/performance.md). With one thread every machine computes the same numbers. It is also faster
+where it matters here: ``keytech estimate --jobs 2`` on 2 cores took 72 s instead of 84 s (a
+single ``--jobs 1`` process is ≈ 13 % slower: use ``--jobs``). The pool reads the variable when
+pyfixest first demeans, so setting it here (keytech is imported before any estimate) is in time;
+``RAYON_NUM_THREADS=8 keytech estimate`` overrides it, at the price of machine-dependent digits.
 """
 
 import ctypes as _ctypes
@@ -49,5 +60,8 @@ if "OPENBLAS_NUM_THREADS" not in _os.environ:
     if "numpy" in _sys.modules or "scipy" in _sys.modules:
         for _path, _handle, _setter, _getter in _loaded_openblas():
             getattr(_handle, _setter)(1)
+
+# one thread for pyfixest's Rust demeaner, for the same numbers on every machine (see above)
+_os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 __version__ = "0.1.0"

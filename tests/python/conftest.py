@@ -42,6 +42,9 @@ import pytest
 # start inherit it. With OpenBLAS's default threads, a plain `pytest` under load spent ≈ 5× the
 # CPU on the IV world's Table 4 (docs/performance.md, "make test (issue 17, branch h17k)").
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# and one thread for pyfixest's Rust demeaner, as keytech/__init__.py sets it (results independent
+# of the machine's cores), also for a test that runs pyfixest before importing keytech
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 # Session fixtures whose users are kept on one xdist worker (one build per run).
 SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")  # `manifest` uses the latter
