@@ -42,7 +42,10 @@ end_to_end    (a target, not a stage) raw → report as a user runs it: the sum 
 ipc_floor     the anchor of the SQL IPC models: a bare DuckDB exact join of ALL landed     SQL ≤ 10×
               patent-IPC rows (``;``-split, spaces removed) against the concordance seed    the floor
               (``seconds``), beside dbt's time for the IPC and patent models on the same
-              rows (``sql_seconds``, from the build stage's run_results.json) and their ratio
+              rows (``sql_seconds``, from the build stage's run_results.json) and their ratio;
+              second anchor ``write_floor_seconds``: copying the rows of those models that
+              are tables (``create table … as select *`` into a scratch file), the least
+              any design that keeps the tables (incremental refresh) must spend
 ============  ==========================================================================  ==========
 
 Peak memory of a stage is the larger of the stage process's own maximum resident set size and
@@ -583,7 +586,42 @@ def _stage_ipc_floor(work: Path, scale: str, seed: int) -> dict:
                            "sql_over_floor": sql_seconds / seconds if seconds > 0 else None})
     if "sql_seconds" not in result:
         result["sql_note"] = "no dbt per-model timings from the build stage; run the build stage first"
+    warehouse = work / "warehouse.duckdb"
+    if warehouse.is_file():
+        written = _write_floor(warehouse, work / "write_floor.duckdb")
+        if written:
+            write_seconds = sum(written.values())
+            result.update({"write_floor_tables": written, "write_floor_seconds": write_seconds})
+            if result.get("sql_seconds"):
+                result["sql_over_write_floor"] = result["sql_seconds"] / write_seconds if write_seconds > 0 else None
     return result
+
+
+def _write_floor(warehouse: Path, scratch: Path) -> dict[str, float]:
+    """The second anchor of the patent/IPC models: how long writing their materialised rows takes
+    by itself. Each of PATENT_SQL_MODELS that is a table in the built warehouse is copied as it is
+    (``create table … as select *``) into a scratch DuckDB file, which is deleted after; table →
+    seconds. No design that keeps these tables (incremental refresh needs them) can be faster."""
+    import duckdb
+
+    scratch.unlink(missing_ok=True)
+    con = duckdb.connect(str(scratch))
+    out: dict[str, float] = {}
+    try:
+        con.execute(f"attach '{warehouse}' as built (read_only)")
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = 'built'").fetchall()
+        where = {name: schema for schema, name in tables}
+        for name in dict.fromkeys(PATENT_SQL_MODELS):
+            if name in where:
+                start = time.perf_counter()
+                con.execute(f'create table "{name}" as select * from built."{where[name]}"."{name}"')
+                out[name] = time.perf_counter() - start
+    finally:
+        con.close()
+        scratch.unlink(missing_ok=True)
+        scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
+    return out
 
 
 STAGE_FUNCS = {
@@ -856,6 +894,11 @@ def render_markdown(report: dict) -> str:
             if s.get("sql_over_floor"):
                 notes.append(f"SQL patent/IPC models {s['sql_seconds']:.1f} s = {s['sql_over_floor']:.0f}× the floor "
                              "(target ≤ 10×)")
+            if s.get("write_floor_seconds"):
+                notes.append(f"writing their {len(s['write_floor_tables'])} tables' rows alone (a copy) "
+                             f"{s['write_floor_seconds']:.1f} s = {s['write_floor_seconds'] / s['seconds']:.0f}× the "
+                             "floor" + (f"; SQL = {s['sql_over_write_floor']:.1f}× that"
+                                        if s.get("sql_over_write_floor") else ""))
         if s.get("note"):
             notes.append(s["note"].splitlines()[0][:200])
         seconds = s.get("seconds", s.get("pandas_seconds"))

@@ -44,6 +44,38 @@ def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
     assert "× the floor" in bench.render_markdown(report)
 
 
+def test_write_floor_copies_the_patent_tables_of_the_warehouse(tmp_path):
+    """The second anchor: each patent/IPC model that is a table in the warehouse is copied whole
+    (views and other tables are not), the scratch file is removed, and bench.md shows it."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema intermediate; create schema marts")
+        con.execute("create table intermediate.int_patent_ipc_tokens_parsed as select range as i from range(5000)")
+        con.execute("create table intermediate.int_patents_dispositioned as select range as i from range(300)")
+        con.execute("create view marts.fct_patents as select * from intermediate.int_patents_dispositioned")
+        con.execute("create table marts.dim_firms as select 1 as i")  # not a patent model
+    scratch = tmp_path / "write_floor.duckdb"
+    written = bench._write_floor(warehouse, scratch)
+    assert set(written) == {"int_patent_ipc_tokens_parsed", "int_patents_dispositioned"}
+    assert all(seconds > 0 for seconds in written.values())
+    assert not scratch.exists()
+
+    (tmp_path / "landing").mkdir()
+    with duckdb.connect() as con:
+        con.execute(f"copy (select '000001' as Scode, 'CN1' as ApplyNo, 'G06F17/30' as IPC) "
+                    f"to '{tmp_path / 'landing' / 'patents.parquet'}' (format parquet)")
+    (tmp_path / "run_results.json").write_text(json.dumps({"results": [
+        {"unique_id": "model.keytech.int_patent_ipc_tokens_parsed", "execution_time": 1.5}]}))
+    result = bench._stage_ipc_floor(tmp_path, "tiny", 1)
+    assert set(result["write_floor_tables"]) == set(written)
+    assert result["write_floor_seconds"] == pytest.approx(sum(result["write_floor_tables"].values()))
+    assert result["sql_over_write_floor"] == pytest.approx(1.5 / result["write_floor_seconds"])
+    stages = {"ipc_floor": {**result, "status": "ok", "peak_rss_bytes": 1}}
+    report = {"scale": "tiny", "seed": 1, "started_at": "now", "machine": {}, "stages": stages,
+              "targets": bench.evaluate(stages)}
+    assert "writing their 2 tables' rows alone" in bench.render_markdown(report)
+
+
 def test_fit_anchor_is_the_table3_col5_fit(tmp_path, monkeypatch):
     """The anchor fit is Table 3 column 5 as the registry runs it: same N and coefficient."""
     from keytech.estimation import load_registry
