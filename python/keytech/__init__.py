@@ -16,9 +16,10 @@ fixed-effect solver (the LSMR ``within`` demeaner with its additive Schwarz prec
 parallel over as many threads as the machine has cores, so its results depended on the machine in
 the last digits, and through the interactive-FE iterations visibly: on the paper-scale synthetic
 warehouse Table 4 (1)'s policy coefficient was 0.14975469 with 2 threads and 0.14975884 with 4
-(docs/performance.md). With one thread every machine computes the same numbers. It is also faster
-where it matters here: ``keytech estimate --jobs 2`` on 2 cores took 72 s instead of 84 s (a
-single ``--jobs 1`` process is ≈ 13 % slower: use ``--jobs``). The pool reads the variable when
+(docs/estimator-conventions.md). With one thread every machine computes the same numbers. The
+speed is about the same: the bench's paper-scale estimation with ``--jobs 2`` on 2 cores took
+66.0-66.5 s against 68.0-71.8 s (alternating runs); a single ``--jobs 1`` process was ≈ 13 %
+slower in one comparison (use ``--jobs``). The pool reads the variable when
 pyfixest first demeans, so setting it here (keytech is imported before any estimate) is in time;
 ``RAYON_NUM_THREADS=8 keytech estimate`` overrides it, at the price of machine-dependent digits.
 """
