@@ -156,3 +156,11 @@ def test_end_to_end_is_the_sum_of_the_commands_stages():
     assert bench.evaluate(stages)["end_to_end"]["passed"] is False
     assert bench.evaluate({**stages, "placebo": {"status": "error", "seconds": 1.0}})["end_to_end"]["value"] is None
     assert bench.evaluate({k: v for k, v in stages.items() if k != "report"})["end_to_end"]["passed"] is None
+
+
+def test_machine_records_the_thread_counts_the_digits_depend_on():
+    machine = bench._machine()
+    assert machine["threads"] == {"demeaner": "1", "blas": "1"}  # conftest / keytech's defaults
+    report = {"scale": "tiny", "seed": 1, "started_at": "now", "machine": machine, "stages": {},
+              "targets": bench.evaluate({})}
+    assert "demeaner/BLAS threads 1/1" in bench.render_markdown(report)
