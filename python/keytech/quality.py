@@ -50,7 +50,9 @@ def start_importing_great_expectations() -> None:
         except BaseException:  # noqa: BLE001 - the checks' own import reports it
             pass
 
-    _gx_import = threading.Thread(target=load, name="import-great-expectations", daemon=True)
+    # not a daemon: a process that ends before the checks (a failed dbt build) waits for the import to
+    # finish (≤ 2 s) instead of being torn down in the middle of it at interpreter shutdown
+    _gx_import = threading.Thread(target=load, name="import-great-expectations", daemon=False)
     _gx_import.start()
 
 
