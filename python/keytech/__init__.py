@@ -65,4 +65,11 @@ if "OPENBLAS_NUM_THREADS" not in _os.environ:
 # one thread for pyfixest's Rust demeaner, for the same numbers on every machine (see above)
 _os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
+
+def thread_settings() -> dict[str, str | None]:
+    """The thread counts the digits depend on, as this process will use them (set above unless the
+    user set them): recorded with each estimation run and in the bench's machine record."""
+    return {"demeaner": _os.environ.get("RAYON_NUM_THREADS"), "blas": _os.environ.get("OPENBLAS_NUM_THREADS")}
+
+
 __version__ = "0.1.0"

@@ -663,9 +663,10 @@ def run_worker(stage: str, work: Path, scale: str, seed: int, result_file: Path,
 
 # ------------------------------------------------------------------------------------ the run
 def _machine() -> dict:
+    import keytech
+
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            # the stages inherit them (keytech/__init__.py sets both to 1 unless set)
-            "threads": {"demeaner": os.environ.get("RAYON_NUM_THREADS"), "blas": os.environ.get("OPENBLAS_NUM_THREADS")}}
+            "threads": keytech.thread_settings()}  # the stages' processes inherit them
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -833,13 +834,13 @@ def _fmt_bytes(value) -> str:
 
 def render_markdown(report: dict) -> str:
     stages = report["stages"]
+    threads = report["machine"].get("threads") or {}
     lines = [
         f"# Benchmark — scale `{report['scale']}`, {report['started_at']} UTC",
         "",
         f"Machine: {report['machine'].get('cpu', '?')}, {report['machine'].get('cpus')} CPUs, "
         f"{report['machine'].get('memory_gib', '?')} GiB; Python {report['machine'].get('python')}, "
-        f"demeaner/BLAS threads {(report['machine'].get('threads') or {}).get('demeaner') or 'default'}/"
-        f"{(report['machine'].get('threads') or {}).get('blas') or 'default'}, "
+        f"demeaner/BLAS threads {threads.get('demeaner') or 'default'}/{threads.get('blas') or 'default'}, "
         f"DuckDB {report['machine'].get('duckdb', '?')}, dbt-core {report['machine'].get('dbt_core', '?')}; "
         f"code {report['machine'].get('git', '?')}. Synthetic data (seed {report['seed']}).",
         "",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+import keytech
 from keytech import warehouse
 from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext
@@ -203,8 +203,7 @@ def run_estimation(
         "skipped": skipped,
         "not_estimable": not_estimable,
         "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
-        # the thread counts the digits depend on (keytech/__init__.py pins both to 1 unless set)
-        "threads": {"demeaner": os.environ.get("RAYON_NUM_THREADS"), "blas": os.environ.get("OPENBLAS_NUM_THREADS")},
+        "threads": keytech.thread_settings(),  # the thread counts the digits depend on
         "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
     }
     finished = datetime.now(timezone.utc).replace(tzinfo=None)
