@@ -604,11 +604,13 @@ def _write_floor(warehouse: Path, scratch: Path) -> dict[str, float]:
     seconds. No design that keeps these tables (incremental refresh needs them) can be faster."""
     import duckdb
 
+    from keytech.build import sql_string
+
     scratch.unlink(missing_ok=True)
     con = duckdb.connect(str(scratch))
     out: dict[str, float] = {}
     try:
-        con.execute(f"attach '{warehouse}' as built (read_only)")
+        con.execute(f"attach {sql_string(warehouse)} as built (read_only)")
         tables = con.execute(
             "select schema_name, table_name from duckdb_tables() where database_name = 'built'").fetchall()
         where = {name: schema for schema, name in tables}

@@ -134,10 +134,12 @@ def diff_builds(old: str | Path, new: str | Path, marts: tuple[str, ...] = PUBLI
     for path in (old, new):
         if not path.is_file():
             raise FileNotFoundError(f"no warehouse at {path}")
+    from keytech.build import sql_string
+
     con = duckdb.connect()
     try:
-        con.execute(f"attach '{old}' as old (read_only)")
-        con.execute(f"attach '{new}' as new (read_only)")
+        con.execute(f"attach {sql_string(old)} as old (read_only)")
+        con.execute(f"attach {sql_string(new)} as new (read_only)")
         results = [_diff_mart(con, mart) for mart in marts]
         funnel = []
         if _columns(con, "old", "rpt_sample_funnel") and _columns(con, "new", "rpt_sample_funnel"):

@@ -46,7 +46,10 @@ def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
 
 def test_write_floor_copies_the_patent_tables_of_the_warehouse(tmp_path):
     """The second anchor: each patent/IPC model that is a table in the warehouse is copied whole
-    (views and other tables are not), the scratch file is removed, and bench.md shows it."""
+    (views and other tables are not), the scratch file is removed, and bench.md shows it. The work
+    folder's name has a quote: the warehouse path reaches ATTACH as a quoted literal."""
+    tmp_path = tmp_path / "bench's work"
+    tmp_path.mkdir()
     warehouse = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema intermediate; create schema marts")
@@ -62,8 +65,9 @@ def test_write_floor_copies_the_patent_tables_of_the_warehouse(tmp_path):
 
     (tmp_path / "landing").mkdir()
     with duckdb.connect() as con:
+        target = str(tmp_path / "landing" / "patents.parquet").replace("'", "''")
         con.execute(f"copy (select '000001' as Scode, 'CN1' as ApplyNo, 'G06F17/30' as IPC) "
-                    f"to '{tmp_path / 'landing' / 'patents.parquet'}' (format parquet)")
+                    f"to '{target}' (format parquet)")
     (tmp_path / "run_results.json").write_text(json.dumps({"results": [
         {"unique_id": "model.keytech.int_patent_ipc_tokens_parsed", "execution_time": 1.5}]}))
     result = bench._stage_ipc_floor(tmp_path, "tiny", 1)

@@ -101,3 +101,19 @@ def test_run_diff_flags_sign_and_significance_changes(tmp_path: Path, monkeypatc
                               "order by 1").fetchall()
     assert flagged == [("table3_col2:policy",), ("table3_col3:policy",)]
     assert (tmp_path / "out" / "diff" / "diff.md").read_text(encoding="utf-8").startswith("# keytech diff: runs")
+
+
+def test_build_diff_attaches_warehouses_whose_path_has_a_quote(tmp_path: Path):
+    """The warehouse paths reach DuckDB's ATTACH as quoted literals (build.sql_string): a folder
+    named with an apostrophe is compared, not a SQL syntax error."""
+    folder = tmp_path / "Zhang's builds"
+    folder.mkdir()
+    for name, rows in (("old", 1), ("new", 2)):
+        with duckdb.connect(str(folder / f"{name}.duckdb")) as con:
+            con.execute("create schema marts")
+            con.execute(f"create table marts.dim_firms as select lpad(range::varchar, 6, '0') as stkcd "
+                        f"from range({rows})")
+    result = diff_builds(folder / "old.duckdb", folder / "new.duckdb", marts=("dim_firms",))
+    [mart] = result["marts"]
+    assert (mart["old_rows"], mart["new_rows"], mart["added"], mart["removed"]) == (1, 2, 1, 0)
+    assert mart["added_examples"] == ["000001"]
