@@ -1,3 +1,7 @@
+{#- A table, not a view (issue 17): the city-name resolution is read by about a dozen models and
+    tests; as a view each read recomputed it (≈ 0.06 s each even at tiny scale). -#}
+{{ config(materialized='table') }}
+
 {#- One row per landed pilot-list row with the city code its printed city resolves to
     and a check of the printed province. Rows with an unknown city cannot treat any
     city: they are quarantined (and so visible), never silently dropped. -#}
