@@ -604,7 +604,7 @@ def _write_floor(warehouse: Path, scratch: Path) -> dict[str, float]:
     seconds. No design that keeps these tables (incremental refresh needs them) can be faster."""
     import duckdb
 
-    from keytech.build import sql_string
+    from keytech.sql_literals import sql_string
 
     scratch.unlink(missing_ok=True)
     con = duckdb.connect(str(scratch))

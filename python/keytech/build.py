@@ -63,6 +63,7 @@ import yaml
 
 from keytech import paths
 from keytech.ingest import ingest
+from keytech.sql_literals import sql_identifier, sql_string
 
 
 class BuildFailed(RuntimeError):
@@ -365,16 +366,6 @@ def _failing_rows(sql: str, database: Path, limit: int = 20) -> list[str]:
     if len(rows) > limit:
         out.append("… (more rows: run the test's compiled_code from run_results.json on the file)")
     return out
-
-
-def sql_string(value: str | Path) -> str:
-    """``value`` as a SQL string literal (quotes doubled) for the few statements that take no
-    parameters (ATTACH, COPY … TO)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def sql_identifier(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def carry_over_results(old: Path, new: Path) -> int:

@@ -134,7 +134,7 @@ def diff_builds(old: str | Path, new: str | Path, marts: tuple[str, ...] = PUBLI
     for path in (old, new):
         if not path.is_file():
             raise FileNotFoundError(f"no warehouse at {path}")
-    from keytech.build import sql_string
+    from keytech.sql_literals import sql_string
 
     con = duckdb.connect()
     try:

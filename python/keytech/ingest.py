@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from keytech.contract import Mapping, Table, load_contract, load_mapping
+from keytech.sql_literals import sql_identifier, sql_string
 
 MAX_DESCRIPTION_ROWS = 3
 EXAMPLES_PER_PROBLEM = 5
@@ -252,10 +253,6 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class UnreadableFile(ValueError):
@@ -503,7 +500,7 @@ def _count_description_rows(con: duckdb.DuckDBPyConnection, table: Table, resolv
     typed = [(c, resolved[c.name]) for c in table.columns if c.type != "text" and c.name in resolved]
     if not typed:
         return 0
-    select = ", ".join(_quote(header) for _, header in typed)
+    select = ", ".join(sql_identifier(header) for _, header in typed)
     rows = con.execute(f"select {select} from raw_t order by rowid limit {MAX_DESCRIPTION_ROWS}").fetchall()
     skipped = 0
     for row in rows:
@@ -514,20 +511,14 @@ def _count_description_rows(con: duckdb.DuckDBPyConnection, table: Table, resolv
     return skipped
 
 
-def _sql_string(value) -> str:
-    """A SQL string literal (quotes doubled), for statements that take no parameters (COPY … TO) and
-    for the file name written into ``_source_file``."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _landed_select(table: Table, resolved: dict[str, str], file_name: str, header_lines: int, skip: int) -> str:
     parts = []
     for column in table.columns:
         if column.name in resolved:
-            parts.append(f"nullif(trim(cast({_quote(resolved[column.name])} as varchar)), '') as {_quote(column.name)}")
+            parts.append(f"nullif(trim(cast({sql_identifier(resolved[column.name])} as varchar)), '') as {sql_identifier(column.name)}")
         else:
-            parts.append(f"cast(null as varchar) as {_quote(column.name)}")
-    parts.append(f"{_sql_string(file_name)} as _source_file")  # a file name is user input: quoted
+            parts.append(f"cast(null as varchar) as {sql_identifier(column.name)}")
+    parts.append(f"{sql_string(file_name)} as _source_file")  # a file name is user input: quoted
     parts.append(f"cast(rowid + 1 + {header_lines} as bigint) as _source_row")
     return f"select {', '.join(parts)} from raw_t where rowid >= {skip} order by rowid"
 
@@ -536,7 +527,7 @@ def _check_values(con: duckdb.DuckDBPyConnection, table: Table, file_name: str,
                   relation: str = "landed") -> list[Problem]:
     problems: list[Problem] = []
     for column in table.columns:
-        c = _quote(column.name)
+        c = sql_identifier(column.name)
         if column.not_null:
             count, rows = con.execute(
                 f"select count(*), list(_source_row order by _source_row)[1:{EXAMPLES_PER_PROBLEM}] "
@@ -596,7 +587,7 @@ def _check_keys(con: duckdb.DuckDBPyConnection, table: Table, file_name: str,
     same values in every other column are a counted warning (the warehouse keeps the first and
     quarantines the rest); a repeated key with other values is an error with examples — unless the
     table merges duplicates (patents: reconciled in marts.rpt_patent_reconciliation)."""
-    keys = ", ".join(_quote(k) for k in table.key)
+    keys = ", ".join(sql_identifier(k) for k in table.key)
     if table.duplicates == "merge":
         groups, rows, examples = con.execute(
             f"with dup as (select {keys}, list(_source_row order by _source_row) as r from {relation} "
@@ -610,11 +601,11 @@ def _check_keys(con: duckdb.DuckDBPyConnection, table: Table, file_name: str,
                         f"{groups} key(s) ({', '.join(table.key)}) occur more than once; "
                         "they will be merged (see marts.rpt_patent_reconciliation)",
                         rows=rows, values=examples, count=groups)]
-    normal = ", ".join(f"{_KEY_NORMAL[table.column(k).type].format(c=_quote(k))} as k{i}"
+    normal = ", ".join(f"{_KEY_NORMAL[table.column(k).type].format(c=sql_identifier(k))} as k{i}"
                        for i, k in enumerate(table.key))
     knames = ", ".join(f"k{i}" for i in range(len(table.key)))
     others = [c.name for c in table.columns if c.name not in table.key]
-    content = f"[{', '.join(_quote(c) for c in others)}]::varchar[]" if others else "[]::varchar[]"
+    content = f"[{', '.join(sql_identifier(c) for c in others)}]::varchar[]" if others else "[]::varchar[]"
 
     def examples(kind: str) -> str:  # example source rows and keys of one kind of duplicate
         return (f"flatten(list(r order by r[1]) filter (where {kind}))[1:{EXAMPLES_PER_PROBLEM}], "
@@ -645,7 +636,7 @@ def _check_keys(con: duckdb.DuckDBPyConnection, table: Table, file_name: str,
 
 
 def _create_empty_landed(con: duckdb.DuckDBPyConnection, table: Table) -> None:
-    columns = ", ".join(f"cast(null as varchar) as {_quote(c.name)}" for c in table.columns)
+    columns = ", ".join(f"cast(null as varchar) as {sql_identifier(c.name)}" for c in table.columns)
     con.execute(f"create or replace temp table landed as select {columns}, "
                 "cast(null as varchar) as _source_file, cast(null as bigint) as _source_row limit 0")
 
@@ -743,8 +734,8 @@ def _resolve_overlap(con: duckdb.DuckDBPyConnection, table: Table) -> list[Probl
     landed once (the first by file name and row) with a warning; rows that differ are an error
     naming both files — except for tables whose duplicates are merged downstream (patents), where
     every row lands and the merge is reconciled (marts.rpt_patent_reconciliation)."""
-    keys = ", ".join(_quote(k) for k in table.key)
-    content = ", ".join(_quote(c.name) for c in table.columns)
+    keys = ", ".join(sql_identifier(k) for k in table.key)
+    content = ", ".join(sql_identifier(c.name) for c in table.columns)
     groups = con.execute(
         f"with k as (select {keys}, count(distinct _source_file) as n_files, "
         f"count(distinct hash({content})) as n_versions, list(distinct _source_file order by _source_file) as files "
@@ -801,7 +792,7 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
     # beyond INGEST_MEMORY_LIMIT DuckDB spills them to the scratch folder instead of growing with
     # the largest raw table (4.56 GiB for xl's 7.6M patent rows under DuckDB's default, 80% of RAM).
     con.execute(f"set memory_limit = '{INGEST_MEMORY_LIMIT}'")
-    con.execute(f"set temp_directory = {_sql_string(scratch / 'duckdb-spill')}")
+    con.execute(f"set temp_directory = {sql_string(scratch / 'duckdb-spill')}")
     try:
         for table in contract.values():
             try:
@@ -826,14 +817,14 @@ def _process(raw_dir: Path, landing_dir: Path | None) -> tuple[list[Problem], li
                                           description_rows_skipped=0, header_map={}, missing_optional_columns=[],
                                           extra_columns=[], sha256=""))
                 if landing_dir is not None:
-                    con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet)")
+                    con.execute(f"copy landed to {sql_string(scratch / (table.name + '.parquet'))} (format parquet)")
                 continue
             report = land_table(con, raw_dir, table, mapping, paths_, scratch, problems)
             if report is None:
                 continue
             reports.append(report)
             if landing_dir is not None and not any(p.severity == "error" for p in problems):
-                con.execute(f"copy landed to {_sql_string(scratch / (table.name + '.parquet'))} (format parquet, compression zstd)")
+                con.execute(f"copy landed to {sql_string(scratch / (table.name + '.parquet'))} (format parquet, compression zstd)")
         # Swap the landing area in only when every table passed: a failed ingest changes nothing.
         if landing_dir is not None and not any(p.severity == "error" for p in problems):
             landing_dir.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def test_run_diff_flags_sign_and_significance_changes(tmp_path: Path, monkeypatc
 
 
 def test_build_diff_attaches_warehouses_whose_path_has_a_quote(tmp_path: Path):
-    """The warehouse paths reach DuckDB's ATTACH as quoted literals (build.sql_string): a folder
+    """The warehouse paths reach DuckDB's ATTACH as quoted literals (keytech.sql_literals.sql_string): a folder
     named with an apostrophe is compared, not a SQL syntax error."""
     folder = tmp_path / "Zhang's builds"
     folder.mkdir()
