@@ -67,7 +67,9 @@ def test_ife_recovers_beta_where_twfe_is_biased():
 def test_ife_acceleration_reaches_the_plain_iterations_fixed_point():
     """Anderson mixing changes the path, not the fixed point: on an unbalanced factor panel the
     accelerated IFE equals Bai's plain alternation run to a tight tolerance, in fewer iterations;
-    and the fixed point satisfies the normal equations — β is the HDFE regression of y − Γ on x."""
+    and the fixed point satisfies the normal equations — β is the HDFE regression of y − Γ on x,
+    here an explicit least-squares regression on x and every unit and time dummy (exact; before,
+    3,000 rounds of alternating means in pandas: ≈ 6 s of the suite for the same check)."""
     df = _factor_panel(seed=11, N=120, T=10, missing=0.1)
     flist = pnl.factorize_columns(df, ["unit", "time"])
     y, X = df["y"].to_numpy(), df[["x"]].to_numpy()
@@ -78,12 +80,11 @@ def test_ife_acceleration_reaches_the_plain_iterations_fixed_point():
     assert fast.iterations < plain.iterations
     assert abs(fast.beta[0] - plain.beta[0]) < 1e-7
     assert np.allclose(fast.gamma, plain.gamma, atol=1e-6)
-    # normal equations at the fixed point, with an independent two-way demeaning (alternating means)
-    v = pd.DataFrame({"u": df["unit"].to_numpy(), "t": df["time"].to_numpy(), "y": y - fast.gamma, "x": X[:, 0]})
-    for _ in range(3000):
-        for g in ("u", "t"):
-            v[["y", "x"]] -= v.groupby(g)[["y", "x"]].transform("mean")
-    assert abs(float(v["x"] @ v["y"] / (v["x"] @ v["x"])) - fast.beta[0]) < 1e-6
+    # normal equations at the fixed point, by an independent dummy-variable regression
+    dummies = np.column_stack([X[:, 0], pd.get_dummies(df["unit"], dtype=float).to_numpy(),
+                               pd.get_dummies(df["time"], dtype=float).to_numpy()])
+    beta_dummies = np.linalg.lstsq(dummies, y - fast.gamma, rcond=None)[0][0]
+    assert abs(beta_dummies - fast.beta[0]) < 1e-8
 
 
 def test_ife_estimator_on_a_spec_panel():
