@@ -12,6 +12,7 @@ that fails, and the placebo's random draws."""
 from __future__ import annotations
 
 import dataclasses
+import traceback
 import json
 
 import duckdb
@@ -234,3 +235,19 @@ def test_spawned_workers_store_the_same(tiny_demo_warehouse, tmp_path, monkeypat
 def test_jobs_must_be_positive(jobs):
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         run_estimation(only=["table3_col1"], jobs=jobs, progress=False, render=False)
+
+
+def test_a_strict_run_raises_a_workers_failure_with_the_workers_traceback(tiny_demo_warehouse, tmp_path):
+    """A spec that fails in a worker process reaches a strict run with the traceback it had there,
+    as the ``__cause__`` of the re-raised exception (``schedule.WorkerTraceback``): the exception
+    itself is pickled back without one, so before, a strict run with workers named the error but
+    not where it happened."""
+    db = copy_warehouse(tiny_demo_warehouse, tmp_path)
+    with pytest.raises(Exception, match="no_such_column") as raised:
+        run_estimation(only=["table3_col5", "broken_outcome"], placebo_draws=0, seed=SEED, db_path=db,
+                       progress=False, render=False, synthetic=True, jobs=2, registry=_registry(), strict=True)
+    cause = raised.value.__cause__
+    assert isinstance(cause, schedule.WorkerTraceback), cause
+    assert cause.text.startswith("Traceback (most recent call last):")
+    assert "in estimate_spec" in cause.text and "no_such_column" in cause.text.splitlines()[-1]
+    assert "WorkerTraceback" in "".join(traceback.format_exception(raised.value))  # shown with the error

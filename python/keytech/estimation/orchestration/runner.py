@@ -163,7 +163,7 @@ def run_estimation(
             tqdm.write(f"  {outcome.spec_id} NOT ESTIMABLE: {outcome.message}", file=sys.stderr)
         elif outcome.error is not None:
             if strict:
-                raise outcome.error
+                schedule.reraise(outcome)  # with the worker's traceback when it failed in one
             tqdm.write(f"  {outcome.spec_id} FAILED: {outcome.message}", file=sys.stderr)
 
     outcomes = schedule.estimate_specs(specs, panels, ctx, jobs, timings_before, arrived)

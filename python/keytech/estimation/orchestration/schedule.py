@@ -73,6 +73,8 @@ class Outcome:
     error: BaseException | None = None  # a failure (recorded; re-raised when the run is strict)
     message: str = ""  # "<exception type>: <message>" of the failure or of the not-estimable reason
     not_estimable: NotEstimable | None = None
+    traceback: str = ""  # the failure's whole traceback, formatted where it was raised (a worker's
+    # exception loses its own when pickled back: see WorkerTraceback)
 
     @property
     def shared_result(self) -> SpecResult | None:
@@ -80,6 +82,27 @@ class Outcome:
         the one result of a spec that estimated, else None."""
         ok = self.error is None and self.not_estimable is None and len(self.results) == 1
         return self.results[0] if ok else None
+
+
+class WorkerTraceback(Exception):
+    """The traceback of a spec's failure in a worker process, as the ``__cause__`` of the exception a
+    strict run re-raises (an exception pickled back from a worker has no traceback of its own;
+    ``concurrent.futures`` shows a worker's the same way)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text.rstrip()}\n\"\"\""
+
+
+def reraise(outcome: Outcome) -> None:
+    """Raise ``outcome.error`` (a strict run); one that arrived from a worker process without its
+    traceback is raised from a :class:`WorkerTraceback` holding the one formatted in the worker."""
+    if outcome.error.__traceback__ is None and outcome.traceback:
+        raise outcome.error from WorkerTraceback(outcome.traceback)
+    raise outcome.error
 
 
 def error_result(spec_id: str, exc: BaseException) -> SpecResult:
@@ -125,6 +148,7 @@ def estimate_spec(spec: Spec, df: pd.DataFrame | BaseException, ctx: RunContext)
     except Exception as exc:  # recorded; the caller decides (strict re-raises)
         outcome.error, outcome.results = exc, [error_result(spec.id, exc)]
         outcome.message = f"{type(exc).__name__}: {exc}"
+        outcome.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     outcome.seconds = round(time.perf_counter() - t0, 3)
     return outcome
 
