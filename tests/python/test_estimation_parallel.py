@@ -12,8 +12,8 @@ that fails, and the placebo's random draws."""
 from __future__ import annotations
 
 import dataclasses
-import traceback
 import json
+import traceback
 
 import duckdb
 import pytest

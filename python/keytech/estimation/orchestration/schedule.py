@@ -105,8 +105,11 @@ def reraise(outcome: Outcome) -> None:
     raise outcome.error
 
 
-def error_result(spec_id: str, exc: BaseException) -> SpecResult:
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+def error_result(spec_id: str, exc: BaseException, tb: list[str] | None = None) -> SpecResult:
+    """The one result row of a failed or not estimable spec (``tb``: the exception's formatted
+    traceback when the caller has it already)."""
+    if tb is None:
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     term = NOT_ESTIMABLE_TERM if isinstance(exc, NotEstimable) else ERROR_TERM
     return SpecResult(
         spec_id=spec_id,
@@ -146,9 +149,10 @@ def estimate_spec(spec: Spec, df: pd.DataFrame | BaseException, ctx: RunContext)
         outcome.not_estimable, outcome.results = exc, [error_result(spec.id, exc)]
         outcome.message = str(exc)
     except Exception as exc:  # recorded; the caller decides (strict re-raises)
-        outcome.error, outcome.results = exc, [error_result(spec.id, exc)]
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        outcome.error, outcome.results = exc, [error_result(spec.id, exc, tb)]
         outcome.message = f"{type(exc).__name__}: {exc}"
-        outcome.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        outcome.traceback = "".join(tb)
     outcome.seconds = round(time.perf_counter() - t0, 3)
     return outcome
 
