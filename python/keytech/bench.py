@@ -72,6 +72,7 @@ import time
 import traceback
 from pathlib import Path
 
+from keytech.sql_literals import sql_string
 from keytech.synthetic import is_synthetic
 
 GIB = 1024**3
@@ -603,8 +604,6 @@ def _write_floor(warehouse: Path, scratch: Path) -> dict[str, float]:
     (``create table … as select *``) into a scratch DuckDB file, which is deleted after; table →
     seconds. No design that keeps these tables (incremental refresh needs them) can be faster."""
     import duckdb
-
-    from keytech.sql_literals import sql_string
 
     scratch.unlink(missing_ok=True)
     con = duckdb.connect(str(scratch))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from keytech.sql_literals import sql_string
 from keytech.warehouse import PUBLIC_MARTS
 
 MART_KEYS: dict[str, tuple[str, ...]] = {
@@ -134,8 +135,6 @@ def diff_builds(old: str | Path, new: str | Path, marts: tuple[str, ...] = PUBLI
     for path in (old, new):
         if not path.is_file():
             raise FileNotFoundError(f"no warehouse at {path}")
-    from keytech.sql_literals import sql_string
-
     con = duckdb.connect()
     try:
         con.execute(f"attach {sql_string(old)} as old (read_only)")

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from keytech import bench, paths
+from keytech.sql_literals import sql_string
 
 
 def test_ipc_floor_counts_tokens_and_exact_matches(tmp_path):
@@ -65,9 +66,8 @@ def test_write_floor_copies_the_patent_tables_of_the_warehouse(tmp_path):
 
     (tmp_path / "landing").mkdir()
     with duckdb.connect() as con:
-        target = str(tmp_path / "landing" / "patents.parquet").replace("'", "''")
         con.execute(f"copy (select '000001' as Scode, 'CN1' as ApplyNo, 'G06F17/30' as IPC) "
-                    f"to '{target}' (format parquet)")
+                    f"to {sql_string(tmp_path / 'landing' / 'patents.parquet')} (format parquet)")
     (tmp_path / "run_results.json").write_text(json.dumps({"results": [
         {"unique_id": "model.keytech.int_patent_ipc_tokens_parsed", "execution_time": 1.5}]}))
     result = bench._stage_ipc_floor(tmp_path, "tiny", 1)
