@@ -22,6 +22,17 @@ speed is about the same: the bench's paper-scale estimation with ``--jobs 2`` on
 slower in one comparison (use ``--jobs``). The pool reads the variable when
 pyfixest first demeans, so setting it here (keytech is imported before any estimate) is in time;
 ``RAYON_NUM_THREADS=8 keytech estimate`` overrides it, at the price of machine-dependent digits.
+
+BLAS kernels: unless the user set it, ``OPENBLAS_CORETYPE`` is set to ``Haswell`` on x86-64 CPUs
+that have AVX2 and FMA (``/proc/cpuinfo``), before numpy is imported. OpenBLAS otherwise picks its
+kernels by CPU, and kernels of different CPU generations round differently: on an AVX-512 machine
+(``SkylakeX`` kernels) the demo's Table 4 (1) interactive-FE coefficients moved by ~1e-7 relative
+against an AVX2 machine and bit-level frozen values failed (docs/estimator-conventions.md). The
+Haswell kernels run on every x86-64 CPU of the last decade with AVX2, so those machines compute the
+same digits. Other CPUs (no AVX2, ARM, macOS without ``/proc/cpuinfo``) keep OpenBLAS's own choice.
+Like the thread count, the variable is read when OpenBLAS loads: if numpy or scipy was imported
+before keytech, their kernels are already chosen (``openblas_cores_of_loaded_libraries`` tells
+which are in force; the Makefile and the tests' conftest set the variable first).
 """
 
 import ctypes as _ctypes
@@ -34,6 +45,12 @@ _OPENBLAS_LIBRARIES = (
     ("numpy.libs", "libscipy_openblas64_*.so", "scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
     ("scipy.libs", "libscipy_openblas-*.so", "scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
 )
+# the kernel family OpenBLAS runs, by the setter's name (same library, same suffix)
+_CORENAME_GETTERS = {
+    "scipy_openblas_set_num_threads64_": "scipy_openblas_get_corename64_",
+    "scipy_openblas_set_num_threads": "scipy_openblas_get_corename",
+}
+PINNED_OPENBLAS_CORE = "Haswell"
 
 
 def _loaded_openblas():
@@ -56,6 +73,38 @@ def openblas_threads_of_loaded_libraries() -> dict[str, int]:
             for path, handle, _, getter in _loaded_openblas()}
 
 
+def openblas_cores_of_loaded_libraries() -> dict[str, str]:
+    """Kernel family (OpenBLAS's core name, e.g. ``Haswell``) of every bundled OpenBLAS loaded in
+    this process, by library file name."""
+    cores = {}
+    for path, handle, setter, _ in _loaded_openblas():
+        getter = getattr(handle, _CORENAME_GETTERS[setter], None)
+        if getter is not None:
+            getter.restype = _ctypes.c_char_p
+            cores[_os.path.basename(path)] = getter().decode()
+    return cores
+
+
+def _cpu_runs_haswell_kernels() -> bool:
+    """True on an x86-64 CPU with AVX2 and FMA, as Linux's /proc/cpuinfo lists its flags."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return {"avx2", "fma"} <= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
+
+
+# the same BLAS kernels on every AVX2 machine, for the same digits (see above)
+if "OPENBLAS_CORETYPE" not in _os.environ and _cpu_runs_haswell_kernels():
+    _os.environ["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORE
+
 if "OPENBLAS_NUM_THREADS" not in _os.environ:
     _os.environ["OPENBLAS_NUM_THREADS"] = "1"
     if "numpy" in _sys.modules or "scipy" in _sys.modules:
@@ -67,9 +116,13 @@ _os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 
 def thread_settings() -> dict[str, str | None]:
-    """The thread counts the digits depend on, as this process will use them (set above unless the
-    user set them): recorded with each estimation run and in the bench's machine record."""
-    return {"demeaner": _os.environ.get("RAYON_NUM_THREADS"), "blas": _os.environ.get("OPENBLAS_NUM_THREADS")}
+    """The thread counts and the BLAS kernels the digits depend on, as this process will use them
+    (set above unless the user set them; ``blas_core`` is what the loaded OpenBLAS runs, or the
+    variable when none is loaded yet): recorded with each estimation run and in the bench's machine
+    record."""
+    cores = sorted(set(openblas_cores_of_loaded_libraries().values()))
+    return {"demeaner": _os.environ.get("RAYON_NUM_THREADS"), "blas": _os.environ.get("OPENBLAS_NUM_THREADS"),
+            "blas_core": ",".join(cores) if cores else _os.environ.get("OPENBLAS_CORETYPE")}
 
 
 __version__ = "0.1.0"

@@ -45,6 +45,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # and one thread for pyfixest's Rust demeaner, as keytech/__init__.py sets it (results independent
 # of the machine's cores), also for a test that runs pyfixest before importing keytech
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
+# and the same OpenBLAS kernels on every AVX2 machine (OPENBLAS_CORETYPE, keytech/__init__.py):
+# importing keytech sets it, before any test module imports numpy
+import keytech  # noqa: E402,F401
 
 # Session fixtures whose users are kept on one xdist worker (one build per run).
 SHARED_SESSION_FIXTURES = ("tiny_demo_warehouse", "minimal_warehouse")  # `manifest` uses the latter
