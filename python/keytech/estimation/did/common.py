@@ -51,29 +51,11 @@ def identified_rows(
     closed form, ≈ 60× less work at paper scale); ``"dense"`` is the computation above, which
     "auto" also falls back to when the reduced spectrum has no clear gap at ``tol``.
     """
-    import scipy.sparse as sp
-
-    covariates, fixed_effects = list(covariates), list(fixed_effects)
     both = pd.concat([untreated, treated])
     n_u = len(untreated)
-    blocks = []
-    if covariates:
-        X = both[covariates].to_numpy(float)
-        mu, sd = X[:n_u].mean(axis=0), X[:n_u].std(axis=0)
-        blocks.append(sp.csr_matrix((X - mu) / np.where(sd > 0, sd, 1.0)))
-    present = np.ones(len(treated), dtype=bool)
-    for f in fixed_effects:
-        codes, uniq = pd.factorize(both[f])
-        blocks.append(sp.csr_matrix((np.ones(len(both)), (np.arange(len(both)), codes)), shape=(len(both), len(uniq))))
-        present &= np.isin(codes[n_u:], codes[:n_u])
-    Z = sp.hstack(blocks).tocsr()
+    Z, fe_sizes, present = first_stage_design(both, n_u, covariates, fixed_effects)
     Zu, Zt = Z[:n_u], Z[n_u:]
-    fe_sizes = [b.shape[1] for b in blocks[1 if covariates else 0:]]
-    null = _null_space_schur(Zu, Z.shape[1] - sum(fe_sizes), fe_sizes, tol) if method != "dense" else None
-    if null is None:
-        A = (Zu.T @ Zu).toarray()
-        vals, vecs = np.linalg.eigh(A)
-        null = vecs[:, vals <= tol * max(float(vals.max()), 1.0)]
+    null = untreated_null_space(Zu, fe_sizes, tol, method)
     if null.shape[1] == 0:
         ok = np.ones(len(treated), dtype=bool)
     else:
@@ -81,6 +63,45 @@ def identified_rows(
         znorm = np.sqrt(np.asarray(Zt.multiply(Zt).sum(axis=1)).ravel())
         ok = np.abs(proj).max(axis=1) <= np.sqrt(tol) * (1.0 + znorm)
     return ok, {"levels_present": present, "null_dim": int(null.shape[1]), "tol": tol}
+
+
+def first_stage_design(
+    both: pd.DataFrame, n_untreated: int, covariates: list[str] | tuple[str, ...], fixed_effects: list[str] | tuple[str, ...]
+):
+    """The first-stage design of did2s and the imputation estimator as :func:`identified_rows` uses
+    it: ``both`` holds the untreated rows first (``n_untreated`` of them), then the treated ones.
+    Columns: the covariates standardised with the untreated rows' mean and standard deviation, then
+    one dummy per level of each fixed effect (every level, so the design is rank-deficient whenever
+    there is more than one fixed effect). Returns (sparse CSR design, the fixed effects' level counts,
+    for each treated row whether every FE level of it occurs among untreated rows)."""
+    import scipy.sparse as sp
+
+    n_u = n_untreated
+    blocks = []
+    if covariates:
+        X = both[list(covariates)].to_numpy(float)
+        mu, sd = X[:n_u].mean(axis=0), X[:n_u].std(axis=0)
+        blocks.append(sp.csr_matrix((X - mu) / np.where(sd > 0, sd, 1.0)))
+    present = np.ones(len(both) - n_u, dtype=bool)
+    for f in fixed_effects:
+        codes, uniq = pd.factorize(both[f])
+        blocks.append(sp.csr_matrix((np.ones(len(both)), (np.arange(len(both)), codes)), shape=(len(both), len(uniq))))
+        present &= np.isin(codes[n_u:], codes[:n_u])
+    fe_sizes = [b.shape[1] for b in blocks[1 if covariates else 0:]]
+    return sp.hstack(blocks).tocsr(), fe_sizes, present
+
+
+def untreated_null_space(Zu, fe_sizes: list[int], tol: float, method: str = "auto") -> np.ndarray:
+    """Orthonormal basis (columns) of the null space of ``Zu'Zu`` for the untreated rows ``Zu`` of
+    :func:`first_stage_design`: eigenvalues up to ``tol`` × the largest count as zero;
+    ``method="auto"`` uses :func:`_null_space_schur` and falls back to the dense eigendecomposition,
+    ``"dense"`` always decomposes the whole dense ``Zu'Zu``."""
+    null = _null_space_schur(Zu, Zu.shape[1] - sum(fe_sizes), fe_sizes, tol) if method != "dense" else None
+    if null is None:
+        A = (Zu.T @ Zu).toarray()
+        vals, vecs = np.linalg.eigh(A)
+        null = vecs[:, vals <= tol * max(float(vals.max()), 1.0)]
+    return null
 
 
 def _null_space_schur(Zu, n_cov: int, fe_sizes: list[int], tol: float) -> np.ndarray | None:
