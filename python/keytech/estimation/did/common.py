@@ -104,6 +104,33 @@ def untreated_null_space(Zu, fe_sizes: list[int], tol: float, method: str = "aut
     return null
 
 
+def generalized_gram_solver(Zu, fe_sizes: list[int], tol: float):
+    """A solver of ``Zu'Zu x = r`` for right-hand sides ``r`` in the row space of ``Zu`` (the
+    untreated rows of :func:`first_stage_design`), by a generalized inverse of the singular Gram
+    matrix: as many columns as :func:`untreated_null_space` has dimensions are left out (the pivots
+    of a column-pivoted QR of the null-space basis, so the kept columns are independent; their x is
+    0), the rest is one sparse LU. For such ``r`` every generalized inverse gives the same ``Zu x``
+    and the same ``z'x`` for every z in the row space of ``Zu``, which is what did2s's variance and
+    the imputation estimator use. Returns ``solve(r)`` for r of shape (p,) or (p, k)."""
+    import scipy.linalg
+    import scipy.sparse.linalg
+
+    null = untreated_null_space(Zu, fe_sizes, tol)
+    keep = np.ones(Zu.shape[1], dtype=bool)
+    if null.shape[1]:
+        _, _, pivots = scipy.linalg.qr(null.T, mode="economic", pivoting=True)
+        keep[pivots[: null.shape[1]]] = False
+    lu = scipy.sparse.linalg.splu((Zu.T @ Zu).tocsc()[keep][:, keep].tocsc())
+
+    def solve(r: np.ndarray) -> np.ndarray:
+        r = np.asarray(r, dtype=float)
+        x = np.zeros(r.shape)
+        x[keep] = lu.solve(r[keep])
+        return x
+
+    return solve
+
+
 def _null_space_schur(Zu, n_cov: int, fe_sizes: list[int], tol: float) -> np.ndarray | None:
     """An orthonormal basis of the null space of the untreated design ``Zu`` = [covariates | FE
     dummies] (columns as :func:`identified_rows` builds them), without decomposing Zu'Zu.

@@ -16,7 +16,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, demeaner, fe_desc, relevant_warnings
 from keytech.estimation.core.panel import prepare_spec_data, sample_description
 from keytech.estimation.core.results import SpecResult, TermEstimate
-from keytech.estimation.did.common import first_stage_design, identified_rows, untreated_null_space
+from keytech.estimation.did.common import first_stage_design, generalized_gram_solver, identified_rows
 from keytech.estimation.orchestration.registry import Spec
 
 
@@ -50,14 +50,9 @@ def gardner_vcov(
     family and 0.1981 with another. Any generalized inverse gives the same variance when every row
     of X1 lies in the row space of X10, which :func:`identified_rows` has ensured for the sample, so
     here the design is :func:`first_stage_design`'s (standardised covariates, every FE level), the
-    null space of its untreated Gram matrix is :func:`untreated_null_space`'s (the same ``tol``), as
-    many columns as that null space has dimensions are left out (the pivots of a column-pivoted QR
-    of the null-space basis, so the kept columns are independent) and the rest is a regular sparse
-    LU solve. The cluster sums are one scatter-add instead of pyfixest's loop over clusters.
-    Only the second stage ``~ treatment`` without weights, as :func:`fit_did2s` calls it."""
-    import scipy.linalg
-    import scipy.sparse.linalg
-
+    Gram matrix is solved by :func:`generalized_gram_solver` (as many columns left out as its null
+    space, with the same ``tol``, has dimensions; a regular sparse LU of the rest). The cluster sums
+    are one scatter-add instead of pyfixest's loop over clusters. Only the second stage ``~ treatment`` without weights, as :func:`fit_did2s` calls it."""
     if weights is not None:
         raise ValueError("gardner_vcov: weights are not supported")
     if second_stage.replace(" ", "") not in (f"~{treatment}", f"~0+{treatment}"):
@@ -68,16 +63,8 @@ def gardner_vcov(
     both = data.iloc[order]
     Z, fe_sizes, _ = first_stage_design(both, n_u, covariates, fixed_effects)
     Zu = Z[:n_u]
-    null = untreated_null_space(Zu, fe_sizes, tol)
-    keep = np.ones(Z.shape[1], dtype=bool)
-    if null.shape[1]:
-        _, _, pivots = scipy.linalg.qr(null.T, mode="economic", pivoting=True)
-        keep[pivots[: null.shape[1]]] = False
     x2 = treated[order].astype(float)
-    gram = (Zu.T @ Zu).tocsc()[keep][:, keep]
-    h = np.asarray(Z.T @ x2)[keep]  # X1'X2
-    y = np.zeros(Z.shape[1])
-    y[keep] = scipy.sparse.linalg.splu(gram.tocsc()).solve(h)  # (X10'X10)^- X1'X2
+    y = generalized_gram_solver(Zu, fe_sizes, tol)(Z.T @ x2)  # (X10'X10)^- X1'X2
     u1 = np.asarray(first_u, dtype=float)[order]
     u2 = np.asarray(second_u, dtype=float)[order]
     score = x2 * u2
