@@ -91,8 +91,12 @@ def runs(tiny_demo_warehouse, tmp_path_factory):
 def test_workers_store_what_one_process_stores(runs):
     (params1, rows1), (params2, rows2) = runs["stored"][1], runs["stored"][2]
     assert params2["jobs"] == 2 and params1["jobs"] == 1
-    # the digits' thread counts are recorded: one demeaner and one BLAS thread (keytech/__init__.py)
-    assert params1["threads"] == params2["threads"] == {"demeaner": "1", "blas": "1"}
+    # the digits' thread counts are recorded: one demeaner and one BLAS thread (keytech/__init__.py),
+    # and the BLAS kernels in force (Haswell on an AVX2 machine)
+    import keytech
+
+    core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else params1["threads"]["blas_core"]
+    assert params1["threads"] == params2["threads"] == {"demeaner": "1", "blas": "1", "blas_core": core}
     assert len(rows1) == len(rows2) > 40
     for one, worker in zip(rows1, rows2):
         assert one == worker
