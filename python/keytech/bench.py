@@ -842,6 +842,7 @@ def render_markdown(report: dict) -> str:
         f"Machine: {report['machine'].get('cpu', '?')}, {report['machine'].get('cpus')} CPUs, "
         f"{report['machine'].get('memory_gib', '?')} GiB; Python {report['machine'].get('python')}, "
         f"demeaner/BLAS threads {threads.get('demeaner') or 'default'}/{threads.get('blas') or 'default'}, "
+        f"BLAS kernels {threads.get('blas_core') or 'default'}, "
         f"DuckDB {report['machine'].get('duckdb', '?')}, dbt-core {report['machine'].get('dbt_core', '?')}; "
         f"code {report['machine'].get('git', '?')}. Synthetic data (seed {report['seed']}).",
         "",

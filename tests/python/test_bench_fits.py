@@ -159,8 +159,12 @@ def test_end_to_end_is_the_sum_of_the_commands_stages():
 
 
 def test_machine_records_the_thread_counts_the_digits_depend_on():
+    import keytech
+
     machine = bench._machine()
-    assert machine["threads"] == {"demeaner": "1", "blas": "1"}  # conftest / keytech's defaults
+    core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else machine["threads"]["blas_core"]
+    # conftest / keytech's defaults, and the OpenBLAS kernels in force (pinned on AVX2 machines)
+    assert machine["threads"] == {"demeaner": "1", "blas": "1", "blas_core": core}
     report = {"scale": "tiny", "seed": 1, "started_at": "now", "machine": machine, "stages": {},
               "targets": bench.evaluate({})}
-    assert "demeaner/BLAS threads 1/1" in bench.render_markdown(report)
+    assert f"demeaner/BLAS threads 1/1, BLAS kernels {core}," in bench.render_markdown(report)
