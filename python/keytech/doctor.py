@@ -113,7 +113,35 @@ def check_environment(root: Path) -> list[Finding]:
     exists = Path(exe).exists() if exe != "dbt" else bool(__import__("shutil").which("dbt"))
     out.append(Finding("dbt", "ok" if exists else "fail", f"dbt executable: {exe}",
                        "dbt is installed with the package: `make venv`"))
+    out.append(check_digits())
     return out
+
+
+def check_digits() -> Finding:
+    """The settings the estimates' last digits depend on (keytech/__init__.py): one demeaner and
+    one BLAS thread, and OpenBLAS's Haswell kernels on an AVX2 CPU. Warns when they differ, e.g.
+    a user's OPENBLAS_CORETYPE or numpy imported before keytech in a notebook."""
+    import keytech
+
+    settings = keytech.thread_settings()
+    pinned_core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else None
+    shown = (f"demeaner/BLAS threads {settings['demeaner'] or 'default'}/{settings['blas'] or 'default'}, "
+             f"BLAS kernels {settings['blas_core'] or 'not loaded yet'}")
+    differs = []
+    if settings["demeaner"] != "1":
+        differs.append(f"RAYON_NUM_THREADS={settings['demeaner']}")
+    if settings["blas"] != "1":
+        differs.append(f"OPENBLAS_NUM_THREADS={settings['blas']}")
+    if pinned_core and settings["blas_core"] not in (None, pinned_core):
+        differs.append(f"OpenBLAS runs its {settings['blas_core']} kernels, not {pinned_core}")
+    if differs:
+        return Finding("digits", "warn", f"{shown}: estimates may differ from other machines in the last digits ("
+                       + "; ".join(differs) + ")",
+                       "unset RAYON_NUM_THREADS, OPENBLAS_NUM_THREADS and OPENBLAS_CORETYPE (keytech sets them), "
+                       "and in Python import keytech before numpy")
+    where = "the same digits as every x86-64 machine with AVX2" if pinned_core else \
+        "no AVX2 (or not x86-64 Linux): OpenBLAS's own kernels, the last digits may differ from AVX2 machines"
+    return Finding("digits", "ok", f"{shown} ({where})")
 
 
 def check_raw(raw: Path) -> tuple[list[Finding], bool]:

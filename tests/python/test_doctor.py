@@ -29,7 +29,7 @@ def test_healthy_setup_has_no_failures(built):
     findings = diagnose(**_kw(built))
     assert not [f for f in findings if f.status == "fail"], [f.render() for f in findings]
     areas = {f.area for f in findings}
-    assert {"python", "packages", "dbt", "raw folder", "landing", "warehouse", "checks", "estimation"} <= areas
+    assert {"python", "packages", "dbt", "digits", "raw folder", "landing", "warehouse", "checks", "estimation"} <= areas
     assert any("dbt-core" in f.message and "<1.12" in f.message for f in findings)
 
 
@@ -90,3 +90,23 @@ def test_every_command_has_help_with_an_example_and_takes_quiet_after_the_comman
     args = parser.parse_args(["doctor", "-q"])
     assert args.quiet is True and args.verbose is False
     assert parser.parse_args(["-q", "doctor"]).quiet is True
+
+
+def test_digits_finding_warns_when_the_settings_differ(monkeypatch):
+    """keytech doctor says when the estimates' last digits may differ from other machines: a thread
+    count or the OpenBLAS kernels other than keytech's (keytech/__init__.py)."""
+    import keytech
+    from keytech.doctor import check_digits
+
+    monkeypatch.setattr(keytech, "_cpu_runs_haswell_kernels", lambda: True)
+    monkeypatch.setattr(keytech, "thread_settings", lambda: {"demeaner": "1", "blas": "1", "blas_core": "Haswell"})
+    assert check_digits().status == "ok"
+    monkeypatch.setattr(keytech, "thread_settings", lambda: {"demeaner": "1", "blas": "1", "blas_core": "SkylakeX"})
+    finding = check_digits()
+    assert finding.status == "warn" and "SkylakeX kernels, not Haswell" in finding.message
+    assert "import keytech before numpy" in finding.fix
+    monkeypatch.setattr(keytech, "thread_settings", lambda: {"demeaner": "4", "blas": "1", "blas_core": "Haswell"})
+    assert "RAYON_NUM_THREADS=4" in check_digits().message
+    monkeypatch.setattr(keytech, "_cpu_runs_haswell_kernels", lambda: False)  # ARM: OpenBLAS's own choice
+    monkeypatch.setattr(keytech, "thread_settings", lambda: {"demeaner": "1", "blas": "1", "blas_core": "NEOVERSEN1"})
+    assert check_digits().status == "ok" and "may differ from AVX2 machines" in check_digits().message
