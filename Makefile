@@ -7,12 +7,6 @@ STAMP  := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 # one thread for pyfixest's Rust demeaner: the same numbers on every machine (same file explains)
 export RAYON_NUM_THREADS ?= 1
-# the same OpenBLAS kernels on every x86-64 machine with AVX2 and FMA (same file explains)
-ifeq ($(origin OPENBLAS_CORETYPE),undefined)
-ifneq ($(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | grep -w avx2 | grep -cw fma),0)
-export OPENBLAS_CORETYPE := Haswell
-endif
-endif
 
 .PHONY: demo test venv bench docs reference clean evaluate
 

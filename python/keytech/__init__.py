@@ -32,7 +32,8 @@ Haswell kernels run on every x86-64 CPU of the last decade with AVX2, so those m
 same digits. Other CPUs (no AVX2, ARM, macOS without ``/proc/cpuinfo``) keep OpenBLAS's own choice.
 Like the thread count, the variable is read when OpenBLAS loads: if numpy or scipy was imported
 before keytech, their kernels are already chosen (``openblas_cores_of_loaded_libraries`` tells
-which are in force; the Makefile and the tests' conftest set the variable first).
+which are in force; the tests' conftest imports keytech first, and every Makefile target starts
+in keytech).
 """
 
 import ctypes as _ctypes
@@ -101,8 +102,14 @@ def _cpu_runs_haswell_kernels() -> bool:
     return False
 
 
+def pinned_openblas_core() -> str | None:
+    """The OpenBLAS kernels keytech pins on this CPU (``Haswell`` on x86-64 with AVX2 and FMA), or
+    None where OpenBLAS keeps its own choice."""
+    return PINNED_OPENBLAS_CORE if _cpu_runs_haswell_kernels() else None
+
+
 # the same BLAS kernels on every AVX2 machine, for the same digits (see above)
-if "OPENBLAS_CORETYPE" not in _os.environ and _cpu_runs_haswell_kernels():
+if "OPENBLAS_CORETYPE" not in _os.environ and pinned_openblas_core():
     _os.environ["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORE
 
 if "OPENBLAS_NUM_THREADS" not in _os.environ:

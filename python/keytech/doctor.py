@@ -124,7 +124,7 @@ def check_digits() -> Finding:
     import keytech
 
     settings = keytech.thread_settings()
-    pinned_core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else None
+    pinned_core = keytech.pinned_openblas_core()
     shown = (f"demeaner/BLAS threads {settings['demeaner'] or 'default'}/{settings['blas'] or 'default'}, "
              f"BLAS kernels {settings['blas_core'] or 'not loaded yet'}")
     differs = []

@@ -162,7 +162,7 @@ def test_machine_records_the_thread_counts_the_digits_depend_on():
     import keytech
 
     machine = bench._machine()
-    core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else machine["threads"]["blas_core"]
+    core = keytech.pinned_openblas_core() or machine["threads"]["blas_core"]
     # conftest / keytech's defaults, and the OpenBLAS kernels in force (pinned on AVX2 machines)
     assert machine["threads"] == {"demeaner": "1", "blas": "1", "blas_core": core}
     report = {"scale": "tiny", "seed": 1, "started_at": "now", "machine": machine, "stages": {},

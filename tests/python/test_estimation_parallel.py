@@ -95,7 +95,7 @@ def test_workers_store_what_one_process_stores(runs):
     # and the BLAS kernels in force (Haswell on an AVX2 machine)
     import keytech
 
-    core = keytech.PINNED_OPENBLAS_CORE if keytech._cpu_runs_haswell_kernels() else params1["threads"]["blas_core"]
+    core = keytech.pinned_openblas_core() or params1["threads"]["blas_core"]
     assert params1["threads"] == params2["threads"] == {"demeaner": "1", "blas": "1", "blas_core": core}
     assert len(rows1) == len(rows2) > 40
     for one, worker in zip(rows1, rows2):
