@@ -131,6 +131,21 @@ def generalized_gram_solver(Zu, fe_sizes: list[int], tol: float):
     return solve
 
 
+def untreated_first_solver(
+    frame: pd.DataFrame, treated: np.ndarray, covariates: list[str] | tuple[str, ...],
+    fixed_effects: list[str] | tuple[str, ...], tol: float,
+):
+    """The rows of ``frame`` reordered untreated first (each group in ``frame``'s order), their
+    :func:`first_stage_design` and the :func:`generalized_gram_solver` of its untreated rows: what
+    did2s's variance and the imputation estimator share. Returns (order, design, number of
+    untreated rows, solve)."""
+    treated = np.asarray(treated, dtype=bool)
+    order = np.concatenate([np.flatnonzero(~treated), np.flatnonzero(treated)])
+    n_untreated = int((~treated).sum())
+    Z, fe_sizes, _ = first_stage_design(frame.iloc[order], n_untreated, covariates, fixed_effects)
+    return order, Z, n_untreated, generalized_gram_solver(Z[:n_untreated], fe_sizes, tol)
+
+
 def _null_space_schur(Zu, n_cov: int, fe_sizes: list[int], tol: float) -> np.ndarray | None:
     """An orthonormal basis of the null space of the untreated design ``Zu`` = [covariates | FE
     dummies] (columns as :func:`identified_rows` builds them), without decomposing Zu'Zu.

@@ -16,7 +16,7 @@ from keytech.estimation.core import panel as pnl
 from keytech.estimation.core.fitting import RunContext, demeaner, fe_desc, relevant_warnings
 from keytech.estimation.core.panel import prepare_spec_data, sample_description
 from keytech.estimation.core.results import SpecResult, TermEstimate
-from keytech.estimation.did.common import first_stage_design, generalized_gram_solver, identified_rows
+from keytech.estimation.did.common import identified_rows, untreated_first_solver
 from keytech.estimation.orchestration.registry import Spec
 
 
@@ -52,24 +52,22 @@ def gardner_vcov(
     here the design is :func:`first_stage_design`'s (standardised covariates, every FE level), the
     Gram matrix is solved by :func:`generalized_gram_solver` (as many columns left out as its null
     space, with the same ``tol``, has dimensions; a regular sparse LU of the rest). The cluster sums
-    are one scatter-add instead of pyfixest's loop over clusters. Only the second stage ``~ treatment`` without weights, as :func:`fit_did2s` calls it."""
+    are one scatter-add instead of pyfixest's loop over clusters. Only the second stage
+    ``~ treatment`` without weights, as :func:`fit_did2s` calls it."""
     if weights is not None:
         raise ValueError("gardner_vcov: weights are not supported")
     if second_stage.replace(" ", "") not in (f"~{treatment}", f"~0+{treatment}"):
         raise ValueError(f"gardner_vcov: the second stage must be '~ {treatment}', got {second_stage!r}")
     treated = data[treatment].to_numpy().astype(bool)
-    order = np.concatenate([np.flatnonzero(~treated), np.flatnonzero(treated)])
-    n_u = int((~treated).sum())
-    both = data.iloc[order]
-    Z, fe_sizes, _ = first_stage_design(both, n_u, covariates, fixed_effects)
+    order, Z, n_u, solve = untreated_first_solver(data, treated, covariates, fixed_effects, tol)
     Zu = Z[:n_u]
     x2 = treated[order].astype(float)
-    y = generalized_gram_solver(Zu, fe_sizes, tol)(Z.T @ x2)  # (X10'X10)^- X1'X2
+    y = solve(Z.T @ x2)  # (X10'X10)^- X1'X2
     u1 = np.asarray(first_u, dtype=float)[order]
     u2 = np.asarray(second_u, dtype=float)[order]
     score = x2 * u2
     score[:n_u] -= np.asarray(Zu @ y) * u1[:n_u]
-    codes, clusters = pd.factorize(both[cluster])
+    codes, clusters = pd.factorize(data[cluster].iloc[order])
     w = np.bincount(codes, weights=score, minlength=len(clusters))
     bread = 1.0 / float(x2 @ x2)
     return np.array([[bread * float(w @ w) * bread]]), len(clusters)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keytech.estimation.did.common import first_stage_design, generalized_gram_solver, identified_rows
+from keytech.estimation.did.common import identified_rows, untreated_first_solver
 
 IDENTIFICATION_TOL = 1e-8  # relative eigenvalue threshold of the untreated design's null space
 
@@ -78,11 +78,8 @@ def imputation(
     Y = d[outcome].to_numpy(float)
     # the design as identified_rows builds it (standardised controls, every FE level; the same
     # column space as [dummies | controls]), untreated rows first, each group in d's order
-    n0 = int((~D).sum())
-    order = np.concatenate([np.flatnonzero(~D), np.flatnonzero(D)])
-    Z, fe_sizes, _ = first_stage_design(d.iloc[order], n0, list(controls), list(fixed_effects))
+    _, Z, n0, solve = untreated_first_solver(d, D, list(controls), list(fixed_effects), IDENTIFICATION_TOL)
     Z0, Z1 = Z[:n0], Z[n0:]
-    solve = generalized_gram_solver(Z0, fe_sizes, IDENTIFICATION_TOL)
     b = solve(Z0.T @ Y[~D])  # a least-squares solution; Z0 b and Z1 b are unique
     resid0 = Y[~D] - Z0 @ b
     tau = Y[D] - Z1 @ b
