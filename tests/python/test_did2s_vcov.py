@@ -62,21 +62,21 @@ def _panel(seed: int = 2, n_firms: int = 100, n_industries: int = 30, n_province
     return df
 
 
-def _sample(fixed_effects: list[str], seed: int = 2) -> tuple[pd.DataFrame, dict]:
+def _sample(fixed_effects: list[str], covariates: list[str] = COVARIATES, seed: int = 2) -> tuple[pd.DataFrame, dict]:
     """The untreated rows and the treated rows whose counterfactual is estimable, as fit_did2s keeps
     them."""
     df = _panel(seed)
-    untreated = pnl.estimation_sample(df[df["policy"] == 0], ["y", *COVARIATES], fixed_effects)
+    untreated = pnl.estimation_sample(df[df["policy"] == 0], ["y", *covariates], fixed_effects)
     treated = df[df["policy"] == 1]
-    ok, info = identified_rows(untreated, treated, COVARIATES, fixed_effects)
+    ok, info = identified_rows(untreated, treated, covariates, fixed_effects)
     sample = pd.concat([untreated, treated[ok]]).sort_index(kind="stable")
     return sample.assign(policy=sample["policy"].astype(int)), info
 
 
-def _residuals(sample: pd.DataFrame, fixed_effects: list[str]):
+def _residuals(sample: pd.DataFrame, fixed_effects: list[str], covariates: list[str] = COVARIATES):
     did2s = importlib.import_module("pyfixest.did.did2s")
     data = sample.copy()
-    first = f"~ {' + '.join(COVARIATES)} | {' + '.join(fixed_effects)}"
+    first = f"~ {' + '.join(covariates)} | {' + '.join(fixed_effects)}"
     _, u1, u2 = did2s._did2s_estimate(data, "y", first, "~ policy", "policy")
     return data, first, np.asarray(u1, float), np.asarray(u2, float)
 
@@ -100,18 +100,20 @@ def _pseudo_inverse_vcov(data: pd.DataFrame, fixed_effects: list[str], u1, u2) -
 
 
 def test_full_rank_first_stage_equals_pyfixest():
-    fes = ["stkcd", "year"]
-    sample, _ = _sample(fes)
-    # in the sample, firm and year dummies of every level have only their one structural dependency
-    # (pyfixest's encoding drops a year level: its X10'X10 is regular, its sparse LU exact)
+    fes, covariates = ["stkcd", "year"], ["x1", "x2"]  # no covariate collinear with the dummies
+    sample, _ = _sample(fes, covariates)
+    # in the sample, the covariates and the firm and year dummies of every level have only the one
+    # structural dependency (pyfixest's encoding drops a year level: its X10'X10 is regular, its
+    # sparse LU exact)
     untreated = sample[sample["policy"] == 0]
-    dummies = np.column_stack([pd.get_dummies(untreated[f]).to_numpy(float) for f in fes])
-    assert np.linalg.matrix_rank(dummies) == dummies.shape[1] - 1
-    data, first, u1, u2 = _residuals(sample, fes)
+    design = np.column_stack([untreated[covariates].to_numpy(float)]
+                             + [pd.get_dummies(untreated[f]).to_numpy(float) for f in fes])
+    assert np.linalg.matrix_rank(design) == design.shape[1] - 1
+    data, first, u1, u2 = _residuals(sample, fes, covariates)
     estimation = importlib.import_module("pyfixest.did.estimation")
     want, g_want = estimation._did2s_vcov(data=data, yname="y", first_stage=first, second_stage="~ policy", treatment="policy",
                                           first_u=u1.copy(), second_u=u2.copy(), cluster="stkcd")
-    got, g_got = gardner_vcov(data, "y", first, "~ policy", "policy", u1, u2, "stkcd", covariates=COVARIATES, fixed_effects=fes)
+    got, g_got = gardner_vcov(data, "y", first, "~ policy", "policy", u1, u2, "stkcd", covariates=covariates, fixed_effects=fes)
     assert g_got == g_want == sample["stkcd"].nunique()
     assert got[0, 0] == pytest.approx(float(want[0, 0]), rel=1e-9)
 
