@@ -204,13 +204,16 @@ def joint_wald(beta: np.ndarray, vcov: np.ndarray, df_denominator: float | None)
     return out
 
 
-def noncollinear_columns(X: np.ndarray, fe_codes: np.ndarray, tol: float, collin_tol: float = 1e-9) -> list[int]:
+def noncollinear_columns(X: np.ndarray, fe_codes: np.ndarray, tol: float, collin_tol: float = 1e-9,
+                         demeaned: np.ndarray | None = None) -> list[int]:
     """Indices of columns kept after dropping those (nearly) collinear with the FE and the columns
     before them: a column goes when the part of its variation not explained by the FE and the kept
-    columns is below ``collin_tol`` of its own variation (forward, in order, like pyfixest)."""
+    columns is below ``collin_tol`` of its own variation (forward, in order, like pyfixest).
+    ``demeaned``: ``X`` already demeaned on ``fe_codes`` at tolerance ``min(tol, 1e-10)`` (what
+    this function would compute; the wild bootstrap passes the columns it demeaned itself)."""
     from keytech.estimation.core.demeaning import demean
 
-    Xd, _ = demean(X, fe_codes, None, tol=min(tol, 1e-10))
+    Xd = demeaned if demeaned is not None else demean(X, fe_codes, None, tol=min(tol, 1e-10))[0]
     keep: list[int] = []
     for j in range(X.shape[1]):
         total = float(np.sum((X[:, j] - X[:, j].mean()) ** 2))

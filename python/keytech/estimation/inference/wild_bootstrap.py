@@ -141,6 +141,7 @@ def prepare(
     cluster: np.ndarray,
     tol: float = 1e-10,
     method: str = "auto",
+    demeaned_regressors: np.ndarray | None = None,
 ) -> WildBootstrap:
     """Build the G x G pieces from the raw (not demeaned) data.
 
@@ -149,7 +150,11 @@ def prepare(
     ``method``: how M_[x,Z,D] reaches the 2G cluster columns — ``"direct"``
     (:func:`cluster_scores_direct`, closed form over the fixed-effect levels), ``"lsmr"`` (demean
     the 2G columns with pyfixest's LSMR, as before issue 17) or ``"auto"`` (direct when it
-    applies, else LSMR).
+    applies, else LSMR). ``demeaned_regressors``: the (N, 1 + k) matrix [x, Z] already demeaned on
+    ``fe_codes`` at ``tol`` as one matrix of at least two columns, in the memory order the
+    demeaner returned (:func:`prepare_spec` passes it); then only [y, x] is demeaned here, for y.
+    The demeaner solves the columns of a matrix independently, so this gives the numbers of
+    demeaning [y, x, Z] together, to the bit (tests/python/test_wild_bootstrap_reuse.py).
     """
     from keytech.estimation.core.demeaning import demean
 
@@ -164,8 +169,24 @@ def prepare(
         fe_codes = fe_codes[:, None]
     labels, cl = np.unique(np.asarray(cluster), return_inverse=True)
     G = int(cl.max()) + 1
-    M, precond = demean(np.column_stack([y, x, Z]), fe_codes, tol=tol)
-    yd, xd, Zd = M[:, 0], M[:, 1], M[:, 2:]
+    if demeaned_regressors is None:
+        M, precond = demean(np.column_stack([y, x, Z]), fe_codes, tol=tol)
+        yd, xd, Zd = M[:, 0], M[:, 1], M[:, 2:]
+    else:
+        # y with x: pyfixest's demeaner solves the columns of a matrix independently, but a single
+        # column takes another path whose last bits can differ (tests/python/test_wild_bootstrap_reuse.py)
+        yx, precond = demean(np.column_stack([y, x]), fe_codes, tol=tol)
+        yd = yx[:, 0]
+        XZd = np.asarray(demeaned_regressors, dtype=float)
+        if XZd.shape != (N, 1 + Z.shape[1]):
+            raise ValueError(f"demeaned_regressors must be the demeaned [x, Z], shape {(N, 1 + Z.shape[1])}, "
+                             f"not {XZd.shape}")
+        # in the memory order the demeaner gave [x, Z] (and so would give [y, x, Z]: C with one
+        # fixed effect, Fortran with several): the products below see the same strides as when
+        # [y, x, Z] is demeaned together, hence the same rounding
+        M = np.empty((N, 2 + Z.shape[1]), order="F" if _fortran_only(XZd) else "C")
+        M[:, 0], M[:, 1:] = yd, XZd
+        yd, xd, Zd = M[:, 0], M[:, 1], M[:, 2:]
 
     def resid_Z(A: np.ndarray) -> np.ndarray:
         if Zd.shape[1] == 0:
@@ -195,6 +216,10 @@ def prepare(
         Ud = Ud - Xd @ np.linalg.lstsq(Xd, Ud, rcond=None)[0]
         K = onehot.T @ (xdd[:, None] * Ud)  # (G, 2G): K_hg = sum_{i in h} xdd_i (M u^(g))_i
     return WildBootstrap(beta=beta, se_crv1_unscaled=se, s0=s0, q=q, K0=K[:, :G], K1=K[:, G:], Q=Q, G=G, clusters=labels)
+
+
+def _fortran_only(A: np.ndarray) -> bool:
+    return bool(A.flags.f_contiguous and not A.flags.c_contiguous)
 
 
 #: the direct computation factorises a dense matrix over the levels of every fixed effect but the
@@ -298,10 +323,39 @@ def wild_cluster_bootstrap(
 # --------------------------------------------------------------------------- registry estimator
 
 
+#: the regressors demeaned on the fixed effects, by (codes, tolerance, regressors): members of one
+#: multiple-testing family that share their sample (the nine ``field_*`` outcomes, the key and
+#: non-key halves of one split) share their regressor matrix, so it is demeaned once per sample
+_DEMEANED_REGRESSORS: dict[tuple, np.ndarray] = {}
+
+
+def demeaned_regressors(X: np.ndarray, fe_codes: np.ndarray, tol: float) -> np.ndarray:
+    """``X`` demeaned on ``fe_codes`` at ``tol`` (:func:`keytech.estimation.core.demeaning.demean`),
+    remembered for the last few (codes, tolerance, X); read-only."""
+    import hashlib
+
+    from keytech.estimation.core.demeaning import demean
+
+    X = np.ascontiguousarray(X, dtype=float)
+    key = fe_structure_key(np.asarray(fe_codes), float(tol), X.shape,
+                           hashlib.blake2b(X.tobytes(), digest_size=20).digest())
+
+    def compute() -> np.ndarray:
+        Xd = demean(X, fe_codes, None, tol=tol)[0]
+        Xd.flags.writeable = False
+        return Xd
+
+    return remember(_DEMEANED_REGRESSORS, key, 4, compute)
+
+
 def prepare_spec(spec, data: pd.DataFrame) -> WildBootstrap:
     """:func:`prepare` for the treatment coefficient of an OLS spec on ``data`` (already filtered
     by the spec's sample): complete cases, singletons dropped as pyfixest does, controls collinear
-    with the fixed effects dropped, one cluster variable."""
+    with the fixed effects dropped, one cluster variable. The regressors are demeaned once
+    (:func:`demeaned_regressors`) for both the collinearity check and :func:`prepare` when their
+    tolerances agree (the default ``fixef_tol`` 1e-8: both 1e-10), and once per sample across
+    the members of a multiple-testing family (issue 17); the same numbers as demeaning them
+    for each step."""
     from keytech.estimation.core import panel as pnl
     from keytech.estimation.core.fitting import noncollinear_columns
 
@@ -314,11 +368,23 @@ def prepare_spec(spec, data: pd.DataFrame) -> WildBootstrap:
         sample = sample.loc[~pnl.singleton_mask(sample, spec.fixed_effects)]
     fe = pnl.factorize_columns(sample, spec.fixed_effects) if spec.fixed_effects else None
     X = sample[rhs].to_numpy(float)
-    keep = noncollinear_columns(X, fe if fe is not None else np.zeros((len(sample), 1), int), spec.fixef_tol)
+    codes = fe if fe is not None else np.zeros((len(sample), 1), dtype=np.int64)
+    collinearity_tol = min(spec.fixef_tol, 1e-10)  # noncollinear_columns' tolerance
+    Xd = demeaned_regressors(X, codes, collinearity_tol)
+    keep = noncollinear_columns(X, codes, spec.fixef_tol, demeaned=Xd)
     if 0 not in keep:
         raise ValueError(f"{spec.id}: {spec.treatment} is collinear with the fixed effects")
-    Z = X[:, [j for j in keep if j != 0]]
-    return prepare(sample[spec.outcome].to_numpy(float), X[:, 0], Z, fe, sample[clv].to_numpy())
+    controls = [j for j in keep if j != 0]
+    Z = X[:, controls]
+    tol = 1e-10  # prepare's
+    if collinearity_tol != tol:
+        Xd = demeaned_regressors(X, codes, tol)
+    XZd = None
+    if X.shape[1] >= 2:  # (a single column is demeaned by another path: prepare demeans [y, x] itself)
+        XZd = np.empty((len(X), 1 + len(controls)), order="F" if _fortran_only(Xd) else "C")
+        XZd[:] = Xd[:, [0, *controls]]
+    return prepare(sample[spec.outcome].to_numpy(float), X[:, 0], Z, fe, sample[clv].to_numpy(), tol=tol,
+                   demeaned_regressors=XZd)
 
 
 def fit_wild_bootstrap(spec, df: pd.DataFrame, ctx):
