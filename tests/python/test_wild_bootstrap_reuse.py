@@ -123,6 +123,9 @@ def test_prepare_spec_shares_the_demeaned_regressors_and_gives_the_same_numbers(
     third = prepare_spec(dataclasses.replace(spec, outcome="y"), half)
     assert len(wb_module._DEMEANED_REGRESSORS) == 2
     _same(third, _prepare_spec_before(dataclasses.replace(spec, outcome="y"), half))
+    # every control collinear with the fixed effects: [x] alone reaches prepare (y is demeaned with x)
+    only_collinear = dataclasses.replace(spec, outcome="y", controls=("firm_constant",))
+    _same(prepare_spec(only_collinear, df), _prepare_spec_before(only_collinear, df))
     # a fixef_tol below 1e-10: the collinearity check and prepare demean at their own tolerances
     tight = dataclasses.replace(spec, outcome="y", fixef_tol=1e-12)
     _same(prepare_spec(tight, df), _prepare_spec_before(tight, df))

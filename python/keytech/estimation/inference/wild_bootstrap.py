@@ -151,8 +151,8 @@ def prepare(
     (:func:`cluster_scores_direct`, closed form over the fixed-effect levels), ``"lsmr"`` (demean
     the 2G columns with pyfixest's LSMR, as before issue 17) or ``"auto"`` (direct when it
     applies, else LSMR). ``demeaned_regressors``: the (N, 1 + k) matrix [x, Z] already demeaned on
-    ``fe_codes`` at ``tol`` as one matrix of at least two columns, in the memory order the
-    demeaner returned (:func:`prepare_spec` passes it); then only [y, x] is demeaned here, for y.
+    ``fe_codes`` at ``tol`` as (columns of) one matrix of at least two columns
+    (:func:`prepare_spec` passes it); then only [y, x] is demeaned here, for y.
     The demeaner solves the columns of a matrix independently, so this gives the numbers of
     demeaning [y, x, Z] together, to the bit (tests/python/test_wild_bootstrap_reuse.py).
     """
@@ -181,10 +181,10 @@ def prepare(
         if XZd.shape != (N, 1 + Z.shape[1]):
             raise ValueError(f"demeaned_regressors must be the demeaned [x, Z], shape {(N, 1 + Z.shape[1])}, "
                              f"not {XZd.shape}")
-        # in the memory order the demeaner gave [x, Z] (and so would give [y, x, Z]: C with one
+        # in the memory order the demeaner gave [y, x] (and so would give [y, x, Z]: C with one
         # fixed effect, Fortran with several): the products below see the same strides as when
         # [y, x, Z] is demeaned together, hence the same rounding
-        M = np.empty((N, 2 + Z.shape[1]), order="F" if _fortran_only(XZd) else "C")
+        M = np.empty((N, 2 + Z.shape[1]), order="F" if _fortran_only(yx) else "C")
         M[:, 0], M[:, 1:] = yd, XZd
         yd, xd, Zd = M[:, 0], M[:, 1], M[:, 2:]
 
@@ -379,10 +379,8 @@ def prepare_spec(spec, data: pd.DataFrame) -> WildBootstrap:
     tol = 1e-10  # prepare's
     if collinearity_tol != tol:
         Xd = demeaned_regressors(X, codes, tol)
-    XZd = None
-    if X.shape[1] >= 2:  # (a single column is demeaned by another path: prepare demeans [y, x] itself)
-        XZd = np.empty((len(X), 1 + len(controls)), order="F" if _fortran_only(Xd) else "C")
-        XZd[:] = Xd[:, [0, *controls]]
+    # (a single column is demeaned by another path: then prepare demeans [y, x] itself)
+    XZd = Xd[:, [0, *controls]] if X.shape[1] >= 2 else None
     return prepare(sample[spec.outcome].to_numpy(float), X[:, 0], Z, fe, sample[clv].to_numpy(), tol=tol,
                    demeaned_regressors=XZd)
 
