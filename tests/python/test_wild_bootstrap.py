@@ -24,6 +24,7 @@ from keytech.estimation.dispatch import run_spec
 from keytech.estimation.orchestration.registry import load_registry
 from keytech.estimation.simulate import simulate_panel
 from keytech.estimation.inference.wild_bootstrap import draw_weights, prepare
+from _panels import cities_in_provinces_panel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -137,27 +138,6 @@ def test_registry_specs_run_seeded():
         assert c.term("policy[webb]").ci_low != mw.ci_low
 
 
-def _three_fe_panel(seed: int) -> pd.DataFrame:
-    """Firms in cities, industry x year and province x year cells that cut across the city
-    clusters (provinces hold several cities; an industry spans provinces); unbalanced years."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for f in range(90):
-        city = f % 15
-        prov, ind = city // 3, rng.integers(0, 4)
-        for yr in range(2010, 2016):
-            if rng.random() < 0.85:
-                rows.append((f, city, prov, ind, yr))
-    df = pd.DataFrame(rows, columns=["stkcd", "city_code", "province", "industry", "year"])
-    df["ind_year"] = df["industry"] * 100 + df["year"]
-    df["prov_year"] = df["province"] * 100 + df["year"]
-    n = len(df)
-    df["policy"] = ((df["city_code"] % 2 == 0) & (df["year"] >= 2012 + df["city_code"] % 3)).astype(float)
-    df[["x1", "x2"]] = rng.normal(size=(n, 2))
-    df["y"] = 0.3 * df["policy"] + df["x1"] + rng.normal(size=n) + (df["stkcd"] % 7) * 0.2
-    return df
-
-
 def _dummy_cluster_scores(df: pd.DataFrame, fes: list[str], u0: np.ndarray, xdd: np.ndarray) -> np.ndarray:
     """K = [K0, K1] of the fast-and-wild form written out with explicit dummies: M = I - H H^+ for
     H = [x, Z, all dummies], K_hg = sum_{i in h} xdd_i (M u^(g))_i."""
@@ -178,7 +158,7 @@ def test_direct_cluster_scores_equal_dummies_and_lsmr(fes):
     before) to its solver tolerance; the bootstrap p-values of both are the same draw for draw."""
     from keytech.estimation.inference.wild_bootstrap import cluster_scores_direct
 
-    df = _three_fe_panel(4)
+    df = cities_in_provinces_panel(4)
     fe = pnl.factorize_columns(df, fes)
     args = (df["y"].to_numpy(float), df["policy"].to_numpy(float), df[["x1", "x2"]].to_numpy(float), fe,
             df["city_code"].to_numpy())

@@ -20,30 +20,20 @@ from keytech.estimation.core.fitting import noncollinear_columns
 from keytech.estimation.inference import wild_bootstrap as wb_module
 from keytech.estimation.inference.wild_bootstrap import WildBootstrap, demeaned_regressors, prepare, prepare_spec
 from keytech.estimation.orchestration.registry import load_registry
+from _panels import cities_in_provinces_panel
 
 FES = ["stkcd", "ind_year", "prov_year"]
 
 
 def _panel(seed: int = 8) -> pd.DataFrame:
-    """Firms in cities, industry x year and province x year cells that cut across the cities;
-    unbalanced years; a control that is constant within firm (collinear with the firm FE)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for f in range(120):
-        city = f % 20
-        prov, ind = city // 4, rng.integers(0, 5)
-        for yr in range(2010, 2017):
-            if rng.random() < 0.85:
-                rows.append((f, city, prov, ind, yr))
-    df = pd.DataFrame(rows, columns=["stkcd", "city_code", "province", "industry", "year"])
-    df["ind_year"] = df["industry"] * 100 + df["year"]
-    df["prov_year"] = df["province"] * 100 + df["year"]
-    n = len(df)
-    df["policy"] = ((df["city_code"] % 2 == 0) & (df["year"] >= 2012 + df["city_code"] % 3)).astype(float)
-    df[["x1", "x2"]] = rng.normal(size=(n, 2)) * [1.0, 1e3]
+    """:func:`_panels.cities_in_provinces_panel` with 120 firms in 20 cities over 2010-2016, x2 on
+    the scale of 10^3, a control that is constant within firm (collinear with the firm FE) and a
+    second outcome ``y2``."""
+    df = cities_in_provinces_panel(seed, n_firms=120, n_cities=20, cities_per_province=4, n_industries=5,
+                                   years=range(2010, 2017))
+    df["x2"] *= 1e3
     df["firm_constant"] = (df["stkcd"] % 9).astype(float)
-    df["y"] = 0.3 * df["policy"] + df["x1"] + rng.normal(size=n) + (df["stkcd"] % 7) * 0.2
-    df["y2"] = -0.2 * df["policy"] + rng.normal(size=n)
+    df["y2"] = -0.2 * df["policy"] + np.random.default_rng(seed + 1).normal(size=len(df))
     return df
 
 
