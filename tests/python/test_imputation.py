@@ -81,6 +81,30 @@ def test_equals_dense_formulas(tiny, size_scale):
         assert res["horizons"][h]["se"] == pytest.approx(se_h, rel=1e-9)
 
 
+def test_null_space_of_the_rank_test_is_reused_with_the_same_numbers(tiny, monkeypatch):
+    """When every treated row is identified, the solver's design is the rank test's, so its null
+    space is taken from identified_rows instead of being computed again: one computation, and the
+    same numbers, bit for bit, as computing it for the solver."""
+    from keytech.estimation.did import common
+
+    spec = load_registry().get("robust_staggered_imputation")
+    fes, controls = list(spec.fixed_effects), ["roa", "ln_size"]
+    data = prepare_spec_data(spec, tiny)
+    calls = []
+    original = common.untreated_null_space
+    monkeypatch.setattr(common, "untreated_null_space", lambda *a, **k: calls.append(1) or original(*a, **k))
+    shared = imputation(data, spec.outcome, "policy", fes, controls, "city_code", horizons=2)
+    assert len(calls) == 1  # (two if a treated row had failed the rank test: then the designs differ)
+    original_solver = common.generalized_gram_solver
+    monkeypatch.setattr(common, "generalized_gram_solver",
+                        lambda Zu, fe_sizes, tol, null=None: original_solver(Zu, fe_sizes, tol))
+    again = imputation(data, spec.outcome, "policy", fes, controls, "city_code", horizons=2)
+    assert len(calls) == 3  # the rank test's, and the solver's own
+    assert shared["horizons"].keys() == again["horizons"].keys() and len(shared["horizons"]) >= 2
+    for a, b in [(shared["att"], again["att"]), *((shared["horizons"][h], again["horizons"][h]) for h in shared["horizons"])]:
+        assert (a["estimate"], a["se"]) == (b["estimate"], b["se"])
+
+
 @pytest.fixture(scope="module")
 def sim() -> pd.DataFrame:
     return pnl.prepare_panel(simulate_panel(seed=21, n_cities=40, firms_per_city=5.0, beta_key=0.3))

@@ -62,7 +62,7 @@ def identified_rows(
         proj = np.asarray(Zt @ null)
         znorm = np.sqrt(np.asarray(Zt.multiply(Zt).sum(axis=1)).ravel())
         ok = np.abs(proj).max(axis=1) <= np.sqrt(tol) * (1.0 + znorm)
-    return ok, {"levels_present": present, "null_dim": int(null.shape[1]), "tol": tol}
+    return ok, {"levels_present": present, "null_dim": int(null.shape[1]), "tol": tol, "null_space": null}
 
 
 def first_stage_design(
@@ -104,18 +104,21 @@ def untreated_null_space(Zu, fe_sizes: list[int], tol: float, method: str = "aut
     return null
 
 
-def generalized_gram_solver(Zu, fe_sizes: list[int], tol: float):
+def generalized_gram_solver(Zu, fe_sizes: list[int], tol: float, null: np.ndarray | None = None):
     """A solver of ``Zu'Zu x = r`` for right-hand sides ``r`` in the row space of ``Zu`` (the
     untreated rows of :func:`first_stage_design`), by a generalized inverse of the singular Gram
     matrix: as many columns as :func:`untreated_null_space` has dimensions are left out (the pivots
     of a column-pivoted QR of the null-space basis, so the kept columns are independent; their x is
     0), the rest is one sparse LU. For such ``r`` every generalized inverse gives the same ``Zu x``
     and the same ``z'x`` for every z in the row space of ``Zu``, which is what did2s's variance and
-    the imputation estimator use. Returns ``solve(r)`` for r of shape (p,) or (p, k)."""
+    the imputation estimator use. ``null``: that null space when the caller already has it (from
+    :func:`identified_rows` on the same design and ``tol``). Returns ``solve(r)`` for r of shape
+    (p,) or (p, k)."""
     import scipy.linalg
     import scipy.sparse.linalg
 
-    null = untreated_null_space(Zu, fe_sizes, tol)
+    if null is None:
+        null = untreated_null_space(Zu, fe_sizes, tol)
     keep = np.ones(Zu.shape[1], dtype=bool)
     if null.shape[1]:
         _, _, pivots = scipy.linalg.qr(null.T, mode="economic", pivoting=True)
@@ -133,17 +136,18 @@ def generalized_gram_solver(Zu, fe_sizes: list[int], tol: float):
 
 def untreated_first_solver(
     frame: pd.DataFrame, treated: np.ndarray, covariates: list[str] | tuple[str, ...],
-    fixed_effects: list[str] | tuple[str, ...], tol: float,
+    fixed_effects: list[str] | tuple[str, ...], tol: float, null: np.ndarray | None = None,
 ):
     """The rows of ``frame`` reordered untreated first (each group in ``frame``'s order), their
     :func:`first_stage_design` and the :func:`generalized_gram_solver` of its untreated rows: what
-    did2s's variance and the imputation estimator share. Returns (order, design, number of
-    untreated rows, solve)."""
+    did2s's variance and the imputation estimator share. ``null``: the null space of that untreated
+    design when already known (``identified_rows``' ``null_space`` for the same rows in the same
+    order, the same design and ``tol``). Returns (order, design, number of untreated rows, solve)."""
     treated = np.asarray(treated, dtype=bool)
     order = np.concatenate([np.flatnonzero(~treated), np.flatnonzero(treated)])
     n_untreated = int((~treated).sum())
     Z, fe_sizes, _ = first_stage_design(frame.iloc[order], n_untreated, covariates, fixed_effects)
-    return order, Z, n_untreated, generalized_gram_solver(Z[:n_untreated], fe_sizes, tol)
+    return order, Z, n_untreated, generalized_gram_solver(Z[:n_untreated], fe_sizes, tol, null)
 
 
 def _null_space_schur(Zu, n_cov: int, fe_sizes: list[int], tol: float) -> np.ndarray | None:

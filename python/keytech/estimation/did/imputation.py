@@ -68,7 +68,10 @@ def imputation(
     # level occurring untreated is necessary, not sufficient: levels can sit in different connected
     # components): the exact rank test of did2s (null space of the untreated design from the Schur
     # complement of its largest fixed effect; no random probe, no iterative solver)
-    ok_rank, _ = identified_rows(d.loc[~D], d.loc[D], list(controls), list(fixed_effects), tol=IDENTIFICATION_TOL)
+    ok_rank, ident = identified_rows(d.loc[~D], d.loc[D], list(controls), list(fixed_effects), tol=IDENTIFICATION_TOL)
+    # every treated row identified: the solver's design below is identified_rows' (the same rows,
+    # untreated first, in d's order), so its null space is the one just computed
+    null = ident["null_space"] if ok_rank.all() else None
     if not ok_rank.all():
         n_unidentified += int((~ok_rank).sum())
         keep = np.ones(len(d), bool)
@@ -78,7 +81,7 @@ def imputation(
     Y = d[outcome].to_numpy(float)
     # the design as identified_rows builds it (standardised controls, every FE level; the same
     # column space as [dummies | controls]), untreated rows first, each group in d's order
-    _, Z, n0, solve = untreated_first_solver(d, D, list(controls), list(fixed_effects), IDENTIFICATION_TOL)
+    _, Z, n0, solve = untreated_first_solver(d, D, list(controls), list(fixed_effects), IDENTIFICATION_TOL, null)
     Z0, Z1 = Z[:n0], Z[n0:]
     b = solve(Z0.T @ Y[~D])  # a least-squares solution; Z0 b and Z1 b are unique
     resid0 = Y[~D] - Z0 @ b
