@@ -275,7 +275,10 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     ``--vars`` keeps only the build options. A warehouse's first build starts from
     the last parse saved by any build with the same options (``<root>/target/partial_parse/``);
     dbt itself checks that the saved parse fits (versions, vars, profile, file checksums) and
-    parses in full when it does not. DuckDB's spill folder (``.tmp`` of the working folder) is
+    parses in full when it does not. A run whose ``args`` name a ``--target-path`` (``keytech
+    docs``) starts from and saves to the same store (its key: the file it opens, e.g.
+    ``warehouse.duckdb``, and the vars), so only the first ``keytech docs`` of a warehouse name
+    parses in full. DuckDB's spill folder (``.tmp`` of the working folder) is
     then beside the warehouse, not in the project root.
 
     Logging (issue 17): dbt's debug file log (every SQL statement, connection and BEGIN/COMMIT of
@@ -288,7 +291,8 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     the console. Failed nodes are read from ``run_results.json``, not from the log."""
     root = paths.project_root()
     artifacts = paths.dbt_artifacts_dir(options.warehouse)
-    target_path = None if "--target-path" in args else artifacts / "target"
+    named_target = Path(args[args.index("--target-path") + 1]) if "--target-path" in args else None
+    target_path = None if named_target is not None else artifacts / "target"
     database = _absolute(warehouse, root)
     cli_vars = {k: v for k, v in dbt_vars(options).items() if k != "landing_dir"}
     env = dict(os.environ)
@@ -308,7 +312,7 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
         "--vars", json.dumps(cli_vars),
     ]
     shared = root / "target" / "partial_parse" / f"{partial_parse_key(database.name, cli_vars)}.msgpack"
-    own = None if target_path is None else target_path / "partial_parse.msgpack"
+    own = (named_target if named_target is not None else target_path) / "partial_parse.msgpack"
     if own is not None and not own.is_file() and shared.is_file():
         _copy_atomically(shared, own)
     completed = subprocess.run(command, cwd=database.parent, env=env, text=True, capture_output=quiet,

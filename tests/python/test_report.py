@@ -249,3 +249,48 @@ def test_keytech_docs_builds_the_static_site_with_exposures(built, monkeypatch, 
         assert node in page, node
     catalog = (out / "catalog.json").read_text(encoding="utf-8")
     assert "rpt_analysis_panel" in catalog  # the catalog came from the tiny warehouse
+    _assert_catalog_is_the_warehouse(json.loads(catalog), built["db"])
+
+    # issue 17: a second `keytech docs` (a new folder: no parse of its own there) starts from the
+    # parse the first one saved (build.run_dbt) and dbt accepts it; "Partial parsing enabled" is
+    # logged at debug level only
+    monkeypatch.setenv("DBT_LOG_LEVEL_FILE", "debug")
+    log = paths.dbt_artifacts_dir(built["db"]) / "logs" / "dbt.log"
+    before = log.stat().st_size if log.is_file() else 0
+    again = tmp_path / "dbt-docs-again"
+    assert main(["docs", "--out", str(again), "-q"]) == 0
+    with log.open("rb") as handle:
+        handle.seek(before)
+        second_run = handle.read().decode("utf-8", errors="replace")
+    assert "Partial parsing enabled" in second_run and "Unable to do partial parsing" not in second_run, \
+        second_run[-3000:]
+    # the catalog query filtered by the project's macro (macros/catalog_relations.sql), not by
+    # dbt-duckdb's one OR term per relation
+    assert ") as catalog_relations (relation_schema, relation_name)" in second_run
+    first, second = (json.loads((folder / "catalog.json").read_text(encoding="utf-8")) for folder in (out, again))
+    assert second["nodes"] == first["nodes"] and second["sources"] == first["sources"]
+    first, second = (json.loads((folder / "manifest.json").read_text(encoding="utf-8")) for folder in (out, again))
+    assert set(second["nodes"]) == set(first["nodes"]) and set(second["exposures"]) == set(first["exposures"])
+
+
+def _assert_catalog_is_the_warehouse(catalog: dict, db: Path) -> None:
+    """The docs catalog (dbt's catalog query, filtered by macros/catalog_relations.sql) holds every
+    table and view of the warehouse's model and seed schemas with exactly DuckDB's own columns:
+    names, positions and types as duckdb_columns() lists them."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "select schema_name, table_name, column_name, column_index, data_type from duckdb_columns() "
+            "where database_name = current_database() "
+            "and schema_name in ('seeds', 'staging', 'intermediate', 'marts')").fetchall()
+    finally:
+        con.close()
+    expected: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    for schema, table, column, index, data_type in rows:
+        expected.setdefault((schema, table), {})[column] = (index, data_type)
+    found = {(node["metadata"]["schema"], node["metadata"]["name"]):
+             {name: (column["index"], column["type"]) for name, column in node["columns"].items()}
+             for node in catalog["nodes"].values()}
+    in_schemas = {key: columns for key, columns in found.items() if key[0] in ("seeds", "staging", "intermediate", "marts")}
+    assert len(expected) > 60
+    assert in_schemas == expected
