@@ -59,11 +59,11 @@ from importlib import metadata
 from pathlib import Path
 
 import duckdb
-import yaml
 
 from keytech import paths
 from keytech.ingest import ingest
 from keytech.sql_literals import sql_identifier, sql_string
+from keytech.yaml_files import load_yaml
 
 
 class BuildFailed(RuntimeError):
@@ -523,7 +523,7 @@ def source_selectors(root: Path | None = None) -> dict[str, str]:
     root = root or paths.project_root()
     selectors: dict[str, str] = {}
     for file in sorted((root / "models").rglob("*.yml")):
-        document = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        document = load_yaml(file.read_text(encoding="utf-8")) or {}
         for source in document.get("sources") or []:
             for table in source.get("tables") or []:
                 selectors[table["name"]] = f"source:{source['name']}.{table['name']}"

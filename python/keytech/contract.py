@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from keytech.yaml_files import load_yaml
+
 COLUMN_TYPES = ("stock_code", "text", "date", "integer", "number")
 MAPPING_FILE = "column_mapping.yml"
 
@@ -81,7 +83,7 @@ class Mapping:
 
 def load_contract() -> dict[str, Table]:
     text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     tables: dict[str, Table] = {}
     for name, spec in data["tables"].items():
         columns = []
@@ -122,7 +124,7 @@ def load_mapping(raw_dir: Path, contract: dict[str, Table]) -> Mapping:
     if not path.is_file():
         return Mapping()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise ContractError(f"{path}: not UTF-8 (byte {exc.start} does not decode; saved as GBK?). "
                             "Save it as UTF-8 and run again.") from exc
@@ -322,7 +324,7 @@ def load_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, DbtS
     """The contract's `dbt_sources` block; every contract table belongs to exactly one source."""
     contract = contract or load_contract()
     text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text).get("dbt_sources") or {}
+    data = load_yaml(text).get("dbt_sources") or {}
     sources = {name: DbtSource(name=name, description=" ".join(spec["description"].split()),
                                tables=tuple(spec["tables"])) for name, spec in data.items()}
     listed = [t for s in sources.values() for t in s.tables]

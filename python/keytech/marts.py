@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from keytech import paths
+from keytech.yaml_files import load_yaml
 
 FLAGS = ("estimation", "gx_suite", "report", "export_panel")
 
@@ -54,7 +53,7 @@ def _yaml_files(root: Path) -> list[Path]:
 def _declared(root: str) -> tuple[MartDeclaration, ...]:
     out: list[MartDeclaration] = []
     for path in _yaml_files(Path(root)):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = load_yaml(path.read_text(encoding="utf-8")) or {}
         for model in doc.get("models") or ():
             meta = ((model.get("config") or {}).get("meta") or {}).get("keytech") or {}
             unknown = set(meta) - set(FLAGS)

@@ -24,6 +24,7 @@ from pathlib import Path
 from keytech import paths
 from keytech.inputs import empty_supplied_columns
 from keytech.warehouse import connect, mart_fingerprint, table_exists
+from keytech.yaml_files import load_yaml
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -151,9 +152,7 @@ def panel_end_year(con) -> int:
         value = json.loads(row[0]).get("vars", {}).get("panel_end_year") if row else None
         if value is not None:
             return int(value)
-    import yaml
-
-    project = yaml.safe_load((paths.project_root() / "dbt_project.yml").read_text(encoding="utf-8"))
+    project = load_yaml((paths.project_root() / "dbt_project.yml").read_text(encoding="utf-8"))
     return int(project["vars"]["panel_end_year"])
 
 

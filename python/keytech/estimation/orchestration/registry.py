@@ -11,9 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from keytech.marts import marts_with
+from keytech.yaml_files import load_yaml
 
 SPECS_FILE = Path(__file__).resolve().parents[2] / "specs.yml"
 
@@ -389,7 +388,7 @@ def _parse_spec(m: dict[str, Any], control_sets, fe_sets, filters) -> Spec:
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime: float) -> Registry:
     with open(path, encoding="utf-8") as fh:
-        return parse_registry(yaml.safe_load(fh))
+        return parse_registry(load_yaml(fh))
 
 
 def load_registry(path: str | Path | None = None) -> Registry:
