@@ -81,6 +81,9 @@ CNNIC_INTERNET_USERS = {
     2015: 68826, 2016: 73125, 2017: 77198, 2018: 82851, 2019: 90359, 2020: 98899, 2021: 103195,
     2022: 106744, 2023: 109200, 2024: 110800,
 }  # written up to the scale's last year (2023 and 2024 at xl only: 53rd and 55th reports)
+# 2023 and 2024 checked (issue 17) against the reports' headline figures as the press gave them:
+# 53rd report (March 2024), "截至2023年12月，我国网民规模达10.92亿人" (中国科学报, 2024-03-25);
+# 55th report (January 2025), 网民规模 "2024年的11.08亿人" (新京报贝壳财经, 2025-01-17)
 
 
 @dataclass(frozen=True)
