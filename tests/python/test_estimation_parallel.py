@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 import traceback
 
 import duckdb
@@ -75,23 +74,18 @@ def runs(tiny_demo_warehouse, tmp_path_factory):
         calls.append(([[s.id for s in unit] for unit in first], [[s.id for s in unit] for unit in dependent]))
         return original(specs, first, dependent, *args, **kwargs)
 
-    stored, worker_cpu, left_behind = {}, {}, {}
+    stored, worker_cpu = {}, {}
     root = tmp_path_factory.mktemp("parallel")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(schedule, "_run_in_workers", recording)
         for jobs in (1, 2):
             db = copy_warehouse(tiny_demo_warehouse, root / f"jobs{jobs}")
-            scratch = root / f"tmp{jobs}"  # where the workers' state file goes (tempfile)
-            scratch.mkdir()
-            patch.setattr(tempfile, "tempdir", str(scratch))
             cpu_before = schedule.WORKER_CPU_SECONDS[0]
             run_id = run_estimation(only=ONLY, placebo_draws=20, seed=SEED, db_path=db, progress=False, render=False,
                                     synthetic=True, permutation_draws=19, jobs=jobs, registry=_registry())
             worker_cpu[jobs] = schedule.WORKER_CPU_SECONDS[0] - cpu_before
             stored[jobs] = _stored(db, run_id)
-            left_behind[jobs] = sorted(p.name for p in scratch.glob("keytech-workers-*"))
-    return {"stored": stored, "calls": calls, "worker_cpu": worker_cpu, "worker_rss": schedule.WORKER_PEAK_RSS_BYTES[0],
-            "left_behind": left_behind}
+    return {"stored": stored, "calls": calls, "worker_cpu": worker_cpu, "worker_rss": schedule.WORKER_PEAK_RSS_BYTES[0]}
 
 
 def test_workers_store_what_one_process_stores(runs):
@@ -112,8 +106,6 @@ def test_workers_store_what_one_process_stores(runs):
     assert list(params1["timings_seconds"]) == list(params2["timings_seconds"])
     # the workers' CPU time reaches this process (the bench adds it to its own)
     assert runs["worker_cpu"][1] == 0 and runs["worker_cpu"][2] > 0.5
-    # the workers read the pool's state from a temporary file (issue 17), removed after the run
-    assert runs["left_behind"] == {1: [], 2: []}
     assert runs["worker_rss"] > 50 * 2**20  # and their peak memory (a worker holds the panels and pyfixest)
 
 
@@ -143,20 +135,6 @@ def test_a_failing_spec_fails_the_same_way(runs):
     assert "no_such_column" in params2["failures"]["broken_outcome"]
     error_rows = [d for values, d in rows2 if values[0] == "broken_outcome"]
     assert error_rows and "no_such_column" in error_rows[0]["error"] and error_rows[0]["traceback"]
-
-
-def test_the_worker_server_starts_early_only_for_a_run_in_workers():
-    """schedule.start_worker_server (called by run_estimation before the panels are read): the
-    forkserver is started only when the specs will run in workers."""
-    reg = load_registry()
-    several, one_group = reg.select(["table3", "table6"]), reg.select(["table3"])
-    assert not schedule.start_worker_server(several, 1)
-    assert not schedule.start_worker_server(one_group, 2)
-    assert schedule.start_worker_server(several, 2)
-    from multiprocessing import forkserver
-
-    assert forkserver._forkserver._forkserver_pid is not None  # running, with the preload set
-    assert forkserver._forkserver._preload_modules == schedule.WORKER_PRELOAD
 
 
 def test_units_and_their_order():
@@ -199,9 +177,6 @@ def test_a_dead_worker_stops_the_run_with_a_message_and_stores_nothing(tiny_demo
     db = copy_warehouse(tiny_demo_warehouse, tmp_path / "dead")
     with duckdb.connect(str(db), read_only=True) as con:
         runs_before = con.execute("select count(*) from results.runs").fetchone()[0]
-    scratch = tmp_path / "tmp"  # the workers' state file goes here (tempfile), and must not stay
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setattr(schedule, "WORKER_INITIALIZERS", [(_kill_the_worker_on, ("table3_col4",))])
     with pytest.raises(schedule.WorkerDied, match=r"died .* running: table3_col4.*--jobs 1"):
         run_estimation(only=["table3_col4", "table6_col1", "table6_col2"], db_path=db, progress=False,
@@ -213,7 +188,6 @@ def test_a_dead_worker_stops_the_run_with_a_message_and_stores_nothing(tiny_demo
                         "KEYTECH_OUTPUT_DIR": str(tmp_path / "out")}.items():
         monkeypatch.setenv(name, value)
     assert main(["-q", "estimate", "--only", "table3_col4", "table6_col1", "--jobs", "2"]) == 1
-    assert list(scratch.glob("keytech-workers-*")) == []  # (multiprocessing keeps a pymp-* folder of its own)
 
 
 def _record_the_workers_jobs() -> None:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,8 +122,6 @@ def run_estimation(
 
     reg = registry or load_registry()
     specs = reg.select(only)
-    # the worker processes' server imports pyfixest while the gate and the panels are read
-    schedule.start_worker_server(specs, jobs)
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -185,6 +182,10 @@ def run_estimation(
         timings[spec.id] = outcome.seconds
 
     # 4. store (the only read-write step)
+    from keytech.estimation.core.pyfixest_order import load_pyfixest
+
+    pyfixest = load_pyfixest()
+
     reg_text = json.dumps([s.id for s in reg.specs])
     params = {
         "only": only,
@@ -201,7 +202,7 @@ def run_estimation(
         "failures": failures,
         "skipped": skipped,
         "not_estimable": not_estimable,
-        "versions": {"python": platform.python_version(), "pyfixest": metadata.version("pyfixest"), "pandas": pd.__version__},
+        "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
         "threads": keytech.thread_settings(),  # the thread counts the digits depend on
         "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
     }

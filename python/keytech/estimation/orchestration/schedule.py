@@ -39,14 +39,11 @@ import json
 import multiprocessing
 import pickle
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing.reduction import ForkingPickler
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
@@ -248,34 +245,11 @@ WORKER_PEAK_RSS_BYTES = [0]
 _WORKER_STATE: tuple | None = None
 
 
-def _start_worker(state: tuple | str | None, initializers: list[tuple[Callable[..., Any], tuple]]) -> None:
-    """A worker's initializer: the initializers, then the pool's state — given, or read from the
-    file it was pickled into (``_run_in_workers``)."""
+def _start_worker(state: tuple, initializers: list[tuple[Callable[..., Any], tuple]]) -> None:
     global _WORKER_STATE
     for function, args in initializers:
         function(*args)
-    if isinstance(state, str):
-        with open(state, "rb") as handle:
-            state = pickle.load(handle)
     _WORKER_STATE = state
-
-
-def start_worker_server(specs: list[Spec], jobs: int) -> bool:
-    """Start the ``forkserver`` of the worker processes now, if ``specs`` will run in workers
-    (``jobs`` > 1, more than one unit, a process that may have children): it imports
-    ``WORKER_PRELOAD`` (pyfixest, ≈ 2 s) while the caller reads the panels, instead of when the
-    pool starts its first worker. Returns whether it was started (or was running). Nothing else
-    changes: the same server forks the same workers."""
-    first, dependent = units_of_work(specs)
-    if jobs <= 1 or len(first) + len(dependent) <= 1 or not can_start_workers():
-        return False
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
-    from multiprocessing import forkserver
-
-    worker_context()  # sets the preload list
-    forkserver.ensure_running()
-    return True
 
 
 def _panel_of(panels: dict, spec: Spec):
@@ -329,9 +303,8 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
     """Every unit in a pool of ``jobs`` worker processes, at most ``jobs`` at a time: the longest
     ready unit next, a dependent unit ready when the specs it reads that come before it in the
     registry are done (it gets their results). Each worker gets the panels and the context once,
-    pickled once into a temporary file (removed when the pool is done) that it reads as it starts.
-    A worker that dies abruptly raises :class:`WorkerDied` naming the specs in flight (an exception
-    inside a spec is an outcome like any other, not this)."""
+    pickled. A worker that dies abruptly raises :class:`WorkerDied` naming the specs in flight
+    (an exception inside a spec is an outcome like any other, not this)."""
     units = first + dependent
     position = {s.id: i for i, s in enumerate(specs)}
     needs: dict[int, set[str]] = {}
@@ -348,16 +321,8 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
     worker_ctx = dataclasses.replace(ctx, progress=False, jobs=1, shared=dict(ctx.shared))
     state = (units, panels, worker_ctx, {s.id: s for s in specs})
     running: dict[concurrent.futures.Future, int] = {}
-    # the state is pickled once, into a file each worker reads when it starts (issue 17): given as
-    # the initializer's argument, it went down each new worker's pipe while the parent waited for
-    # that worker to start and unpickle it, one worker after the other (≈ 1 s each at paper scale)
-    scratch = tempfile.TemporaryDirectory(prefix="keytech-workers-")
-    state_file = Path(scratch.name) / "state.pickle"
-    state_file.write_bytes(ForkingPickler.dumps(state))
-    del state
     pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(units)), mp_context=worker_context(),
-                                                  initializer=_start_worker,
-                                                  initargs=(str(state_file), list(WORKER_INITIALIZERS)))
+                                                  initializer=_start_worker, initargs=(state, list(WORKER_INITIALIZERS)))
     try:
         left = len(units)
         while left:
@@ -392,10 +357,8 @@ def _run_in_workers(specs: list[Spec], first: list[list[Spec]], dependent: list[
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
-        scratch.cleanup()
         raise
     pool.shutdown(wait=True)
-    scratch.cleanup()
 
 
 class WorkerDied(RuntimeError):
