@@ -291,8 +291,9 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     the console. Failed nodes are read from ``run_results.json``, not from the log."""
     root = paths.project_root()
     artifacts = paths.dbt_artifacts_dir(options.warehouse)
-    named_target = Path(args[args.index("--target-path") + 1]) if "--target-path" in args else None
-    target_path = None if named_target is not None else artifacts / "target"
+    # dbt's target folder: the one ``args`` name (keytech docs), else the warehouse's own
+    named_target = "--target-path" in args
+    target_path = Path(args[args.index("--target-path") + 1]) if named_target else artifacts / "target"
     database = _absolute(warehouse, root)
     cli_vars = {k: v for k, v in dbt_vars(options).items() if k != "landing_dir"}
     env = dict(os.environ)
@@ -307,17 +308,17 @@ def run_dbt(args: list[str], warehouse: Path, options: BuildOptions, quiet: bool
     command = [
         dbt_executable(), *args,
         "--profiles-dir", str(root), "--project-dir", str(root),
-        *([] if target_path is None else ["--target-path", str(target_path)]),
+        *([] if named_target else ["--target-path", str(target_path)]),
         "--log-path", str(artifacts / "logs"),
         "--vars", json.dumps(cli_vars),
     ]
     shared = root / "target" / "partial_parse" / f"{partial_parse_key(database.name, cli_vars)}.msgpack"
-    own = (named_target if named_target is not None else target_path) / "partial_parse.msgpack"
-    if own is not None and not own.is_file() and shared.is_file():
+    own = target_path / "partial_parse.msgpack"
+    if not own.is_file() and shared.is_file():
         _copy_atomically(shared, own)
     completed = subprocess.run(command, cwd=database.parent, env=env, text=True, capture_output=quiet,
                                preexec_fn=_parent_death_signal())
-    if own is not None and own.is_file() and completed.returncode == 0:
+    if own.is_file() and completed.returncode == 0:
         _copy_atomically(own, shared)
     return completed
 
