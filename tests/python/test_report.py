@@ -277,12 +277,12 @@ def _assert_catalog_is_the_warehouse(catalog: dict, db: Path) -> None:
     """The docs catalog (dbt's catalog query, filtered by macros/catalog_relations.sql) holds every
     table and view of the warehouse's model and seed schemas with exactly DuckDB's own columns:
     names, positions and types as duckdb_columns() lists them."""
+    schemas = ("seeds", "staging", "intermediate", "marts")
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
             "select schema_name, table_name, column_name, column_index, data_type from duckdb_columns() "
-            "where database_name = current_database() "
-            "and schema_name in ('seeds', 'staging', 'intermediate', 'marts')").fetchall()
+            "where database_name = current_database() and list_contains(?, schema_name)", [list(schemas)]).fetchall()
     finally:
         con.close()
     expected: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
@@ -291,6 +291,6 @@ def _assert_catalog_is_the_warehouse(catalog: dict, db: Path) -> None:
     found = {(node["metadata"]["schema"], node["metadata"]["name"]):
              {name: (column["index"], column["type"]) for name, column in node["columns"].items()}
              for node in catalog["nodes"].values()}
-    in_schemas = {key: columns for key, columns in found.items() if key[0] in ("seeds", "staging", "intermediate", "marts")}
+    in_schemas = {key: columns for key, columns in found.items() if key[0] in schemas}
     assert len(expected) > 60
     assert in_schemas == expected
