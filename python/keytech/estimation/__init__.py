@@ -14,7 +14,8 @@ estimator), ``inference/`` (placebo, permutation, wild bootstrap, multiple testi
 (estimator name → family function, ``run_spec``), and ``orchestration/`` (``registry``, ``gate``,
 ``runner``, ``store``). Tables and figures are :mod:`keytech.tables`.
 
-Nothing runs at import time; heavy libraries (pyfixest, matplotlib) are imported lazily.
+Nothing runs at import time; heavy libraries (pyfixest, scipy.stats, matplotlib) are imported
+where they are used.
 """
 
 from keytech.estimation.orchestration.gate import ChecksNotPassed

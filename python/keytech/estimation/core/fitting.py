@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from keytech.estimation.core.panel import sample_description, sample_size_and_parameters
 from keytech.estimation.core.results import DEFAULT_SEED, NotEstimable, SpecResult, TermEstimate
@@ -193,6 +192,8 @@ def adj_r2(fit) -> float | None:
 
 def joint_wald(beta: np.ndarray, vcov: np.ndarray, df_denominator: float | None) -> dict[str, float]:
     """Wald test of beta = 0: chi2 and F (with ``df_denominator``, e.g. G-1 when clustered)."""
+    from scipy import stats  # here, as in results.term_from_normal: not every importer computes p-values
+
     beta = np.asarray(beta, dtype=float)
     W = float(beta @ np.linalg.pinv(vcov) @ beta)
     q = len(beta)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 
 # The one seed of a run (keytech estimate --seed): placebo draws, the Callaway–Sant'Anna cluster
@@ -83,6 +82,11 @@ class SpecResult:
 
 def term_from_normal(term: str, estimate: float, se: float, df: float | None = None, level: float = 0.95, **diag) -> TermEstimate:
     """A term with t/p/CI from a t(df) distribution (normal when df is None)."""
+    # imported here, not with the module: scipy.stats takes 0.5-1.3 s to import, and the processes
+    # that read results without computing p-values (the parent of `keytech estimate --jobs N`,
+    # `keytech report`, the CLI) need not pay it
+    from scipy import stats
+
     if se is None or not np.isfinite(se) or se <= 0:
         return TermEstimate(term, float(estimate), None, None, None, None, None, diag or None)
     t = estimate / se

@@ -75,6 +75,18 @@ def run_outcome(run_id: str, db_path: str | Path | None = None) -> dict[str, dic
             "not_estimable": params.get("not_estimable") or {}}
 
 
+def pyfixest_version() -> str:
+    """The version pyfixest reports as ``pyfixest.__version__`` (which is this package-metadata
+    lookup, "unknown" without metadata), without importing pyfixest: with ``--jobs N`` the specs ran
+    in worker processes and this one never needed it (importing it takes 1-1.5 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyfixest")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def run_estimation(
     only: list[str] | None = None,
     force: bool = False,
@@ -182,10 +194,6 @@ def run_estimation(
         timings[spec.id] = outcome.seconds
 
     # 4. store (the only read-write step)
-    from keytech.estimation.core.pyfixest_order import load_pyfixest
-
-    pyfixest = load_pyfixest()
-
     reg_text = json.dumps([s.id for s in reg.specs])
     params = {
         "only": only,
@@ -202,7 +210,7 @@ def run_estimation(
         "failures": failures,
         "skipped": skipped,
         "not_estimable": not_estimable,
-        "versions": {"python": platform.python_version(), "pyfixest": pyfixest.__version__, "pandas": pd.__version__},
+        "versions": {"python": platform.python_version(), "pyfixest": pyfixest_version(), "pandas": pd.__version__},
         "threads": keytech.thread_settings(),  # the thread counts the digits depend on
         "registry_ids_sha": hashlib.sha256(reg_text.encode()).hexdigest()[:12],
     }
