@@ -204,6 +204,38 @@ def _record_the_workers_jobs() -> None:
     dispatch.ESTIMATORS["ols"] = recording
 
 
+def _record_what_the_worker_started_with() -> None:
+    """A worker initializer (it runs first in a new worker): every OLS spec stores which of the
+    fitting libraries were loaded when its worker started."""
+    import sys
+
+    from keytech.estimation import dispatch
+
+    loaded = [m for m in ("scipy.stats", "pyfixest") if m in sys.modules]
+    original = dispatch.ESTIMATORS["ols"]
+
+    def recording(spec, df, ctx):
+        result = original(spec, df, ctx)
+        result.diagnostics["loaded_when_the_worker_started"] = loaded
+        return result
+
+    dispatch.ESTIMATORS["ols"] = recording
+
+
+def test_workers_start_with_the_fitting_libraries_loaded(tiny_demo_warehouse, tmp_path, monkeypatch):
+    """The forkserver imports pyfixest and scipy.stats once (schedule.WORKER_PRELOAD) and every
+    worker forked from it starts with them: the estimation modules import scipy.stats where it is
+    used, so without the preload each worker would import it itself (issue 17)."""
+    db = copy_warehouse(tiny_demo_warehouse, tmp_path / "preload")
+    monkeypatch.setattr(schedule, "WORKER_INITIALIZERS", [(_record_what_the_worker_started_with, ())])
+    run_id = run_estimation(only=["table3_col5", "table6_col1"], db_path=db, progress=False, render=False,
+                            synthetic=True, jobs=2)
+    _, rows = _stored(db, run_id)
+    seen = {values[0]: d["loaded_when_the_worker_started"] for values, d in rows
+            if d and "loaded_when_the_worker_started" in d}
+    assert seen == {"table3_col5": ["scipy.stats", "pyfixest"], "table6_col1": ["scipy.stats", "pyfixest"]}
+
+
 def test_a_workers_specs_run_their_draws_serially(tiny_demo_warehouse, tmp_path, monkeypatch):
     """Inside a worker ``RunContext.jobs`` is 1: the workers are not daemonic, and a spec's
     permutation test would otherwise fork a draw pool of its own (jobs x jobs processes)."""

@@ -210,8 +210,11 @@ def longest_first(units: list[list[Spec]], ctx: RunContext, timings: dict[str, f
     return sorted(range(len(units)), key=lambda i: (-expected_seconds(units[i], ctx, timings), i))
 
 
-# modules the worker processes start with (imported once, in the forkserver that forks them)
-WORKER_PRELOAD = ["keytech.estimation.orchestration.schedule", "keytech.estimation.core.pyfixest_order", "pyfixest"]
+# modules the worker processes start with (imported once, in the forkserver that forks them).
+# scipy.stats: every worker computes p-values, and the estimation modules import it where it is
+# used (not with the module, so that this process, which fits nothing, does not load it)
+WORKER_PRELOAD = ["scipy.stats", "keytech.estimation.orchestration.schedule", "keytech.estimation.core.pyfixest_order",
+                  "pyfixest"]
 # (function, args) pairs each worker runs when it starts, e.g. the bench's fit counter; the
 # functions must be importable (module level), the args picklable
 WORKER_INITIALIZERS: list[tuple[Callable[..., Any], tuple]] = []
