@@ -137,6 +137,26 @@ def test_a_failing_spec_fails_the_same_way(runs):
     assert error_rows and "no_such_column" in error_rows[0]["error"] and error_rows[0]["traceback"]
 
 
+def test_the_worker_server_starts_early_only_for_a_run_in_workers(monkeypatch):
+    """schedule.start_worker_server, called by run_estimation before the gate and the panels are
+    read: the forkserver (and its preload) starts only when the specs will run in workers that it
+    forks; it then runs with the workers' preload list."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    reg = load_registry()
+    several, one_group = reg.select(["table3", "table6"]), reg.select(["table3"])
+    assert not schedule.start_worker_server(several, 1)  # one process
+    assert not schedule.start_worker_server(one_group, 2)  # one unit: it runs in this process
+    with monkeypatch.context() as patch:  # workers spawned (no forkserver): nothing to start
+        patch.setattr(schedule, "worker_context", lambda: multiprocessing.get_context("spawn"))
+        assert not schedule.start_worker_server(several, 2)
+    assert schedule.runs_in_workers(several, 2) and not schedule.runs_in_workers(one_group, 2)
+    assert schedule.start_worker_server(several, 2)
+    server = forkserver._forkserver
+    assert server._forkserver_pid is not None and server._preload_modules == schedule.WORKER_PRELOAD
+
+
 def test_units_and_their_order():
     reg = load_registry()
     specs = reg.select(["table3", "table5", "het_fc", "mt_table5", "mt_het_fc"])

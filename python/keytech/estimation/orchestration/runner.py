@@ -134,6 +134,8 @@ def run_estimation(
 
     reg = registry or load_registry()
     specs = reg.select(only)
+    # the workers' server imports pyfixest and scipy.stats while the gate and the panels are read
+    schedule.start_worker_server(specs, jobs)
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
