@@ -81,9 +81,17 @@ class Mapping:
     path: Path | None = None
 
 
+def _contract_document() -> dict:
+    """The parsed ``contract.yml`` shipped with the package."""
+    return load_yaml(resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8"))
+
+
 def load_contract() -> dict[str, Table]:
-    text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
-    data = load_yaml(text)
+    return _contract_tables(_contract_document())
+
+
+def _contract_tables(data: dict) -> dict[str, Table]:
+    """The ``tables`` block of a parsed contract as :class:`Table` objects."""
     tables: dict[str, Table] = {}
     for name, spec in data["tables"].items():
         columns = []
@@ -322,9 +330,9 @@ class DbtSource:
 
 def load_dbt_sources(contract: dict[str, Table] | None = None) -> dict[str, DbtSource]:
     """The contract's `dbt_sources` block; every contract table belongs to exactly one source."""
-    contract = contract or load_contract()
-    text = resources.files("keytech").joinpath("contract.yml").read_text(encoding="utf-8")
-    data = load_yaml(text).get("dbt_sources") or {}
+    document = _contract_document()  # read and parsed once for both blocks
+    contract = contract or _contract_tables(document)
+    data = document.get("dbt_sources") or {}
     sources = {name: DbtSource(name=name, description=" ".join(spec["description"].split()),
                                tables=tuple(spec["tables"])) for name, spec in data.items()}
     listed = [t for s in sources.values() for t in s.tables]

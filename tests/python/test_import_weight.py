@@ -14,6 +14,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 HEAVY = ("scipy.stats", "pyfixest", "matplotlib")
 
 PROBE = """
@@ -60,8 +62,6 @@ def test_p_values_still_come_from_scipy_stats():
     assert normal.ci_low == 1.0 - stats.norm.ppf(0.975) * 0.5
     t = term_from_normal("x", 1.0, 0.5, df=10)
     assert t.p_value == 2 * stats.t.sf(2.0, 10)
-    import numpy as np
-
     wald = joint_wald(np.array([1.0, 2.0]), np.eye(2), 30)
     assert wald["p_chi2"] == float(stats.chi2.sf(5.0, 2))
     assert wald["p_F"] == float(stats.f.sf(2.5, 2, 30))

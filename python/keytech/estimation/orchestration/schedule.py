@@ -398,7 +398,7 @@ def runs_in_workers(specs: list[Spec], jobs: int) -> bool:
 def start_worker_server(specs: list[Spec], jobs: int) -> bool:
     """Start the ``forkserver`` that forks the worker processes now, when ``specs`` will run in
     workers (:func:`runs_in_workers`) and the forkserver is the workers' start method: it imports
-    ``WORKER_PRELOAD`` (≈ 0.8 s at paper scale) while the caller reads the gate and the panels,
+    ``WORKER_PRELOAD`` (pyfixest and scipy.stats: ≈ 1.5 s) while the caller reads the gate and the panels,
     instead of after them, when the pool starts its first worker (issue 17). The same server then
     forks the same workers; nothing else changes. Returns whether the server is running."""
     if not runs_in_workers(specs, jobs) or worker_context().get_start_method() != "forkserver":
