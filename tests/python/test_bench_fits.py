@@ -158,6 +158,105 @@ def test_end_to_end_is_the_sum_of_the_commands_stages():
     assert bench.evaluate({k: v for k, v in stages.items() if k != "report"})["end_to_end"]["passed"] is None
 
 
+def test_end_to_end_is_the_commands_stage_when_it_ran():
+    """The commands stage (the three commands a user types, timed as processes) is the end-to-end
+    figure when it succeeded; the stages' sum stays beside it, and is the figure (so labelled)
+    when the commands stage failed or did not run."""
+    seconds = {"build": 32.2, "checks": 5.4, "estimation": 73.3, "placebo": 2.5, "report": 2.7}
+    stages = {name: {"status": "ok", "seconds": value} for name, value in seconds.items()}
+    stages["commands"] = {"status": "ok", "seconds": 118.5, "jobs": 2,
+                          "command_seconds": {"build": 40.1, "estimate": 74.9, "report": 3.5}}
+    target = bench.evaluate(stages)["end_to_end"]
+    assert target["value"] == 118.5 and target["basis"] == "commands" and target["passed"] is True
+    assert target["sum_of_stages"] == pytest.approx(116.1)
+    stages["commands"] = {"status": "error", "seconds": None, "note": "keytech estimate exited with 1"}
+    target = bench.evaluate(stages)["end_to_end"]
+    assert target["value"] == pytest.approx(116.1) and target["basis"] == "sum of stages"
+    assert bench.evaluate({})["end_to_end"]["basis"] is None
+    stages["commands"] = {"status": "ok", "seconds": 121.0, "jobs": 2,
+                          "command_seconds": {"build": 40.1, "estimate": 77.4, "report": 3.5}}
+    report = {"scale": "paper", "seed": 1, "started_at": "now", "machine": {}, "stages": stages,
+              "targets": bench.evaluate(stages)}
+    text = bench.render_markdown(report)
+    assert "| end_to_end (commands) | 121.0 s | 120.0 s | **miss** |" in text
+    assert ("keytech build 40.1 s, keytech estimate 77.4 s, keytech report 3.5 s (estimate --jobs 2); "
+            "the stages build + checks + estimation + placebo + report add up to 116.1 s") in text
+
+
+def test_commands_stage_runs_what_a_user_types(monkeypatch, tmp_path):
+    """keytech build, keytech estimate (every spec, the bench's seed, placebo draws and --jobs),
+    keytech report, in that order, into a warehouse of their own that is removed afterwards;
+    the time is the three commands' sum, and a failing command stops the stage with its name,
+    exit code and output."""
+    calls = []
+
+    def fake_run(command, env, capture_output, text):
+        folder = tmp_path / bench.COMMANDS_FOLDER
+        assert folder.is_dir()
+        calls.append((command, {k: env[k] for k in ("KEYTECH_RAW_DIR", "KEYTECH_DB", "KEYTECH_LANDING_DIR",
+                                                    "KEYTECH_OUTPUT_DIR")}))
+        failed = fail_at is not None and len(calls) == fail_at
+        return type("Done", (), {"returncode": 2 if failed else 0, "stdout": "", "stderr": "checks failed"})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    fail_at = None
+    out = bench._stage_commands(tmp_path, "paper", 7, jobs=2)
+    arguments = [command[command.index("build") if "build" in command else
+                         command.index("estimate") if "estimate" in command else command.index("report"):]
+                 for command, _ in calls]
+    assert arguments == [["build"], ["estimate", "--jobs", "2", "--seed", "7", "--placebo-draws",
+                                     str(bench.PLACEBO_DRAWS)], ["report"]]
+    assert all("keytech" in command[0] for command, _ in calls)
+    env = calls[0][1]
+    assert env == {"KEYTECH_RAW_DIR": str(tmp_path / "raw"),
+                   "KEYTECH_DB": str(tmp_path / "commands" / "warehouse.duckdb"),
+                   "KEYTECH_LANDING_DIR": str(tmp_path / "commands" / "landing"),
+                   "KEYTECH_OUTPUT_DIR": str(tmp_path / "commands" / "output")}
+    assert not (tmp_path / bench.COMMANDS_FOLDER).exists()
+    assert out["seconds"] == pytest.approx(sum(out["command_seconds"].values()))
+    assert list(out["command_seconds"]) == ["build", "estimate", "report"]
+    assert out["commands"][1] == f"keytech estimate --jobs 2 --seed 7 --placebo-draws {bench.PLACEBO_DRAWS}"
+    assert bench.user_commands("xl", 7, 1)[0][1] == ["build", "--panel-end-year", "2024"]
+    calls.clear()
+    fail_at = 2
+    out = bench._stage_commands(tmp_path, "paper", 7, jobs=2)
+    assert len(calls) == 2 and out["status"] == "error" and out["jobs"] == 2
+    assert out["note"].startswith("`keytech estimate --jobs 2") and "exited with 2: checks failed" in out["note"]
+    assert not (tmp_path / bench.COMMANDS_FOLDER).exists()
+
+
+def test_commands_stage_goes_on_after_specs_that_cannot_be_estimated(monkeypatch, tmp_path):
+    """keytech estimate exits 1 when requested specs fail on the data (tiny scale); the run is
+    stored, so the report runs, the stage is timed whole and the failures are recorded. Any other
+    non-zero exit stops it."""
+    calls = []
+    stderr = "keytech estimate: 29 requested spec(s) failed: table4_col6, …; details in results.estimates"
+
+    def fake_run(command, env, capture_output, text):
+        calls.append(command)
+        failed = "estimate" in command
+        return type("Done", (), {"returncode": 1 if failed else 0, "stdout": "",
+                                 "stderr": stderr if failed else ""})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    out = bench._stage_commands(tmp_path, "tiny", 7, jobs=1)
+    assert len(calls) == 3 and out.get("status") is None and out["estimate_failed_specs"] == 29
+    assert out["seconds"] == pytest.approx(sum(out["command_seconds"].values()))
+    assert "29 spec(s) failed on this data" in out["note"]
+    stderr = "Traceback: MemoryError"
+    calls.clear()
+    out = bench._stage_commands(tmp_path, "tiny", 7, jobs=1)
+    assert len(calls) == 2 and out["status"] == "error" and "MemoryError" in out["note"]
+
+
+def test_the_commands_stage_gets_the_bench_jobs(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(bench, "_run_stage", lambda stage, work, scale, seed, log, only=None, jobs=1:
+                        seen.append((stage, jobs)) or {"status": "ok", "seconds": 1.0})
+    bench.run("tiny", tmp_path, False, 1, stages=("report", "commands"), jobs=3)
+    assert seen == [("report", 1), ("commands", 3)]
+
+
 def test_machine_records_the_thread_counts_the_digits_depend_on():
     import keytech
 
