@@ -670,11 +670,12 @@ def _stage_commands(work: Path, scale: str, seed: int, jobs: int = 1) -> dict:
     env = dict(os.environ, **stage_env(work))
     env.update({"KEYTECH_LANDING_DIR": str(folder / "landing"), "KEYTECH_DB": str(folder / "warehouse.duckdb"),
                 "KEYTECH_OUTPUT_DIR": str(folder / "output")})
+    commands = user_commands(scale, seed, jobs)
     seconds: dict[str, float] = {}
     result: dict = {"jobs": jobs, "command_seconds": seconds,
-                    "commands": [f"keytech {' '.join(arguments)}" for _, arguments in user_commands(scale, seed, jobs)]}
+                    "commands": [f"keytech {' '.join(arguments)}" for _, arguments in commands]}
     try:
-        for name, arguments in user_commands(scale, seed, jobs):
+        for name, arguments in commands:
             command = _keytech_command() + arguments
             start = time.perf_counter()
             completed = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -998,7 +999,7 @@ def render_markdown(report: dict) -> str:
                          + f" (estimate --jobs {s.get('jobs', 1)})")
             summed = report["targets"].get("end_to_end", {}).get("sum_of_stages")
             if summed is not None:
-                notes.append(f"the stages build + checks + estimation + placebo + report add up to {summed:.1f} s")
+                notes.append(f"the stages {' + '.join(END_TO_END_STAGES)} add up to {summed:.1f} s")
         if s.get("note"):
             notes.append(s["note"].splitlines()[0][:200])
         seconds = s.get("seconds", s.get("pandas_seconds"))
